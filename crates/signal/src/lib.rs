@@ -82,6 +82,23 @@ pub struct Config {
     pub ring_timeout: Duration,
 }
 
+impl Default for Config {
+    /// The protocol defaults (PROTOCOL.md): no room cap, 64 KiB frames,
+    /// 20 s grace, 1024 replay frames, 30 s ring timeout.
+    fn default() -> Self {
+        Config {
+            max_peers: 0,
+            max_rooms_per_session: 16,
+            max_message_bytes: 65536,
+            rate_per_sec: 50,
+            rate_burst: 100,
+            resume_grace: Duration::from_secs(20),
+            replay_frames: 1024,
+            ring_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// A server frame ready to send. The JSON body is serialized once and
 /// shared (`Bytes`) among all recipients of a fan-out; `seq` differs per
 /// recipient and is spliced in when the frame is written.
@@ -96,8 +113,17 @@ pub struct OutFrame {
 impl OutFrame {
     /// Writes the frame's text, `{"seq":N,` + the body after its `{`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let _ = out;
-        unimplemented!("core helper fills this in")
+        match self.seq {
+            Some(seq) if self.body.len() > 1 => {
+                out.extend_from_slice(b"{\"seq\":");
+                out.extend_from_slice(seq.to_string().as_bytes());
+                if self.body.len() > 2 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&self.body[1..]);
+            }
+            _ => out.extend_from_slice(&self.body),
+        }
     }
 }
 
