@@ -1,0 +1,336 @@
+//! The process: binds every listener, serves until SIGTERM/SIGINT, then
+//! shuts down in bounded time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use switchboard_signal::{IceServer, SignalCore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::turn::TurnService;
+
+/// Limits the connection tasks read on every frame.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Bounded outbound queue, in frames.
+    pub outbound_queue_frames: usize,
+    /// The WebSocket layer's own cap. Frames between `limits.max_message_bytes`
+    /// and this get `too_large` from the core and the connection stays open;
+    /// beyond it the transport closes the connection (1009), since reading
+    /// an unbounded frame would cost unbounded memory.
+    pub transport_max_frame: usize,
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The signaling core's driver.
+    pub hub: Arc<Hub>,
+    /// Token and origin checks.
+    pub auth: Arc<Authenticator>,
+    /// STUN/TURN, for `ice_servers`.
+    pub turn: Option<TurnService>,
+    /// Caps the number of signaling connections.
+    pub connections: Arc<Semaphore>,
+    /// Per-connection limits.
+    pub limits: ConnLimits,
+    /// Server ping interval.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a connection counts as dropped.
+    pub heartbeat_timeout: Duration,
+    /// Cancelled on shutdown.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// The `ice_servers` for a peer reaching us through `host`.
+    pub fn ice_servers(&self, peer: &str, host: &str) -> Vec<IceServer> {
+        match &self.turn {
+            Some(turn) => turn.ice_servers(peer, host),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The host name a client used, without the port: the host in the
+/// `ice_servers` URLs when `turn.public_host` is not set.
+pub fn request_host(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    strip_port(host).to_string()
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+/// Addresses actually bound (ports may have been 0), printed on the
+/// `READY` line for tests and scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    /// Plain HTTP.
+    pub http: SocketAddr,
+    /// HTTPS, when TLS is on.
+    pub https: Option<SocketAddr>,
+    /// STUN/TURN over UDP.
+    pub turn_udp: Option<SocketAddr>,
+    /// STUN/TURN over TCP.
+    pub turn_tcp: Option<SocketAddr>,
+    /// STUN/TURN over TLS.
+    pub turn_tls: Option<SocketAddr>,
+}
+
+fn core_config(cfg: &Config) -> switchboard_signal::Config {
+    switchboard_signal::Config {
+        max_peers: cfg.rooms.max_peers,
+        max_rooms_per_session: cfg.limits.max_rooms_per_session,
+        max_message_bytes: cfg.limits.max_message_bytes,
+        rate_per_sec: cfg.limits.rate_per_sec,
+        rate_burst: cfg.limits.rate_burst,
+        resume_grace: cfg.session.resume_grace(),
+        replay_frames: cfg.session.replay_frames,
+        ring_timeout: Duration::from_secs(cfg.calls.ring_timeout_secs),
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(crate::ws::handler))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/ice-servers", get(ice_servers))
+        .merge(crate::web::routes())
+        .with_state(state)
+}
+
+async fn healthz(State(app): State<AppState>) -> Response {
+    if app.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        "ok\n".into_response()
+    }
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let stats = app.hub.stats();
+    metrics::gauge!("switchboard_sessions").set(stats.sessions as f64);
+    metrics::gauge!("switchboard_sessions_connected").set(stats.connected as f64);
+    metrics::gauge!("switchboard_rooms").set(stats.rooms as f64);
+    metrics::gauge!("switchboard_calls_ringing").set(stats.ringing_calls as f64);
+    if let Some(turn) = &app.turn {
+        turn.export_metrics();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics_handle().render(),
+    )
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn ice_servers(
+    State(app): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let identity = match app.auth.identify(q.token.as_deref().or(bearer), None) {
+        Ok(id) => id,
+        Err(e) => return (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+    };
+    let who = identity.user.unwrap_or_else(|| "anonymous".into());
+    let ttl = app
+        .turn
+        .as_ref()
+        .map_or(0, TurnService::credential_ttl_secs);
+    axum::Json(serde_json::json!({
+        "ice_servers": app.ice_servers(&who, &request_host(&headers)),
+        "ttl": ttl,
+    }))
+    .into_response()
+}
+
+fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Runs the server until a shutdown signal. `ready` receives the bound
+/// addresses once every listener is up.
+pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let tls = crate::tls::server_config(&cfg.tls)?;
+    let turn = crate::turn::start(&cfg.turn, tls.clone(), shutdown.child_token())
+        .await
+        .context("starting STUN/TURN")?;
+
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    let hub = Hub::new(SignalCore::new(core_config(&cfg), seed));
+    let state = AppState {
+        hub: hub.clone(),
+        auth: Arc::new(Authenticator::new(&cfg.auth)),
+        turn: Some(turn.clone()),
+        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        limits: ConnLimits {
+            outbound_queue_frames: cfg.session.outbound_queue_frames,
+            transport_max_frame: (cfg.limits.max_message_bytes.saturating_mul(4)).max(1 << 20),
+        },
+        heartbeat_interval: Duration::from_secs(cfg.session.heartbeat_interval_secs.max(1)),
+        heartbeat_timeout: Duration::from_secs(cfg.session.heartbeat_timeout_secs.max(1)),
+        shutdown: shutdown.clone(),
+    };
+    let tasks = TaskTracker::new();
+    tasks.spawn(hub.clone().run_timers(shutdown.clone()));
+
+    let app = router(state.clone());
+    let http = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.listen)?)?;
+    let http_addr = http.local_addr()?;
+    {
+        let app = app.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let serve = axum::serve(
+                http,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!("http server: {e}");
+            }
+        });
+    }
+    let https_addr = match &tls {
+        Some(tls) => {
+            let listener = bind_tcp(cfg.http.tls_listen)?;
+            let addr = listener.local_addr()?;
+            let handle = axum_server::Handle::new();
+            let server = axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls.clone()),
+            )?
+            .handle(handle.clone());
+            let app = app.clone();
+            tasks.spawn(async move {
+                if let Err(e) = server
+                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                    .await
+                {
+                    tracing::error!("https server: {e}");
+                }
+            });
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                handle.graceful_shutdown(Some(Duration::from_secs(1)));
+            });
+            Some(addr)
+        }
+        None => None,
+    };
+
+    let bound = Bound {
+        http: http_addr,
+        https: https_addr,
+        turn_udp: turn.local_udp(),
+        turn_tcp: turn.local_tcp(),
+        turn_tls: turn.local_tls(),
+    };
+    banner(&bound);
+    ready(&bound);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: closing sessions with 1001");
+    shutdown.cancel();
+    hub.close_all(1001, "server shutting down");
+    tasks.close();
+    let limit = Duration::from_secs(cfg.http.shutdown_timeout_secs.max(1));
+    if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
+        tracing::warn!("some connections did not close within {limit:?}; exiting anyway");
+    }
+    Ok(())
+}
+
+fn banner(b: &Bound) {
+    let port = b.http.port();
+    tracing::info!("switchboard {} ready", env!("CARGO_PKG_VERSION"));
+    tracing::info!("  web client:  http://localhost:{port}/  (open it in two tabs for a call)");
+    tracing::info!(
+        "  signaling:   ws://localhost:{port}/ws   socket.io: http://localhost:{port}/socket.io/"
+    );
+    if let Some(https) = b.https {
+        tracing::info!("  https:       https://localhost:{}/", https.port());
+    }
+    if let (Some(udp), Some(tcp)) = (b.turn_udp, b.turn_tcp) {
+        tracing::info!("  STUN/TURN:   udp {udp}, tcp {tcp}");
+    }
+    if let Some(tls) = b.turn_tls {
+        tracing::info!("  TURN/TLS:    {tls}");
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn host_without_port() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "::1");
+        assert_eq!(strip_port("127.0.0.1:1"), "127.0.0.1");
+    }
+}

@@ -1,0 +1,168 @@
+//! Who may connect: JWTs (HS256) and browser origins, checked before the
+//! WebSocket upgrade so that a refused client costs nothing more.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use switchboard_signal::Identity;
+
+use crate::config::AuthConfig;
+
+/// Why a request was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token where one is required.
+    #[error("a token is required")]
+    MissingToken,
+    /// Forged, expired, or otherwise invalid.
+    #[error("invalid token: {0}")]
+    BadToken(String),
+    /// A browser from an origin not in `auth.allowed_origins`.
+    #[error("origin {0} is not allowed")]
+    Origin(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[allow(dead_code)]
+    exp: u64,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The checks of `[auth]`, built once.
+pub struct Authenticator {
+    key: Option<DecodingKey>,
+    validation: Validation,
+    allowed_origins: Vec<String>,
+}
+
+impl Authenticator {
+    /// From the `[auth]` section.
+    pub fn new(cfg: &AuthConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 0;
+        Self {
+            key: cfg
+                .jwt_secret
+                .as_deref()
+                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            validation,
+            allowed_origins: cfg.allowed_origins.clone(),
+        }
+    }
+
+    /// Whether tokens are required.
+    pub fn enabled(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// A browser's `Origin` must be listed when a list is configured;
+    /// clients that send none (not browsers) pass.
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<(), AuthError> {
+        match origin {
+            Some(o)
+                if !self.allowed_origins.is_empty()
+                    && !self.allowed_origins.iter().any(|a| a == o) =>
+            {
+                Err(AuthError::Origin(o.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The identity for a connection: the token's claims when auth is on,
+    /// otherwise the unauthenticated `?user=`.
+    pub fn identify(&self, token: Option<&str>, user: Option<&str>) -> Result<Identity, AuthError> {
+        let Some(key) = &self.key else {
+            return Ok(Identity {
+                user: user.filter(|u| !u.is_empty()).map(str::to_string),
+                ..Identity::default()
+            });
+        };
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::MissingToken)?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| AuthError::BadToken(e.to_string()))?;
+        Ok(Identity {
+            user: Some(data.claims.sub),
+            name: data.claims.name,
+            rooms: data.claims.rooms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn token(secret: &str, exp: u64) -> String {
+        let claims = serde_json::json!({"sub": "alice", "exp": exp, "rooms": ["r1"]});
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("encodes")
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn valid_forged_expired_and_missing_tokens() {
+        let auth = Authenticator::new(&AuthConfig {
+            jwt_secret: Some("s3cret".into()),
+            allowed_origins: vec![],
+        });
+        let id = auth
+            .identify(Some(&token("s3cret", now() + 60)), None)
+            .expect("valid");
+        assert_eq!(id.user.as_deref(), Some("alice"));
+        assert_eq!(id.rooms, Some(vec!["r1".to_string()]));
+        assert!(matches!(
+            auth.identify(Some(&token("other", now() + 60)), None),
+            Err(AuthError::BadToken(_))
+        ));
+        assert!(matches!(
+            auth.identify(Some(&token("s3cret", now() - 10)), None),
+            Err(AuthError::BadToken(_))
+        ));
+        assert_eq!(
+            auth.identify(None, Some("bob")),
+            Err(AuthError::MissingToken)
+        );
+    }
+
+    #[test]
+    fn open_server_takes_the_user_query() {
+        let auth = Authenticator::new(&AuthConfig::default());
+        assert_eq!(
+            auth.identify(None, Some("bob"))
+                .expect("open")
+                .user
+                .as_deref(),
+            Some("bob")
+        );
+    }
+
+    #[test]
+    fn origins() {
+        let auth = Authenticator::new(&AuthConfig {
+            jwt_secret: None,
+            allowed_origins: vec!["https://app.example".into()],
+        });
+        assert!(auth.check_origin(None).is_ok());
+        assert!(auth.check_origin(Some("https://app.example")).is_ok());
+        assert!(auth.check_origin(Some("https://evil.example")).is_err());
+    }
+}

@@ -1,0 +1,372 @@
+//! The configuration tree: embedded defaults, then an optional TOML file,
+//! then `SWITCHBOARD_*` environment variables, then command-line flags.
+//!
+//! Every key is listed with its default in docs/configuration.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::turn::TurnSettings;
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listeners (signaling, Socket.IO, web client, API).
+    pub http: HttpConfig,
+    /// Certificate for HTTPS/WSS and TURN over TLS.
+    pub tls: TlsConfig,
+    /// STUN/TURN.
+    pub turn: TurnSettings,
+    /// Room limits.
+    pub rooms: RoomsConfig,
+    /// Session lifetime, heartbeats and resuming.
+    pub session: SessionConfig,
+    /// Per-connection limits.
+    pub limits: LimitsConfig,
+    /// Direct calls.
+    pub calls: CallsConfig,
+    /// Tokens and origins.
+    pub auth: AuthConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Several nodes sharing rooms.
+    pub cluster: ClusterConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Plain HTTP and WebSocket.
+    pub listen: SocketAddr,
+    /// HTTPS and secure WebSocket, served only when a certificate is set.
+    pub tls_listen: SocketAddr,
+    /// How long a shutdown waits for connections to close.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 8080).into(),
+            tls_listen: ([0, 0, 0, 0], 8443).into(),
+            shutdown_timeout_secs: 5,
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Make a development certificate at start when no cert is given.
+    pub self_signed: bool,
+}
+
+impl TlsConfig {
+    /// Whether any TLS listener is served.
+    pub fn enabled(&self) -> bool {
+        self.self_signed || (self.cert.is_some() && self.key.is_some())
+    }
+}
+
+/// `[rooms]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Peers per room; 0 = no limit.
+    pub max_peers: usize,
+}
+
+/// `[session]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// How long a dropped session may be resumed.
+    pub resume_grace_secs: u64,
+    /// Frames kept per session for resuming.
+    pub replay_frames: usize,
+    /// Server ping interval.
+    pub heartbeat_interval_secs: u64,
+    /// Silence after which a connection counts as dropped.
+    pub heartbeat_timeout_secs: u64,
+    /// Frames queued for a slow reader before it is closed with 1013.
+    pub outbound_queue_frames: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            resume_grace_secs: 20,
+            replay_frames: 1024,
+            heartbeat_interval_secs: 15,
+            heartbeat_timeout_secs: 45,
+            outbound_queue_frames: 1024,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A larger text frame gets `too_large`.
+    pub max_message_bytes: usize,
+    /// Rooms one session may be in at once.
+    pub max_rooms_per_session: usize,
+    /// Requests per second per session (token-bucket refill).
+    pub rate_per_sec: u32,
+    /// Requests allowed in a burst (token-bucket capacity).
+    pub rate_burst: u32,
+    /// Signaling connections served at once; more get HTTP 503.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 65536,
+            max_rooms_per_session: 16,
+            rate_per_sec: 50,
+            rate_burst: 200,
+            max_connections: 19_500,
+        }
+    }
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// A call nobody answers ends with `no_answer` after this.
+    pub ring_timeout_secs: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            ring_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 secret; when set, `/ws` needs `?token=JWT`.
+    pub jwt_secret: Option<String>,
+    /// Browser origins allowed to connect; empty = any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `switchboard=debug`. `RUST_LOG` wins.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Also append logs to this file.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+            file: None,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL of the backplane; unset = a single node, rooms in memory.
+    pub redis_url: Option<String>,
+}
+
+impl SessionConfig {
+    /// `resume_grace_secs` as a Duration.
+    pub fn resume_grace(&self) -> Duration {
+        Duration::from_secs(self.resume_grace_secs)
+    }
+}
+
+/// Command-line flags. Each one overrides the key named in its help.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "WebRTC signaling and STUN/TURN server in one binary"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// http.listen, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// http.tls_listen, the HTTPS/WSS address.
+    #[arg(long, value_name = "ADDR")]
+    pub https_listen: Option<SocketAddr>,
+    /// tls.cert: PEM certificate chain.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// tls.key: PEM private key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// tls.self_signed: make a development certificate at start.
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// turn.listen: STUN/TURN over UDP and TCP.
+    #[arg(long, value_name = "ADDR")]
+    pub turn_listen: Option<SocketAddr>,
+    /// turn.tls_listen: STUN/TURN over TLS.
+    #[arg(long, value_name = "ADDR")]
+    pub turn_tls_listen: Option<SocketAddr>,
+    /// turn.public_host: host name put in ice_servers URLs.
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// turn.external_ip: the public address of a host behind 1:1 NAT.
+    #[arg(long, value_name = "IP")]
+    pub external_ip: Option<std::net::IpAddr>,
+    /// rooms.max_peers (0 = no limit).
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<usize>,
+    /// auth.jwt_secret: require HS256 tokens.
+    #[arg(long, value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+    /// cluster.redis_url: share rooms with other nodes.
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// log.level, a tracing filter.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// log.format = json.
+    #[arg(long)]
+    pub log_json: bool,
+    /// log.file: also write logs here.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Only the flags that were given, as a figment layer.
+    fn overrides(&self) -> Figment {
+        let mut f = Figment::new();
+        macro_rules! set {
+            ($key:literal, $val:expr) => {
+                if let Some(v) = $val {
+                    f = f.merge(Serialized::default($key, v));
+                }
+            };
+        }
+        set!("http.listen", self.http_listen);
+        set!("http.tls_listen", self.https_listen);
+        set!("tls.cert", self.tls_cert.as_ref());
+        set!("tls.key", self.tls_key.as_ref());
+        set!("tls.self_signed", self.tls_self_signed.then_some(true));
+        set!("turn.listen", self.turn_listen);
+        set!("turn.tls_listen", self.turn_tls_listen);
+        set!("turn.public_host", self.public_host.as_ref());
+        set!("turn.external_ip", self.external_ip);
+        set!("rooms.max_peers", self.max_peers);
+        set!("auth.jwt_secret", self.jwt_secret.as_ref());
+        set!("cluster.redis_url", self.redis_url.as_ref());
+        set!("log.level", self.log_level.as_ref());
+        set!("log.format", self.log_json.then_some(LogFormat::Json));
+        set!("log.file", self.log_file.as_ref());
+        f
+    }
+}
+
+impl Config {
+    /// Defaults, then the file, then the environment, then the flags.
+    pub fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &cli.config {
+            anyhow::ensure!(path.is_file(), "config file {} not found", path.display());
+            fig = fig.merge(Toml::file(path));
+        }
+        // Double underscore separates sections so that keys may contain `_`.
+        fig = fig
+            .merge(Env::prefixed("SWITCHBOARD_").split("__"))
+            .merge(cli.overrides());
+        fig.extract().context("invalid configuration")
+    }
+
+    /// The effective configuration as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("serializing the configuration")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let cfg = Config::default();
+        let text = cfg.to_toml().expect("serializes");
+        let back: Config = toml::from_str(&text).expect("parses back");
+        assert_eq!(back.http.listen, cfg.http.listen);
+        assert_eq!(back.limits.max_message_bytes, 65536);
+    }
+
+    #[test]
+    fn flags_override_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[rooms]\nmax_peers = 4\n[http]\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .expect("write");
+        let cli = Cli {
+            config: Some(file),
+            http_listen: Some("127.0.0.1:9001".parse().expect("addr")),
+            ..Cli::default()
+        };
+        let cfg = Config::load(&cli).expect("loads");
+        assert_eq!(cfg.rooms.max_peers, 4);
+        assert_eq!(cfg.http.listen.port(), 9001);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<Config>("[rooms]\nmax_peer = 4\n");
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! The thin driver around the sans-IO signaling core: one `SignalCore`
+//! behind a std `Mutex` (nothing awaits under it), a map from connection to
+//! its outbound queue, and one timer task.
+//!
+//! Every entry point locks, hands the input to the core, drains its outputs
+//! into the connections' bounded queues and re-arms the timer. A queue that
+//! is full means a slow reader: that connection alone is closed with 1013
+//! and its session enters the grace period, so nothing is lost and nobody
+//! else waits.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde_json::Value;
+use switchboard_signal::{
+    ClassicEvent, ConnId, Disconnect, Face, IceServer, Identity, OutFrame, Output, SignalCore,
+    Stats,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Close code for a reader too slow to keep up (RFC 6455 "try again later").
+pub const CLOSE_SLOW_READER: u16 = 1013;
+
+/// Where the hub delivers a connection's output. Implemented by the native
+/// WebSocket writer and by the Socket.IO face.
+pub trait ConnSink: Send + Sync {
+    /// Queues a native frame; `Err` when the queue is full.
+    fn send_frame(&self, frame: OutFrame) -> Result<(), QueueFull>;
+    /// Queues a classic event; `Err` when the queue is full.
+    fn send_classic(&self, event: ClassicEvent) -> Result<(), QueueFull>;
+    /// Closes the connection with a WebSocket close code.
+    fn close(&self, code: u16, reason: &'static str);
+}
+
+/// The connection's outbound queue is full.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueFull;
+
+struct State {
+    core: SignalCore,
+    conns: HashMap<ConnId, Arc<dyn ConnSink>>,
+    /// The deadline the timer task sleeps towards.
+    armed: Option<Instant>,
+}
+
+/// Shared by every connection task.
+pub struct Hub {
+    state: Mutex<State>,
+    next_conn: AtomicU64,
+    timer: Notify,
+}
+
+impl Hub {
+    /// Wraps a fresh core.
+    pub fn new(core: SignalCore) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                core,
+                conns: HashMap::new(),
+                armed: None,
+            }),
+            next_conn: AtomicU64::new(1),
+            timer: Notify::new(),
+        })
+    }
+
+    /// A fresh connection number.
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock is a bug, but the state is still the best we
+        // have: keep serving rather than poisoning every connection.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new connection and starts a session on it.
+    pub fn connect(
+        &self,
+        conn: ConnId,
+        sink: Arc<dyn ConnSink>,
+        identity: Identity,
+        face: Face,
+        ice: impl FnOnce(&str) -> Vec<IceServer>,
+    ) {
+        let mut st = self.lock();
+        st.conns.insert(conn, sink);
+        st.core.connect(Instant::now(), conn, identity, face, ice);
+        self.drain(&mut st);
+    }
+
+    /// Registers a new connection that resumes a session.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resume(
+        &self,
+        conn: ConnId,
+        sink: Arc<dyn ConnSink>,
+        session: &str,
+        token: &str,
+        last_seq: u64,
+        identity: Identity,
+        ice: impl FnOnce(&str) -> Vec<IceServer>,
+    ) -> bool {
+        let mut st = self.lock();
+        st.conns.insert(conn, sink);
+        let ok = st.core.resume(
+            Instant::now(),
+            conn,
+            session,
+            token,
+            last_seq,
+            identity,
+            ice,
+        );
+        self.drain(&mut st);
+        ok
+    }
+
+    /// A text frame from a native connection.
+    pub fn text(&self, conn: ConnId, text: &str) {
+        let mut st = self.lock();
+        st.core.handle_text(Instant::now(), conn, text);
+        self.drain(&mut st);
+    }
+
+    /// A binary frame from a native connection.
+    pub fn binary(&self, conn: ConnId) {
+        let mut st = self.lock();
+        st.core.handle_binary(Instant::now(), conn);
+        self.drain(&mut st);
+    }
+
+    /// A classic (Socket.IO) event; returns the acknowledgement payload.
+    pub fn classic(&self, conn: ConnId, event: &str, args: &[Value], ack: bool) -> Option<Value> {
+        let mut st = self.lock();
+        let reply = st
+            .core
+            .handle_classic(Instant::now(), conn, event, args, ack);
+        self.drain(&mut st);
+        reply
+    }
+
+    /// The connection ended.
+    pub fn disconnect(&self, conn: ConnId, how: Disconnect) {
+        let mut st = self.lock();
+        if st.conns.remove(&conn).is_some() {
+            st.core.disconnect(Instant::now(), conn, how);
+            self.drain(&mut st);
+        }
+    }
+
+    /// Gauges for `/metrics`.
+    pub fn stats(&self) -> Stats {
+        self.lock().core.stats()
+    }
+
+    /// Moves the core's output into the queues, closing slow readers, until
+    /// the core has nothing more to say; then re-arms the timer.
+    fn drain(&self, st: &mut State) {
+        let mut slow = Vec::new();
+        loop {
+            while let Some(out) = st.core.poll_output() {
+                match out {
+                    Output::Frame { conn, frame } => {
+                        if let Some(sink) = st.conns.get(&conn) {
+                            if sink.send_frame(frame).is_err() {
+                                slow.push(conn);
+                            }
+                        }
+                    }
+                    Output::Classic { conn, event } => {
+                        if let Some(sink) = st.conns.get(&conn) {
+                            if sink.send_classic(event).is_err() {
+                                slow.push(conn);
+                            }
+                        }
+                    }
+                    Output::Close { conn, code, reason } => {
+                        if let Some(sink) = st.conns.remove(&conn) {
+                            sink.close(code, reason);
+                        }
+                    }
+                }
+            }
+            if slow.is_empty() {
+                break;
+            }
+            for conn in slow.drain(..) {
+                if let Some(sink) = st.conns.remove(&conn) {
+                    metrics::counter!("switchboard_slow_reader_closes_total").increment(1);
+                    tracing::info!(conn = conn.0, "closing a slow reader (1013)");
+                    sink.close(CLOSE_SLOW_READER, "slow reader");
+                    st.core.disconnect(Instant::now(), conn, Disconnect::Abrupt);
+                }
+            }
+        }
+        let next = st.core.poll_timeout();
+        if next != st.armed {
+            let earlier = match (next, st.armed) {
+                (Some(n), Some(a)) => n < a,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            st.armed = next;
+            if earlier {
+                self.timer.notify_one();
+            }
+        }
+    }
+
+    /// Runs the core's timers until `shutdown`.
+    pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let deadline = self.lock().armed;
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.timer.notified() => continue,
+                () = sleep => {
+                    let mut st = self.lock();
+                    st.core.handle_timeout(Instant::now());
+                    // Force a fresh arm even if the core returns the same instant.
+                    st.armed = None;
+                    self.drain(&mut st);
+                }
+            }
+        }
+    }
+
+    /// Closes every connection with `code` (shutdown).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let st = self.lock();
+        for sink in st.conns.values() {
+            sink.close(code, reason);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! switchboard: WebRTC signaling and STUN/TURN in one binary.
+//!
+//! The protocol lives in the sans-IO crates (`switchboard-signal`,
+//! `switchboard-stun`, `switchboard-turn`); this crate is the thin shell
+//! that owns tokio, sockets, TLS, config and timers.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod telemetry;
+pub mod tls;
+pub mod turn;
+pub mod web;
+pub mod ws;

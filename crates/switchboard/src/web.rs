@@ -1,0 +1,49 @@
+//! The web client and SDK, embedded in the binary (read from disk in debug
+//! builds, so editing web/ needs no rebuild while developing).
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rust_embed::RustEmbed;
+
+use crate::app::AppState;
+
+#[derive(RustEmbed)]
+#[folder = "../../web/"]
+struct Assets;
+
+/// `/` (the app), `/sdk/*` (the SDK module) and the app's other files.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { asset("app/index.html") }))
+        .route(
+            "/sdk/{*path}",
+            get(|Path(p): Path<String>| async move { asset(&format!("sdk/{p}")) }),
+        )
+        .route(
+            "/{*path}",
+            get(|Path(p): Path<String>| async move { asset(&format!("app/{p}")) }),
+        )
+}
+
+fn asset(path: &str) -> Response {
+    if path.split('/').any(|seg| seg == "..") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match Assets::get(path) {
+        Some(file) => {
+            let mime = file.metadata.mimetype().to_string();
+            (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::CACHE_CONTROL, "no-cache".to_string()),
+                ],
+                file.data.into_owned(),
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
