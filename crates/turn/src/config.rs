@@ -1,0 +1,65 @@
+//! Settings of the sans-IO server.
+
+use std::time::Duration;
+
+use crate::auth::Credentials;
+use crate::policy::PeerPolicy;
+
+/// Everything the [`crate::TurnServer`] needs to know; [`ServerConfig::new`]
+/// fills RFC 8656's recommended timings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// REALM of the long-term credentials.
+    pub realm: String,
+    /// SOFTWARE attribute on responses; `None` to leave it out.
+    pub software: Option<String>,
+    /// Static users and REST secrets.
+    pub credentials: Credentials,
+    /// Key for the nonce MACs; random per process is fine, the same on every
+    /// node only matters if clients move between nodes mid-allocation.
+    pub nonce_secret: Vec<u8>,
+    /// How long a nonce stays valid before 438 asks for a fresh one.
+    pub nonce_lifetime: Duration,
+    /// Allocation lifetime when the client asks for less or nothing (600 s).
+    pub default_lifetime: Duration,
+    /// Upper bound on a requested allocation lifetime (3600 s).
+    pub max_lifetime: Duration,
+    /// Permission lifetime (300 s, RFC 8656 §9).
+    pub permission_lifetime: Duration,
+    /// Channel binding lifetime (600 s, RFC 8656 §12).
+    pub channel_lifetime: Duration,
+    /// Allocations on the whole server (pending ones included); 486 beyond.
+    pub max_allocations: usize,
+    /// Allocations per username; 486 beyond.
+    pub max_allocations_per_user: usize,
+    /// Peer address policy.
+    pub policy: PeerPolicy,
+    /// Whether the host can relay over IPv4.
+    pub relay_ipv4: bool,
+    /// Whether the host can relay over IPv6.
+    pub relay_ipv6: bool,
+}
+
+impl ServerConfig {
+    /// A configuration with the RFC's timings, generous quotas, the default
+    /// peer policy, IPv4 relaying only and no credentials.
+    pub fn new(realm: impl Into<String>, nonce_secret: impl Into<Vec<u8>>) -> Self {
+        Self {
+            realm: realm.into(),
+            software: Some(concat!("switchboard ", env!("CARGO_PKG_VERSION")).to_owned()),
+            credentials: Credentials::new(),
+            nonce_secret: nonce_secret.into(),
+            nonce_lifetime: Duration::from_secs(600),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            max_allocations: 10_000,
+            max_allocations_per_user: 100,
+            policy: PeerPolicy::new(),
+            relay_ipv4: true,
+            relay_ipv6: false,
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Counters the shell exports. Plain numbers, read with [`crate::TurnServer::metrics`].
+
+/// A snapshot of the server's counters; gauges are current values, the rest
+/// only grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Live allocations (gauge).
+    pub allocations: u64,
+    /// Live permissions over all allocations (gauge).
+    pub permissions: u64,
+    /// Live channel bindings over all allocations (gauge).
+    pub channels: u64,
+    /// Allocations ever created.
+    pub allocations_created: u64,
+    /// Allocations that ended by timing out.
+    pub allocations_expired: u64,
+    /// Binding requests answered.
+    pub binding_requests: u64,
+    /// Requests refused for authentication (401, 438, 441).
+    pub auth_failures: u64,
+    /// Peer addresses refused by the policy (403).
+    pub denied_peers: u64,
+    /// Allocate requests refused by a quota (486).
+    pub quota_rejections: u64,
+    /// Relay sockets the shell could not bind (508).
+    pub relay_bind_failures: u64,
+    /// Packets and bytes relayed from clients to peers.
+    pub packets_to_peers: u64,
+    /// Payload bytes relayed from clients to peers.
+    pub bytes_to_peers: u64,
+    /// Packets relayed from peers to clients.
+    pub packets_to_clients: u64,
+    /// Payload bytes relayed from peers to clients.
+    pub bytes_to_clients: u64,
+    /// Inputs dropped: undecodable, no allocation, no permission, no channel.
+    pub dropped: u64,
+}

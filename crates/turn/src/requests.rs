@@ -1,0 +1,619 @@
+//! The authenticated TURN requests: Allocate, Refresh, CreatePermission,
+//! ChannelBind (RFC 8656 §7–§12), and the long-term credential check.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_stun::attr::{
+    AdditionalAddressFamily, AddressErrorCode, AddressFamily, ChannelNumber, ErrorCode, EvenPort,
+    Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, Username, XorPeerAddress,
+};
+use switchboard_stun::{
+    AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
+};
+
+use crate::allocation::Allocation;
+use crate::auth::LongTermKey;
+use crate::nonce::NonceError;
+use crate::output::{Event, Family, FiveTuple, RelayAddress, RelayRequestId, Source};
+use crate::server::{PendingAllocation, TurnServer};
+
+/// Who sent an authenticated request.
+struct Authenticated {
+    username: Arc<str>,
+    key: LongTermKey,
+}
+
+/// What an error response must carry beyond ERROR-CODE.
+enum Extra<'a> {
+    None,
+    /// REALM and a fresh NONCE (401, 438).
+    Challenge,
+    /// UNKNOWN-ATTRIBUTES (420).
+    Unknown(&'a [u16]),
+}
+
+impl TurnServer {
+    pub(crate) fn turn_request(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+    ) {
+        let method = msg.method();
+        let known = [
+            Method::ALLOCATE,
+            Method::REFRESH,
+            Method::CREATE_PERMISSION,
+            Method::CHANNEL_BIND,
+        ];
+        if !known.contains(&method) {
+            self.error(ft, msg, 400, None, Extra::None);
+            return;
+        }
+        let Some(auth) = self.authenticate(now, unix_secs, ft, msg) else {
+            return;
+        };
+        // DONT-FRAGMENT is not supported: the shell cannot set DF per packet.
+        let unknown: Vec<u16> = msg
+            .unknown_comprehension_required()
+            .chain(
+                msg.contains(AttrType::DONT_FRAGMENT)
+                    .then_some(AttrType::DONT_FRAGMENT),
+            )
+            .map(|t| t.0)
+            .collect();
+        if !unknown.is_empty() {
+            self.error(ft, msg, 420, Some(&auth.key), Extra::Unknown(&unknown));
+            return;
+        }
+        match method {
+            Method::ALLOCATE => self.allocate(now, ft, msg, auth),
+            Method::REFRESH => self.refresh(now, ft, msg, &auth.key),
+            Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &auth.key),
+            _ => self.channel_bind(now, ft, msg, &auth.key),
+        }
+    }
+
+    /// RFC 8489 §9.2.4. Answers the failures itself and returns `None` then.
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+    ) -> Option<Authenticated> {
+        if !msg.has_message_integrity() {
+            self.error(ft, msg, 401, None, Extra::Challenge);
+            return None;
+        }
+        let (Ok(Some(Username(username))), Ok(Some(Realm(realm))), Ok(Some(Nonce(nonce)))) = (
+            msg.get::<Username>(),
+            msg.get::<Realm>(),
+            msg.get::<Nonce>(),
+        ) else {
+            self.metrics.auth_failures += 1;
+            self.error(ft, msg, 400, None, Extra::None);
+            return None;
+        };
+        let since_epoch = now.saturating_duration_since(self.epoch);
+        match self.nonces.check(nonce, since_epoch, ft.client) {
+            Ok(()) => {}
+            Err(NonceError::Stale | NonceError::Invalid) => {
+                // A nonce of another server instance or an old one: either
+                // way the client just needs a fresh one.
+                self.error(ft, msg, 438, None, Extra::Challenge);
+                return None;
+            }
+        }
+        let existing = self
+            .by_client
+            .get(&ft)
+            .and_then(|id| self.allocations.get(id))
+            .map(|a| (a.username.clone(), a.key));
+        if let Some((owner, key)) = existing {
+            if *owner != *username {
+                self.metrics.auth_failures += 1;
+                self.error(ft, msg, 441, None, Extra::None);
+                return None;
+            }
+            // The allocation keeps the key it was made with, so an expiring
+            // REST credential does not cut a call that is refreshing.
+            if msg.verify_message_integrity(&key).is_ok() {
+                return Some(Authenticated {
+                    username: owner,
+                    key,
+                });
+            }
+            self.metrics.auth_failures += 1;
+            self.error(ft, msg, 401, None, Extra::Challenge);
+            return None;
+        }
+        if realm != self.config.realm {
+            self.metrics.auth_failures += 1;
+            self.error(ft, msg, 401, None, Extra::Challenge);
+            return None;
+        }
+        let keys = self.config.credentials.keys_for(username, realm, unix_secs);
+        match keys
+            .into_iter()
+            .find(|k| msg.verify_message_integrity(k).is_ok())
+        {
+            Some(key) => Some(Authenticated {
+                username: Arc::from(username),
+                key,
+            }),
+            None => {
+                self.metrics.auth_failures += 1;
+                self.error(ft, msg, 401, None, Extra::Challenge);
+                None
+            }
+        }
+    }
+
+    /// RFC 8656 §7.2 (Allocate: at least the default) and §7.3 (Refresh:
+    /// anything up to the maximum, zero deletes).
+    fn lifetime(&self, msg: &Message<'_>, at_least_default: bool) -> Result<Duration, ()> {
+        let max = self.config.max_lifetime;
+        match msg.get::<Lifetime>() {
+            Ok(Some(Lifetime(0))) if !at_least_default => Ok(Duration::ZERO),
+            Ok(Some(Lifetime(secs))) => {
+                let asked = Duration::from_secs(u64::from(secs)).min(max);
+                Ok(if at_least_default {
+                    asked.max(self.config.default_lifetime.min(max))
+                } else {
+                    asked
+                })
+            }
+            Ok(None) => Ok(self.config.default_lifetime.min(max)),
+            Err(_) => Err(()),
+        }
+    }
+
+    fn allocate(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, auth: Authenticated) {
+        let tid = msg.transaction_id();
+        if let Some(&id) = self.by_client.get(&ft) {
+            // A retransmitted Allocate gets the success response again.
+            if self
+                .allocations
+                .get(&id)
+                .is_some_and(|a| a.transaction_id == tid)
+            {
+                self.allocate_success(id, now);
+            } else {
+                self.error(ft, msg, 437, Some(&auth.key), Extra::None);
+            }
+            return;
+        }
+        if let Some(pid) = self.pending_by_client.get(&ft) {
+            let same = self
+                .pending
+                .get(pid)
+                .is_some_and(|p| p.transaction_id == tid);
+            if !same {
+                self.error(ft, msg, 437, Some(&auth.key), Extra::None);
+            }
+            return;
+        }
+        let key = Some(&auth.key);
+        match msg.get::<RequestedTransport>() {
+            Ok(Some(RequestedTransport::UDP)) => {}
+            Ok(Some(_)) => return self.error(ft, msg, 442, key, Extra::None),
+            _ => return self.error(ft, msg, 400, key, Extra::None),
+        }
+        let even_port = match msg.get::<EvenPort>() {
+            Ok(p) => p.is_some(),
+            Err(_) => return self.error(ft, msg, 400, key, Extra::None),
+        };
+        let requested = msg.get::<RequestedAddressFamily>();
+        let additional = msg.get::<AdditionalAddressFamily>();
+        let (Ok(requested), Ok(additional)) = (requested, additional) else {
+            return self.error(ft, msg, 400, key, Extra::None);
+        };
+        let has_token = msg.contains(AttrType::RESERVATION_TOKEN);
+        if has_token && (even_port || requested.is_some())
+            || requested.is_some() && additional.is_some()
+        {
+            return self.error(ft, msg, 400, key, Extra::None);
+        }
+        if has_token {
+            // This server never hands out reservations, so no token is valid.
+            return self.error(ft, msg, 508, key, Extra::None);
+        }
+        let mut families = Vec::with_capacity(2);
+        let mut ipv6_unavailable = false;
+        match (requested, additional) {
+            (Some(RequestedAddressFamily(f)), None) => families.push(f),
+            (None, Some(AdditionalAddressFamily(AddressFamily::V6))) => {
+                families.push(AddressFamily::V4);
+                if self.config.relay_ipv6 {
+                    families.push(AddressFamily::V6);
+                } else {
+                    ipv6_unavailable = true;
+                }
+            }
+            (None, Some(_)) => return self.error(ft, msg, 400, key, Extra::None),
+            _ => families.push(AddressFamily::V4),
+        }
+        let supported = |f: &AddressFamily| match f {
+            AddressFamily::V4 => self.config.relay_ipv4,
+            AddressFamily::V6 => self.config.relay_ipv6,
+        };
+        if !families.iter().all(supported) {
+            return self.error(ft, msg, 440, key, Extra::None);
+        }
+        let Ok(lifetime) = self.lifetime(msg, true) else {
+            return self.error(ft, msg, 400, key, Extra::None);
+        };
+        let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
+        if self.allocations.len() + self.pending.len() >= self.config.max_allocations
+            || user_count >= self.config.max_allocations_per_user
+        {
+            self.metrics.quota_rejections += 1;
+            return self.error(ft, msg, 486, key, Extra::None);
+        }
+        *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
+        let pid = self.next_id;
+        self.next_id += 1;
+        let mut waiting = Vec::with_capacity(families.len());
+        for family in families {
+            let id = RelayRequestId(self.next_id);
+            self.next_id += 1;
+            waiting.push(id);
+            self.pending_by_request.insert(id, pid);
+            let family = match family {
+                AddressFamily::V4 => Family::V4,
+                AddressFamily::V6 => Family::V6,
+            };
+            self.push_event(Event::BindRelay {
+                id,
+                family,
+                near: ft.server,
+                even_port,
+            });
+        }
+        self.pending_by_client.insert(ft, pid);
+        self.pending.insert(
+            pid,
+            PendingAllocation {
+                five_tuple: ft,
+                transaction_id: tid,
+                username: auth.username,
+                key: auth.key,
+                lifetime_secs: u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
+                waiting,
+                bound: Vec::new(),
+                failed: false,
+                cancelled: false,
+                ipv6_unavailable,
+            },
+        );
+    }
+
+    /// The shell's answer to [`Event::BindRelay`]: the bound socket's
+    /// addresses, or `None` when no port of the range could be bound.
+    pub fn relay_bound(&mut self, now: Instant, id: RelayRequestId, result: Option<RelayAddress>) {
+        self.latest = self.latest.max(now);
+        let Some(pid) = self.pending_by_request.remove(&id) else {
+            // Not ours (or answered twice): make sure the socket is not leaked.
+            if let Some(addr) = result {
+                self.push_event(Event::ReleaseRelay { local: addr.local });
+            }
+            return;
+        };
+        let Some(p) = self.pending.get_mut(&pid) else {
+            return;
+        };
+        p.waiting.retain(|w| *w != id);
+        match result {
+            Some(addr) => p.bound.push(addr),
+            None => p.failed = true,
+        }
+        if !p.waiting.is_empty() {
+            return;
+        }
+        let Some(p) = self.pending.remove(&pid) else {
+            return;
+        };
+        if !p.cancelled {
+            self.pending_by_client.remove(&p.five_tuple);
+        }
+        if p.failed || p.cancelled {
+            for relay in &p.bound {
+                self.push_event(Event::ReleaseRelay { local: relay.local });
+            }
+            self.release_quota(&p.username);
+            if p.failed {
+                self.metrics.relay_bind_failures += 1;
+                if !p.cancelled {
+                    let ty = MessageType::new(Method::ALLOCATE, Class::ErrorResponse);
+                    self.error_to(
+                        p.five_tuple,
+                        ty,
+                        p.transaction_id,
+                        508,
+                        Some(&p.key),
+                        Extra::None,
+                    );
+                }
+            }
+            return;
+        }
+        let aid = self.next_id;
+        self.next_id += 1;
+        let expires = now + Duration::from_secs(u64::from(p.lifetime_secs));
+        let mut alloc = Allocation::new(p.five_tuple, p.username, p.key, p.bound, expires);
+        alloc.transaction_id = p.transaction_id;
+        alloc.ipv6_unavailable = p.ipv6_unavailable;
+        for relay in &alloc.relays {
+            self.by_relay.insert(relay.local, aid);
+            self.public_relays.insert(relay.public, aid);
+        }
+        self.by_client.insert(p.five_tuple, aid);
+        self.allocations.insert(aid, alloc);
+        self.metrics.allocations += 1;
+        self.metrics.allocations_created += 1;
+        self.schedule(aid, expires);
+        self.allocate_success(aid, now);
+    }
+
+    fn allocate_success(&mut self, id: u64, now: Instant) {
+        let Some(a) = self.allocations.get(&id) else {
+            return;
+        };
+        let ft = a.five_tuple;
+        let key = a.key;
+        let tid = a.transaction_id;
+        let relays: Vec<SocketAddr> = a.relays.iter().map(|r| r.public).collect();
+        let remaining = secs(a.expires.saturating_duration_since(now));
+        let ipv6_unavailable = a.ipv6_unavailable;
+        let ty = MessageType::new(Method::ALLOCATE, Class::SuccessResponse);
+        self.respond(ft, ty, tid, Some(&key), |b| {
+            for relay in relays {
+                b.add_xor_relayed_address(relay);
+            }
+            if ipv6_unavailable {
+                b.add(&AddressErrorCode {
+                    family: AddressFamily::V6,
+                    code: ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
+                    reason: "Address Family not Supported",
+                });
+            }
+            b.add_lifetime(remaining).add_xor_mapped_address(ft.client);
+        });
+    }
+
+    fn refresh(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &LongTermKey) {
+        let Some(&id) = self.by_client.get(&ft) else {
+            return self.error(ft, msg, 437, Some(key), Extra::None);
+        };
+        let Ok(lifetime) = self.lifetime(msg, false) else {
+            return self.error(ft, msg, 400, Some(key), Extra::None);
+        };
+        match msg.get::<RequestedAddressFamily>() {
+            Ok(None) => {}
+            Ok(Some(RequestedAddressFamily(family))) => {
+                let has = self.allocations.get(&id).is_some_and(|a| {
+                    a.relays
+                        .iter()
+                        .any(|r| AddressFamily::of(&r.local) == family)
+                });
+                if !has {
+                    return self.error(ft, msg, 443, Some(key), Extra::None);
+                }
+            }
+            Err(_) => return self.error(ft, msg, 400, Some(key), Extra::None),
+        }
+        if lifetime.is_zero() {
+            self.delete_allocation(id, false);
+        } else if let Some(a) = self.allocations.get_mut(&id) {
+            a.expires = now + lifetime;
+            let at = a.expires;
+            self.schedule(id, at);
+        }
+        let granted = secs(lifetime);
+        self.respond(
+            ft,
+            msg.message_type().success(),
+            msg.transaction_id(),
+            Some(key),
+            |b| {
+                b.add_lifetime(granted);
+            },
+        );
+    }
+
+    /// The peers of a CreatePermission or ChannelBind, checked against the
+    /// allocation's families (443) and the policy (403). Answers failures.
+    fn checked_peers(
+        &mut self,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        key: &LongTermKey,
+        id: u64,
+    ) -> Option<Vec<SocketAddr>> {
+        let mut peers = Vec::new();
+        for peer in msg.get_all::<XorPeerAddress>() {
+            match peer {
+                Ok(XorPeerAddress(addr)) => peers.push(addr),
+                Err(_) => {
+                    self.error(ft, msg, 400, Some(key), Extra::None);
+                    return None;
+                }
+            }
+        }
+        if peers.is_empty() {
+            self.error(ft, msg, 400, Some(key), Extra::None);
+            return None;
+        }
+        let alloc = self.allocations.get(&id)?;
+        if peers.iter().any(|p| alloc.relay_for(p).is_none()) {
+            self.error(ft, msg, 443, Some(key), Extra::None);
+            return None;
+        }
+        if let Some(denied) = peers.iter().find(|p| !self.peer_allowed(**p)) {
+            let _ = denied;
+            self.metrics.denied_peers += 1;
+            self.error(ft, msg, 403, Some(key), Extra::None);
+            return None;
+        }
+        Some(peers)
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        key: &LongTermKey,
+    ) {
+        let Some(&id) = self.by_client.get(&ft) else {
+            return self.error(ft, msg, 437, Some(key), Extra::None);
+        };
+        let Some(peers) = self.checked_peers(ft, msg, key, id) else {
+            return;
+        };
+        let until = now + self.config.permission_lifetime;
+        if let Some(a) = self.allocations.get_mut(&id) {
+            for peer in peers {
+                if a.permit(peer.ip(), until) {
+                    self.metrics.permissions += 1;
+                }
+            }
+        }
+        self.schedule(id, until);
+        self.respond(
+            ft,
+            msg.message_type().success(),
+            msg.transaction_id(),
+            Some(key),
+            |_| {},
+        );
+    }
+
+    fn channel_bind(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &LongTermKey) {
+        let Some(&id) = self.by_client.get(&ft) else {
+            return self.error(ft, msg, 437, Some(key), Extra::None);
+        };
+        let number = match msg.get::<ChannelNumber>() {
+            Ok(Some(n)) if n.is_valid() => n.0,
+            _ => return self.error(ft, msg, 400, Some(key), Extra::None),
+        };
+        let Some(peers) = self.checked_peers(ft, msg, key, id) else {
+            return;
+        };
+        let [peer] = peers[..] else {
+            return self.error(ft, msg, 400, Some(key), Extra::None);
+        };
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        if a.can_bind(number, peer).is_err() {
+            return self.error(ft, msg, 400, Some(key), Extra::None);
+        }
+        let channel_until = now + self.config.channel_lifetime;
+        let permission_until = now + self.config.permission_lifetime;
+        if a.bind(number, peer, channel_until) {
+            self.metrics.channels += 1;
+        }
+        if a.permit(peer.ip(), permission_until) {
+            self.metrics.permissions += 1;
+        }
+        self.schedule(id, permission_until.min(channel_until));
+        self.respond(
+            ft,
+            msg.message_type().success(),
+            msg.transaction_id(),
+            Some(key),
+            |_| {},
+        );
+    }
+
+    fn error(
+        &mut self,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        code: u16,
+        key: Option<&LongTermKey>,
+        extra: Extra<'_>,
+    ) {
+        self.error_to(
+            ft,
+            msg.message_type().error(),
+            msg.transaction_id(),
+            code,
+            key,
+            extra,
+        );
+    }
+
+    fn error_to(
+        &mut self,
+        ft: FiveTuple,
+        ty: MessageType,
+        tid: TransactionId,
+        code: u16,
+        key: Option<&LongTermKey>,
+        extra: Extra<'_>,
+    ) {
+        let nonce = match extra {
+            Extra::Challenge => Some(
+                self.nonces
+                    .issue(self.latest.saturating_duration_since(self.epoch), ft.client),
+            ),
+            _ => None,
+        };
+        let realm = self.config.realm.clone();
+        self.respond(ft, ty, tid, key, |b| {
+            b.add(&ErrorCode::with_default_reason(code));
+            match extra {
+                Extra::Challenge => {
+                    b.add_realm(&realm);
+                    if let Some(n) = &nonce {
+                        b.add_nonce(n.as_bytes());
+                    }
+                }
+                Extra::Unknown(types) => {
+                    b.add_unknown_attributes(types);
+                }
+                Extra::None => {}
+            }
+        });
+    }
+
+    /// Builds a response, seals it with SOFTWARE, MESSAGE-INTEGRITY (when
+    /// `key` is given) and FINGERPRINT, and queues it to the client.
+    pub(crate) fn respond(
+        &mut self,
+        ft: FiveTuple,
+        ty: MessageType,
+        tid: TransactionId,
+        key: Option<&LongTermKey>,
+        fill: impl FnOnce(&mut MessageBuilder<'_>),
+    ) {
+        let mut buf = self.take_buffer();
+        let ok = {
+            let mut b = MessageBuilder::new(&mut buf, ty, tid);
+            fill(&mut b);
+            if let Some(software) = &self.config.software {
+                b.add_software(software);
+            }
+            if let Some(key) = key {
+                b.add_message_integrity(key);
+            }
+            b.add_fingerprint();
+            b.finish().is_ok()
+        };
+        if ok {
+            self.queue(Source::Client(ft), ft.client, buf);
+        } else {
+            self.recycle(buf);
+        }
+    }
+}
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}

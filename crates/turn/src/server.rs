@@ -1,0 +1,486 @@
+//! [`TurnServer`]: routes every input to its allocation and queues what to send.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchboard_stun::attr::{Data, XorPeerAddress};
+use switchboard_stun::{
+    ChannelData, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
+};
+
+use crate::allocation::Allocation;
+use crate::auth::LongTermKey;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::nonce::NonceSigner;
+use crate::output::{Event, FiveTuple, RelayAddress, RelayRequestId, Source, Transmit};
+
+/// Buffers kept for reuse; more than this in flight are simply freed.
+const POOL_LIMIT: usize = 64;
+/// Capacity of a fresh output buffer: a full-size UDP payload plus headers.
+const BUFFER_CAPACITY: usize = 1600;
+
+pub(crate) type AllocId = u64;
+
+/// An Allocate waiting for the shell to bind its relay sockets.
+#[derive(Debug)]
+pub(crate) struct PendingAllocation {
+    pub(crate) five_tuple: FiveTuple,
+    pub(crate) transaction_id: TransactionId,
+    pub(crate) username: Arc<str>,
+    pub(crate) key: LongTermKey,
+    pub(crate) lifetime_secs: u32,
+    pub(crate) waiting: Vec<RelayRequestId>,
+    pub(crate) bound: Vec<RelayAddress>,
+    pub(crate) failed: bool,
+    /// The client closed its connection meanwhile: release what gets bound.
+    pub(crate) cancelled: bool,
+    /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 and the host has none.
+    pub(crate) ipv6_unavailable: bool,
+}
+
+#[derive(Debug)]
+struct QueuedTransmit {
+    source: Source,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// A sans-IO TURN server (RFC 8656) with STUN binding (RFC 8489).
+///
+/// It never touches a socket or a clock. The shell feeds it what arrives,
+/// with the current time, and then drains its outputs:
+///
+/// ```text
+/// loop {
+///     match next_io_event {
+///         client bytes  => server.handle_client(now, unix_secs, five_tuple, &bytes),
+///         peer bytes    => server.handle_peer(now, relay_local, peer, &bytes),
+///         timer fired   => server.handle_timeout(now),
+///         relay bound   => server.relay_bound(now, id, result),
+///         stream closed => server.connection_closed(five_tuple),
+///     }
+///     while let Some(t) = server.poll_transmit() { send t.bytes from t.source to t.to }
+///     while let Some(e) = server.poll_event() { bind or close sockets }
+///     re-arm the timer at server.poll_timeout()
+/// }
+/// ```
+///
+/// Relay sockets are bound in two phases: an Allocate yields
+/// [`Event::BindRelay`]; the shell binds a socket and calls
+/// [`TurnServer::relay_bound`], which sends the success response, or 508 when
+/// binding failed.
+pub struct TurnServer {
+    pub(crate) config: ServerConfig,
+    pub(crate) nonces: NonceSigner,
+    pub(crate) epoch: Instant,
+    /// The latest `now` passed in, for answers built deep in a handler.
+    pub(crate) latest: Instant,
+    pub(crate) allocations: HashMap<AllocId, Allocation>,
+    pub(crate) by_client: HashMap<FiveTuple, AllocId>,
+    /// Keyed by the relay socket's local address.
+    pub(crate) by_relay: HashMap<SocketAddr, AllocId>,
+    /// Advertised relay addresses (for the peer policy's own-address rule).
+    pub(crate) public_relays: HashMap<SocketAddr, AllocId>,
+    pub(crate) per_user: HashMap<Arc<str>, usize>,
+    pub(crate) pending: HashMap<u64, PendingAllocation>,
+    pub(crate) pending_by_client: HashMap<FiveTuple, u64>,
+    pub(crate) pending_by_request: HashMap<RelayRequestId, u64>,
+    pub(crate) next_id: u64,
+    timers: BinaryHeap<Reverse<(Instant, AllocId)>>,
+    transmits: VecDeque<QueuedTransmit>,
+    /// The transmit handed out last; its buffer is recycled on the next poll.
+    current: Option<QueuedTransmit>,
+    pool: Vec<Vec<u8>>,
+    events: VecDeque<Event>,
+    pub(crate) metrics: Metrics,
+}
+
+impl std::fmt::Debug for TurnServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnServer")
+            .field("realm", &self.config.realm)
+            .field("allocations", &self.allocations.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TurnServer {
+    /// A server with no allocations. `now` is the server's epoch for nonces.
+    pub fn new(config: ServerConfig, now: Instant) -> Self {
+        let nonces = NonceSigner::new(&config.nonce_secret, config.nonce_lifetime);
+        Self {
+            config,
+            nonces,
+            epoch: now,
+            latest: now,
+            allocations: HashMap::new(),
+            by_client: HashMap::new(),
+            by_relay: HashMap::new(),
+            public_relays: HashMap::new(),
+            per_user: HashMap::new(),
+            pending: HashMap::new(),
+            pending_by_client: HashMap::new(),
+            pending_by_request: HashMap::new(),
+            next_id: 1,
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            current: None,
+            pool: Vec::new(),
+            events: VecDeque::new(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Current counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics
+    }
+
+    /// Handles one message from a client: a whole datagram on UDP, or one
+    /// frame cut from a stream with [`crate::frame_len`]. `unix_secs` is the
+    /// wall-clock time, used only to check REST credential expiry.
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        five_tuple: FiveTuple,
+        bytes: &[u8],
+    ) {
+        self.latest = self.latest.max(now);
+        match bytes.first().map(|b| b >> 6) {
+            Some(0b01) => self.client_channel_data(now, five_tuple, bytes),
+            Some(0b00) => match Message::parse(bytes) {
+                Ok(msg) => self.client_message(now, unix_secs, five_tuple, &msg),
+                Err(_) => self.metrics.dropped += 1,
+            },
+            _ => self.metrics.dropped += 1,
+        }
+    }
+
+    /// Handles a datagram that `peer` sent to the relay socket bound at `relay_local`.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay_local: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+    ) {
+        let Some(alloc) = self
+            .by_relay
+            .get(&relay_local)
+            .and_then(|id| self.allocations.get(id))
+        else {
+            self.metrics.dropped += 1;
+            return;
+        };
+        if !alloc.is_permitted(peer.ip(), now) {
+            self.metrics.dropped += 1;
+            return;
+        }
+        let five_tuple = alloc.five_tuple;
+        let channel = alloc.channel_for(&peer, now);
+        let mut buf = self.take_buffer();
+        let written = match channel {
+            Some(number) => match ChannelData::new(number, data) {
+                Ok(frame) => {
+                    frame.encode(&mut buf, five_tuple.transport.is_stream());
+                    true
+                }
+                Err(_) => false,
+            },
+            None => {
+                let mut b = MessageBuilder::new(
+                    &mut buf,
+                    MessageType::DATA_INDICATION,
+                    data_indication_id(&self.metrics),
+                );
+                b.add_xor_peer_address(peer).add_data(data);
+                b.finish().is_ok()
+            }
+        };
+        if !written {
+            self.metrics.dropped += 1;
+            self.recycle(buf);
+            return;
+        }
+        self.metrics.packets_to_clients += 1;
+        self.metrics.bytes_to_clients += data.len() as u64;
+        self.transmits.push_back(QueuedTransmit {
+            source: Source::Client(five_tuple),
+            to: five_tuple.client,
+            bytes: buf,
+        });
+    }
+
+    /// Tells the server a stream connection is gone: its allocation (if any)
+    /// ends at once (RFC 8656 §3.1).
+    pub fn connection_closed(&mut self, five_tuple: FiveTuple) {
+        if let Some(id) = self.by_client.get(&five_tuple).copied() {
+            self.delete_allocation(id, false);
+        }
+        if let Some(p) = self
+            .pending_by_client
+            .remove(&five_tuple)
+            .and_then(|pid| self.pending.get_mut(&pid))
+        {
+            p.cancelled = true;
+        }
+    }
+
+    /// Expires allocations, permissions and channels due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.latest = self.latest.max(now);
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(alloc) = self.allocations.get_mut(&id) else {
+                continue;
+            };
+            if alloc.scheduled != Some(at) {
+                continue;
+            }
+            alloc.scheduled = None;
+            if alloc.expires <= now {
+                self.delete_allocation(id, true);
+                continue;
+            }
+            let (perms, chans) = alloc.expire(now);
+            let next = alloc.next_deadline();
+            self.metrics.permissions -= perms as u64;
+            self.metrics.channels -= chans as u64;
+            self.schedule(id, next);
+        }
+    }
+
+    /// When [`Self::handle_timeout`] should next be called. May be early
+    /// (a refreshed deadline leaves a stale entry); never late.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next datagram or stream chunk to send; call until `None` after
+    /// every `handle_*`. The bytes live in a buffer the server reuses, so
+    /// the hot path allocates nothing.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit<'_>> {
+        if let Some(done) = self.current.take() {
+            self.recycle(done.bytes);
+        }
+        self.current = self.transmits.pop_front();
+        self.current.as_ref().map(|t| Transmit {
+            source: t.source,
+            to: t.to,
+            bytes: &t.bytes,
+        })
+    }
+
+    /// The next socket chore for the shell; call until `None` after every `handle_*`.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub(crate) fn take_buffer(&mut self) -> Vec<u8> {
+        match self.pool.pop() {
+            Some(mut buf) => {
+                buf.clear();
+                buf
+            }
+            None => Vec::with_capacity(BUFFER_CAPACITY),
+        }
+    }
+
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < POOL_LIMIT {
+            self.pool.push(buf);
+        }
+    }
+
+    pub(crate) fn queue(&mut self, source: Source, to: SocketAddr, bytes: Vec<u8>) {
+        self.transmits
+            .push_back(QueuedTransmit { source, to, bytes });
+    }
+
+    pub(crate) fn push_event(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    /// Makes sure the timer heap fires for `id` no later than `at`.
+    pub(crate) fn schedule(&mut self, id: AllocId, at: Instant) {
+        let Some(alloc) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        if alloc.scheduled.is_none_or(|s| at < s) {
+            alloc.scheduled = Some(at);
+            self.timers.push(Reverse((at, id)));
+        }
+    }
+
+    pub(crate) fn delete_allocation(&mut self, id: AllocId, expired: bool) {
+        let Some(alloc) = self.allocations.remove(&id) else {
+            return;
+        };
+        self.by_client.remove(&alloc.five_tuple);
+        for relay in &alloc.relays {
+            self.by_relay.remove(&relay.local);
+            self.public_relays.remove(&relay.public);
+            self.events
+                .push_back(Event::ReleaseRelay { local: relay.local });
+        }
+        self.release_quota(&alloc.username);
+        self.metrics.allocations -= 1;
+        self.metrics.permissions -= alloc.permission_count() as u64;
+        self.metrics.channels -= alloc.channel_count() as u64;
+        if expired {
+            self.metrics.allocations_expired += 1;
+        }
+    }
+
+    pub(crate) fn release_quota(&mut self, username: &Arc<str>) {
+        if let Some(count) = self.per_user.get_mut(username) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_user.remove(username);
+            }
+        }
+    }
+
+    /// Whether relaying to `peer` is allowed: by the policy, or because it
+    /// is one of this server's own relay addresses.
+    pub(crate) fn peer_allowed(&self, peer: SocketAddr) -> bool {
+        self.config.policy.permits(peer.ip())
+            || self.by_relay.contains_key(&peer)
+            || self.public_relays.contains_key(&peer)
+    }
+
+    fn client_message(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        five_tuple: FiveTuple,
+        msg: &Message<'_>,
+    ) {
+        match (msg.method(), msg.class()) {
+            (Method::BINDING, Class::Request) => self.binding(five_tuple, msg),
+            (Method::SEND, Class::Indication) => self.send_indication(now, five_tuple, msg),
+            (_, Class::Request) => self.turn_request(now, unix_secs, five_tuple, msg),
+            _ => self.metrics.dropped += 1,
+        }
+    }
+
+    fn binding(&mut self, five_tuple: FiveTuple, msg: &Message<'_>) {
+        self.metrics.binding_requests += 1;
+        let unknown: Vec<u16> = msg.unknown_comprehension_required().map(|t| t.0).collect();
+        let tid = msg.transaction_id();
+        let mut buf = self.take_buffer();
+        let software = self.config.software.as_deref();
+        let ok = if unknown.is_empty() {
+            let mut b = MessageBuilder::new(&mut buf, MessageType::BINDING_RESPONSE, tid);
+            b.add_xor_mapped_address(five_tuple.client);
+            if let Some(s) = software {
+                b.add_software(s);
+            }
+            b.add_fingerprint();
+            b.finish().is_ok()
+        } else {
+            let mut b = MessageBuilder::new(&mut buf, MessageType::BINDING_ERROR, tid);
+            b.add_error_code(420, "Unknown Attribute")
+                .add_unknown_attributes(&unknown);
+            if let Some(s) = software {
+                b.add_software(s);
+            }
+            b.add_fingerprint();
+            b.finish().is_ok()
+        };
+        if ok {
+            self.queue(Source::Client(five_tuple), five_tuple.client, buf);
+        } else {
+            self.recycle(buf);
+        }
+    }
+
+    fn send_indication(&mut self, now: Instant, five_tuple: FiveTuple, msg: &Message<'_>) {
+        let peer = match msg.get::<XorPeerAddress>() {
+            Ok(Some(p)) => p.0,
+            _ => {
+                self.metrics.dropped += 1;
+                return;
+            }
+        };
+        let data = match msg.get::<Data<'_>>() {
+            Ok(Some(d)) => d.0,
+            _ => {
+                self.metrics.dropped += 1;
+                return;
+            }
+        };
+        self.relay_to_peer(now, five_tuple, peer, data);
+    }
+
+    fn client_channel_data(&mut self, now: Instant, five_tuple: FiveTuple, bytes: &[u8]) {
+        let Ok(frame) = ChannelData::parse(bytes) else {
+            self.metrics.dropped += 1;
+            return;
+        };
+        let peer = self
+            .by_client
+            .get(&five_tuple)
+            .and_then(|id| self.allocations.get(id))
+            .and_then(|a| a.channel_peer(frame.channel(), now));
+        match peer {
+            Some(peer) => self.relay_to_peer(now, five_tuple, peer, frame.data()),
+            None => self.metrics.dropped += 1,
+        }
+    }
+
+    fn relay_to_peer(
+        &mut self,
+        now: Instant,
+        five_tuple: FiveTuple,
+        peer: SocketAddr,
+        data: &[u8],
+    ) {
+        let relay = self
+            .by_client
+            .get(&five_tuple)
+            .and_then(|id| self.allocations.get(id))
+            .filter(|a| a.is_permitted(peer.ip(), now))
+            .and_then(|a| a.relay_for(&peer))
+            .map(|r| r.local);
+        let Some(relay) = relay else {
+            self.metrics.dropped += 1;
+            return;
+        };
+        let mut buf = self.take_buffer();
+        buf.extend_from_slice(data);
+        self.metrics.packets_to_peers += 1;
+        self.metrics.bytes_to_peers += data.len() as u64;
+        self.queue(Source::Relay(relay), peer, buf);
+    }
+}
+
+/// Data indications need a transaction id but no randomness (nobody answers
+/// them); a counter keeps them distinct without a random source.
+fn data_indication_id(metrics: &Metrics) -> TransactionId {
+    let mut id = [0u8; 12];
+    id[4..].copy_from_slice(&metrics.packets_to_clients.to_be_bytes());
+    TransactionId::new(id)
+}
