@@ -1,29 +1,118 @@
-//! The sans-IO signaling core of switchboard.
-//!
-//! INTERFACE CONTRACT (agreed between the core and the shell; keep these
-//! names and signatures, fill in the bodies):
-//!
-//! ```text
-//! let mut core = SignalCore::new(config, seed);
-//! // a WebSocket connected:
-//! core.connect(now, conn, identity, Face::Native, |peer| ice_servers_for(peer));
-//! // a text frame arrived:
-//! core.handle_text(now, conn, text);
-//! // then, always, drain:
-//! while let Some(out) = core.poll_output() { /* write frames, close conns */ }
-//! // and re-arm the single timer at core.poll_timeout(); when it fires:
-//! core.handle_timeout(now);
-//! ```
+//! The sans-IO signaling core of switchboard: rooms, sessions, replay
+//! buffers and direct calls (PROTOCOL.md §1–§3).
 //!
 //! No sockets, no clock, no threads: `now` is always an argument, and
-//! randomness (ids, resume tokens) comes from a CSPRNG seeded by the caller.
+//! randomness (ids, resume tokens) comes from a ChaCha20 CSPRNG seeded by the
+//! caller. The shell moves bytes; the core decides.
+//!
+//! # How the shell drives it
+//!
+//! Hand every input to a `handle_*` method, then drain [`SignalCore::poll_output`]
+//! until `None`, then re-arm one timer at [`SignalCore::poll_timeout`] and call
+//! [`SignalCore::handle_timeout`] when it fires:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use switchboard_signal::{Config, ConnId, Face, Identity, Output, SignalCore};
+//!
+//! let mut core = SignalCore::new(Config::default(), [7; 32]);
+//! let t0 = Instant::now(); // the shell reads its clock; tests use a virtual one
+//! let alice = ConnId(1);
+//! core.connect(t0, alice, Identity::default(), Face::Native, |_peer| Vec::new());
+//! core.handle_text(t0, alice, r#"{"type":"join","room":"lobby","id":1}"#);
+//!
+//! let mut wire = Vec::new();
+//! while let Some(out) = core.poll_output() {
+//!     match out {
+//!         Output::Frame { conn, frame } => {
+//!             wire.clear();
+//!             frame.write_to(&mut wire); // `{"seq":N,` spliced in per recipient
+//!             // send `wire` as one text frame on `conn`'s bounded queue
+//!             # let _ = (conn, &wire);
+//!         }
+//!         Output::Classic { conn, event } => {
+//!             // socket.emit(event.event, event.args) on `conn`
+//!             # let _ = (conn, event);
+//!         }
+//!         Output::Close { conn, code, reason } => {
+//!             // close `conn` with `code` and `reason`
+//!             # let _ = (conn, code, reason);
+//!         }
+//!     }
+//! }
+//! assert_eq!(core.stats().rooms, 1);
+//!
+//! // The socket dropped without a close frame: the grace period starts.
+//! core.disconnect(t0, alice, switchboard_signal::Disconnect::Abrupt);
+//! let deadline = core.poll_timeout().expect("grace timer");
+//! assert_eq!(deadline, t0 + Duration::from_secs(20));
+//! core.handle_timeout(deadline); // unresumed: the session ends, `bye` to the room
+//! assert_eq!(core.stats().sessions, 0);
+//! ```
+//!
+//! # Choices where PROTOCOL.md is silent
+//!
+//! - **`resume_failed`** is sent *without* `seq` (like `welcome`): it belongs
+//!   to no session. Exactly
+//!   `{"type":"error","code":"resume_failed","message":"..."}`, then the new
+//!   session's `welcome`, whose frames count from `seq` 1.
+//! - **`max_rooms_per_session`**: a join beyond it gets `forbidden`
+//!   ("room limit reached (N rooms per session)"); a call's room does not
+//!   count against it, nor against `rooms.max_peers` or the token's `rooms`.
+//! - **Call rooms** are named `call-` + 22 URL-safe characters (128 random
+//!   bits); only the caller's and the accepting sessions may join one, anyone
+//!   else gets `forbidden`. In a call room the caller's `meta` is the call's.
+//! - **Decline**: the caller gets `declined`; the callee's other rung
+//!   connections get `call_ended` with reason `declined`. `decline` and
+//!   `cancel` send nothing back to the requester on success.
+//! - **Anonymous callers** (no user id) may call; `incoming_call.from` is then
+//!   `null`. Calling oneself rings one's other connections only.
+//! - **Rate limit**: one token per text frame or classic event, refused frames
+//!   included; `rate_per_sec = 0` turns it off. Over it, the request is
+//!   dropped and answered by `rate_limited` (with `reply_to` when the frame had
+//!   an `id`). `too_large` is checked first, on the byte length, unparsed.
+//! - **Classic face**: size is measured on the serialized `data` of a
+//!   `message` (the core serializes it anyway for native recipients). Errors
+//!   are an `error` event `{code, message}`. Ack payloads: `message` →
+//!   `{"delivered":N}`; a refused `message` → `{"code","message","delivered":0}`;
+//!   `join`/`leave` → `{"ok":true}`, `{"full":true}` or the error object.
+//!   Unknown events get an `error` event `bad_request`.
+//! - `meta` must be a JSON object (or `null`/absent, shown as `{}`).
+//!
+//! # Seams for a backplane
+//!
+//! Room membership lives behind `rooms::Rooms` (find, join with capacity
+//! check, leave, members) and delivery behind `outbox::Outbox` (number,
+//! keep for replay, queue). A Redis backplane (DESIGN.md, "Scaling past one
+//! machine") replaces the first with a check-and-join script and feeds the
+//! second from per-room channels; request handling stays as it is.
+#![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod calls;
+mod classic;
+mod native;
+mod outbox;
+mod presence;
+mod rooms;
+mod session;
+mod wire;
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use serde_json::Value;
-pub use switchboard_signal_proto::IceServer;
+pub use switchboard_signal_proto::{ErrorCode, IceServer};
+
+use crate::calls::Calls;
+use crate::outbox::Outbox;
+use crate::rooms::Rooms;
+use crate::session::{ReplayBuffer, Session, Sid, TokenBucket};
 
 /// A transport connection, numbered by the shell. A session outlives its
 /// connections: a resume binds the same session to a new `ConnId`.
@@ -167,15 +256,76 @@ pub enum Output {
 /// The signaling state machine: sessions, rooms, replay buffers, calls.
 #[derive(Debug)]
 pub struct SignalCore {
-    _private: (),
+    config: Config,
+    rng: ChaCha20Rng,
+    sessions: HashMap<Sid, Session>,
+    by_conn: HashMap<ConnId, Sid>,
+    by_session_id: HashMap<Box<str>, Sid>,
+    by_peer: HashMap<Box<str>, Sid>,
+    /// Native sessions per user id, for direct calls.
+    by_user: HashMap<Box<str>, Vec<Sid>>,
+    rooms: Rooms,
+    calls: Calls,
+    timers: BTreeSet<(Instant, Timer)>,
+    outbox: Outbox,
+    next_sid: u64,
+    /// Answers that are sent often and never change, serialized once.
+    rate_limited: Bytes,
+    too_large: Bytes,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Grace(Sid),
+    Ring(u64),
+}
+
+/// A request refused with a protocol error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub(crate) struct Refusal {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: Cow<'static, str>,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+const TAKEN_OVER: u16 = 4001;
 
 impl SignalCore {
     /// A core with no sessions. `seed` feeds the CSPRNG for ids and tokens;
     /// the shell passes OS randomness, tests a constant.
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
-        let _ = (config, seed);
-        unimplemented!()
+        let rate_limited =
+            wire::error(ErrorCode::RateLimited, "too many requests; slow down", None);
+        let too_large = wire::error(
+            ErrorCode::TooLarge,
+            &format!("frame over {} bytes", config.max_message_bytes),
+            None,
+        );
+        SignalCore {
+            outbox: Outbox::new(config.replay_frames),
+            config,
+            rng: ChaCha20Rng::from_seed(seed),
+            sessions: HashMap::new(),
+            by_conn: HashMap::new(),
+            by_session_id: HashMap::new(),
+            by_peer: HashMap::new(),
+            by_user: HashMap::new(),
+            rooms: Rooms::default(),
+            calls: Calls::default(),
+            timers: BTreeSet::new(),
+            next_sid: 0,
+            rate_limited,
+            too_large,
+        }
     }
 
     /// A new connection with a fresh session. Native: queues `welcome`
@@ -188,8 +338,14 @@ impl SignalCore {
         face: Face,
         ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
     ) {
-        let _ = (now, conn, identity, face, ice_servers);
-        unimplemented!()
+        // A reused connection number means the old connection is gone.
+        if self.by_conn.contains_key(&conn) {
+            self.disconnect(now, conn, Disconnect::Clean);
+        }
+        let sid = self.new_session(now, conn, identity, face);
+        if face == Face::Native {
+            self.welcome(sid, conn, ice_servers);
+        }
     }
 
     /// A new native connection asking to resume `session`. On success:
@@ -208,21 +364,84 @@ impl SignalCore {
         identity: Identity,
         ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
     ) -> bool {
-        let _ = (now, conn, session, resume_token, last_seq, identity, ice_servers);
-        unimplemented!()
+        if self.by_conn.contains_key(&conn) {
+            self.disconnect(now, conn, Disconnect::Clean);
+        }
+        match self.try_resume(conn, session, resume_token, last_seq) {
+            Ok(()) => true,
+            Err(why) => {
+                let body = wire::error(ErrorCode::ResumeFailed, why, None);
+                self.outbox.unsequenced(conn, body);
+                let sid = self.new_session(now, conn, identity, Face::Native);
+                self.welcome(sid, conn, ice_servers);
+                false
+            }
+        }
+    }
+
+    fn try_resume(
+        &mut self,
+        conn: ConnId,
+        session: &str,
+        token: &str,
+        last_seq: u64,
+    ) -> Result<(), &'static str> {
+        const GONE: &str = "no such session, or a wrong resume token; join again";
+        let sid = *self.by_session_id.get(session).ok_or(GONE)?;
+        let s = self.sessions.get_mut(&sid).ok_or(GONE)?;
+        if s.face != Face::Native || !s.token_matches(token) {
+            return Err(GONE);
+        }
+        if s.replay.after(last_seq, s.seq).is_none() {
+            return Err("the frames after last_seq are no longer kept; join again");
+        }
+        if let Some(old) = s.conn.take() {
+            self.by_conn.remove(&old);
+            self.outbox.close(old, TAKEN_OVER, "taken over");
+        }
+        if let Some(t) = s.grace_until.take() {
+            self.timers.remove(&(t, Timer::Grace(sid)));
+        }
+        s.conn = Some(conn);
+        self.by_conn.insert(conn, sid);
+        self.outbox.unsequenced(conn, wire::resumed(&s.id, &s.peer));
+        if let Some(frames) = s.replay.after(last_seq, s.seq) {
+            for (seq, body) in frames {
+                self.outbox.replayed(conn, seq, body.clone());
+            }
+        }
+        Ok(())
     }
 
     /// A text frame from a native connection (size, JSON, rate limit and
     /// every request of §1 and §3 are checked here).
     pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
-        let _ = (now, conn, text);
-        unimplemented!()
+        if let Some(&sid) = self.by_conn.get(&conn) {
+            self.native_text(now, sid, text);
+        }
     }
 
     /// A binary frame from a native connection: `bad_request`.
     pub fn handle_binary(&mut self, now: Instant, conn: ConnId) {
-        let _ = (now, conn);
-        unimplemented!()
+        let Some(&sid) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let body = if s
+            .bucket
+            .take(now, self.config.rate_per_sec, self.config.rate_burst)
+        {
+            wire::error(
+                ErrorCode::BadRequest,
+                "binary frames are not part of the protocol; send JSON text",
+                None,
+            )
+        } else {
+            self.rate_limited.clone()
+        };
+        self.outbox.frame(s, body);
     }
 
     /// A classic event (`join`, `message`, `leave`) with its arguments.
@@ -236,39 +455,175 @@ impl SignalCore {
         args: &[Value],
         ack: bool,
     ) -> Option<Value> {
-        let _ = (now, conn, event, args, ack);
-        unimplemented!()
+        let sid = *self.by_conn.get(&conn)?;
+        let payload = self.classic_event(now, sid, event, args);
+        if ack { Some(payload) } else { None }
     }
 
     /// The connection ended.
     pub fn disconnect(&mut self, now: Instant, conn: ConnId, how: Disconnect) {
-        let _ = (now, conn, how);
-        unimplemented!()
+        let Some(sid) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        s.conn = None;
+        if how == Disconnect::Clean || s.face == Face::Classic {
+            self.end_session(sid);
+            return;
+        }
+        let until = now + self.config.resume_grace;
+        s.grace_until = Some(until);
+        self.timers.insert((until, Timer::Grace(sid)));
     }
 
     /// Runs every timer due at `now` (grace expiry, ring timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        unimplemented!()
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Grace(sid) => {
+                    let expired = self
+                        .sessions
+                        .get(&sid)
+                        .is_some_and(|s| s.conn.is_none() && s.grace_until == Some(at));
+                    if expired {
+                        self.end_session(sid);
+                    }
+                }
+                Timer::Ring(key) => self.ring_timeout(key),
+            }
+        }
     }
 
     /// The next thing to do; call until `None` after every `handle_*`.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        unimplemented!()
+        self.outbox.pop()
     }
 
     /// When `handle_timeout` must next be called; call after every
     /// `handle_*` and re-arm the timer.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        unimplemented!()
+        self.timers.first().map(|&(at, _)| at)
     }
 
     /// Numbers for `/metrics`: live sessions, rooms.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        unimplemented!()
+        Stats {
+            sessions: self.sessions.len(),
+            connected: self.by_conn.len(),
+            rooms: self.rooms.len(),
+            ringing_calls: self.calls.len(),
+        }
+    }
+
+    fn random_id(&mut self, bytes: usize) -> String {
+        let mut buf = [0u8; 32];
+        let buf = &mut buf[..bytes.min(32)];
+        self.rng.fill_bytes(buf);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    fn new_session(&mut self, now: Instant, conn: ConnId, identity: Identity, face: Face) -> Sid {
+        self.next_sid += 1;
+        let sid = Sid(self.next_sid);
+        let id = loop {
+            let id = self.random_id(12);
+            if !self.by_session_id.contains_key(id.as_str()) {
+                break id.into_boxed_str();
+            }
+        };
+        let peer = loop {
+            let peer = self.random_id(8);
+            if !self.by_peer.contains_key(peer.as_str()) {
+                break peer.into_boxed_str();
+            }
+        };
+        let resume_token = self.random_id(32).into_boxed_str();
+        let user = identity.user.map(String::into_boxed_str);
+        if face == Face::Native
+            && let Some(u) = &user
+        {
+            self.by_user.entry(u.clone()).or_default().push(sid);
+        }
+        self.by_conn.insert(conn, sid);
+        self.by_session_id.insert(id.clone(), sid);
+        self.by_peer.insert(peer.clone(), sid);
+        let allowed_rooms = identity
+            .rooms
+            .map(|rooms| rooms.into_iter().map(String::into_boxed_str).collect());
+        self.sessions.insert(
+            sid,
+            Session {
+                id,
+                resume_token,
+                peer,
+                face,
+                conn: Some(conn),
+                user,
+                allowed_rooms,
+                seq: 0,
+                replay: ReplayBuffer::default(),
+                grace_until: None,
+                bucket: TokenBucket::full(now, self.config.rate_burst),
+                rooms: Vec::new(),
+                calls: Vec::new(),
+            },
+        );
+        sid
+    }
+
+    fn welcome(
+        &mut self,
+        sid: Sid,
+        conn: ConnId,
+        ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
+    ) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let ice = ice_servers(&s.peer);
+        let body = wire::welcome(&s.id, &s.resume_token, &s.peer, &ice);
+        self.outbox.unsequenced(conn, body);
+    }
+
+    /// The session is over for good: `bye` in its rooms, `gone` to the other
+    /// side of its ringing calls, and every trace removed.
+    fn end_session(&mut self, sid: Sid) {
+        let Some(s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        if let Some(conn) = s.conn
+            && self.by_conn.get(&conn) == Some(&sid)
+        {
+            self.by_conn.remove(&conn);
+        }
+        if let Some(t) = s.grace_until {
+            self.timers.remove(&(t, Timer::Grace(sid)));
+        }
+        self.by_session_id.remove(&s.id);
+        self.by_peer.remove(&s.peer);
+        if let Some(u) = &s.user
+            && let Some(list) = self.by_user.get_mut(u)
+        {
+            list.retain(|&x| x != sid);
+            if list.is_empty() {
+                self.by_user.remove(u);
+            }
+        }
+        for &key in &s.calls {
+            self.call_party_gone(key, sid);
+        }
+        for &rid in &s.rooms {
+            self.depart(rid, sid, &s.peer);
+        }
     }
 }
 

@@ -1,0 +1,248 @@
+//! Direct calls (PROTOCOL.md §3): ringing a user by id, and the private room
+//! an accepted call becomes. A call exists only while it rings.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+use switchboard_signal_proto::{CallEndReason, ErrorCode, RequestId};
+
+use crate::presence::{JoinKind, JoinOutcome};
+use crate::session::Sid;
+use crate::wire::{self, Body};
+use crate::{Refusal, SignalCore, Timer};
+
+#[derive(Debug)]
+pub(crate) struct Call {
+    id: Box<str>,
+    caller: Sid,
+    callee_user: Box<str>,
+    /// The callee's sessions that got `incoming_call` and are still alive.
+    rung: Vec<Sid>,
+    meta: Option<Box<RawValue>>,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    by_key: HashMap<u64, Call>,
+    by_id: HashMap<Box<str>, u64>,
+    next: u64,
+}
+
+impl Calls {
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    fn insert(&mut self, call: Call) -> u64 {
+        self.next += 1;
+        self.by_id.insert(call.id.clone(), self.next);
+        self.by_key.insert(self.next, call);
+        self.next
+    }
+
+    fn find(&self, id: &str) -> Option<(u64, &Call)> {
+        let key = *self.by_id.get(id)?;
+        Some((key, self.by_key.get(&key)?))
+    }
+
+    fn remove(&mut self, key: u64) -> Option<Call> {
+        let call = self.by_key.remove(&key)?;
+        self.by_id.remove(&call.id);
+        Some(call)
+    }
+}
+
+fn no_such_call() -> Refusal {
+    Refusal::new(ErrorCode::NoSuchCall, "no such ringing call for you")
+}
+
+impl SignalCore {
+    pub(crate) fn call(
+        &mut self,
+        now: Instant,
+        sid: Sid,
+        to: &str,
+        meta: Option<&RawValue>,
+        reply_to: Option<&RequestId>,
+    ) -> Result<(), Refusal> {
+        let rung: Vec<Sid> = self
+            .by_user
+            .get(to)
+            .map(|list| list.iter().copied().filter(|&x| x != sid).collect())
+            .unwrap_or_default();
+        if rung.is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::NoSuchUser,
+                "that user has no connection",
+            ));
+        }
+        let from = self
+            .sessions
+            .get(&sid)
+            .ok_or_else(|| Refusal::new(ErrorCode::Internal, "session vanished"))?
+            .user
+            .clone();
+        let id = loop {
+            let id = self.random_id(16);
+            if self.calls.find(&id).is_none() {
+                break id;
+            }
+        };
+        let deadline = now + self.config.ring_timeout;
+        let incoming = Body::new("incoming_call")
+            .str("call", &id)
+            .opt_str("from", from.as_deref())
+            .meta("meta", meta)
+            .finish();
+        let key = self.calls.insert(Call {
+            id: id.as_str().into(),
+            caller: sid,
+            callee_user: to.into(),
+            rung: rung.clone(),
+            meta: meta.map(RawValue::to_owned),
+            deadline,
+        });
+        self.timers.insert((deadline, Timer::Ring(key)));
+        for &party in rung.iter().chain(std::iter::once(&sid)) {
+            if let Some(s) = self.sessions.get_mut(&party) {
+                s.calls.push(key);
+            }
+        }
+        self.send(
+            sid,
+            Body::new("ringing")
+                .str("call", &id)
+                .reply_to(reply_to)
+                .finish(),
+        );
+        for r in rung {
+            self.send(r, incoming.clone());
+        }
+        Ok(())
+    }
+
+    /// The call, if `sid` is a session of its callee (not its caller).
+    fn callee_call(&self, sid: Sid, id: &str) -> Result<u64, Refusal> {
+        let (key, call) = self.calls.find(id).ok_or_else(no_such_call)?;
+        let user = self.sessions.get(&sid).and_then(|s| s.user.as_deref());
+        if call.caller == sid || user != Some(&*call.callee_user) {
+            return Err(no_such_call());
+        }
+        Ok(key)
+    }
+
+    /// Stops the ringing: the call, its timer and every session's note of it.
+    fn finish_call(&mut self, key: u64) -> Option<Call> {
+        let call = self.calls.remove(key)?;
+        self.timers.remove(&(call.deadline, Timer::Ring(key)));
+        for party in call.rung.iter().chain(std::iter::once(&call.caller)) {
+            if let Some(s) = self.sessions.get_mut(party) {
+                s.calls.retain(|&k| k != key);
+            }
+        }
+        Some(call)
+    }
+
+    fn end_for(&mut self, call: &Call, reason: CallEndReason, to: impl IntoIterator<Item = Sid>) {
+        let body = wire::call_ended(&call.id, reason);
+        for sid in to {
+            self.send(sid, body.clone());
+        }
+    }
+
+    pub(crate) fn accept(
+        &mut self,
+        sid: Sid,
+        id: &str,
+        reply_to: Option<&RequestId>,
+    ) -> Result<(), Refusal> {
+        let key = self.callee_call(sid, id)?;
+        let call = self.finish_call(key).ok_or_else(no_such_call)?;
+        let room = loop {
+            let name = format!("call-{}", self.random_id(16));
+            if !self.rooms.exists(&name) {
+                break name;
+            }
+        };
+        let rid = self.rooms.create_private(&room, [call.caller, sid]);
+        self.send(
+            call.caller,
+            Body::new("accepted")
+                .str("call", &call.id)
+                .str("room", &room)
+                .finish(),
+        );
+        if let Ok(JoinOutcome::Joined(_)) =
+            self.join(call.caller, &room, call.meta.as_deref(), JoinKind::Call)
+        {
+            let body = self.joined_body(rid, call.caller, None);
+            self.send(call.caller, body);
+        }
+        let joined = self.join(sid, &room, None, JoinKind::Call);
+        if let Ok(JoinOutcome::Joined(_)) = joined {
+            let body = self.joined_body(rid, sid, reply_to);
+            self.send(sid, body);
+        }
+        let others: Vec<Sid> = call.rung.iter().copied().filter(|&r| r != sid).collect();
+        self.end_for(&call, CallEndReason::AnsweredElsewhere, others);
+        joined.map(|_| ())
+    }
+
+    pub(crate) fn decline(&mut self, sid: Sid, id: &str) -> Result<(), Refusal> {
+        let key = self.callee_call(sid, id)?;
+        let call = self.finish_call(key).ok_or_else(no_such_call)?;
+        self.send(
+            call.caller,
+            Body::new("declined").str("call", &call.id).finish(),
+        );
+        let others: Vec<Sid> = call.rung.iter().copied().filter(|&r| r != sid).collect();
+        self.end_for(&call, CallEndReason::Declined, others);
+        Ok(())
+    }
+
+    pub(crate) fn cancel(&mut self, sid: Sid, id: &str) -> Result<(), Refusal> {
+        let (key, call) = self.calls.find(id).ok_or_else(no_such_call)?;
+        if call.caller != sid {
+            return Err(no_such_call());
+        }
+        let call = self.finish_call(key).ok_or_else(no_such_call)?;
+        self.end_for(&call, CallEndReason::Cancelled, call.rung.clone());
+        Ok(())
+    }
+
+    pub(crate) fn ring_timeout(&mut self, key: u64) {
+        if let Some(call) = self.finish_call(key) {
+            let everyone = call
+                .rung
+                .iter()
+                .copied()
+                .chain(std::iter::once(call.caller));
+            let everyone: Vec<Sid> = everyone.collect();
+            self.end_for(&call, CallEndReason::NoAnswer, everyone);
+        }
+    }
+
+    /// `sid` ended for good while `key` rang: when the caller, or the last
+    /// rung session of the callee, is gone, the other side hears `gone`.
+    pub(crate) fn call_party_gone(&mut self, key: u64, sid: Sid) {
+        let Some(call) = self.calls.by_key.get_mut(&key) else {
+            return;
+        };
+        if call.caller != sid {
+            call.rung.retain(|&r| r != sid);
+            if !call.rung.is_empty() {
+                return;
+            }
+        }
+        if let Some(call) = self.finish_call(key) {
+            let other_side: Vec<Sid> = if call.caller == sid {
+                call.rung.clone()
+            } else {
+                vec![call.caller]
+            };
+            self.end_for(&call, CallEndReason::Gone, other_side);
+        }
+    }
+}

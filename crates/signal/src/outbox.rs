@@ -1,0 +1,186 @@
+//! Delivery: "send this to that session". Numbers native frames, keeps them
+//! for replay, and queues outputs for the shell. This is the other seam for a
+//! backplane: a remote recipient would be published instead of queued.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::session::Session;
+use crate::{ClassicEvent, ConnId, Face, OutFrame, Output, wire};
+
+/// Payload of a room message: raw JSON text, and the parsed value when the
+/// sender was a classic client (which is what classic recipients need).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Data<'a> {
+    pub(crate) raw: &'a str,
+    pub(crate) value: Option<&'a Value>,
+}
+
+/// A room event, rendered lazily at most once per face and fan-out.
+#[derive(Debug)]
+pub(crate) enum Event<'a> {
+    OtherJoined {
+        room: &'a str,
+        peer: &'a str,
+        meta: Option<&'a RawValue>,
+    },
+    Bye {
+        room: &'a str,
+        peer: &'a str,
+    },
+    /// Built by [`Fanout::message`], which renders the native body at once.
+    Message {
+        room: &'a str,
+        data: Data<'a>,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Fanout<'a> {
+    event: Event<'a>,
+    native: Option<Bytes>,
+    classic: Option<ClassicEvent>,
+}
+
+impl<'a> Fanout<'a> {
+    pub(crate) fn new(event: Event<'a>) -> Self {
+        Fanout {
+            event,
+            native: None,
+            classic: None,
+        }
+    }
+
+    /// A room message; `from` is needed only by the native body, so that is
+    /// rendered now and `from` is not kept.
+    pub(crate) fn message(room: &'a str, from: &str, data: Data<'a>) -> Self {
+        Fanout {
+            event: Event::Message { room, data },
+            native: Some(wire::message(room, from, data.raw)),
+            classic: None,
+        }
+    }
+
+    fn native(&mut self) -> Bytes {
+        if let Some(b) = &self.native {
+            return b.clone();
+        }
+        let body = match &self.event {
+            Event::OtherJoined { room, peer, meta } => wire::other_joined(room, peer, *meta),
+            Event::Bye { room, peer } => wire::bye(room, peer),
+            // Always pre-rendered by `Fanout::message`.
+            Event::Message { .. } => Bytes::new(),
+        };
+        self.native = Some(body.clone());
+        body
+    }
+
+    fn classic(&mut self) -> &ClassicEvent {
+        let event = &self.event;
+        self.classic.get_or_insert_with(|| match event {
+            Event::OtherJoined { room, peer, .. } => ClassicEvent {
+                event: "otherjoin",
+                args: vec![Value::from(*room), Value::from(*peer)],
+            },
+            Event::Bye { room, peer } => ClassicEvent {
+                event: "bye",
+                args: vec![Value::from(*room), Value::from(*peer)],
+            },
+            Event::Message { room, data, .. } => {
+                // Only a mixed room pays this second parse; the raw text
+                // came out of a parser, so it is valid JSON.
+                let value = match data.value {
+                    Some(v) => v.clone(),
+                    None => serde_json::from_str(data.raw).unwrap_or(Value::Null),
+                };
+                ClassicEvent {
+                    event: "message",
+                    args: vec![Value::from(*room), value],
+                }
+            }
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    queue: VecDeque<Output>,
+    replay_frames: usize,
+}
+
+impl Outbox {
+    pub(crate) fn new(replay_frames: usize) -> Self {
+        Outbox {
+            queue: VecDeque::new(),
+            replay_frames,
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Output> {
+        self.queue.pop_front()
+    }
+
+    /// A sequenced frame for a native session: numbered, kept for replay,
+    /// and sent now when the session has a connection.
+    pub(crate) fn frame(&mut self, s: &mut Session, body: Bytes) {
+        if s.face != Face::Native {
+            return;
+        }
+        s.seq += 1;
+        s.replay.push(body.clone(), self.replay_frames);
+        if let Some(conn) = s.conn {
+            self.queue.push_back(Output::Frame {
+                conn,
+                frame: OutFrame {
+                    seq: Some(s.seq),
+                    body,
+                },
+            });
+        }
+    }
+
+    /// `welcome`, `resumed`, `resume_failed`: outside any session's numbering.
+    pub(crate) fn unsequenced(&mut self, conn: ConnId, body: Bytes) {
+        self.queue.push_back(Output::Frame {
+            conn,
+            frame: OutFrame { seq: None, body },
+        });
+    }
+
+    pub(crate) fn replayed(&mut self, conn: ConnId, seq: u64, body: Bytes) {
+        self.queue.push_back(Output::Frame {
+            conn,
+            frame: OutFrame {
+                seq: Some(seq),
+                body,
+            },
+        });
+    }
+
+    pub(crate) fn classic(&mut self, s: &Session, event: ClassicEvent) {
+        if let Some(conn) = s.conn {
+            self.queue.push_back(Output::Classic { conn, event });
+        }
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        self.queue.push_back(Output::Close { conn, code, reason });
+    }
+
+    /// One recipient of a room event, whatever its face.
+    pub(crate) fn deliver(&mut self, s: &mut Session, f: &mut Fanout<'_>) {
+        match s.face {
+            Face::Native => {
+                let body = f.native();
+                self.frame(s, body);
+            }
+            Face::Classic => {
+                let event = f.classic().clone();
+                self.classic(s, event);
+            }
+        }
+    }
+}

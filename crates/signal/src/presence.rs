@@ -1,0 +1,219 @@
+//! Being in rooms: join, leave, departure and room messages, shared by both
+//! faces. Replies to the requester are the face's business; fan-out to the
+//! other peers happens here.
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+use switchboard_signal_proto::{ErrorCode, RequestId};
+
+use crate::outbox::{Data, Event, Fanout};
+use crate::rooms::{Refused, RoomId};
+use crate::session::Sid;
+use crate::{Refusal, SignalCore, wire};
+
+/// How a join went when it was not an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinOutcome {
+    Joined(RoomId),
+    Full,
+}
+
+/// Whether a join is an ordinary one (all limits apply) or a call's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JoinKind {
+    Request,
+    Call,
+}
+
+pub(crate) fn check_room_name(name: &str) -> Result<(), Refusal> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "a room name is 1 to 128 bytes",
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "a room name has no control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn no_session() -> Refusal {
+    Refusal::new(ErrorCode::Internal, "session vanished")
+}
+
+fn not_in_room() -> Refusal {
+    Refusal::new(ErrorCode::NotInRoom, "you are not in this room")
+}
+
+impl SignalCore {
+    pub(crate) fn join(
+        &mut self,
+        sid: Sid,
+        name: &str,
+        meta: Option<&RawValue>,
+        kind: JoinKind,
+    ) -> Result<JoinOutcome, Refusal> {
+        let s = self.sessions.get(&sid).ok_or_else(no_session)?;
+        let checked = kind == JoinKind::Request;
+        if checked {
+            check_room_name(name)?;
+        }
+        if self.rooms.find(name).is_some_and(|rid| s.is_in(rid)) {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyJoined,
+                "you are already in this room",
+            ));
+        }
+        if checked && !s.may_join(name) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "your token does not grant this room",
+            ));
+        }
+        if checked && s.rooms.len() >= self.config.max_rooms_per_session {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "room limit reached ({} rooms per session)",
+                    self.config.max_rooms_per_session
+                ),
+            ));
+        }
+        let max_peers = if checked { self.config.max_peers } else { 0 };
+        let rid = match self
+            .rooms
+            .join(name, sid, meta.map(RawValue::to_owned), max_peers)
+        {
+            Ok(rid) => rid,
+            Err(Refused::Full) => return Ok(JoinOutcome::Full),
+            Err(Refused::Private) => {
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "this is a private call room",
+                ));
+            }
+        };
+        let s = self.sessions.get_mut(&sid).ok_or_else(no_session)?;
+        s.rooms.push(rid);
+        let peer = s.peer.clone();
+        if let Some(room) = self.rooms.get(rid) {
+            let mut f = Fanout::new(Event::OtherJoined {
+                room: &room.name,
+                peer: &peer,
+                meta,
+            });
+            for m in &room.members {
+                if m.sid != sid
+                    && let Some(other) = self.sessions.get_mut(&m.sid)
+                {
+                    self.outbox.deliver(other, &mut f);
+                }
+            }
+        }
+        Ok(JoinOutcome::Joined(rid))
+    }
+
+    /// `joined` for `sid`: the other members in join order.
+    pub(crate) fn joined_body(&self, rid: RoomId, sid: Sid, reply_to: Option<&RequestId>) -> Bytes {
+        let me = self.sessions.get(&sid).map_or("", |s| &*s.peer);
+        let room = self.rooms.get(rid);
+        let peers = room
+            .into_iter()
+            .flat_map(|r| r.members.iter())
+            .filter(|m| m.sid != sid)
+            .filter_map(|m| {
+                let s = self.sessions.get(&m.sid)?;
+                Some((&*s.peer, m.meta.as_deref()))
+            });
+        wire::Body::new("joined")
+            .str("room", self.rooms.name(rid))
+            .str("peer", me)
+            .peers("peers", peers)
+            .reply_to(reply_to)
+            .finish()
+    }
+
+    pub(crate) fn leave(&mut self, sid: Sid, name: &str) -> Result<(), Refusal> {
+        let s = self.sessions.get_mut(&sid).ok_or_else(no_session)?;
+        let rid = self
+            .rooms
+            .find(name)
+            .filter(|&rid| s.is_in(rid))
+            .ok_or_else(not_in_room)?;
+        s.rooms.retain(|&r| r != rid);
+        let peer = s.peer.clone();
+        self.depart(rid, sid, &peer);
+        Ok(())
+    }
+
+    /// Takes `sid` out of the room and tells the others.
+    pub(crate) fn depart(&mut self, rid: RoomId, sid: Sid, peer: &str) {
+        if !self.rooms.leave(rid, sid) {
+            return;
+        }
+        let Some(room) = self.rooms.get(rid) else {
+            return;
+        };
+        let mut f = Fanout::new(Event::Bye {
+            room: &room.name,
+            peer,
+        });
+        for m in &room.members {
+            if let Some(other) = self.sessions.get_mut(&m.sid) {
+                self.outbox.deliver(other, &mut f);
+            }
+        }
+    }
+
+    /// Fans `data` out to `to` or to every other peer; returns how many
+    /// recipients it was queued for.
+    pub(crate) fn message(
+        &mut self,
+        sid: Sid,
+        name: &str,
+        to: Option<&str>,
+        data: Data<'_>,
+    ) -> Result<u64, Refusal> {
+        let s = self.sessions.get(&sid).ok_or_else(no_session)?;
+        let rid = self
+            .rooms
+            .find(name)
+            .filter(|&rid| s.is_in(rid))
+            .ok_or_else(not_in_room)?;
+        let mut f = Fanout::message(name, &s.peer, data);
+        if let Some(to) = to {
+            let target = self
+                .by_peer
+                .get(to)
+                .copied()
+                .filter(|t| self.sessions.get(t).is_some_and(|t| t.is_in(rid)));
+            let Some(target) = target else {
+                return Err(Refusal::new(
+                    ErrorCode::NoSuchPeer,
+                    "no such peer in this room",
+                ));
+            };
+            if let Some(t) = self.sessions.get_mut(&target) {
+                self.outbox.deliver(t, &mut f);
+            }
+            return Ok(1);
+        }
+        let Some(room) = self.rooms.get(rid) else {
+            return Ok(0);
+        };
+        let mut delivered = 0;
+        for m in &room.members {
+            if m.sid != sid
+                && let Some(other) = self.sessions.get_mut(&m.sid)
+            {
+                self.outbox.deliver(other, &mut f);
+                delivered += 1;
+            }
+        }
+        Ok(delivered)
+    }
+}

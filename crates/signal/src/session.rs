@@ -1,0 +1,185 @@
+//! Per-session state: identity, sequence numbers, the replay buffer and the
+//! request-rate bucket. Kept small: an idle session allocates no frames.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::rooms::RoomId;
+use crate::{ConnId, Face};
+
+/// A session's internal key: never reused, so stale references are harmless.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Sid(pub(crate) u64);
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: Box<str>,
+    pub(crate) resume_token: Box<str>,
+    pub(crate) peer: Box<str>,
+    pub(crate) face: Face,
+    /// `None` during the grace period.
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) user: Option<Box<str>>,
+    /// The token's `rooms` claim; `None` means any room.
+    pub(crate) allowed_rooms: Option<Box<[Box<str>]>>,
+    /// The `seq` of the last frame queued for this session.
+    pub(crate) seq: u64,
+    pub(crate) replay: ReplayBuffer,
+    pub(crate) grace_until: Option<Instant>,
+    pub(crate) bucket: TokenBucket,
+    /// In join order.
+    pub(crate) rooms: Vec<RoomId>,
+    /// Ringing calls this session placed or was rung for.
+    pub(crate) calls: Vec<u64>,
+}
+
+impl Session {
+    pub(crate) fn may_join(&self, room: &str) -> bool {
+        self.allowed_rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.iter().any(|r| &**r == room))
+    }
+
+    pub(crate) fn is_in(&self, room: RoomId) -> bool {
+        self.rooms.contains(&room)
+    }
+
+    /// Compares in time independent of where the tokens differ.
+    pub(crate) fn token_matches(&self, token: &str) -> bool {
+        let a = self.resume_token.as_bytes();
+        let b = token.as_bytes();
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// The last `capacity` frames sent to a session, for replay on resume.
+/// Every sequenced frame goes in, so the oldest kept `seq` follows from the
+/// session's current `seq` and the length.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayBuffer {
+    frames: VecDeque<Bytes>,
+}
+
+impl ReplayBuffer {
+    pub(crate) fn push(&mut self, body: Bytes, capacity: usize) {
+        if capacity == 0 {
+            return;
+        }
+        if self.frames.len() >= capacity {
+            self.frames.pop_front();
+        }
+        self.frames.push_back(body);
+    }
+
+    /// The frames with `seq > last_seq`, with their seq, when all of them
+    /// are still kept; `None` when some are gone or `last_seq` is in the
+    /// future.
+    pub(crate) fn after(
+        &self,
+        last_seq: u64,
+        current_seq: u64,
+    ) -> Option<impl Iterator<Item = (u64, &Bytes)>> {
+        if last_seq > current_seq {
+            return None;
+        }
+        let missing = current_seq - last_seq;
+        let kept = self.frames.len() as u64;
+        if missing > kept {
+            return None;
+        }
+        let skip = usize::try_from(kept - missing).ok()?;
+        Some(
+            self.frames
+                .iter()
+                .skip(skip)
+                .zip(last_seq + 1..)
+                .map(|(b, seq)| (seq, b)),
+        )
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+}
+
+/// Token bucket: `rate` tokens per second up to `burst`; a request costs one.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn full(now: Instant, burst: u32) -> Self {
+        TokenBucket {
+            tokens: f64::from(burst.max(1)),
+            last: now,
+        }
+    }
+
+    /// Takes a token if there is one. `rate == 0` turns the limit off.
+    pub(crate) fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        if now > self.last {
+            self.last = now;
+        }
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst.max(1)));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn replay_window() {
+        let mut r = ReplayBuffer::default();
+        for i in 0..5u8 {
+            r.push(Bytes::from(vec![i]), 3);
+        }
+        // seq 1..=5 sent, 3..=5 kept
+        let got: Vec<_> = r
+            .after(2, 5)
+            .expect("fits")
+            .map(|(s, b)| (s, b[0]))
+            .collect();
+        assert_eq!(got, vec![(3, 2), (4, 3), (5, 4)]);
+        assert_eq!(r.after(4, 5).expect("fits").count(), 1);
+        assert_eq!(r.after(5, 5).expect("fits").count(), 0);
+        assert!(r.after(1, 5).is_none());
+        assert!(r.after(6, 5).is_none());
+        let mut off = ReplayBuffer::default();
+        off.push(Bytes::new(), 0);
+        assert_eq!(off.len(), 0);
+        assert!(off.after(0, 1).is_none());
+        assert!(off.after(1, 1).is_some());
+    }
+
+    #[test]
+    fn bucket_refills() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(t0, 2);
+        assert!(b.take(t0, 10, 2));
+        assert!(b.take(t0, 10, 2));
+        assert!(!b.take(t0, 10, 2));
+        assert!(b.take(t0 + Duration::from_millis(100), 10, 2));
+        assert!(!b.take(t0 + Duration::from_millis(100), 10, 2));
+        // never more than the burst
+        let later = t0 + Duration::from_secs(60);
+        assert!(b.take(later, 10, 2) && b.take(later, 10, 2) && !b.take(later, 10, 2));
+        assert!(b.take(later, 0, 0));
+    }
+}

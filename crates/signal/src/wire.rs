@@ -1,0 +1,406 @@
+//! The JSON edge of the native face: a borrowing request parser and the
+//! writers of server frame bodies.
+//!
+//! `switchboard-signal-proto` holds the owned reference types; here the
+//! request is parsed once without copying `data`/`meta` (they stay raw JSON
+//! text and are spliced verbatim into the frames that carry them).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer, PROTOCOL_VERSION, RequestId};
+
+/// A request of PROTOCOL.md §1/§3, borrowing from the frame text.
+#[derive(Debug)]
+pub(crate) enum Req<'a> {
+    Join {
+        room: Cow<'a, str>,
+        meta: Option<&'a RawValue>,
+    },
+    Leave {
+        room: Cow<'a, str>,
+    },
+    Message {
+        room: Cow<'a, str>,
+        to: Option<Cow<'a, str>>,
+        data: &'a RawValue,
+    },
+    Ping,
+    Call {
+        to: Cow<'a, str>,
+        meta: Option<&'a RawValue>,
+    },
+    Accept {
+        call: Cow<'a, str>,
+    },
+    Decline {
+        call: Cow<'a, str>,
+    },
+    Cancel {
+        call: Cow<'a, str>,
+    },
+}
+
+/// Every field any request may have; which are required depends on `type`.
+/// Unknown fields are ignored, duplicates and mistyped ones refused.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Cow<'a, str>,
+    #[serde(default)]
+    id: Option<RequestId>,
+    #[serde(default, borrow)]
+    room: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    to: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    call: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "raw_some")]
+    meta: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw_some")]
+    data: Option<&'a RawValue>,
+}
+
+/// `Option<&RawValue>` would read `null` as absent; `data: null` is data.
+fn raw_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(default)]
+    id: Option<RequestId>,
+}
+
+/// A refused frame: why, and the request id when it could still be read.
+#[derive(Debug)]
+pub(crate) struct BadRequest {
+    pub(crate) id: Option<RequestId>,
+    pub(crate) message: String,
+}
+
+/// Parses one text frame: the one JSON parse a request costs.
+pub(crate) fn parse(text: &str) -> Result<(Option<RequestId>, Req<'_>), BadRequest> {
+    // A struct also deserializes from a JSON array; the protocol wants objects.
+    if !text.trim_start().starts_with('{') {
+        return Err(BadRequest {
+            id: None,
+            message: "a frame must be a JSON object".into(),
+        });
+    }
+    let f: Fields<'_> = match serde_json::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            // Only on the error path: recover the id so the error can name it.
+            let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|i| i.id);
+            return Err(BadRequest {
+                id,
+                message: format!("malformed request: {e}"),
+            });
+        }
+    };
+    let id = f.id;
+    let missing = |field: &str, id: Option<RequestId>| BadRequest {
+        id,
+        message: format!("missing field `{field}`"),
+    };
+    let meta = f.meta.filter(|m| m.get() != "null");
+    if let Some(m) = meta
+        && !m.get().starts_with('{')
+    {
+        return Err(BadRequest {
+            id,
+            message: "`meta` must be an object".into(),
+        });
+    }
+    let req = match &*f.ty {
+        "join" => match f.room {
+            Some(room) => Req::Join { room, meta },
+            None => return Err(missing("room", id)),
+        },
+        "leave" => match f.room {
+            Some(room) => Req::Leave { room },
+            None => return Err(missing("room", id)),
+        },
+        "message" => match (f.room, f.data) {
+            (Some(room), Some(data)) => Req::Message {
+                room,
+                to: f.to,
+                data,
+            },
+            (None, _) => return Err(missing("room", id)),
+            (_, None) => return Err(missing("data", id)),
+        },
+        "ping" => Req::Ping,
+        "call" => match f.to {
+            Some(to) => Req::Call { to, meta },
+            None => return Err(missing("to", id)),
+        },
+        "accept" | "decline" | "cancel" => {
+            let Some(call) = f.call else {
+                return Err(missing("call", id));
+            };
+            match &*f.ty {
+                "accept" => Req::Accept { call },
+                "decline" => Req::Decline { call },
+                _ => Req::Cancel { call },
+            }
+        }
+        other => {
+            let message = format!("unknown request type {other:?}");
+            return Err(BadRequest { id, message });
+        }
+    };
+    Ok((id, req))
+}
+
+/// Writes one frame body: `{"type":T` then fields, no `seq`.
+pub(crate) struct Body(Vec<u8>);
+
+impl Body {
+    pub(crate) fn new(ty: &str) -> Self {
+        let mut v = Vec::with_capacity(96);
+        v.extend_from_slice(b"{\"type\":\"");
+        v.extend_from_slice(ty.as_bytes());
+        v.push(b'"');
+        Body(v)
+    }
+
+    fn key(&mut self, key: &str) {
+        self.0.extend_from_slice(b",\"");
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    fn string(&mut self, s: &str) {
+        // Writing into a Vec cannot fail, and a &str is always serializable.
+        let _ = serde_json::to_writer(&mut self.0, s);
+    }
+
+    pub(crate) fn str(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        self.string(value);
+        self
+    }
+
+    pub(crate) fn opt_str(mut self, key: &str, value: Option<&str>) -> Self {
+        self.key(key);
+        match value {
+            Some(v) => self.string(v),
+            None => self.0.extend_from_slice(b"null"),
+        }
+        self
+    }
+
+    /// `value` must be valid JSON text (a `RawValue` or serde output).
+    pub(crate) fn raw(mut self, key: &str, value: &str) -> Self {
+        self.key(key);
+        self.0.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    /// Absent or `null` meta is written as `{}`.
+    pub(crate) fn meta(self, key: &str, meta: Option<&RawValue>) -> Self {
+        self.raw(key, meta.map_or("{}", RawValue::get))
+    }
+
+    pub(crate) fn num(mut self, key: &str, value: u64) -> Self {
+        self.key(key);
+        self.0.extend_from_slice(value.to_string().as_bytes());
+        self
+    }
+
+    pub(crate) fn reply_to(mut self, id: Option<&RequestId>) -> Self {
+        if let Some(id) = id {
+            self.key("reply_to");
+            match id {
+                RequestId::Int(v) => self.0.extend_from_slice(v.to_string().as_bytes()),
+                RequestId::Str(v) => self.string(v),
+            }
+        }
+        self
+    }
+
+    /// `[{"peer":P,"meta":M},..]`
+    pub(crate) fn peers<'a>(
+        mut self,
+        key: &str,
+        peers: impl Iterator<Item = (&'a str, Option<&'a RawValue>)>,
+    ) -> Self {
+        self.key(key);
+        self.0.push(b'[');
+        for (i, (peer, meta)) in peers.enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.0.extend_from_slice(b"{\"peer\":");
+            self.string(peer);
+            self.0.extend_from_slice(b",\"meta\":");
+            self.0
+                .extend_from_slice(meta.map_or("{}", RawValue::get).as_bytes());
+            self.0.push(b'}');
+        }
+        self.0.push(b']');
+        self
+    }
+
+    pub(crate) fn finish(mut self) -> Bytes {
+        self.0.push(b'}');
+        Bytes::from(self.0)
+    }
+}
+
+pub(crate) fn welcome(session: &str, token: &str, peer: &str, ice: &[IceServer]) -> Bytes {
+    let ice = serde_json::to_string(ice).unwrap_or_else(|_| "[]".to_owned());
+    Body::new("welcome")
+        .num("protocol", u64::from(PROTOCOL_VERSION))
+        .str("session", session)
+        .str("resume_token", token)
+        .str("peer", peer)
+        .raw("ice_servers", &ice)
+        .finish()
+}
+
+pub(crate) fn resumed(session: &str, peer: &str) -> Bytes {
+    Body::new("resumed")
+        .str("session", session)
+        .str("peer", peer)
+        .finish()
+}
+
+pub(crate) fn error(code: ErrorCode, message: &str, reply_to: Option<&RequestId>) -> Bytes {
+    Body::new("error")
+        .str("code", code.as_str())
+        .str("message", message)
+        .reply_to(reply_to)
+        .finish()
+}
+
+pub(crate) fn room_only(ty: &str, room: &str, reply_to: Option<&RequestId>) -> Bytes {
+    Body::new(ty).str("room", room).reply_to(reply_to).finish()
+}
+
+pub(crate) fn bye(room: &str, peer: &str) -> Bytes {
+    Body::new("bye")
+        .str("room", room)
+        .str("peer", peer)
+        .finish()
+}
+
+pub(crate) fn other_joined(room: &str, peer: &str, meta: Option<&RawValue>) -> Bytes {
+    Body::new("other_joined")
+        .str("room", room)
+        .str("peer", peer)
+        .meta("meta", meta)
+        .finish()
+}
+
+pub(crate) fn message(room: &str, from: &str, data: &str) -> Bytes {
+    Body::new("message")
+        .str("room", room)
+        .str("from", from)
+        .raw("data", data)
+        .finish()
+}
+
+pub(crate) fn call_ended(call: &str, reason: CallEndReason) -> Bytes {
+    Body::new("call_ended")
+        .str("call", call)
+        .str("reason", reason.as_str())
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bad(text: &str) -> BadRequest {
+        match parse(text) {
+            Ok(r) => panic!("{text} parsed as {r:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn parses_every_request() {
+        let (id, r) = parse(r#"{"type":"message","room":"r","to":"p","data":{"a":[1]},"id":3}"#)
+            .expect("valid");
+        assert_eq!(id, Some(RequestId::Int(3)));
+        match r {
+            Req::Message { room, to, data } => {
+                assert_eq!(room, "r");
+                assert_eq!(to.as_deref(), Some("p"));
+                assert_eq!(data.get(), r#"{"a":[1]}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"type":"message","room":"r","data":null}"#),
+            Ok((None, Req::Message { data, .. })) if data.get() == "null"
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"ping","extra":1}"#),
+            Ok((None, Req::Ping))
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"join","room":"a\u0062","meta":null}"#),
+            Ok((None, Req::Join { room, meta: None })) if room == "ab"
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"cancel","call":"c"}"#),
+            Ok((None, Req::Cancel { .. }))
+        ));
+    }
+
+    #[test]
+    fn refuses_bad_frames_keeping_the_id() {
+        assert_eq!(
+            bad(r#"{"type":"join","id":"x"}"#).id,
+            Some(RequestId::Str("x".into()))
+        );
+        assert_eq!(
+            bad(r#"{"type":"join","room":5,"id":9}"#).id,
+            Some(RequestId::Int(9))
+        );
+        assert_eq!(
+            bad(r#"{"type":"dance","id":1}"#).id,
+            Some(RequestId::Int(1))
+        );
+        assert!(
+            bad(r#"{"type":"join","room":"r","meta":[1]}"#)
+                .message
+                .contains("meta")
+        );
+        assert!(bad(r#"["join","r"]"#).id.is_none());
+        assert!(bad("nope").id.is_none());
+        assert!(bad("").id.is_none());
+        assert!(bad(r#"{"room":"r"}"#).message.contains("type"));
+        assert!(
+            bad(r#"{"type":"message","room":"r"}"#)
+                .message
+                .contains("data")
+        );
+        assert!(
+            bad(r#"{"type":"ping","type":"ping"}"#)
+                .message
+                .contains("duplicate")
+        );
+        assert!(bad(r#"{"type":"ping","id":1.5}"#).id.is_none());
+    }
+
+    #[test]
+    fn bodies_are_json_objects_without_seq() {
+        let b = Body::new("joined")
+            .str("room", "r\"")
+            .peers("peers", [("a", None)].into_iter())
+            .reply_to(Some(&RequestId::Str("q".into())))
+            .finish();
+        let v: serde_json::Value = serde_json::from_slice(&b).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"joined","room":"r\"","peers":[{"peer":"a","meta":{}}],"reply_to":"q"})
+        );
+    }
+}
