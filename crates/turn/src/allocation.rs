@@ -90,23 +90,49 @@ impl Allocation {
             .is_some_and(|&until| until > now)
     }
 
-    pub(crate) fn can_bind(&self, number: u16, peer: SocketAddr) -> Result<(), BindConflict> {
-        if self.channels.get(&number).is_some_and(|c| c.peer != peer) {
+    /// RFC 8656 §11.2: a channel stays with its peer and a peer with its
+    /// channel while the binding lives; an expired binding no longer counts.
+    pub(crate) fn can_bind(
+        &self,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> Result<(), BindConflict> {
+        let live = |n: &u16| self.channels.get(n).filter(|c| c.expires > now);
+        if live(&number).is_some_and(|c| c.peer != peer) {
             return Err(BindConflict::ChannelTaken);
         }
-        if self.channel_of_peer.get(&peer).is_some_and(|&n| n != number) {
+        if self
+            .channel_of_peer
+            .get(&peer)
+            .is_some_and(|n| *n != number && live(n).is_some())
+        {
             return Err(BindConflict::PeerTaken);
         }
         Ok(())
     }
 
-    /// Binds or refreshes; the caller checked [`Self::can_bind`]. Returns
-    /// whether the binding is new.
-    pub(crate) fn bind(&mut self, number: u16, peer: SocketAddr, expires: Instant) -> bool {
-        self.channel_of_peer.insert(peer, number);
-        self.channels
+    /// Binds or refreshes; the caller checked [`Self::can_bind`], so any
+    /// other binding of this channel or peer has expired and is dropped.
+    /// Returns the change in the number of bindings (-1, 0 or 1).
+    pub(crate) fn bind(&mut self, number: u16, peer: SocketAddr, expires: Instant) -> i64 {
+        let mut delta = 1;
+        if let Some(old) = self
+            .channels
             .insert(number, ChannelBinding { peer, expires })
-            .is_none()
+        {
+            delta -= 1;
+            if old.peer != peer {
+                self.channel_of_peer.remove(&old.peer);
+            }
+        }
+        if let Some(old_number) = self.channel_of_peer.insert(peer, number)
+            && old_number != number
+            && self.channels.remove(&old_number).is_some()
+        {
+            delta -= 1;
+        }
+        delta
     }
 
     /// The peer of a live channel.
@@ -193,12 +219,12 @@ mod tests {
         let p1: SocketAddr = "198.51.100.1:1".parse().unwrap();
         let p2: SocketAddr = "198.51.100.2:1".parse().unwrap();
         let later = now + Duration::from_secs(600);
-        assert_eq!(a.can_bind(0x4000, p1), Ok(()));
-        assert!(a.bind(0x4000, p1, later));
-        assert_eq!(a.can_bind(0x4000, p1), Ok(()), "same pair refreshes");
-        assert!(!a.bind(0x4000, p1, later));
-        assert_eq!(a.can_bind(0x4000, p2), Err(BindConflict::ChannelTaken));
-        assert_eq!(a.can_bind(0x4001, p1), Err(BindConflict::PeerTaken));
+        assert_eq!(a.can_bind(0x4000, p1, now), Ok(()));
+        assert_eq!(a.bind(0x4000, p1, later), 1);
+        assert_eq!(a.can_bind(0x4000, p1, now), Ok(()), "same pair refreshes");
+        assert_eq!(a.bind(0x4000, p1, later), 0);
+        assert_eq!(a.can_bind(0x4000, p2, now), Err(BindConflict::ChannelTaken));
+        assert_eq!(a.can_bind(0x4001, p1, now), Err(BindConflict::PeerTaken));
         assert_eq!(a.channel_peer(0x4000, now), Some(p1));
         assert_eq!(a.channel_for(&p1, now), Some(0x4000));
         assert_eq!(
@@ -206,8 +232,21 @@ mod tests {
             None,
             "expired at its instant"
         );
-        assert_eq!(a.expire(later), (0, 1));
-        assert_eq!(a.can_bind(0x4001, p1), Ok(()), "free again after expiry");
+        assert_eq!(
+            a.can_bind(0x4001, p1, later),
+            Ok(()),
+            "free again after expiry"
+        );
+        assert_eq!(a.can_bind(0x4000, p2, later), Ok(()));
+        let much_later = later + Duration::from_secs(600);
+        assert_eq!(
+            a.bind(0x4000, p2, much_later),
+            0,
+            "replaces the expired binding"
+        );
+        assert_eq!(a.channel_for(&p1, later), None);
+        assert_eq!(a.channel_for(&p2, later), Some(0x4000));
+        assert_eq!(a.expire(much_later), (0, 1));
     }
 
     #[test]

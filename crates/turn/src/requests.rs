@@ -510,14 +510,13 @@ impl TurnServer {
         let Some(a) = self.allocations.get_mut(&id) else {
             return;
         };
-        if a.can_bind(number, peer).is_err() {
+        if a.can_bind(number, peer, now).is_err() {
             return self.error(ft, msg, 400, Some(key), Extra::None);
         }
         let channel_until = now + self.config.channel_lifetime;
         let permission_until = now + self.config.permission_lifetime;
-        if a.bind(number, peer, channel_until) {
-            self.metrics.channels += 1;
-        }
+        let delta = a.bind(number, peer, channel_until);
+        self.metrics.channels = self.metrics.channels.saturating_add_signed(delta);
         if a.permit(peer.ip(), permission_until) {
             self.metrics.permissions += 1;
         }
