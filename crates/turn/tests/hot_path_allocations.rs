@@ -63,7 +63,7 @@ fn relaying_allocates_nothing_in_steady_state() {
     });
     let payload = [0xEF; 1000];
     let now = h.now;
-    let mut relay_all = |server: &mut switchboard_turn::TurnServer| {
+    let relay_all = |server: &mut switchboard_turn::TurnServer| {
         let mut sent = 0usize;
         server.handle_client(now, UNIX_NOW, c.ft, &channel_data);
         server.handle_client(now, UNIX_NOW, c.ft, &send);
