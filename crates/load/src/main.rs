@@ -1,1 +1,190 @@
-fn main() {}
+//! Command line of the signaling load generator. The human summary goes to
+//! stderr, one JSON line to stdout.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use switchboard_load::{IdleConfig, Protocol, Target, TrafficConfig, run_idle, run_traffic};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-load", version, about = "Signaling load generator")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Peers in rooms send messages; measure rate, latency, server CPU per message.
+    Traffic(TrafficArgs),
+    /// Hold many idle connections; measure server RSS per connection.
+    Idle(IdleArgs),
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// Server dialect.
+    #[arg(long, value_enum, default_value = "native")]
+    protocol: Protocol,
+    /// ws://HOST:PORT[/path]; without a path: /ws, /socket.io/?EIO=4&transport=websocket or /.
+    #[arg(long)]
+    url: String,
+    /// Server process id, for CPU time and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Spread connections over 127.0.0.1..=127.0.0.N (loopback servers only).
+    #[arg(long, default_value_t = 16)]
+    source_ips: u8,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 128)]
+    connect_concurrency: usize,
+    /// Upper bound for the whole run, seconds.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Room name prefix (default: unique per process).
+    #[arg(long)]
+    room_prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct TrafficArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Number of rooms.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// Peers per room.
+    #[arg(long, default_value_t = 2)]
+    peers_per_room: usize,
+    /// Sending peers per room.
+    #[arg(long, default_value_t = 1)]
+    senders_per_room: usize,
+    /// Length of each message's data, bytes.
+    #[arg(long, default_value_t = 300)]
+    size: usize,
+    /// Undelivered messages each sender may have in flight.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Seconds of sending (an upper bound when --count is given).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Messages per sender.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Give messages an id (native) or an ack callback (socketio) and count the acks.
+    #[arg(long)]
+    with_id: bool,
+    /// Seconds to wait for messages still on the way after sending stops.
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
+}
+
+#[derive(Debug, Args)]
+struct IdleArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Connections to hold.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Join rooms of this many peers (0: connect only).
+    #[arg(long, default_value_t = 2)]
+    peers_per_room: usize,
+    /// Comma-separated connection counts at which to read RSS on the way.
+    #[arg(long, value_delimiter = ',')]
+    checkpoints: Vec<usize>,
+    /// Seconds to let the server settle before each RSS reading.
+    #[arg(long, default_value_t = 1.0)]
+    settle: f64,
+    /// Seconds to hold all connections.
+    #[arg(long, default_value_t = 5.0)]
+    hold: f64,
+}
+
+fn seconds(value: f64, flag: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("{flag} must be a non-negative number of seconds"))
+}
+
+impl TargetArgs {
+    fn target(&self) -> Result<Target, String> {
+        Ok(Target {
+            protocol: self.protocol,
+            url: self.url.clone(),
+            server_pid: self.server_pid,
+            source_ips: self.source_ips,
+            connect_concurrency: self.connect_concurrency,
+            timeout: seconds(self.timeout, "--timeout")?,
+        })
+    }
+
+    fn room_prefix(&self) -> String {
+        self.room_prefix
+            .clone()
+            .unwrap_or_else(|| format!("load-{}-", std::process::id()))
+    }
+}
+
+async fn run(cli: Cli) -> Result<(String, String), String> {
+    match cli.mode {
+        Mode::Traffic(args) => {
+            let cfg = TrafficConfig {
+                target: args.target.target()?,
+                rooms: args.rooms,
+                peers_per_room: args.peers_per_room,
+                senders_per_room: args.senders_per_room,
+                data_size: args.size,
+                window: args.window,
+                duration: seconds(args.duration, "--duration")?,
+                count: args.count,
+                with_id: args.with_id,
+                room_prefix: args.target.room_prefix(),
+                drain_timeout: seconds(args.drain, "--drain")?,
+            };
+            let report = run_traffic(&cfg).await.map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+            Ok((report.summary(), json))
+        }
+        Mode::Idle(args) => {
+            let cfg = IdleConfig {
+                target: args.target.target()?,
+                connections: args.connections,
+                peers_per_room: args.peers_per_room,
+                checkpoints: args.checkpoints,
+                settle: seconds(args.settle, "--settle")?,
+                hold: seconds(args.hold, "--hold")?,
+                room_prefix: args.target.room_prefix(),
+            };
+            let report = run_idle(&cfg).await.map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+            Ok((report.summary(), json))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // One runtime thread per core: the load tool must not starve the server
+    // it measures on a small machine any more than it has to.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("switchboard-load: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok((summary, json)) => {
+            eprint!("{summary}");
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("switchboard-load: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! One simulated peer: connect, handshake, join, then send and receive
+//! until the coordinator says stop.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::error::LoadError;
+use crate::wire::{ENGINE_PONG, Encoder, Incoming, Protocol, SOCKET_CONNECT, classify};
+
+/// Where the run is; every peer task follows it through a watch channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Connecting and joining; nobody sends.
+    Joining,
+    /// Senders send.
+    Sending,
+    /// Senders stop; receivers keep counting what is still on the way.
+    Draining,
+    /// Close and report.
+    Stop,
+}
+
+/// Counters every peer adds to, read by the coordinator while the run goes.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) ready: AtomicUsize,
+    pub(crate) failed: AtomicUsize,
+    pub(crate) sent: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) senders_done: AtomicUsize,
+    pub(crate) last_delivery_ns: AtomicU64,
+    pub(crate) progress: Notify,
+}
+
+/// What all peers of a run share.
+#[derive(Debug)]
+pub(crate) struct RunShared {
+    pub(crate) protocol: Protocol,
+    pub(crate) url: String,
+    pub(crate) server: SocketAddr,
+    /// Spread connections over 127.0.0.1..=127.0.0.N so that tens of thousands
+    /// of them do not run out of ephemeral ports on one source address.
+    pub(crate) source_ips: u8,
+    pub(crate) base: Instant,
+    pub(crate) data_size: usize,
+    pub(crate) with_id: bool,
+    pub(crate) count_per_sender: Option<u64>,
+    /// Per-sender window: permits are in deliveries, returned by receivers.
+    pub(crate) windows: Vec<Arc<Semaphore>>,
+    pub(crate) deliveries_per_message: u32,
+    pub(crate) connect_gate: Semaphore,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) counters: Counters,
+}
+
+/// A peer's part in the run.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerPlan {
+    pub(crate) index: usize,
+    pub(crate) room: Option<String>,
+    pub(crate) sender: bool,
+}
+
+/// What a peer saw, merged by the coordinator.
+#[derive(Debug, Default)]
+pub(crate) struct PeerStats {
+    pub(crate) sent: u64,
+    pub(crate) delivered: u64,
+    pub(crate) acks: u64,
+    pub(crate) server_errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) latency_us: Option<Histogram<u64>>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Frames are small; a small read buffer lets 19,000 idle peers fit.
+fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+}
+
+/// Largest burst of frames written before one flush.
+const MAX_BATCH: usize = 64;
+
+/// Runs one peer to the end. Errors before the peer is ready count it as
+/// failed; after that they end the peer early and show in its stats.
+pub(crate) async fn run_peer(
+    plan: PeerPlan,
+    shared: Arc<RunShared>,
+    phase: watch::Receiver<Phase>,
+) -> Result<PeerStats, LoadError> {
+    let ws = {
+        let _gate = shared.connect_gate.acquire().await;
+        let setup =
+            tokio::time::timeout(shared.handshake_timeout, connect_and_join(&plan, &shared));
+        match setup.await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(err)) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                shared.counters.progress.notify_one();
+                return Err(err);
+            }
+            Err(_) => {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                shared.counters.progress.notify_one();
+                return Err(LoadError::Timeout("connecting and joining"));
+            }
+        }
+    };
+    shared.counters.ready.fetch_add(1, Ordering::Relaxed);
+    shared.counters.progress.notify_one();
+    let mut peer = Peer {
+        encoder: Encoder::new(
+            shared.protocol,
+            plan.room.as_deref().unwrap_or(""),
+            shared.data_size,
+        ),
+        plan,
+        shared,
+        ws,
+        stats: PeerStats::default(),
+    };
+    peer.drive(phase).await;
+    Ok(peer.stats)
+}
+
+async fn connect_and_join(plan: &PeerPlan, shared: &RunShared) -> Result<Ws, LoadError> {
+    let peer = plan.index;
+    let socket = match shared.server {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|source| tcp_error(peer, shared, source))?;
+    if shared.server.ip().is_loopback() && shared.server.is_ipv4() && shared.source_ips > 1 {
+        // usize % u8 fits in u8.
+        let host = 1 + (peer % usize::from(shared.source_ips)) as u8;
+        let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
+        socket
+            .bind(local)
+            .map_err(|source| tcp_error(peer, shared, source))?;
+    }
+    let stream = socket
+        .connect(shared.server)
+        .await
+        .map_err(|source| tcp_error(peer, shared, source))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|source| tcp_error(peer, shared, source))?;
+    let (mut ws, _response) = tokio_tungstenite::client_async_with_config(
+        shared.url.as_str(),
+        stream,
+        Some(client_config()),
+    )
+    .await
+    .map_err(|source| ws_error(peer, source))?;
+    let encoder = Encoder::new(shared.protocol, plan.room.as_deref().unwrap_or(""), 0);
+
+    if shared.protocol == Protocol::Socketio {
+        wait_for(&mut ws, peer, shared.protocol, Incoming::EngineOpen).await?;
+        send_now(&mut ws, peer, SOCKET_CONNECT.to_owned()).await?;
+        wait_for(&mut ws, peer, shared.protocol, Incoming::SocketConnected).await?;
+    }
+    if plan.room.is_some() {
+        send_now(&mut ws, peer, encoder.join()).await?;
+        wait_for(&mut ws, peer, shared.protocol, Incoming::Joined).await?;
+    }
+    Ok(ws)
+}
+
+fn tcp_error(peer: usize, shared: &RunShared, source: std::io::Error) -> LoadError {
+    LoadError::Tcp {
+        peer,
+        addr: shared.server,
+        source,
+    }
+}
+
+fn ws_error(peer: usize, source: tungstenite::Error) -> LoadError {
+    LoadError::Ws {
+        peer,
+        source: Box::new(source),
+    }
+}
+
+async fn send_now(ws: &mut Ws, peer: usize, text: String) -> Result<(), LoadError> {
+    ws.send(Message::text(text))
+        .await
+        .map_err(|source| ws_error(peer, source))
+}
+
+/// Reads until `wanted` arrives, answering Engine.IO pings on the way. The
+/// caller bounds the time; the frame count is bounded here so a chatty
+/// server cannot keep a handshake alive forever.
+async fn wait_for(
+    ws: &mut Ws,
+    peer: usize,
+    protocol: Protocol,
+    wanted: Incoming,
+) -> Result<(), LoadError> {
+    const MAX_FRAMES: usize = 10_000;
+    for _ in 0..MAX_FRAMES {
+        let Some(frame) = ws.next().await else {
+            return Err(LoadError::Closed { peer });
+        };
+        let text = match frame.map_err(|source| ws_error(peer, source))? {
+            Message::Text(text) => text,
+            Message::Close(_) => return Err(LoadError::Closed { peer }),
+            _ => continue,
+        };
+        match classify(protocol, text.as_str()) {
+            got if got == wanted => return Ok(()),
+            Incoming::EnginePing => send_now(ws, peer, ENGINE_PONG.to_owned()).await?,
+            Incoming::Full => {
+                return Err(LoadError::Handshake {
+                    peer,
+                    reason: "room is full".to_owned(),
+                });
+            }
+            Incoming::Error(reason) => return Err(LoadError::Handshake { peer, reason }),
+            _ => {}
+        }
+    }
+    Err(LoadError::Handshake {
+        peer,
+        reason: format!("no {wanted:?} within {MAX_FRAMES} frames"),
+    })
+}
+
+struct Peer {
+    plan: PeerPlan,
+    shared: Arc<RunShared>,
+    encoder: Encoder,
+    ws: Ws,
+    stats: PeerStats,
+}
+
+impl Peer {
+    async fn drive(&mut self, mut phase_rx: watch::Receiver<Phase>) {
+        let shared = Arc::clone(&self.shared);
+        let window = if self.plan.sender {
+            shared.windows.get(self.plan.index).cloned()
+        } else {
+            None
+        };
+        // Non-senders still need a future for the disabled select branch.
+        let window = window.unwrap_or_else(|| Arc::new(Semaphore::new(0)));
+        let permits = shared.deliveries_per_message;
+        let mut phase = *phase_rx.borrow_and_update();
+        let mut sending_done = false;
+        loop {
+            let may_send = self.plan.sender && phase == Phase::Sending && !sending_done;
+            tokio::select! {
+                biased;
+                changed = phase_rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    phase = *phase_rx.borrow_and_update();
+                    if phase == Phase::Stop {
+                        break;
+                    }
+                    if phase != Phase::Sending && self.plan.sender && !sending_done {
+                        sending_done = true;
+                        self.sender_finished();
+                    }
+                }
+                frame = self.ws.next() => {
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Err(err) = self.on_text(text.as_str()).await {
+                                self.note_error(err.to_string());
+                                break;
+                            }
+                        }
+                        Some(Ok(Message::Close(_))) | None => {
+                            self.note_error(LoadError::Closed { peer: self.plan.index }.to_string());
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(err)) => {
+                            self.note_error(ws_error(self.plan.index, err).to_string());
+                            break;
+                        }
+                    }
+                }
+                permit = window.acquire_many(permits), if may_send => {
+                    let Ok(permit) = permit else { break };
+                    permit.forget();
+                    match self.send_burst(&window, permits).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            sending_done = true;
+                            self.sender_finished();
+                        }
+                        Err(err) => {
+                            self.note_error(err.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if self.plan.sender && !sending_done {
+            self.sender_finished();
+        }
+        // A clean close: the peer is leaving for good, so the server need not
+        // keep its session for a resume. Bounded, the server may be gone.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.ws.close(None)).await;
+    }
+
+    fn sender_finished(&self) {
+        self.shared
+            .counters
+            .senders_done
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.counters.progress.notify_one();
+    }
+
+    /// Sends the message already paid for, then as many more as the window
+    /// grants without waiting, then flushes once. Returns whether the sender
+    /// has more to send.
+    async fn send_burst(&mut self, window: &Semaphore, permits: u32) -> Result<bool, LoadError> {
+        let limit = self.shared.count_per_sender.unwrap_or(u64::MAX);
+        let mut batch = 0;
+        loop {
+            let now_ns = nanos_since(self.shared.base);
+            let id = self.shared.with_id.then_some(self.stats.sent);
+            let frame = self.encoder.message(now_ns, self.plan.index, id);
+            self.ws
+                .feed(Message::text(frame))
+                .await
+                .map_err(|source| ws_error(self.plan.index, source))?;
+            self.stats.sent += 1;
+            self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+            batch += 1;
+            if self.stats.sent >= limit || batch >= MAX_BATCH {
+                break;
+            }
+            match window.try_acquire_many(permits) {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            }
+        }
+        self.ws
+            .flush()
+            .await
+            .map_err(|source| ws_error(self.plan.index, source))?;
+        Ok(self.stats.sent < limit)
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), LoadError> {
+        match classify(self.shared.protocol, text) {
+            Incoming::Delivery { sent_at_ns, sender } => {
+                let now_ns = nanos_since(self.shared.base);
+                let latency_us = now_ns.saturating_sub(sent_at_ns) / 1000;
+                let histogram = self.stats.latency_us.get_or_insert_with(new_histogram);
+                histogram.saturating_record(latency_us.max(1));
+                self.stats.delivered += 1;
+                let counters = &self.shared.counters;
+                counters.delivered.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .last_delivery_ns
+                    .fetch_max(now_ns, Ordering::Relaxed);
+                if let Some(window) = self.shared.windows.get(sender) {
+                    window.add_permits(1);
+                }
+            }
+            Incoming::Ack => self.stats.acks += 1,
+            Incoming::EnginePing => {
+                send_now(&mut self.ws, self.plan.index, ENGINE_PONG.to_owned()).await?;
+            }
+            Incoming::Error(reason) => self.note_error(reason),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn note_error(&mut self, reason: String) {
+        self.stats.server_errors += 1;
+        if self.stats.first_error.is_none() {
+            self.stats.first_error = Some(reason);
+        }
+    }
+}
+
+/// Latency histogram in microseconds, up to one minute, 3 significant digits.
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
+}
+
+pub(crate) fn nanos_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
