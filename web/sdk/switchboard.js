@@ -432,9 +432,28 @@ export class SignalingClient extends Emitter {
     if (meta !== undefined) frame.meta = meta;
     return this.request(frame);
   }
-  /** Accepts a call; the `joined` frame of the call's room follows as an event. @param {string} call */
+  /**
+   * Accepts a call. Resolves with the `joined` frame of the call's room (also emitted as
+   * a `joined` event), whether or not the server marks it as the reply.
+   * @param {string} call
+   */
   accept(call) {
-    return this.request({ type: 'accept', call });
+    return new Promise((resolve, reject) => {
+      const off = this.on('joined', (f) => {
+        off();
+        resolve(f);
+      });
+      this.request({ type: 'accept', call }).then(
+        (f) => {
+          off();
+          resolve(f);
+        },
+        (err) => {
+          off();
+          reject(err);
+        },
+      );
+    });
   }
   /** @param {string} call */
   decline(call) {

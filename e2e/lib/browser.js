@@ -1,0 +1,101 @@
+// Launches Debian's chromium (never a downloaded browser) with the project's fixed flags
+// and a fresh profile per browser, and starts the real switchboard binary.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const E2E_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO = path.resolve(E2E_DIR, '..');
+
+const CHROMIUM_ARGS = [
+  '--headless=new',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+  // Nothing but loopback resolves: a test can never reach out by name.
+  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost',
+];
+
+/**
+ * One chromium with its own fresh profile. Returns the persistent context; close() also
+ * removes the profile.
+ * @param {{consoleErrors?: string[]}} [opts]
+ */
+export async function launchBrowser(opts = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+    // Our flags exactly: playwright's defaults would add their own headless mode.
+    ignoreDefaultArgs: true,
+    args: [...CHROMIUM_ARGS, '--remote-debugging-pipe', `--user-data-dir=${dir}`, 'about:blank'],
+    viewport: { width: 1280, height: 720 },
+    timeout: 30_000,
+  });
+  const close = context.close.bind(context);
+  context.close = async () => {
+    await close().catch(() => {});
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  if (opts.consoleErrors) {
+    const errs = opts.consoleErrors;
+    context.on('console', (m) => m.type() === 'error' && errs.push(m.text()));
+    context.on('weberror', (e) => errs.push(String(e.error())));
+  }
+  return context;
+}
+
+/**
+ * Starts the switchboard binary on ephemeral loopback ports and waits for its READY line.
+ * @param {Record<string, string>} [env] extra environment
+ * @returns {Promise<{proc: import('node:child_process').ChildProcess, ready: any, http: string, stop: () => Promise<void>, logs: string[]}>}
+ */
+export async function startServer(env = {}) {
+  const bin = path.resolve(E2E_DIR, process.env.SWITCHBOARD_BIN || '../target/debug/switchboard');
+  if (!fs.existsSync(bin)) throw new Error(`switchboard binary not found at ${bin} (build it, or set SWITCHBOARD_BIN)`);
+  const proc = spawn(bin, ['--http-listen', '127.0.0.1:0', '--turn-listen', '127.0.0.1:0'], {
+    env: {
+      ...process.env,
+      SWITCHBOARD_TURN__ALLOWED_PEER_RANGES: '["127.0.0.0/8"]',
+      SWITCHBOARD_TURN__PUBLIC_HOST: '127.0.0.1',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs = [];
+  readline.createInterface({ input: proc.stderr }).on('line', (l) => logs.push(l));
+  const ready = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no READY line within 20 s\n${logs.slice(-20).join('\n')}`)), 20_000);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`switchboard exited (${code}) before READY\n${logs.slice(-20).join('\n')}`));
+    });
+    readline.createInterface({ input: proc.stdout }).on('line', (line) => {
+      if (!line.startsWith('READY ')) return;
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(line.slice('READY '.length)));
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(t);
+  };
+  return { proc, ready, http: ready.http, stop, logs };
+}

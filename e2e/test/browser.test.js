@@ -1,0 +1,244 @@
+// The web client in Debian's chromium, against the real switchboard binary and its own
+// TURN relay. Every wait is bounded; the server and the browser die in `after`.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { launchBrowser, startServer, REPO } from '../lib/browser.js';
+
+/** @type {Awaited<ReturnType<typeof startServer>>} */
+let server;
+/** @type {Awaited<ReturnType<typeof startServer>> | null} */
+let smallServer = null;
+/** @type {import('playwright-core').BrowserContext} */
+let browser;
+const consoleErrors = [];
+/** @type {Record<string, import('playwright-core').Page>} */
+const pages = {};
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser({ consoleErrors });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  await smallServer?.stop();
+});
+
+/**
+ * Opens the app as `name`, joins `room` and waits until it is in the call.
+ * @param {string} http @param {string} room @param {string} name
+ * @param {{relay?: boolean, expectFull?: boolean}} [opts]
+ */
+async function openAndJoin(http, room, name, opts = {}) {
+  const page = await browser.newPage();
+  const q = new URLSearchParams({ room, name, user: `${name.toLowerCase()}-${Date.now()}` });
+  if (opts.relay !== false) q.set('relay', '1');
+  await page.goto(`http://${http}/?${q}`, { timeout: 15_000 });
+  await page.waitForFunction(() => window.__sb?.state.media !== 'pending' && window.__sb.client.state === 'open', null, { timeout: 15_000 });
+  await page.click('#join');
+  await page.waitForFunction(
+    (full) => (full ? window.__sb.state.phase === 'full' : window.__sb.state.phase === 'call'),
+    !!opts.expectFull,
+    { timeout: 10_000 },
+  );
+  return page;
+}
+
+/** Waits until the page has `n` peer connections, all 'connected'. */
+async function waitConnected(page, n, timeout = 20_000) {
+  await page.waitForFunction(
+    (n) => {
+      const pcs = Object.values(window.__sb.pcs());
+      return pcs.length === n && pcs.every((pc) => pc.connectionState === 'connected');
+    },
+    n,
+    { timeout },
+  );
+}
+
+/** framesDecoded of every remote video, per peer, read straight from getStats. */
+async function framesDecoded(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const [id, pc] of Object.entries(window.__sb.pcs())) {
+      let frames = 0;
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
+      });
+      out[id] = frames;
+    }
+    return out;
+  });
+}
+
+/** Asserts that every remote video's framesDecoded grows over ~1.5 s. */
+async function assertFramesGrow(page) {
+  const before = await framesDecoded(page);
+  await page.waitForFunction(
+    async (before) => {
+      for (const [id, pc] of Object.entries(window.__sb.pcs())) {
+        let frames = 0;
+        (await pc.getStats()).forEach((r) => {
+          if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
+        });
+        if (!(frames > (before[id] ?? 0) + 10)) return false;
+      }
+      return true;
+    },
+    before,
+    { timeout: 10_000, polling: 250 },
+  );
+}
+
+/** The selected candidate pair's local and remote candidates, per peer. */
+async function selectedPairs(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const [id, pc] of Object.entries(window.__sb.pcs())) {
+      const stats = await pc.getStats();
+      const byId = new Map();
+      stats.forEach((r) => byId.set(r.id, r));
+      let pair = null;
+      stats.forEach((r) => {
+        if (r.type === 'transport' && r.selectedCandidatePairId) pair = byId.get(r.selectedCandidatePairId);
+      });
+      const local = pair && byId.get(pair.localCandidateId);
+      const remote = pair && byId.get(pair.remoteCandidateId);
+      out[id] = local && { localType: local.candidateType, address: local.address, port: local.port, url: local.url ?? null, remoteType: remote?.candidateType };
+    }
+    return out;
+  });
+}
+
+test('two pages, relay only: connected through switchboard, video flowing', async () => {
+  const t0 = Date.now();
+  pages.ann = await openAndJoin(server.http, 'e2e-room', 'Ann');
+  pages.bob = await openAndJoin(server.http, 'e2e-room', 'Bob');
+  await Promise.all([waitConnected(pages.ann, 1), waitConnected(pages.bob, 1)]);
+  const connectMs = Date.now() - t0;
+  assert.ok(connectMs < 20_000, `connected in ${connectMs} ms`);
+
+  await Promise.all([assertFramesGrow(pages.ann), assertFramesGrow(pages.bob)]);
+
+  const turnPorts = [server.ready.turn_udp, server.ready.turn_tcp].filter(Boolean).map((a) => Number(a.split(':').pop()));
+  for (const page of [pages.ann, pages.bob]) {
+    for (const pair of Object.values(await selectedPairs(page))) {
+      assert.ok(pair, 'a selected candidate pair');
+      assert.equal(pair.localType, 'relay');
+      assert.equal(pair.address, '127.0.0.1');
+      assert.ok(pair.port > 0);
+      // The relay candidate was allocated from switchboard's own TURN listener.
+      if (pair.url) assert.ok(turnPorts.some((p) => pair.url.includes(`:${p}`)), `relay via ${pair.url}, switchboard TURN on ${turnPorts}`);
+    }
+  }
+  // Names from join meta label the tiles.
+  await pages.ann.waitForFunction(() => [...document.querySelectorAll('.tile .name')].some((n) => n.textContent === 'Bob'), null, { timeout: 5_000 });
+
+  // The stats panel shows the same numbers to a person.
+  await pages.ann.click('#btn-stats');
+  await pages.ann.waitForFunction(() => Object.values(window.__sb.stats).some((s) => s.localType === 'relay' && s.framesDecoded > 0), null, { timeout: 5_000 });
+  const out = path.join(REPO, 'target', 'e2e', 'call.png');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  await pages.ann.waitForTimeout(300); // let the panel paint one fresh sample
+  await pages.ann.screenshot({ path: out });
+  await pages.ann.click('#btn-stats');
+  console.log(`# connected (relay only) in ${connectMs} ms; screenshot ${out}`);
+});
+
+test('signaling socket cut under a page: it resumes and the call stays up', async () => {
+  const { ann, bob } = pages;
+  const session = await ann.evaluate(() => window.__sb.client.session);
+  const peerBefore = await ann.evaluate(() => window.__sb.client.peer);
+  await ann.evaluate(() => {
+    window.__resumed = false;
+    window.__sb.client.once('resumed', () => (window.__resumed = true));
+    window.__sb.dropSocket(4000);
+  });
+  await ann.waitForFunction(() => window.__resumed && window.__sb.client.state === 'open', null, { timeout: 10_000 });
+  assert.equal(await ann.evaluate(() => window.__sb.client.session), session);
+  assert.equal(await ann.evaluate(() => window.__sb.client.peer), peerBefore);
+  await waitConnected(ann, 1, 5_000);
+  await assertFramesGrow(bob);
+  // Bob never saw Ann leave, and signaling works both ways after the resume.
+  assert.equal(await bob.evaluate(() => Object.keys(window.__sb.pcs()).length), 1);
+  await ann.fill('#chat-input', 'still here');
+  await ann.press('#chat-input', 'Enter');
+  await bob.waitForFunction(() => window.__sb.state.chat.some((m) => m.text === 'still here' && !m.mine), null, { timeout: 5_000 });
+});
+
+test('glare: both sides share a screen at the same moment and the call survives', async () => {
+  const { ann, bob } = pages;
+  const startShare = () => {
+    // A canvas stands in for getDisplayMedia; the app's share path renegotiates the same way.
+    const c = Object.assign(document.createElement('canvas'), { width: 640, height: 360 });
+    const g = c.getContext('2d');
+    let i = 0;
+    window.__shareTimer = setInterval(() => {
+      g.fillStyle = `hsl(${(i += 7) % 360} 70% 45%)`;
+      g.fillRect(0, 0, 640, 360);
+    }, 40);
+    window.__sb.shareStream(c.captureStream(25));
+  };
+  await Promise.all([ann.evaluate(startShare), bob.evaluate(startShare)]);
+  for (const page of [ann, bob]) {
+    await page.waitForFunction(
+      () => {
+        const peer = [...window.__sb.mesh.peers.values()][0];
+        return peer && peer.streams.size === 2 && peer.pc.signalingState === 'stable' && peer.pc.connectionState === 'connected';
+      },
+      null,
+      { timeout: 15_000 },
+    );
+    await page.waitForSelector('.tile.screen:not(.local) video', { timeout: 5_000 });
+  }
+  await Promise.all([assertFramesGrow(ann), assertFramesGrow(bob)]);
+  await Promise.all(
+    [ann, bob].map((p) =>
+      p.evaluate(() => {
+        clearInterval(window.__shareTimer);
+        window.__sb.stopShare();
+      }),
+    ),
+  );
+  await ann.waitForFunction(() => !document.querySelector('.tile.screen'), null, { timeout: 10_000 });
+});
+
+test('a third page makes a three-way mesh', async () => {
+  pages.cat = await openAndJoin(server.http, 'e2e-room', 'Cat');
+  await Promise.all([waitConnected(pages.ann, 2), waitConnected(pages.bob, 2), waitConnected(pages.cat, 2)]);
+  await assertFramesGrow(pages.cat);
+  for (const p of Object.values(pages)) assert.equal(await p.locator('#grid .tile').count(), 3);
+});
+
+test('closing a page removes its tile from the others', async () => {
+  const catPeer = await pages.cat.evaluate(() => window.__sb.client.peer);
+  await pages.cat.close({ runBeforeUnload: true });
+  delete pages.cat;
+  for (const p of [pages.ann, pages.bob]) {
+    await p.waitForFunction((id) => !document.getElementById(`tile-${id}`) && !(id in window.__sb.pcs()), catPeer, { timeout: 25_000 });
+    assert.equal(await p.locator('#grid .tile').count(), 2);
+  }
+});
+
+test('rooms.max_peers = 3: the fourth page sees the room-full state', async () => {
+  // The two-party call is done; free the CPU for the next one.
+  for (const k of Object.keys(pages)) {
+    await pages[k].close();
+    delete pages[k];
+  }
+  smallServer = await startServer({ SWITCHBOARD_ROOMS__MAX_PEERS: '3' });
+  const joined = [];
+  for (const name of ['Dee', 'Eve', 'Fay']) joined.push(await openAndJoin(smallServer.http, 'small', name));
+  const late = await openAndJoin(smallServer.http, 'small', 'Gus', { expectFull: true });
+  const banner = await late.textContent('#banner');
+  assert.match(banner ?? '', /full/i);
+  assert.equal(await late.isVisible('#lobby'), true);
+  for (const p of [...joined, late]) await p.close();
+});
+
+test('no console errors in any page', () => {
+  assert.deepEqual(consoleErrors, []);
+});
