@@ -180,7 +180,7 @@ impl Default for Config {
             max_rooms_per_session: 16,
             max_message_bytes: 65536,
             rate_per_sec: 50,
-            rate_burst: 100,
+            rate_burst: 200,
             resume_grace: Duration::from_secs(20),
             replay_frames: 1024,
             ring_timeout: Duration::from_secs(30),
@@ -299,6 +299,15 @@ impl Refusal {
 
 const TAKEN_OVER: u16 = 4001;
 
+/// Why a resume was refused.
+#[derive(Debug, Clone, Copy)]
+enum ResumeFailure {
+    /// Unknown session or wrong token: the session, if any, is untouched.
+    Unknown,
+    /// The right owner, but the frames it lacks are no longer kept.
+    Gap(Sid),
+}
+
 impl SignalCore {
     /// A core with no sessions. `seed` feeds the CSPRNG for ids and tokens;
     /// the shell passes OS randomness, tests a constant.
@@ -369,7 +378,21 @@ impl SignalCore {
         }
         match self.try_resume(conn, session, resume_token, last_seq) {
             Ok(()) => true,
-            Err(why) => {
+            Err(failure) => {
+                let why = match failure {
+                    ResumeFailure::Unknown => {
+                        "no such session, or a wrong resume token; join again"
+                    }
+                    ResumeFailure::Gap(sid) => {
+                        // The owner proved itself and starts over: its old
+                        // presence goes now rather than at grace expiry.
+                        if let Some(old) = self.sessions.get(&sid).and_then(|s| s.conn) {
+                            self.outbox.close(old, TAKEN_OVER, "taken over");
+                        }
+                        self.end_session(sid);
+                        "the frames after last_seq are no longer kept; join again"
+                    }
+                };
                 let body = wire::error(ErrorCode::ResumeFailed, why, None);
                 self.outbox.unsequenced(conn, body);
                 let sid = self.new_session(now, conn, identity, Face::Native);
@@ -385,15 +408,17 @@ impl SignalCore {
         session: &str,
         token: &str,
         last_seq: u64,
-    ) -> Result<(), &'static str> {
-        const GONE: &str = "no such session, or a wrong resume token; join again";
-        let sid = *self.by_session_id.get(session).ok_or(GONE)?;
-        let s = self.sessions.get_mut(&sid).ok_or(GONE)?;
+    ) -> Result<(), ResumeFailure> {
+        let sid = *self
+            .by_session_id
+            .get(session)
+            .ok_or(ResumeFailure::Unknown)?;
+        let s = self.sessions.get_mut(&sid).ok_or(ResumeFailure::Unknown)?;
         if s.face != Face::Native || !s.token_matches(token) {
-            return Err(GONE);
+            return Err(ResumeFailure::Unknown);
         }
         if s.replay.after(last_seq, s.seq).is_none() {
-            return Err("the frames after last_seq are no longer kept; join again");
+            return Err(ResumeFailure::Gap(sid));
         }
         if let Some(old) = s.conn.take() {
             self.by_conn.remove(&old);
