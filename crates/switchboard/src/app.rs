@@ -189,6 +189,8 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 /// addresses once every listener is up.
 pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    // Install the recorder before anything records.
+    let _ = crate::telemetry::metrics_handle();
     let tls = crate::tls::server_config(&cfg.tls)?;
     let turn = crate::turn::start(&cfg.turn, tls.clone(), shutdown.child_token())
         .await

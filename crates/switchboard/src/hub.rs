@@ -166,17 +166,17 @@ impl Hub {
             while let Some(out) = st.core.poll_output() {
                 match out {
                     Output::Frame { conn, frame } => {
-                        if let Some(sink) = st.conns.get(&conn) {
-                            if sink.send_frame(frame).is_err() {
-                                slow.push(conn);
-                            }
+                        if let Some(sink) = st.conns.get(&conn)
+                            && sink.send_frame(frame).is_err()
+                        {
+                            slow.push(conn);
                         }
                     }
                     Output::Classic { conn, event } => {
-                        if let Some(sink) = st.conns.get(&conn) {
-                            if sink.send_classic(event).is_err() {
-                                slow.push(conn);
-                            }
+                        if let Some(sink) = st.conns.get(&conn)
+                            && sink.send_classic(event).is_err()
+                        {
+                            slow.push(conn);
                         }
                     }
                     Output::Close { conn, code, reason } => {
