@@ -37,6 +37,7 @@ pub(crate) struct Counters {
     pub(crate) failed: AtomicUsize,
     pub(crate) sent: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    pub(crate) acks: AtomicU64,
     pub(crate) senders_done: AtomicUsize,
     pub(crate) last_delivery_ns: AtomicU64,
     pub(crate) progress: Notify,
@@ -377,7 +378,10 @@ impl Peer {
                     window.add_permits(1);
                 }
             }
-            Incoming::Ack => self.stats.acks += 1,
+            Incoming::Ack => {
+                self.stats.acks += 1;
+                self.shared.counters.acks.fetch_add(1, Ordering::Relaxed);
+            }
             Incoming::EnginePing => {
                 send_now(&mut self.ws, self.plan.index, ENGINE_PONG.to_owned()).await?;
             }

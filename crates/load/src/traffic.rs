@@ -186,10 +186,13 @@ pub async fn run_traffic(cfg: &TrafficConfig) -> Result<TrafficReport, LoadError
     phase_tx.send_replace(Phase::Draining);
     let drain_end = (Instant::now() + cfg.drain_timeout).min(deadline);
     let receivers_per_msg = u64::from(receivers);
+    // The bare relay never acknowledges; elsewhere an id asks for one ack per message.
+    let acks_expected = cfg.with_id && cfg.target.protocol != Protocol::Bare;
     wait_until(counters, drain_end, |c| {
+        let sent = c.sent.load(Ordering::Relaxed);
         c.senders_done.load(Ordering::Relaxed) == senders
-            && c.delivered.load(Ordering::Relaxed)
-                >= c.sent.load(Ordering::Relaxed) * receivers_per_msg
+            && c.delivered.load(Ordering::Relaxed) >= sent * receivers_per_msg
+            && (!acks_expected || c.acks.load(Ordering::Relaxed) >= sent)
     })
     .await;
     let end_ns = nanos_since(shared.base);
