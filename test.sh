@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests, the STUN fuzz
+# targets' build, coturn interop, socket.io-client interop and the browser
+# tests. Installs what it needs (Debian packages, npm modules) when missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing ${need[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need[@]}"
+fi
+# coturn's package starts a system TURN server on 3478; tests never use
+# fixed ports, but a quiet machine measures better.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop coturn >/dev/null 2>&1 || true; fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo build --workspace --all-targets
+cargo test --workspace
+
+if [ -f fuzz/Cargo.toml ]; then
+  step "fuzz targets build"
+  cargo build --manifest-path fuzz/Cargo.toml
+fi
+
+export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
+for dir in interop/socketio e2e; do
+  if [ -f "$dir/package.json" ]; then
+    step "node tests in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund && node --test)
+  fi
+done
+
+step "all tests passed"
