@@ -32,6 +32,7 @@
 //!     window: 16,
 //!     duration: Duration::from_secs(10),
 //!     count: None,
+//!     rate: None,
 //!     with_id: true,
 //!     room_prefix: "bench-".into(),
 //!     drain_timeout: Duration::from_secs(2),

@@ -72,6 +72,9 @@ struct TrafficArgs {
     /// Messages per sender.
     #[arg(long)]
     count: Option<u64>,
+    /// Total messages/s offered by all senders, evenly paced (default: as fast as the window allows).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Give messages an id (native) or an ack callback (socketio) and count the acks.
     #[arg(long)]
     with_id: bool,
@@ -137,6 +140,7 @@ async fn run(cli: Cli) -> Result<(String, String), String> {
                 window: args.window,
                 duration: seconds(args.duration, "--duration")?,
                 count: args.count,
+                rate: args.rate,
                 with_id: args.with_id,
                 room_prefix: args.target.room_prefix(),
                 drain_timeout: seconds(args.drain, "--drain")?,

@@ -56,6 +56,8 @@ pub(crate) struct RunShared {
     pub(crate) data_size: usize,
     pub(crate) with_id: bool,
     pub(crate) count_per_sender: Option<u64>,
+    /// Time between two messages of one sender, when the rate is fixed.
+    pub(crate) send_interval: Option<Duration>,
     /// Per-sender window: permits are in deliveries, returned by receivers.
     pub(crate) windows: Vec<Arc<Semaphore>>,
     pub(crate) deliveries_per_message: u32,
@@ -260,8 +262,25 @@ impl Peer {
         let permits = shared.deliveries_per_message;
         let mut phase = *phase_rx.borrow_and_update();
         let mut sending_done = false;
+        let interval = shared.send_interval;
+        // Senders start spread over one interval so a paced run does not
+        // send in lockstep bursts.
+        let offset = interval.map_or(Duration::ZERO, |every| {
+            every.mul_f64((self.plan.index % 997) as f64 / 997.0)
+        });
+        let mut next_send: Option<tokio::time::Instant> = None;
         loop {
             let may_send = self.plan.sender && phase == Phase::Sending && !sending_done;
+            if may_send && interval.is_some() && next_send.is_none() {
+                next_send = Some(tokio::time::Instant::now() + offset);
+            }
+            let due = next_send;
+            let grant = async {
+                if let Some(at) = due {
+                    tokio::time::sleep_until(at).await;
+                }
+                window.acquire_many(permits).await
+            };
             tokio::select! {
                 biased;
                 changed = phase_rx.changed() => {
@@ -296,9 +315,15 @@ impl Peer {
                         }
                     }
                 }
-                permit = window.acquire_many(permits), if may_send => {
+                permit = grant, if may_send => {
                     let Ok(permit) = permit else { break };
                     permit.forget();
+                    if let (Some(every), Some(at)) = (interval, next_send.as_mut()) {
+                        // Keep the schedule, but do not burst to catch up
+                        // after the window held the sender back.
+                        let now = tokio::time::Instant::now();
+                        *at = (*at + every).max(now.checked_sub(every).unwrap_or(now));
+                    }
                     match self.send_burst(&window, permits).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -334,6 +359,11 @@ impl Peer {
     /// has more to send.
     async fn send_burst(&mut self, window: &Semaphore, permits: u32) -> Result<bool, LoadError> {
         let limit = self.shared.count_per_sender.unwrap_or(u64::MAX);
+        let max_batch = if self.shared.send_interval.is_some() {
+            1
+        } else {
+            MAX_BATCH
+        };
         let mut batch = 0;
         loop {
             let now_ns = nanos_since(self.shared.base);
@@ -346,7 +376,7 @@ impl Peer {
             self.stats.sent += 1;
             self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
             batch += 1;
-            if self.stats.sent >= limit || batch >= MAX_BATCH {
+            if self.stats.sent >= limit || batch >= max_batch {
                 break;
             }
             match window.try_acquire_many(permits) {

@@ -98,6 +98,7 @@ pub(crate) fn new_shared(
         data_size: 0,
         with_id: false,
         count_per_sender: None,
+        send_interval: None,
         windows,
         deliveries_per_message: 1,
         connect_gate: Semaphore::new(target.connect_concurrency.max(1)),

@@ -38,6 +38,9 @@ pub struct TrafficConfig {
     pub duration: Duration,
     /// Messages per sender; unbounded (until `duration`) when `None`.
     pub count: Option<u64>,
+    /// Messages per second offered by all senders together, spread evenly;
+    /// as fast as the window allows when `None`.
+    pub rate: Option<f64>,
     /// Give every message an `id` (native) or an ack callback (Socket.IO),
     /// so the server acknowledges it.
     pub with_id: bool,
@@ -94,6 +97,8 @@ pub struct TrafficReport {
     pub data_bytes: usize,
     /// Window per sender.
     pub window: usize,
+    /// Offered rate, messages/s (all senders), when paced.
+    pub rate: Option<f64>,
     /// Whether messages asked for acks.
     pub with_id: bool,
     /// From the start of sending to the last delivery, seconds.
@@ -146,6 +151,10 @@ pub async fn run_traffic(cfg: &TrafficConfig) -> Result<TrafficReport, LoadError
     shared.data_size = cfg.data_size;
     shared.with_id = cfg.with_id;
     shared.count_per_sender = cfg.count;
+    let senders = cfg.rooms * cfg.senders_per_room;
+    shared.send_interval = cfg
+        .rate
+        .map(|rate| Duration::from_secs_f64(senders as f64 / rate));
     shared.deliveries_per_message = receivers;
     let shared = Arc::new(shared);
 
@@ -177,7 +186,6 @@ pub async fn run_traffic(cfg: &TrafficConfig) -> Result<TrafficReport, LoadError
     let client_before = procstat::sample(std::process::id()).ok();
     let start_ns = nanos_since(shared.base);
     phase_tx.send_replace(Phase::Sending);
-    let senders = cfg.rooms * cfg.senders_per_room;
     let send_end = (Instant::now() + cfg.duration).min(deadline);
     wait_until(counters, send_end, |c| {
         c.senders_done.load(Ordering::Relaxed) == senders
@@ -228,6 +236,7 @@ pub async fn run_traffic(cfg: &TrafficConfig) -> Result<TrafficReport, LoadError
         senders,
         data_bytes: cfg.data_size,
         window: cfg.window,
+        rate: cfg.rate,
         with_id: cfg.with_id,
         elapsed_s,
         sent,
@@ -261,6 +270,12 @@ fn validate(cfg: &TrafficConfig) -> Result<(), LoadError> {
     }
     if cfg.window == 0 {
         return fail("--window must be at least 1");
+    }
+    if cfg
+        .rate
+        .is_some_and(|rate| !(rate.is_finite() && rate >= 0.001))
+    {
+        return fail("--rate must be a positive number of messages per second");
     }
     if cfg.count == Some(0) {
         return fail("--count must be at least 1");
@@ -310,13 +325,14 @@ impl TrafficReport {
     /// A few lines for a person.
     pub fn summary(&self) -> String {
         let mut out = format!(
-            "{:?} {} rooms x {} peers, {} B, window {}, ids {}: {} sent, {}/{} delivered ({} lost), {} acks in {:.2} s\n\
+            "{:?} {} rooms x {} peers, {} B, window {}, rate {}, ids {}: {} sent, {}/{} delivered ({} lost), {} acks in {:.2} s\n\
              rate {:.0} msg/s; latency p50 {} us, p99 {} us, max {} us\n",
             self.protocol,
             self.rooms,
             self.peers / self.rooms.max(1),
             self.data_bytes,
             self.window,
+            self.rate.map_or("max".to_owned(), |r| format!("{r:.0}/s")),
             self.with_id,
             self.sent,
             self.delivered,

@@ -118,6 +118,7 @@ async fn traffic_counts_every_delivery_and_ack() {
         window: 8,
         duration: Duration::from_secs(10),
         count: Some(100),
+        rate: None,
         with_id: true,
         room_prefix: "smoke-".to_owned(),
         drain_timeout: Duration::from_secs(5),
@@ -137,7 +138,7 @@ async fn traffic_counts_every_delivery_and_ack() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_peer_rooms_fan_out_without_ids() {
+async fn paced_three_peer_rooms_fan_out_without_ids() {
     let addr = start_relay().await;
     let report = run_traffic(&TrafficConfig {
         target: target(addr),
@@ -148,6 +149,7 @@ async fn three_peer_rooms_fan_out_without_ids() {
         window: 4,
         duration: Duration::from_secs(10),
         count: Some(50),
+        rate: Some(3000.0),
         with_id: false,
         room_prefix: "fan-".to_owned(),
         drain_timeout: Duration::from_secs(5),
