@@ -230,13 +230,15 @@ async function listDevices() {
 
 async function startPreview() {
   const old = state.stream;
+  const oldTracks = old?.getTracks() ?? [];
   const s = await acquireMedia();
   if (s) {
-    if (mesh && old) {
-      // In a call: swap tracks on every connection without renegotiating.
+    if (mesh?.stream) {
+      // In a call: swap tracks on every connection without renegotiating; the call's
+      // stream object stays the same, with the new tracks in it.
       for (const t of s.getTracks()) await mesh.replaceTrack(t, /** @type {any} */ (t.kind));
     }
-    old?.getTracks().forEach((t) => t.stop());
+    for (const t of oldTracks) if (!s.getTracks().includes(t)) t.stop();
     state.stream = mesh?.stream ?? s;
     applyMuteState();
   }
