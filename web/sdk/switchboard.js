@@ -455,9 +455,14 @@ export class SignalingClient extends Emitter {
       );
     });
   }
-  /** @param {string} call */
+  /**
+   * Declines a call. The server does not answer a successful decline, so this does not
+   * wait; a `no_such_call` comes back as an `error` event.
+   * @param {string} call
+   */
   decline(call) {
-    return this.request({ type: 'decline', call });
+    this._write({ type: 'decline', call, id: `c${this._nextId++}` });
+    return Promise.resolve();
   }
   /** @param {string} call */
   cancel(call) {
