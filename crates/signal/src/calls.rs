@@ -7,6 +7,7 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 use switchboard_signal_proto::{CallEndReason, ErrorCode, RequestId};
 
+use crate::idmap::IdMap;
 use crate::presence::{JoinKind, JoinOutcome};
 use crate::session::Sid;
 use crate::wire::{self, Body};
@@ -25,7 +26,7 @@ pub(crate) struct Call {
 
 #[derive(Debug, Default)]
 pub(crate) struct Calls {
-    by_key: HashMap<u64, Call>,
+    by_key: IdMap<u64, Call>,
     by_id: HashMap<Box<str>, u64>,
     next: u64,
 }

@@ -55,7 +55,14 @@
 //! - **`resume_failed`** is sent *without* `seq` (like `welcome`): it belongs
 //!   to no session. Exactly
 //!   `{"type":"error","code":"resume_failed","message":"..."}`, then the new
-//!   session's `welcome`, whose frames count from `seq` 1.
+//!   session's `welcome`, whose frames count from `seq` 1. When the token was
+//!   right but the frames are no longer kept (or `last_seq` is ahead of what
+//!   was sent), the old session ends at once (`bye` to its rooms; a socket
+//!   still bound to it is closed with 4001): its owner is starting over. A
+//!   wrong token or unknown session leaves any session untouched.
+//! - **Replay** keeps the last `replay_frames` sequenced frames of a native
+//!   session, connected or not (frames in flight when a socket dies are
+//!   replayed too). The bodies are shared with the live fan-out.
 //! - **`max_rooms_per_session`**: a join beyond it gets `forbidden`
 //!   ("room limit reached (N rooms per session)"); a call's room does not
 //!   count against it, nor against `rooms.max_peers` or the token's `rooms`.
@@ -79,6 +86,11 @@
 //!   Unknown events get an `error` event `bad_request`.
 //! - `meta` must be a JSON object (or `null`/absent, shown as `{}`).
 //!
+//! [`Config::default`] holds the protocol defaults: `max_peers` 0 (no
+//! limit), `max_rooms_per_session` 16, `max_message_bytes` 65536,
+//! `rate_per_sec` 50, `rate_burst` 200, `resume_grace` 20 s,
+//! `replay_frames` 1024, `ring_timeout` 30 s.
+//!
 //! # Seams for a backplane
 //!
 //! Room membership lives behind `rooms::Rooms` (find, join with capacity
@@ -91,6 +103,7 @@
 
 mod calls;
 mod classic;
+mod idmap;
 mod native;
 mod outbox;
 mod presence;
@@ -100,6 +113,7 @@ mod wire;
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -110,6 +124,7 @@ use serde_json::Value;
 pub use switchboard_signal_proto::{ErrorCode, IceServer};
 
 use crate::calls::Calls;
+use crate::idmap::IdMap;
 use crate::outbox::Outbox;
 use crate::rooms::Rooms;
 use crate::session::{ReplayBuffer, Session, Sid, TokenBucket};
@@ -204,8 +219,8 @@ impl OutFrame {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match self.seq {
             Some(seq) if self.body.len() > 1 => {
-                out.extend_from_slice(b"{\"seq\":");
-                out.extend_from_slice(seq.to_string().as_bytes());
+                // Writing into a Vec cannot fail.
+                let _ = write!(out, "{{\"seq\":{seq}");
                 if self.body.len() > 2 {
                     out.push(b',');
                 }
@@ -258,8 +273,8 @@ pub enum Output {
 pub struct SignalCore {
     config: Config,
     rng: ChaCha20Rng,
-    sessions: HashMap<Sid, Session>,
-    by_conn: HashMap<ConnId, Sid>,
+    sessions: IdMap<Sid, Session>,
+    by_conn: IdMap<ConnId, Sid>,
     by_session_id: HashMap<Box<str>, Sid>,
     by_peer: HashMap<Box<str>, Sid>,
     /// Native sessions per user id, for direct calls.
@@ -323,8 +338,8 @@ impl SignalCore {
             outbox: Outbox::new(config.replay_frames),
             config,
             rng: ChaCha20Rng::from_seed(seed),
-            sessions: HashMap::new(),
-            by_conn: HashMap::new(),
+            sessions: IdMap::default(),
+            by_conn: IdMap::default(),
             by_session_id: HashMap::new(),
             by_peer: HashMap::new(),
             by_user: HashMap::new(),
@@ -576,7 +591,12 @@ impl SignalCore {
         if face == Face::Native
             && let Some(u) = &user
         {
-            self.by_user.entry(u.clone()).or_default().push(sid);
+            match self.by_user.get_mut(u) {
+                Some(list) => list.push(sid),
+                None => {
+                    self.by_user.insert(u.clone(), vec![sid]);
+                }
+            }
         }
         self.by_conn.insert(conn, sid);
         self.by_session_id.insert(id.clone(), sid);

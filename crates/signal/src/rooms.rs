@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 
+use crate::idmap::IdMap;
 use crate::session::Sid;
 
 /// A room's internal key.
@@ -37,7 +38,7 @@ pub(crate) enum Refused {
 
 #[derive(Debug, Default)]
 pub(crate) struct Rooms {
-    by_id: HashMap<RoomId, Room>,
+    by_id: IdMap<RoomId, Room>,
     by_name: HashMap<Box<str>, RoomId>,
     next: u64,
 }

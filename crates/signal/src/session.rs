@@ -183,3 +183,13 @@ mod tests {
         assert!(b.take(later, 0, 0));
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// Idle sessions must stay small (target: under 1 KiB of core state with
+    /// the map entries and the few short strings).
+    #[test]
+    fn an_idle_session_is_small() {
+        assert!(std::mem::size_of::<super::Session>() <= 256);
+    }
+}

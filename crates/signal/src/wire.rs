@@ -6,6 +6,7 @@
 //! text and are spliced verbatim into the frames that carry them).
 
 use std::borrow::Cow;
+use std::io::Write as _;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
@@ -161,7 +162,12 @@ pub(crate) struct Body(Vec<u8>);
 
 impl Body {
     pub(crate) fn new(ty: &str) -> Self {
-        let mut v = Vec::with_capacity(96);
+        Body::with_capacity(ty, 96)
+    }
+
+    /// For bodies that carry a payload: one allocation, no regrowth.
+    pub(crate) fn with_capacity(ty: &str, capacity: usize) -> Self {
+        let mut v = Vec::with_capacity(capacity);
         v.extend_from_slice(b"{\"type\":\"");
         v.extend_from_slice(ty.as_bytes());
         v.push(b'"');
@@ -208,7 +214,8 @@ impl Body {
 
     pub(crate) fn num(mut self, key: &str, value: u64) -> Self {
         self.key(key);
-        self.0.extend_from_slice(value.to_string().as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.0, "{value}");
         self
     }
 
@@ -216,7 +223,9 @@ impl Body {
         if let Some(id) = id {
             self.key("reply_to");
             match id {
-                RequestId::Int(v) => self.0.extend_from_slice(v.to_string().as_bytes()),
+                RequestId::Int(v) => {
+                    let _ = write!(self.0, "{v}");
+                }
                 RequestId::Str(v) => self.string(v),
             }
         }
@@ -298,7 +307,8 @@ pub(crate) fn other_joined(room: &str, peer: &str, meta: Option<&RawValue>) -> B
 }
 
 pub(crate) fn message(room: &str, from: &str, data: &str) -> Bytes {
-    Body::new("message")
+    // Escapes may still grow it; the common case fits.
+    Body::with_capacity("message", 64 + room.len() + from.len() + data.len())
         .str("room", room)
         .str("from", from)
         .raw("data", data)

@@ -5,5 +5,6 @@
 mod calls;
 mod classic;
 mod harness;
+mod props;
 mod rooms;
 mod sessions;
