@@ -170,25 +170,29 @@ pub enum Disconnect {
 pub struct Config {
     /// `rooms.max_peers`; 0 = no limit.
     pub max_peers: usize,
-    /// `limits.max_rooms_per_session`.
+    /// `limits.max_rooms_per_session`; 0 = no limit. A join beyond it gets
+    /// `forbidden`.
     pub max_rooms_per_session: usize,
     /// `limits.max_message_bytes`: a larger text frame gets `too_large`.
     pub max_message_bytes: usize,
-    /// `limits.rate_per_sec`: token-bucket refill per second, per session.
+    /// `limits.rate_per_sec`: token-bucket refill per second, per session;
+    /// 0 turns rate limiting off.
     pub rate_per_sec: u32,
     /// `limits.rate_burst`: token-bucket capacity.
     pub rate_burst: u32,
     /// `session.resume_grace_secs`.
     pub resume_grace: Duration,
-    /// `session.replay_frames`.
+    /// `session.replay_frames`: frames kept per native session for resume.
     pub replay_frames: usize,
     /// `calls.ring_timeout_secs`.
     pub ring_timeout: Duration,
 }
 
 impl Default for Config {
-    /// The protocol defaults (PROTOCOL.md): no room cap, 64 KiB frames,
-    /// 20 s grace, 1024 replay frames, 30 s ring timeout.
+    /// The protocol defaults (PROTOCOL.md), and the shell's for the limits
+    /// the protocol leaves open: no room cap, 16 rooms per session, 64 KiB
+    /// frames, 50 requests/s with bursts of 200, 20 s grace, 1024 replay
+    /// frames, 30 s ring timeout.
     fn default() -> Self {
         Config {
             max_peers: 0,

@@ -74,13 +74,11 @@ impl SignalCore {
                 "your token does not grant this room",
             ));
         }
-        if checked && s.rooms.len() >= self.config.max_rooms_per_session {
+        let max_rooms = self.config.max_rooms_per_session;
+        if checked && max_rooms != 0 && s.rooms.len() >= max_rooms {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
-                format!(
-                    "room limit reached ({} rooms per session)",
-                    self.config.max_rooms_per_session
-                ),
+                format!("room limit reached ({max_rooms} rooms per session)"),
             ));
         }
         let max_peers = if checked { self.config.max_peers } else { 0 };
