@@ -4,12 +4,48 @@
 //! with `write_to` as the shell does.
 //!
 //! `cargo run --release -p switchboard-signal --example fanout [rooms] [peers] [rounds]`
+//! (or `... --example fanout idle` for the memory of idle sessions)
 
 use std::time::{Duration, Instant};
 
 use switchboard_signal::{Config, ConnId, Face, Identity, Output, SignalCore};
 
+/// Resident set size in bytes, from /proc (Linux only; 0 elsewhere).
+fn rss() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Memory of idle sessions: connected, in one two-peer room each, the
+/// `welcome`, `joined` and `other_joined` sent and kept for replay.
+fn idle(n: usize) {
+    let mut core = SignalCore::new(Config::default(), [2; 32]);
+    let now = Instant::now();
+    let before = rss();
+    for i in 0..n {
+        let conn = ConnId(i as u64);
+        core.connect(now, conn, Identity::default(), Face::Native, |_| Vec::new());
+        let join = format!(r#"{{"type":"join","room":"idle-{}"}}"#, i / 2);
+        if std::env::var_os("NOJOIN").is_none() {
+            core.handle_text(now, conn, &join);
+        }
+        while core.poll_output().is_some() {}
+    }
+    let after = rss();
+    println!(
+        "{n} idle sessions: {} bytes of RSS each ({:?})",
+        (after - before) / n,
+        core.stats()
+    );
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("idle") {
+        idle(100_000);
+        return;
+    }
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().ok());
     let rooms = args.next().flatten().unwrap_or(500);
     let peers = args.next().flatten().unwrap_or(4);

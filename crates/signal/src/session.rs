@@ -69,6 +69,9 @@ impl ReplayBuffer {
         }
         if self.frames.len() >= capacity {
             self.frames.pop_front();
+        } else if self.frames.capacity() == 0 {
+            // Most sessions are quiet: start at two frames, not the default four.
+            self.frames.reserve_exact(2.min(capacity));
         }
         self.frames.push_back(body);
     }

@@ -257,6 +257,10 @@ impl Body {
 
     pub(crate) fn finish(mut self) -> Bytes {
         self.0.push(b'}');
+        // Bodies may sit in replay buffers for long: do not keep slack.
+        if self.0.capacity() - self.0.len() > 16 {
+            self.0.shrink_to_fit();
+        }
         Bytes::from(self.0)
     }
 }
