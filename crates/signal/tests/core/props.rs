@@ -49,34 +49,39 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    // Weighted towards what makes traffic: peers sharing two rooms, calls.
+    let connect = (any::<bool>(), prop::option::of(0u8..3))
+        .prop_map(|(classic, user)| Op::Connect { classic, user });
+    let message = (
+        any::<u8>(),
+        0u8..2,
+        prop::option::of(any::<u8>()),
+        any::<bool>(),
+    )
+        .prop_map(|(who, room, to, id)| Op::Message { who, room, to, id });
+    let answer = (any::<u8>(), any::<u8>(), 0u8..3).prop_map(|(who, call, kind)| Op::Answer {
+        who,
+        call,
+        kind,
+    });
+    let classic = (any::<u8>(), 0u8..4, 0u8..2).prop_map(|(who, event, room)| Op::Classic {
+        who,
+        event,
+        room,
+    });
     prop_oneof![
-        (any::<bool>(), prop::option::of(0u8..3))
-            .prop_map(|(classic, user)| Op::Connect { classic, user }),
-        (any::<u8>(), 0u8..3).prop_map(|(w, r)| Op::Join(w, r)),
-        (any::<u8>(), 0u8..3).prop_map(|(w, r)| Op::Leave(w, r)),
-        (
-            any::<u8>(),
-            0u8..3,
-            prop::option::of(any::<u8>()),
-            any::<bool>()
-        )
-            .prop_map(|(who, room, to, id)| Op::Message { who, room, to, id }),
-        any::<u8>().prop_map(Op::Ping),
-        (any::<u8>(), 0u8..4).prop_map(|(w, u)| Op::Call(w, u)),
-        (any::<u8>(), any::<u8>(), 0u8..3).prop_map(|(who, call, kind)| Op::Answer {
-            who,
-            call,
-            kind
-        }),
-        (any::<u8>(), any::<u8>()).prop_map(|(w, g)| Op::Garbage(w, g)),
-        (any::<u8>(), 0u8..4, 0u8..3).prop_map(|(who, event, room)| Op::Classic {
-            who,
-            event,
-            room
-        }),
-        (any::<u8>(), any::<bool>()).prop_map(|(who, clean)| Op::Drop { who, clean }),
-        (any::<u8>(), 0u8..4).prop_map(|(who, back)| Op::Resume { who, back }),
-        (0u8..40).prop_map(Op::Advance),
+        3 => connect,
+        4 => (any::<u8>(), 0u8..2).prop_map(|(w, r)| Op::Join(w, r)),
+        1 => (any::<u8>(), 0u8..2).prop_map(|(w, r)| Op::Leave(w, r)),
+        5 => message,
+        1 => any::<u8>().prop_map(Op::Ping),
+        2 => (any::<u8>(), 0u8..4).prop_map(|(w, u)| Op::Call(w, u)),
+        3 => answer,
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(w, g)| Op::Garbage(w, g)),
+        2 => classic,
+        1 => (any::<u8>(), any::<bool>()).prop_map(|(who, clean)| Op::Drop { who, clean }),
+        2 => (any::<u8>(), 0u8..4).prop_map(|(who, back)| Op::Resume { who, back }),
+        1 => (0u8..40).prop_map(Op::Advance),
     ]
 }
 
