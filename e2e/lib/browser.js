@@ -62,9 +62,11 @@ export async function launchBrowser(opts = {}) {
 export async function startServer(env = {}) {
   const bin = path.resolve(E2E_DIR, process.env.SWITCHBOARD_BIN || '../target/debug/switchboard');
   if (!fs.existsSync(bin)) throw new Error(`switchboard binary not found at ${bin} (build it, or set SWITCHBOARD_BIN)`);
+  // SWITCHBOARD_BIN is ours, not a config key: the server would refuse it as unknown.
+  const { SWITCHBOARD_BIN: _ours, ...inherited } = process.env;
   const proc = spawn(bin, ['--http-listen', '127.0.0.1:0', '--turn-listen', '127.0.0.1:0'], {
     env: {
-      ...process.env,
+      ...inherited,
       SWITCHBOARD_TURN__ALLOWED_PEER_RANGES: '["127.0.0.0/8"]',
       SWITCHBOARD_TURN__PUBLIC_HOST: '127.0.0.1',
       ...env,

@@ -239,6 +239,33 @@ test('rooms.max_peers = 3: the fourth page sees the room-full state', async () =
   for (const p of [...joined, late]) await p.close();
 });
 
+test('direct call (§3): ring a user by id, accept, talk', async () => {
+  const open = async (name, user) => {
+    const page = await browser.newPage();
+    await page.goto(`http://${server.http}/?${new URLSearchParams({ name, user, relay: '1' })}`, { timeout: 15_000 });
+    await page.waitForFunction(() => window.__sb?.state.media !== 'pending' && window.__sb.client.state === 'open', null, { timeout: 15_000 });
+    return page;
+  };
+  const callee = `hal-${Date.now()}`;
+  const hal = await open('Hal', callee);
+  const ida = await open('Ida', `ida-${Date.now()}`);
+  try {
+    await ida.click('#dial summary');
+    await ida.fill('#callee', callee);
+    await ida.click('#call-btn');
+    await hal.waitForSelector('#incoming:not([hidden])', { timeout: 5_000 });
+    assert.match((await hal.textContent('#incoming-from')) ?? '', /Ida/);
+    await hal.click('#accept');
+    for (const p of [hal, ida]) await p.waitForFunction(() => window.__sb.state.phase === 'call', null, { timeout: 10_000 });
+    await Promise.all([waitConnected(hal, 1), waitConnected(ida, 1)]);
+    const rooms = await Promise.all([hal, ida].map((p) => p.evaluate(() => window.__sb.state.room)));
+    assert.equal(rooms[0], rooms[1]);
+  } finally {
+    await hal.close();
+    await ida.close();
+  }
+});
+
 test('no console errors in any page', () => {
   assert.deepEqual(consoleErrors, []);
 });

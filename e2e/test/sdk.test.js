@@ -6,32 +6,7 @@ import net from 'node:net';
 import WebSocket from 'ws';
 import { connect } from '../../web/sdk/switchboard.js';
 import { startFakeServer } from '../lib/fake-server.js';
-
-/** Resolves with the first `type` event matching `pred`, or rejects after `ms`. */
-function waitFor(emitter, type, pred = () => true, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      off();
-      reject(new Error(`timed out waiting for ${type}`));
-    }, ms);
-    const off = emitter.on(type, (ev) => {
-      if (!pred(ev)) return;
-      clearTimeout(timer);
-      off();
-      resolve(ev);
-    });
-  });
-}
-
-/** Polls `fn` until it is truthy; bounded in time. */
-async function until(fn, ms = 5000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error('condition not met in time');
-}
+import { waitFor, until } from '../lib/wait.js';
 
 const clients = [];
 function client(url, opts = {}) {

@@ -347,6 +347,10 @@ function wireMesh(m) {
     if (mesh) toast(`${name} left the call`);
   });
   m.on('data', ({ from, data }) => onAppData(from, data));
+  m.on('full', () => {
+    // Only after a lost session: rejoining found the room taken.
+    if (state.phase === 'call') setBanner({ kind: 'error', text: 'Could not get back into the room: it is full now.', action: ['Leave', () => leaveCall()] });
+  });
   m.on('joined', (f) => {
     if (state.phase === 'call' && f.peers) renderAllTiles();
   });
@@ -415,6 +419,7 @@ function addTile(id, name, local) {
   label.querySelector('.name').textContent = name;
   const conn = document.createElement('div');
   conn.className = 'conn';
+  conn.hidden = true;
   tile.append(video, avatar, label, conn);
   $('grid').append(tile);
   updateGridCount();
