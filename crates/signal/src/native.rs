@@ -66,14 +66,8 @@ impl SignalCore {
                     raw: data.get(),
                     value: None,
                 };
-                self.message(sid, &room, to.as_deref(), data).map(|n| {
-                    id.map(|id| {
-                        wire::Body::new("ack")
-                            .num("delivered", n)
-                            .reply_to(Some(id))
-                            .finish()
-                    })
-                })
+                self.message(sid, &room, to.as_deref(), data)
+                    .map(|n| id.map(|id| wire::ack(n, id)))
             }
             Req::Ping => Ok(Some(wire::Body::new("pong").reply_to(id).finish())),
             Req::Call { to, meta } => self.call(now, sid, &to, meta, id).map(|()| None),

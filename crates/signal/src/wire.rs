@@ -258,7 +258,7 @@ impl Body {
     pub(crate) fn finish(mut self) -> Bytes {
         self.0.push(b'}');
         // Bodies may sit in replay buffers for long: do not keep slack.
-        if self.0.capacity() - self.0.len() > 16 {
+        if self.0.capacity() - self.0.len() > 32 {
             self.0.shrink_to_fit();
         }
         Bytes::from(self.0)
@@ -312,10 +312,18 @@ pub(crate) fn other_joined(room: &str, peer: &str, meta: Option<&RawValue>) -> B
 
 pub(crate) fn message(room: &str, from: &str, data: &str) -> Bytes {
     // Escapes may still grow it; the common case fits.
-    Body::with_capacity("message", 64 + room.len() + from.len() + data.len())
+    Body::with_capacity("message", 48 + room.len() + from.len() + data.len())
         .str("room", room)
         .str("from", from)
         .raw("data", data)
+        .finish()
+}
+
+/// `{"type":"ack","delivered":N,"reply_to":ID}`, sized for a short id.
+pub(crate) fn ack(delivered: u64, reply_to: &RequestId) -> Bytes {
+    Body::with_capacity("ack", 64)
+        .num("delivered", delivered)
+        .reply_to(Some(reply_to))
         .finish()
 }
 
