@@ -29,6 +29,8 @@
 //!   then [`MessageBuilder::finish`] → `Result<&[u8], EncodeError>`.
 //! - ChannelData: [`ChannelData::parse`], [`ChannelData::encode`] (padding for streams),
 //!   [`ChannelData::header`] for writing a header in place.
+//! - Relaying without copies: [`DataIndicationPrefix`] is the header, XOR-PEER-ADDRESS and DATA
+//!   header to write in front of a peer's payload already in a buffer (plus its padding).
 //!
 //! # Example: answer a Binding request
 //!
@@ -79,6 +81,7 @@ mod channel_data;
 mod header;
 mod integrity;
 mod message;
+mod relay;
 
 pub use attr::{AttrError, AttrType, Attribute};
 pub use builder::{EncodeError, MessageBuilder};
@@ -92,6 +95,7 @@ pub use integrity::{
     userhash,
 };
 pub use message::{Attributes, Message, ParseError, RawAttribute};
+pub use relay::{DATA_INDICATION_MAX_PREFIX, DataIndicationPrefix};
 
 /// What a received packet on a STUN/TURN port looks like, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

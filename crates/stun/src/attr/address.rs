@@ -78,25 +78,34 @@ fn read_address(
     Ok(SocketAddr::new(ip, port))
 }
 
-fn encode_address(addr: &SocketAddr, xor: Option<Context<'_>>, out: &mut Vec<u8>) {
+/// The value of an address attribute in a fixed buffer: no allocation, for the relay path.
+pub(crate) fn address_value(addr: &SocketAddr, xor: Option<Context<'_>>) -> ([u8; 20], usize) {
     let mask = xor.map(xor_mask).unwrap_or([0; 16]);
+    let mut v = [0u8; 20];
     let port = addr.port().to_be_bytes();
-    out.extend_from_slice(&[
-        0,
-        AddressFamily::of(addr).to_u8(),
-        port[0] ^ mask[0],
-        port[1] ^ mask[1],
-    ]);
-    match addr.ip() {
+    v[1] = AddressFamily::of(addr).to_u8();
+    v[2] = port[0] ^ mask[0];
+    v[3] = port[1] ^ mask[1];
+    let len = match addr.ip() {
         IpAddr::V4(ip) => {
-            let b = ip.octets();
-            out.extend((0..4).map(|i| b[i] ^ mask[i]));
+            for (i, b) in ip.octets().into_iter().enumerate() {
+                v[4 + i] = b ^ mask[i];
+            }
+            8
         }
         IpAddr::V6(ip) => {
-            let b = ip.octets();
-            out.extend((0..16).map(|i| b[i] ^ mask[i]));
+            for (i, b) in ip.octets().into_iter().enumerate() {
+                v[4 + i] = b ^ mask[i];
+            }
+            20
         }
-    }
+    };
+    (v, len)
+}
+
+fn encode_address(addr: &SocketAddr, xor: Option<Context<'_>>, out: &mut Vec<u8>) {
+    let (v, len) = address_value(addr, xor);
+    out.extend_from_slice(&v[..len]);
 }
 
 macro_rules! address_attribute {

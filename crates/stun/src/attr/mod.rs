@@ -5,7 +5,7 @@
 //! [`Message::get`](crate::Message::get) and
 //! [`MessageBuilder::add`](crate::MessageBuilder::add) are the usual entry points.
 
-mod address;
+pub(crate) mod address;
 mod stun;
 mod turn;
 
@@ -44,7 +44,7 @@ macro_rules! attr_types {
                 }
             }
 
-            /// Whether this crate has a typed decoder for this attribute type.
+            /// Whether this crate names this attribute type (the ones it understands, plus ALTERNATE-DOMAIN).
             pub fn is_known(self) -> bool {
                 self.name().is_some()
             }
