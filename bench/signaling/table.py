@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of bench/signaling/run.sh into Markdown tables.
+
+Usage: table.py RESULTS.jsonl
+"""
+import json
+import sys
+
+
+def fmt(value, digits=1):
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def main(path):
+    with open(path, encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    traffic = [r for r in rows if r.get("mode") == "traffic"]
+    idle = [r for r in rows if r.get("mode") == "idle"]
+
+    print("| case | server | msg/s | p50 ms | p99 ms | max ms | server CPU µs/msg | server cores | load-tool cores | lost | errors |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in traffic:
+        lat = r["latency"]
+        server = r.get("server") or {}
+        client = r.get("client") or {}
+        print(
+            f"| {r['case']} | {r['impl']} | {fmt(r['msgs_per_s'], 0)} | {fmt(lat['p50_us'] / 1000, 2)} "
+            f"| {fmt(lat['p99_us'] / 1000, 2)} | {fmt(lat['max_us'] / 1000, 2)} "
+            f"| {fmt(server.get('cpu_us_per_msg'), 2)} | {fmt(server.get('cores'), 2)} "
+            f"| {fmt(client.get('cores'), 2)} | {r['lost']} | {r['peer_errors']} |"
+        )
+
+    # Ratios against the targets: switchboard native vs socket.io and bare, per load.
+    by_case = {(r["case"], r["impl"]): r for r in traffic}
+    loads = sorted({r["case"].split(" ")[0] for r in traffic}, key=lambda c: (len(c), c))
+    print()
+    print("| load | native CPU / socket.io CPU (≤0.6) | native CPU / bare CPU (≤1.1) | native p99 / socket.io p99 (≤0.2) |")
+    print("| --- | ---: | ---: | ---: |")
+    for load in loads:
+        native = by_case.get((f"{load} native", "switchboard"))
+        sio = by_case.get((f"{load} socket.io", "socketio"))
+        bare = by_case.get((f"{load} bare", "bare"))
+
+        def cpu(r):
+            return (r.get("server") or {}).get("cpu_us_per_msg") if r else None
+
+        def ratio(a, b):
+            return None if a is None or not b else a / b
+
+        p99 = lambda r: r["latency"]["p99_us"] if r else None  # noqa: E731
+        print(
+            f"| {load} | {fmt(ratio(cpu(native), cpu(sio)), 2)} | {fmt(ratio(cpu(native), cpu(bare)), 2)} "
+            f"| {fmt(ratio(p99(native), p99(sio)), 3)} |"
+        )
+
+    if idle:
+        print()
+        print("| server | connections | RSS KiB | KiB/conn (from 0) | KiB/conn (since previous step) | held | failed |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for r in idle:
+            for step in r["steps"]:
+                print(
+                    f"| {r['impl']} | {step['connections']:,} | {step['rss_kib']:,} | {fmt(step['kib_per_conn'], 2)} "
+                    f"| {fmt(step['marginal_kib_per_conn'], 2)} | {r['held']:,} | {r['failed']} |"
+                )
+            if r.get("first_error"):
+                print(f"| {r['impl']} | first error: {r['first_error']} | | | | | |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
