@@ -279,6 +279,10 @@ async function joinRoom(room, joinedFrame) {
   history.replaceState(null, '', shareUrl(room) + (state.relayOnly ? '&relay=1' : ''));
   /** @type {HTMLButtonElement} */ ($('join')).disabled = true;
 
+  // Tiles of the peers already in the room appear while join() is still pending.
+  $('grid').replaceChildren();
+  addTile('local', `${state.name} (you)`, true);
+  setVideo('local', state.stream);
   mesh = client.mesh(room, { stream: state.stream ?? undefined, relayOnly: state.relayOnly, dataChannel: true });
   wireMesh(mesh);
   try {
@@ -286,6 +290,7 @@ async function joinRoom(room, joinedFrame) {
     else await mesh.join({ name: state.name });
   } catch (err) {
     mesh = null;
+    $('grid').replaceChildren();
     state.phase = err instanceof SignalError && err.code === 'full' ? 'full' : 'lobby';
     /** @type {HTMLButtonElement} */ ($('join')).disabled = false;
     if (state.phase === 'full') {
@@ -306,9 +311,6 @@ function enterCall() {
   $('room-label').hidden = false;
   $('room-label').textContent = state.room;
   /** @type {HTMLInputElement} */ ($('relay-call')).checked = state.relayOnly;
-  $('grid').replaceChildren();
-  addTile('local', `${state.name} (you)`, true);
-  setVideo('local', state.stream);
   renderTileState('local');
   startStatsLoop();
 }

@@ -520,6 +520,7 @@ export class SignalingClient extends Emitter {
  * @property {RTCIceServer[]} [iceServers] overrides welcome.ice_servers.
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]
  * @property {number} [disconnectedRestartMs] ICE restart after this long 'disconnected' (default 4000).
+ * @property {number} [answerWaitMs] how long a newcomer waits for the first offer before offering itself (default 3000).
  */
 
 /**
@@ -527,8 +528,14 @@ export class SignalingClient extends Emitter {
  * (see MDN "Establishing a connection: the WebRTC perfect negotiation pattern").
  */
 export class Peer extends Emitter {
-  /** @param {Mesh} mesh @param {string} id @param {object} [meta] */
-  constructor(mesh, id, meta) {
+  /**
+   * @param {Mesh} mesh @param {string} id @param {object} [meta]
+   * @param {boolean} [initiator] true on the side that learnt of the other through
+   *   `other_joined`: it offers first, while the newcomer waits for that offer and answers
+   *   with its own tracks. Two offers crossing at the start would be handled by perfect
+   *   negotiation too, but a rollback in the middle of ICE gathering makes set-up slower.
+   */
+  constructor(mesh, id, meta, initiator = true) {
     super();
     this.mesh = mesh;
     this.id = id;
@@ -553,6 +560,19 @@ export class Peer extends Emitter {
     /** Senders of the main stream by kind, kept so a track can be swapped even after replaceTrack(null). */
     /** @type {Record<string, RTCRtpSender>} */
     this.senders = {};
+    this.started = false;
+    this._startTimer = null;
+    if (initiator) this.start();
+    // Should the initiator's offer never come (it left, or it runs an older client), go first.
+    else this._startTimer = setTimeout(() => this.start(), mesh.options.answerWaitMs ?? 3000);
+  }
+
+  /** Adds our tracks and data channel; from here on, changes renegotiate as usual. */
+  start() {
+    clearTimeout(this._startTimer);
+    if (this.started || this.closed) return;
+    this.started = true;
+    const mesh = this.mesh;
     for (const track of mesh.stream?.getTracks() ?? []) this.senders[track.kind] = this.pc.addTrack(track, mesh.stream);
     for (const { track, stream } of mesh.extraTracks) this.pc.addTrack(track, stream);
     if (mesh.options.dataChannel) this._setChannel(this.pc.createDataChannel('switchboard', { negotiated: true, id: 0 }));
@@ -652,6 +672,8 @@ export class Peer extends Emitter {
         this.isSettingRemoteAnswerPending = false;
       }
       if (description.type === 'offer') {
+        // addTrack now reuses the offered transceivers, so the answer carries our media.
+        this.start();
         await pc.setLocalDescription();
         this._signal({ kind: pc.localDescription.type, sdp: pc.localDescription.sdp });
       }
@@ -669,6 +691,7 @@ export class Peer extends Emitter {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this._disconnectTimer);
+    clearTimeout(this._startTimer);
     this.pc.onnegotiationneeded = null;
     this.pc.onicecandidate = null;
     this.pc.ontrack = null;
@@ -722,7 +745,7 @@ export class Mesh extends Emitter {
     const mine = (f) => f.room === this.room;
     this._offs.push(
       c.on('joined', (f) => mine(f) && this._onJoined(f)),
-      c.on('other_joined', (f) => mine(f) && this._peer(f.peer, f.meta)),
+      c.on('other_joined', (f) => mine(f) && this._peer(f.peer, f.meta, true)),
       c.on('bye', (f) => mine(f) && this._drop(f.peer)),
       c.on('message', (f) => mine(f) && this._onMessage(f)),
       c.on('full', (f) => mine(f) && this.emit('full', f)),
@@ -758,18 +781,18 @@ export class Mesh extends Emitter {
     // After a rejoin, peers that vanished while we were away must go.
     const present = new Set((f.peers ?? []).map((p) => p.peer));
     for (const id of [...this.peers.keys()]) if (!present.has(id)) this._drop(id);
-    for (const p of f.peers ?? []) this._peer(p.peer, p.meta);
+    for (const p of f.peers ?? []) this._peer(p.peer, p.meta, false);
     this.emit('joined', f);
   }
 
-  /** @param {string} id @param {object} [meta] @returns {Peer} */
-  _peer(id, meta) {
+  /** @param {string} id @param {object} [meta] @param {boolean} [initiator] @returns {Peer} */
+  _peer(id, meta, initiator = false) {
     let peer = this.peers.get(id);
     if (peer) {
       if (meta) peer.meta = meta;
       return peer;
     }
-    peer = new Peer(this, id, meta);
+    peer = new Peer(this, id, meta, initiator);
     this.peers.set(id, peer);
     this.emit('peer', peer);
     return peer;
@@ -812,6 +835,7 @@ export class Mesh extends Emitter {
     }
     await Promise.all(
       [...this.peers.values()].map((p) => {
+        if (!p.started || p.closed) return undefined;
         const sender = p.senders[kind];
         if (sender) return sender.replaceTrack(track);
         if (track && this.stream) p.senders[kind] = p.pc.addTrack(track, this.stream);
@@ -823,7 +847,8 @@ export class Mesh extends Emitter {
   /** Adds an extra track (e.g. a screen share) to every connection; renegotiates. */
   addTrack(/** @type {MediaStreamTrack} */ track, /** @type {MediaStream} */ stream) {
     this.extraTracks.push({ track, stream });
-    for (const p of this.peers.values()) if (!p.closed) p.pc.addTrack(track, stream);
+    // A peer that has not started yet takes extraTracks when it does.
+    for (const p of this.peers.values()) if (p.started && !p.closed) p.pc.addTrack(track, stream);
   }
 
   /** Removes an extra track from every connection; renegotiates. @param {MediaStreamTrack} track */
