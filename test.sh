@@ -36,7 +36,7 @@ if [ -f fuzz/Cargo.toml ]; then
   cargo build --manifest-path fuzz/Cargo.toml
 fi
 
-export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
+export SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/switchboard"
 for dir in interop/socketio e2e; do
   if [ -f "$dir/package.json" ]; then
     step "node tests in $dir"
