@@ -229,6 +229,20 @@ test('closing a page removes its tile from the others', async () => {
   }
 });
 
+test('camera permission denied: the page says so, joins anyway and watches the others', async () => {
+  const page = await browser.newPage();
+  await page.addInitScript(() => {
+    navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('denied by the test', 'NotAllowedError'));
+  });
+  await page.goto(`http://${server.http}/?${new URLSearchParams({ room: 'e2e-room', name: 'Zed', user: `zed-${Date.now()}`, relay: '1' })}`, { timeout: 15_000 });
+  await page.waitForFunction(() => window.__sb?.state.media === 'denied', null, { timeout: 10_000 });
+  assert.match((await page.textContent('#preview-msg')) ?? '', /permission/i);
+  await page.click('#join');
+  await waitConnected(page, 2);
+  await assertFramesGrow(page);
+  await page.close();
+});
+
 test('rooms.max_peers = 3: the fourth page sees the room-full state', async () => {
   // The two-party call is done; free the CPU for the next one.
   for (const k of Object.keys(pages)) {
@@ -274,4 +288,14 @@ test('direct call (§3): ring a user by id, accept, talk', async () => {
 
 test('no console errors in any page', () => {
   assert.deepEqual(consoleErrors, []);
+});
+
+test('server gone: the page shows that it is reconnecting', async () => {
+  const page = await openAndJoin(smallServer.http, 'last', 'Ray');
+  await smallServer.stop();
+  await page.waitForFunction(() => window.__sb.client.state === 'reconnecting', null, { timeout: 10_000 });
+  assert.equal(await page.isVisible('#banner'), true);
+  assert.match((await page.textContent('#banner')) ?? '', /reconnecting|unreachable/i);
+  assert.match((await page.textContent('#conn')) ?? '', /reconnecting/i);
+  await page.close();
 });

@@ -924,5 +924,7 @@ const hooks = {
 window.__sb = hooks;
 
 addEventListener('pagehide', () => client.close(1001));
+// Back from the back/forward cache, the closed client cannot be revived: start afresh.
+addEventListener('pageshow', (ev) => ev.persisted && location.reload());
 
 startPreview();
