@@ -50,10 +50,16 @@ async fn call_rings_every_device_and_accept_makes_a_private_room() {
         .is_some_and(|p| p.iter().any(|x| x["peer"] == alice.peer()));
     assert!(b_in_peers || a_in_peers, "{joined_a} {joined_b}");
     if !b_in_peers {
-        assert_eq!(alice.recv_type("other_joined").await["peer"], bob_laptop.peer());
+        assert_eq!(
+            alice.recv_type("other_joined").await["peer"],
+            bob_laptop.peer()
+        );
     }
     if !a_in_peers {
-        assert_eq!(bob_laptop.recv_type("other_joined").await["peer"], alice.peer());
+        assert_eq!(
+            bob_laptop.recv_type("other_joined").await["peer"],
+            alice.peer()
+        );
     }
     let ended = bob_phone.recv_type("call_ended").await;
     assert_eq!(ended["call"], call);
@@ -61,12 +67,20 @@ async fn call_rings_every_device_and_accept_makes_a_private_room() {
 
     // They talk in R with ordinary messages.
     let ack = alice
-        .request(json!({"type":"message","room":room,"data":{"kind":"offer","sdp":"x"}}), 2)
+        .request(
+            json!({"type":"message","room":room,"data":{"kind":"offer","sdp":"x"}}),
+            2,
+        )
         .await;
     assert_eq!(ack["delivered"], 1);
-    assert_eq!(bob_laptop.recv_type("message").await["data"]["kind"], "offer");
+    assert_eq!(
+        bob_laptop.recv_type("message").await["data"]["kind"],
+        "offer"
+    );
     // Nobody else may walk in.
-    let e = bob_phone.request(json!({"type":"join","room":room}), 3).await;
+    let e = bob_phone
+        .request(json!({"type":"join","room":room}), 3)
+        .await;
     assert_eq!(e["code"], "forbidden");
 }
 
@@ -126,7 +140,10 @@ async fn the_other_side_leaving_for_good_ends_the_ringing_call() {
     let call = ring(&mut alice, "bob").await;
     bob.close(1000).await;
     let ended = alice.recv_type("call_ended").await;
-    assert_eq!((ended["call"].clone(), ended["reason"].clone()), (Value::from(call), Value::from("gone")));
+    assert_eq!(
+        (ended["call"].clone(), ended["reason"].clone()),
+        (Value::from(call), Value::from("gone"))
+    );
 
     // The caller drops and never resumes: gone after the grace period.
     let call = ring(&mut alice, "carol").await;
@@ -146,8 +163,12 @@ async fn two_devices_accepting_at_once_exactly_one_wins() {
     let call = ring(&mut alice, "bob").await;
     phone.recv_type("incoming_call").await;
     laptop.recv_type("incoming_call").await;
-    phone.send(json!({"type":"accept","call":call,"id":1})).await;
-    laptop.send(json!({"type":"accept","call":call,"id":1})).await;
+    phone
+        .send(json!({"type":"accept","call":call,"id":1}))
+        .await;
+    laptop
+        .send(json!({"type":"accept","call":call,"id":1}))
+        .await;
     let mut winners = 0;
     for dev in [&mut phone, &mut laptop] {
         let v = dev.recv().await;
