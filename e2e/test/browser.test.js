@@ -153,6 +153,19 @@ test('two pages, relay only: connected through switchboard, video flowing', asyn
   console.log(`# connected (relay only) in ${connectMs} ms; screenshot ${out}`);
 });
 
+test('recording the call downloads a webm file', async () => {
+  const { ann } = pages;
+  await ann.click('#btn-rec');
+  await ann.waitForFunction(() => window.__sb.state.recording, null, { timeout: 5_000 });
+  await ann.waitForTimeout(1500); // a second and a half of call to record
+  const download = ann.waitForEvent('download', { timeout: 10_000 });
+  await ann.click('#btn-rec');
+  const d = await download;
+  assert.match(d.suggestedFilename(), /^switchboard-e2e-room-.*\.webm$/);
+  const file = await d.path();
+  assert.ok(fs.statSync(file).size > 1000, 'the recording has content');
+});
+
 test('signaling socket cut under a page: it resumes and the call stays up', async () => {
   const { ann, bob } = pages;
   const session = await ann.evaluate(() => window.__sb.client.session);
