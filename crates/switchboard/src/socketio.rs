@@ -1,0 +1,423 @@
+//! The Socket.IO compatibility face (PROTOCOL.md §2): Socket.IO v5 over
+//! Engine.IO v4 at `/socket.io/`, long-polling and WebSocket, served by
+//! socketioxide on the same listeners as everything else.
+//!
+//! socketioxide does the transport (handshake, polling, upgrade, heartbeats,
+//! packet codec, acknowledgement ids); the rooms are *not* socketioxide's:
+//! every event goes to the signaling core through the [`Hub`], which is the
+//! one room registry for both faces. So a Socket.IO peer and a native peer
+//! in the same room see each other, with the same peer ids.
+//!
+//! Three things are done by hand rather than with socketioxide's async
+//! closures, and each for the same reason, ordering:
+//!
+//! - [`Admit`] is the namespace's connect handler. socketioxide spawns a
+//!   task for an async connect handler after it has already answered the
+//!   client's CONNECT, so a client that emits `join` at once could race the
+//!   registration of the event handlers. `Admit::call` runs synchronously.
+//! - [`ClassicEvents`] handles every event. socketioxide spawns one task
+//!   per event for async handlers, and two tasks of one socket may run on
+//!   two worker threads in either order: an ICE candidate could overtake
+//!   the offer it belongs to. `ClassicEvents::call` hands the event to the
+//!   core synchronously, on the socket's receive path, in arrival order.
+//! - [`Departure`] tells the core at once, before the socket is dropped.
+//!
+//! Admission (origin, token, connection cap) happens in the connect
+//! middleware, so a refused client gets a `connect_error` with the reason
+//! and never joins the namespace.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::header;
+use serde::Deserialize;
+use serde::ser::{Serialize, SerializeTuple, Serializer};
+use serde_json::{Value as Json, json};
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::{
+    ConnectHandler, DisconnectHandler, FromMessageParts, MessageHandler, Value,
+};
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::{SendError, SocketError, SocketIo};
+use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, Identity, OutFrame};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::app::AppState;
+use crate::hub::{ConnSink, Hub, QueueFull};
+
+/// How long a server-side close keeps retrying while the socket's queue is
+/// full (a slow reader): 50 × 100 ms. After that the Engine.IO heartbeat
+/// ends the transport; the core has already let the session go.
+const CLOSE_RETRIES: u32 = 50;
+const CLOSE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// The Socket.IO layer for the router: it answers `/socket.io/` and passes
+/// every other request through.
+pub fn layer(app: &AppState) -> SocketIoLayer {
+    // Engine.IO's client gives up after pingInterval + pingTimeout without a
+    // ping; match the native face's heartbeat interval and timeout.
+    let ping_timeout = app
+        .heartbeat_timeout
+        .saturating_sub(app.heartbeat_interval)
+        .max(Duration::from_secs(1));
+    let max_frame = app.limits.transport_max_frame;
+    let (layer, io) = SocketIo::builder()
+        .ping_interval(app.heartbeat_interval)
+        .ping_timeout(ping_timeout)
+        .max_buffer_size(app.limits.outbound_queue_frames.max(1))
+        // The core answers `too_large` over `limits.max_message_bytes`; this
+        // is only the transport's own bound on a polling body, as on `/ws`.
+        // (socketioxide 0.18.3, the newest that builds on our MSRV, leaves
+        // the WebSocket message cap at tungstenite's default, 64 MiB.)
+        .max_payload(u64::try_from(max_frame).unwrap_or(u64::MAX))
+        .ws_read_buffer_size(4096)
+        .build_layer();
+    io.ns("/", Admit { app: app.clone() });
+    layer
+}
+
+/// What the connect middleware established, handed to the connect handler
+/// through the socket's extensions (so that it is dropped with the socket
+/// if the connection fails in between).
+#[derive(Clone)]
+struct Admission {
+    identity: Identity,
+    permit: Arc<OwnedSemaphorePermit>,
+}
+
+/// The `auth` object of the Socket.IO CONNECT packet.
+#[derive(Debug, Default, Deserialize)]
+struct AuthPayload {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// `?token=` on the handshake URL, for clients that put it there.
+#[derive(Debug, Default, Deserialize)]
+struct HandshakeQuery {
+    #[serde(default)]
+    token: Option<String>,
+}
+
+/// Why a Socket.IO connection was refused; the client sees the text as
+/// `connect_error`'s `message`, prefixed with a stable code word.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    #[error("forbidden: {0}")]
+    Origin(crate::auth::AuthError),
+    #[error("unauthorized: {0}")]
+    Token(crate::auth::AuthError),
+    #[error("unavailable: too many connections")]
+    Capacity,
+}
+
+type MiddlewareResult = Result<(), Box<dyn std::fmt::Display + Send>>;
+type MiddlewareFuture<'a> = Pin<Box<dyn Future<Output = MiddlewareResult> + Send + 'a>>;
+
+/// Marker for socketioxide's handler traits (their type parameter tells
+/// handler kinds apart; ours are plain structs).
+enum ClassicFace {}
+
+/// The namespace `/`: admits a connection, then starts its core session.
+#[derive(Clone)]
+struct Admit {
+    app: AppState,
+}
+
+impl Admit {
+    fn admit(&self, s: &Socket<LocalAdapter>, auth: Option<&Value>) -> Result<Admission, Refused> {
+        let parts = s.req_parts();
+        let origin = parts
+            .headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        self.app
+            .auth
+            .check_origin(origin)
+            .map_err(Refused::Origin)?;
+        let from_auth = auth
+            .and_then(Value::as_str)
+            .and_then(|text| serde_json::from_str::<AuthPayload>(text).ok())
+            .and_then(|a| a.token);
+        let token = from_auth.or_else(|| {
+            axum::extract::Query::<HandshakeQuery>::try_from_uri(&parts.uri)
+                .ok()
+                .and_then(|q| q.0.token)
+        });
+        let identity = self
+            .app
+            .auth
+            .identify(token.as_deref(), None)
+            .map_err(Refused::Token)?;
+        let permit = self
+            .app
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Capacity)?;
+        Ok(Admission {
+            identity,
+            permit: Arc::new(permit),
+        })
+    }
+}
+
+impl ConnectHandler<LocalAdapter, ClassicFace> for Admit {
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<LocalAdapter>>,
+        auth: &'a Option<Value>,
+    ) -> MiddlewareFuture<'a> {
+        let result = match self.admit(&s, auth.as_ref()) {
+            Ok(admission) => {
+                s.extensions.insert(admission);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, Refused::Capacity) {
+                    metrics::counter!("switchboard_connections_refused_total").increment(1);
+                }
+                tracing::info!(sid = %s.id, "socket.io connection refused: {e}");
+                Err(Box::new(e) as Box<dyn std::fmt::Display + Send>)
+            }
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {
+        let socket = SocketRef::from(s);
+        let Some(admission) = socket.extensions.remove::<Admission>() else {
+            // The middleware always leaves one; without it, refuse rather
+            // than run unauthenticated.
+            let _ = socket.disconnect();
+            return;
+        };
+        let hub = self.app.hub.clone();
+        let conn = hub.next_conn_id();
+        socket.on_fallback(ClassicEvents {
+            hub: hub.clone(),
+            conn,
+        });
+        let sink = Arc::new(SioSink {
+            socket: socket.clone(),
+            _permit: admission.permit,
+        });
+        hub.connect(conn, sink, admission.identity, Face::Classic, |_| {
+            Vec::new()
+        });
+        socket.on_disconnect(Departure {
+            hub: hub.clone(),
+            conn,
+        });
+        // A transport that died before the disconnect handler was set never
+        // calls it; `close` clears `connected` before it looks for one.
+        if !socket.connected() {
+            hub.disconnect(conn, Disconnect::Abrupt);
+            return;
+        }
+        metrics::counter!("switchboard_socketio_connections_total").increment(1);
+        metrics::gauge!("switchboard_socketio_connections").increment(1.0);
+        tracing::info!(
+            conn = conn.0,
+            sid = %socket.id,
+            transport = ?socket.transport_type(),
+            "socket.io connected"
+        );
+    }
+}
+
+/// Every event of one socket, in arrival order, into the core.
+struct ClassicEvents {
+    hub: Arc<Hub>,
+    conn: ConnId,
+}
+
+impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
+        let args = match event_args(&v) {
+            Ok(args) => args,
+            Err(e) => {
+                tracing::debug!(conn = self.conn.0, "unreadable socket.io event: {e}");
+                let refusal = json!({"code": "bad_request", "message": e.to_string()});
+                let _ = s.emit("error", &refusal);
+                return;
+            }
+        };
+        let Some((event, args)) = args.split_first() else {
+            return;
+        };
+        let event = event.as_str().unwrap_or_default();
+        metrics::counter!("switchboard_socketio_events_in_total").increment(1);
+        let reply = self.hub.classic(self.conn, event, args, ack_id.is_some());
+        if let Some(reply) = reply {
+            let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+            let _ = ack.send(&reply);
+        }
+    }
+}
+
+/// The arguments of an event packet, the event name first. The common
+/// parser keeps the packet's JSON text as is (binary attachments stay as
+/// their `{"_placeholder":true,"num":N}` objects: the classic events carry
+/// JSON only).
+fn event_args(v: &Value) -> Result<Vec<Json>, EventError> {
+    let text = v.as_str().ok_or(EventError::Binary)?;
+    let args: Vec<Json> = serde_json::from_str(text).map_err(EventError::Json)?;
+    match args.first() {
+        Some(Json::String(_)) => Ok(args),
+        _ => Err(EventError::NoName),
+    }
+}
+
+/// An event packet the core cannot be given.
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error("binary packets are not part of the protocol; send JSON")]
+    Binary,
+    #[error("the event is not a JSON array: {0}")]
+    Json(serde_json::Error),
+    #[error("the event has no name")]
+    NoName,
+}
+
+/// The socket is gone: the core announces `bye` at once (the classic face
+/// has no resume).
+struct Departure {
+    hub: Arc<Hub>,
+    conn: ConnId,
+}
+
+impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
+    fn call_with_defer(
+        &self,
+        s: Arc<Socket<LocalAdapter>>,
+        reason: DisconnectReason,
+        defer: fn(Arc<Socket<LocalAdapter>>),
+    ) {
+        let how = match reason {
+            DisconnectReason::ClientNSDisconnect
+            | DisconnectReason::TransportClose
+            | DisconnectReason::ServerNSDisconnect
+            | DisconnectReason::ClosingServer => Disconnect::Clean,
+            _ => Disconnect::Abrupt,
+        };
+        self.hub.disconnect(self.conn, how);
+        metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
+        tracing::info!(conn = self.conn.0, sid = %s.id, %reason, "socket.io disconnected");
+        defer(s);
+    }
+}
+
+/// Where the hub puts a Socket.IO connection's output. Emitting only queues
+/// (socketioxide's bounded per-socket channel, `session.outbound_queue_frames`
+/// long), so it is safe under the hub's lock.
+struct SioSink {
+    socket: SocketRef,
+    /// Held for the connection's life: `limits.max_connections` counts both faces.
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
+/// A classic event's arguments as Socket.IO arguments: socketioxide sends a
+/// tuple as several arguments, anything else as one.
+struct Args<'a>(&'a [Json]);
+
+impl Serialize for Args<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for arg in self.0 {
+            tuple.serialize_element(arg)?;
+        }
+        tuple.end()
+    }
+}
+
+impl ConnSink for SioSink {
+    fn send_frame(&self, _frame: OutFrame) -> Result<(), QueueFull> {
+        // A classic session never receives native frames.
+        Ok(())
+    }
+
+    fn send_classic(&self, event: ClassicEvent) -> Result<(), QueueFull> {
+        match self.socket.emit(event.event, &Args(&event.args)) {
+            Ok(()) => {
+                metrics::counter!("switchboard_socketio_events_out_total").increment(1);
+                Ok(())
+            }
+            // Full: a slow reader. Closed: already gone, and the hub should
+            // forget it now rather than at the disconnect handler.
+            Err(SendError::Socket(_)) => Err(QueueFull),
+            Err(SendError::Serialize(e)) => {
+                tracing::warn!("socket.io event not serializable: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    fn close(&self, code: u16, reason: &'static str) {
+        tracing::debug!(sid = %self.socket.id, code, reason, "closing socket.io connection");
+        // Called under the hub's lock, and disconnecting runs `Departure`,
+        // which takes that lock: do it on a task.
+        let socket = self.socket.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            for _ in 0..CLOSE_RETRIES {
+                match socket.clone().disconnect() {
+                    Err(SocketError::InternalChannelFull) => {
+                        tokio::time::sleep(CLOSE_RETRY_PAUSE).await;
+                    }
+                    _ => return,
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_args_keep_every_argument() {
+        let v = Value::Str(r#"["message","r",{"kind":"offer","sdp":"x"}]"#.into(), None);
+        let args = event_args(&v).expect("parses");
+        assert_eq!(
+            args,
+            vec![
+                json!("message"),
+                json!("r"),
+                json!({"kind":"offer","sdp":"x"})
+            ]
+        );
+    }
+
+    #[test]
+    fn event_args_refuse_what_is_not_an_event() {
+        assert!(matches!(
+            event_args(&Value::Bytes(bytes::Bytes::from_static(b"x"))),
+            Err(EventError::Binary)
+        ));
+        assert!(matches!(
+            event_args(&Value::Str("[1,2]".into(), None)),
+            Err(EventError::NoName)
+        ));
+        assert!(matches!(
+            event_args(&Value::Str("{".into(), None)),
+            Err(EventError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn args_serialize_as_a_tuple() {
+        let args = [json!("r"), json!("peer")];
+        assert_eq!(
+            serde_json::to_string(&Args(&args)).expect("serializes"),
+            r#"["r","peer"]"#
+        );
+    }
+}
