@@ -123,7 +123,9 @@ load() {
     local json
     if json=$(timeout $((DURATION * 3 + 240)) "${load_cpus[@]}" "$LOAD" "$@" \
         --url "ws://$SERVER_ADDR" --server-pid "$SERVER_PID"); then
-        printf '{"case":"%s","impl":"%s",%s\n' "$case" "$server" "${json#\{}" >>"$RESULTS"
+        # The 1-minute load average says how busy the machine was besides us.
+        printf '{"case":"%s","impl":"%s","loadavg":%s,%s\n' "$case" "$server" \
+            "$(cut -d' ' -f1 /proc/loadavg)" "${json#\{}" >>"$RESULTS"
     else
         log "!! $case against $server failed"
     fi

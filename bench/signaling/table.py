@@ -17,8 +17,8 @@ def main(path):
     traffic = [r for r in rows if r.get("mode") == "traffic"]
     idle = [r for r in rows if r.get("mode") == "idle"]
 
-    print("| case | server | msg/s | p50 ms | p99 ms | max ms | server CPU µs/msg | server cores | load-tool cores | lost | errors |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| case | server | msg/s | p50 ms | p99 ms | max ms | server CPU µs/msg | server cores | load-tool cores | lost | errors | load avg |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in traffic:
         lat = r["latency"]
         server = r.get("server") or {}
@@ -27,7 +27,7 @@ def main(path):
             f"| {r['case']} | {r['impl']} | {fmt(r['msgs_per_s'], 0)} | {fmt(lat['p50_us'] / 1000, 2)} "
             f"| {fmt(lat['p99_us'] / 1000, 2)} | {fmt(lat['max_us'] / 1000, 2)} "
             f"| {fmt(server.get('cpu_us_per_msg'), 2)} | {fmt(server.get('cores'), 2)} "
-            f"| {fmt(client.get('cores'), 2)} | {r['lost']} | {r['peer_errors']} |"
+            f"| {fmt(client.get('cores'), 2)} | {r['lost']} | {r['peer_errors']} | {fmt(r.get('loadavg'), 1)} |"
         )
 
     # Ratios against the targets: switchboard native vs socket.io and bare, per load.

@@ -45,6 +45,16 @@ pub enum LoadError {
         /// What the server did.
         reason: String,
     },
+    /// Not every peer could connect and join.
+    #[error("{ready} of {peers} peers joined; first error: {first_error}")]
+    NotAllJoined {
+        /// Peers that joined.
+        ready: usize,
+        /// Peers asked for.
+        peers: usize,
+        /// The first failure, as text.
+        first_error: String,
+    },
     /// The server closed a connection before the run ended.
     #[error("peer {peer}: connection closed by the server")]
     Closed {

@@ -11,7 +11,8 @@ use hdrhistogram::Histogram;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::error::LoadError;
@@ -341,9 +342,14 @@ impl Peer {
         if self.plan.sender && !sending_done {
             self.sender_finished();
         }
-        // A clean close: the peer is leaving for good, so the server need not
-        // keep its session for a resume. Bounded, the server may be gone.
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.ws.close(None)).await;
+        // Close code 1000: the peer is leaving for good, so the server need
+        // not keep its session for a resume. Bounded, the server may be gone.
+        let goodbye = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_millis(500), self.ws.close(Some(goodbye))).await;
     }
 
     fn sender_finished(&self) {

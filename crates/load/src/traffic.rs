@@ -172,13 +172,12 @@ pub async fn run_traffic(cfg: &TrafficConfig) -> Result<TrafficReport, LoadError
     let all_in = wait_until(counters, deadline, |c| ready_or_failed(c) == peers).await;
     if !all_in || counters.failed.load(Ordering::Relaxed) > 0 {
         let collected = stop_and_collect(&phase_tx, tasks, Duration::from_secs(5)).await;
-        return Err(LoadError::Handshake {
-            peer: usize::MAX,
-            reason: format!(
-                "{} of {peers} peers joined; first error: {}",
-                counters.ready.load(Ordering::Relaxed),
-                collected.first_error.as_deref().unwrap_or("timed out")
-            ),
+        return Err(LoadError::NotAllJoined {
+            ready: counters.ready.load(Ordering::Relaxed),
+            peers,
+            first_error: collected
+                .first_error
+                .unwrap_or_else(|| "timed out".to_owned()),
         });
     }
 
