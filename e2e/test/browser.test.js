@@ -136,7 +136,7 @@ test('two pages, relay only: connected through switchboard, video flowing', asyn
       assert.equal(pair.address, '127.0.0.1');
       assert.ok(pair.port > 0);
       // The relay candidate was allocated from switchboard's own TURN listener.
-      if (pair.url) assert.ok(turnPorts.some((p) => pair.url.includes(`:${p}`)), `relay via ${pair.url}, switchboard TURN on ${turnPorts}`);
+      assert.ok(pair.url && turnPorts.some((p) => pair.url.includes(`127.0.0.1:${p}`)), `relay via ${pair.url}, switchboard TURN on ${turnPorts}`);
     }
   }
   // Names from join meta label the tiles.
