@@ -320,3 +320,51 @@ fn error_response_round_trip() {
         })
     );
 }
+
+/// RFC 8489 B.1 as published (see the CAUTION in the vector file): header length 0x009c, no
+/// PASSWORD-ALGORITHM, HMAC e4686c8f... It is not a valid wire message, and must not pass.
+#[test]
+fn negative_rfc8489_b1_as_published_is_rejected() {
+    use hmac::{Hmac, Mac};
+
+    let corrected = vector("rfc8489-b.1-sha256-userhash-request.bin");
+    let msg = Message::parse(&corrected).unwrap();
+    let published_mac = hex("e4686c8f0edeb59013e07090010a93efccbccc544c0a45d9f830aa6d6f735a01");
+    // The published message: the corrected one without PASSWORD-ALGORITHM, with the published MAC.
+    let mut published = corrected[..4].to_vec();
+    published.extend_from_slice(&corrected[4..20]);
+    let mut mi_offset = 0;
+    for a in msg.attributes() {
+        match a.attr_type {
+            AttrType::PASSWORD_ALGORITHM => continue,
+            AttrType::MESSAGE_INTEGRITY_SHA256 => {
+                mi_offset = published.len();
+                published.extend_from_slice(&[0x00, 0x1c, 0x00, 0x20]);
+                published.extend_from_slice(&published_mac);
+            }
+            _ => {
+                let end = a.offset + 4 + a.value.len().next_multiple_of(4);
+                published.extend_from_slice(&corrected[a.offset..end]);
+            }
+        }
+    }
+    published[2..4].copy_from_slice(&0x009cu16.to_be_bytes());
+    assert_eq!(
+        Message::parse(&published).unwrap_err(),
+        switchboard_stun::ParseError::LengthMismatch {
+            declared: 0x9c,
+            actual: 136
+        }
+    );
+
+    // The vector file's explanation holds: the MAC was computed with the length forced to 0x9c.
+    let key = long_term_key_sha256(MATRIX_USER, "example.org", MATRIX_PASSWORD);
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(&published[..mi_offset]);
+    assert_eq!(mac.finalize().into_bytes().to_vec(), published_mac);
+
+    // With the length field corrected the message parses, and its integrity fails.
+    published[2..4].copy_from_slice(&136u16.to_be_bytes());
+    let msg = Message::parse(&published).unwrap();
+    assert_eq!(msg.verify_integrity(&key), Err(IntegrityError::Mismatch));
+}
