@@ -148,6 +148,40 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order: `ALL[code.index()] == code`. For
+    /// per-code counters (`[u64; ErrorCode::ALL.len()]`).
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadRequest,
+        ErrorCode::TooLarge,
+        ErrorCode::NotInRoom,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::NoSuchPeer,
+        ErrorCode::NoSuchUser,
+        ErrorCode::NoSuchCall,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::ResumeFailed,
+        ErrorCode::Internal,
+    ];
+
+    /// This code's position in [`ErrorCode::ALL`].
+    #[must_use]
+    pub const fn index(self) -> usize {
+        match self {
+            ErrorCode::BadRequest => 0,
+            ErrorCode::TooLarge => 1,
+            ErrorCode::NotInRoom => 2,
+            ErrorCode::AlreadyJoined => 3,
+            ErrorCode::NoSuchPeer => 4,
+            ErrorCode::NoSuchUser => 5,
+            ErrorCode::NoSuchCall => 6,
+            ErrorCode::Forbidden => 7,
+            ErrorCode::RateLimited => 8,
+            ErrorCode::ResumeFailed => 9,
+            ErrorCode::Internal => 10,
+        }
+    }
+
     /// The wire spelling, e.g. `"bad_request"`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -543,6 +577,15 @@ mod tests {
             let text = serde_json::to_string(&frame).unwrap();
             let back: ServerFrame = serde_json::from_str(&text).unwrap();
             prop_assert_eq!(back, frame);
+        }
+    }
+
+    #[test]
+    fn error_code_indices_follow_all() {
+        let mut spellings = std::collections::HashSet::new();
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i);
+            assert!(spellings.insert(code.as_str()));
         }
     }
 

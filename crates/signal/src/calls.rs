@@ -11,7 +11,7 @@ use crate::idmap::IdMap;
 use crate::presence::{JoinKind, JoinOutcome};
 use crate::session::Sid;
 use crate::wire::{self, Body};
-use crate::{Refusal, SignalCore, Timer};
+use crate::{Event, Refusal, SignalCore, Timer};
 
 #[derive(Debug)]
 pub(crate) struct Call {
@@ -106,6 +106,16 @@ impl SignalCore {
             deadline,
         });
         self.timers.insert((deadline, Timer::Ring(key)));
+        self.counters.calls += 1;
+        self.events.push(Event::CallStarted {
+            call: id.clone(),
+            caller: self
+                .sessions
+                .get(&sid)
+                .map_or_else(String::new, |s| s.peer.to_string()),
+            callee: to.to_owned(),
+            rung: rung.len(),
+        });
         for &party in rung.iter().chain(std::iter::once(&sid)) {
             if let Some(s) = self.sessions.get_mut(&party) {
                 s.calls.push(key);
@@ -147,6 +157,14 @@ impl SignalCore {
     }
 
     fn end_for(&mut self, call: &Call, reason: CallEndReason, to: impl IntoIterator<Item = Sid>) {
+        // For the others rung, an accept is `answered_elsewhere`; for the
+        // call itself it is `CallAccepted`, already reported.
+        if reason != CallEndReason::AnsweredElsewhere {
+            self.events.push(Event::CallEnded {
+                call: call.id.to_string(),
+                reason,
+            });
+        }
         let body = wire::call_ended(&call.id, reason);
         for sid in to {
             self.send(sid, body.clone());
@@ -168,6 +186,10 @@ impl SignalCore {
             }
         };
         let rid = self.rooms.create_private(&room, [call.caller, sid]);
+        self.events.push(Event::CallAccepted {
+            call: call.id.to_string(),
+            room: room.clone(),
+        });
         self.send(
             call.caller,
             Body::new("accepted")

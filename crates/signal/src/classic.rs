@@ -53,6 +53,7 @@ impl SignalCore {
         match result {
             Ok(ack) => ack,
             Err(e) => {
+                self.counters.error(e.code);
                 let object = error_object(&e);
                 self.emit(sid, "error", vec![object.clone()]);
                 let mut ack = object;

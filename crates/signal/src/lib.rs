@@ -7,13 +7,18 @@
 //!
 //! # How the shell drives it
 //!
-//! Hand every input to a `handle_*` method, then drain [`SignalCore::poll_output`]
-//! until `None`, then re-arm one timer at [`SignalCore::poll_timeout`] and call
-//! [`SignalCore::handle_timeout`] when it fires:
+//! Hand every input to a `handle_*` method (or `connect`, `resume`,
+//! `disconnect`), then drain [`SignalCore::poll_output`] until `None`, then
+//! [`SignalCore::poll_event`] until `None` (lifecycle events for logs and
+//! metrics: sessions, joins, leaves, calls; never one per relayed message),
+//! then re-arm one timer at [`SignalCore::poll_timeout`] and call
+//! [`SignalCore::handle_timeout`] when it fires. [`SignalCore::counters`]
+//! and [`SignalCore::stats`] can be read at any time, e.g. on a `/metrics`
+//! scrape:
 //!
 //! ```
 //! use std::time::{Duration, Instant};
-//! use switchboard_signal::{Config, ConnId, Face, Identity, Output, SignalCore};
+//! use switchboard_signal::{Config, ConnId, Event, Face, Identity, Output, SignalCore};
 //!
 //! let mut core = SignalCore::new(Config::default(), [7; 32]);
 //! let t0 = Instant::now(); // the shell reads its clock; tests use a virtual one
@@ -40,7 +45,17 @@
 //!         }
 //!     }
 //! }
+//! while let Some(event) = core.poll_event() {
+//!     match event {
+//!         Event::Joined { peer, room, .. } => {
+//!             // tracing::info!(%peer, %room, "joined")
+//!             # let _ = (peer, room);
+//!         }
+//!         _ => {} // the enum is non-exhaustive: more may come
+//!     }
+//! }
 //! assert_eq!(core.stats().rooms, 1);
+//! assert_eq!(core.counters().requests, 1);
 //!
 //! // The socket dropped without a close frame: the grace period starts.
 //! core.disconnect(t0, alice, switchboard_signal::Disconnect::Abrupt);
@@ -105,6 +120,7 @@ mod calls;
 mod classic;
 mod idmap;
 mod native;
+mod observe;
 mod outbox;
 mod presence;
 mod rooms;
@@ -121,10 +137,15 @@ use bytes::Bytes;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_json::Value;
-pub use switchboard_signal_proto::{ErrorCode, IceServer};
+pub use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer};
+
+pub use crate::observe::{
+    Counters, EVENT_QUEUE_CAP, EndReason, Event, LeaveReason, ResumeFailReason,
+};
 
 use crate::calls::Calls;
 use crate::idmap::IdMap;
+use crate::observe::Events;
 use crate::outbox::Outbox;
 use crate::rooms::Rooms;
 use crate::session::{ReplayBuffer, Session, Sid, TokenBucket};
@@ -287,6 +308,8 @@ pub struct SignalCore {
     calls: Calls,
     timers: BTreeSet<(Instant, Timer)>,
     outbox: Outbox,
+    events: Events,
+    counters: Counters,
     next_sid: u64,
     /// Answers that are sent often and never change, serialized once.
     rate_limited: Bytes,
@@ -350,6 +373,8 @@ impl SignalCore {
             rooms: Rooms::default(),
             calls: Calls::default(),
             timers: BTreeSet::new(),
+            events: Events::default(),
+            counters: Counters::default(),
             next_sid: 0,
             rate_limited,
             too_large,
@@ -398,20 +423,27 @@ impl SignalCore {
         match self.try_resume(conn, session, resume_token, last_seq) {
             Ok(()) => true,
             Err(failure) => {
-                let why = match failure {
-                    ResumeFailure::Unknown => {
-                        "no such session, or a wrong resume token; join again"
-                    }
+                let (why, reason) = match failure {
+                    ResumeFailure::Unknown => (
+                        "no such session, or a wrong resume token; join again",
+                        ResumeFailReason::Unknown,
+                    ),
                     ResumeFailure::Gap(sid) => {
                         // The owner proved itself and starts over: its old
                         // presence goes now rather than at grace expiry.
                         if let Some(old) = self.sessions.get(&sid).and_then(|s| s.conn) {
                             self.outbox.close(old, TAKEN_OVER, "taken over");
                         }
-                        self.end_session(sid);
-                        "the frames after last_seq are no longer kept; join again"
+                        self.end_session(sid, EndReason::StartedOver);
+                        (
+                            "the frames after last_seq are no longer kept; join again",
+                            ResumeFailReason::FramesLost,
+                        )
                     }
                 };
+                self.counters.resumes_failed += 1;
+                self.counters.error(ErrorCode::ResumeFailed);
+                self.events.push(Event::ResumeFailed { conn, reason });
                 let body = wire::error(ErrorCode::ResumeFailed, why, None);
                 self.outbox.unsequenced(conn, body);
                 let sid = self.new_session(now, conn, identity, Face::Native);
@@ -449,11 +481,20 @@ impl SignalCore {
         s.conn = Some(conn);
         self.by_conn.insert(conn, sid);
         self.outbox.unsequenced(conn, wire::resumed(&s.id, &s.peer));
+        let mut replayed = 0;
         if let Some(frames) = s.replay.after(last_seq, s.seq) {
             for (seq, body) in frames {
                 self.outbox.replayed(conn, seq, body.clone());
+                replayed += 1;
             }
         }
+        self.counters.resumes += 1;
+        self.events.push(Event::SessionResumed {
+            conn,
+            session: s.id.to_string(),
+            peer: s.peer.to_string(),
+            replayed,
+        });
         Ok(())
     }
 
@@ -461,6 +502,7 @@ impl SignalCore {
     /// every request of §1 and §3 are checked here).
     pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
         if let Some(&sid) = self.by_conn.get(&conn) {
+            self.counters.requests += 1;
             self.native_text(now, sid, text);
         }
     }
@@ -473,16 +515,19 @@ impl SignalCore {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
+        self.counters.requests += 1;
         let body = if s
             .bucket
             .take(now, self.config.rate_per_sec, self.config.rate_burst)
         {
+            self.counters.error(ErrorCode::BadRequest);
             wire::error(
                 ErrorCode::BadRequest,
                 "binary frames are not part of the protocol; send JSON text",
                 None,
             )
         } else {
+            self.counters.error(ErrorCode::RateLimited);
             self.rate_limited.clone()
         };
         self.outbox.frame(s, body);
@@ -500,6 +545,7 @@ impl SignalCore {
         ack: bool,
     ) -> Option<Value> {
         let sid = *self.by_conn.get(&conn)?;
+        self.counters.requests += 1;
         let payload = self.classic_event(now, sid, event, args);
         if ack { Some(payload) } else { None }
     }
@@ -514,12 +560,17 @@ impl SignalCore {
         };
         s.conn = None;
         if how == Disconnect::Clean || s.face == Face::Classic {
-            self.end_session(sid);
+            self.end_session(sid, EndReason::Closed);
             return;
         }
         let until = now + self.config.resume_grace;
         s.grace_until = Some(until);
         self.timers.insert((until, Timer::Grace(sid)));
+        self.events.push(Event::Suspended {
+            conn,
+            peer: s.peer.to_string(),
+            until,
+        });
     }
 
     /// Runs every timer due at `now` (grace expiry, ring timeout).
@@ -536,7 +587,7 @@ impl SignalCore {
                         .get(&sid)
                         .is_some_and(|s| s.conn.is_none() && s.grace_until == Some(at));
                     if expired {
-                        self.end_session(sid);
+                        self.end_session(sid, EndReason::GraceExpired);
                     }
                 }
                 Timer::Ring(key) => self.ring_timeout(key),
@@ -548,6 +599,27 @@ impl SignalCore {
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outbox.pop()
+    }
+
+    /// The next lifecycle event (sessions, rooms, calls; never one per
+    /// relayed message), for logs and metrics. Drain until `None` after
+    /// every `handle_*`, like [`SignalCore::poll_output`]. Undrained events
+    /// beyond [`EVENT_QUEUE_CAP`] are dropped oldest first (counted in
+    /// [`Counters::events_dropped`]).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    /// Totals since the core was made, for `/metrics` counters: requests,
+    /// messages, deliveries, errors by code, resumes and more.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        Counters {
+            frames: self.outbox.queued,
+            events_dropped: self.events.dropped,
+            ..self.counters
+        }
     }
 
     /// When `handle_timeout` must next be called; call after every
@@ -591,6 +663,14 @@ impl SignalCore {
             }
         };
         let resume_token = self.random_id(32).into_boxed_str();
+        self.counters.sessions_started += 1;
+        self.events.push(Event::SessionStarted {
+            conn,
+            session: id.to_string(),
+            peer: peer.to_string(),
+            user: identity.user.clone(),
+            face,
+        });
         let user = identity.user.map(String::into_boxed_str);
         if face == Face::Native
             && let Some(u) = &user
@@ -645,7 +725,7 @@ impl SignalCore {
 
     /// The session is over for good: `bye` in its rooms, `gone` to the other
     /// side of its ringing calls, and every trace removed.
-    fn end_session(&mut self, sid: Sid) {
+    fn end_session(&mut self, sid: Sid, reason: EndReason) {
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
@@ -671,8 +751,14 @@ impl SignalCore {
             self.call_party_gone(key, sid);
         }
         for &rid in &s.rooms {
-            self.depart(rid, sid, &s.peer);
+            self.depart(rid, sid, &s.peer, LeaveReason::SessionEnded(reason));
         }
+        self.counters.sessions_ended += 1;
+        self.events.push(Event::SessionEnded {
+            session: s.id.into(),
+            peer: s.peer.into(),
+            reason,
+        });
     }
 }
 

@@ -24,12 +24,14 @@ impl SignalCore {
             .take(now, self.config.rate_per_sec, self.config.rate_burst);
         // Measured before parsing: an oversized frame costs no parse.
         if text.len() > self.config.max_message_bytes {
+            self.counters.error(ErrorCode::TooLarge);
             let body = self.too_large.clone();
             self.outbox.frame(s, body);
             return;
         }
         let parsed = wire::parse(text);
         if !allowed {
+            self.counters.error(ErrorCode::RateLimited);
             let body = match &parsed {
                 Ok((Some(id), _)) | Err(wire::BadRequest { id: Some(id), .. }) => wire::error(
                     ErrorCode::RateLimited,
@@ -44,6 +46,7 @@ impl SignalCore {
         match parsed {
             Ok((id, req)) => self.native_request(now, sid, id, req),
             Err(bad) => {
+                self.counters.error(ErrorCode::BadRequest);
                 let body = wire::error(ErrorCode::BadRequest, &bad.message, bad.id.as_ref());
                 self.outbox.frame(s, body);
             }
@@ -78,7 +81,10 @@ impl SignalCore {
         match result {
             Ok(Some(body)) => self.send(sid, body),
             Ok(None) => {}
-            Err(e) => self.send(sid, wire::error(e.code, &e.message, id)),
+            Err(e) => {
+                self.counters.error(e.code);
+                self.send(sid, wire::error(e.code, &e.message, id));
+            }
         }
     }
 

@@ -21,7 +21,7 @@ pub(crate) struct Data<'a> {
 
 /// A room event, rendered lazily at most once per face and fan-out.
 #[derive(Debug)]
-pub(crate) enum Event<'a> {
+pub(crate) enum RoomEvent<'a> {
     OtherJoined {
         room: &'a str,
         peer: &'a str,
@@ -40,13 +40,13 @@ pub(crate) enum Event<'a> {
 
 #[derive(Debug)]
 pub(crate) struct Fanout<'a> {
-    event: Event<'a>,
+    event: RoomEvent<'a>,
     native: Option<Bytes>,
     classic: Option<ClassicEvent>,
 }
 
 impl<'a> Fanout<'a> {
-    pub(crate) fn new(event: Event<'a>) -> Self {
+    pub(crate) fn new(event: RoomEvent<'a>) -> Self {
         Fanout {
             event,
             native: None,
@@ -58,7 +58,7 @@ impl<'a> Fanout<'a> {
     /// rendered now and `from` is not kept.
     pub(crate) fn message(room: &'a str, from: &str, data: Data<'a>) -> Self {
         Fanout {
-            event: Event::Message { room, data },
+            event: RoomEvent::Message { room, data },
             native: Some(wire::message(room, from, data.raw)),
             classic: None,
         }
@@ -69,10 +69,10 @@ impl<'a> Fanout<'a> {
             return b.clone();
         }
         let body = match &self.event {
-            Event::OtherJoined { room, peer, meta } => wire::other_joined(room, peer, *meta),
-            Event::Bye { room, peer } => wire::bye(room, peer),
+            RoomEvent::OtherJoined { room, peer, meta } => wire::other_joined(room, peer, *meta),
+            RoomEvent::Bye { room, peer } => wire::bye(room, peer),
             // Always pre-rendered by `Fanout::message`.
-            Event::Message { .. } => Bytes::new(),
+            RoomEvent::Message { .. } => Bytes::new(),
         };
         self.native = Some(body.clone());
         body
@@ -81,15 +81,15 @@ impl<'a> Fanout<'a> {
     fn classic(&mut self) -> &ClassicEvent {
         let event = &self.event;
         self.classic.get_or_insert_with(|| match event {
-            Event::OtherJoined { room, peer, .. } => ClassicEvent {
+            RoomEvent::OtherJoined { room, peer, .. } => ClassicEvent {
                 event: "otherjoin",
                 args: vec![Value::from(*room), Value::from(*peer)],
             },
-            Event::Bye { room, peer } => ClassicEvent {
+            RoomEvent::Bye { room, peer } => ClassicEvent {
                 event: "bye",
                 args: vec![Value::from(*room), Value::from(*peer)],
             },
-            Event::Message { room, data, .. } => {
+            RoomEvent::Message { room, data, .. } => {
                 // Only a mixed room pays this second parse; the raw text
                 // came out of a parser, so it is valid JSON.
                 let value = match data.value {
@@ -109,6 +109,8 @@ impl<'a> Fanout<'a> {
 pub(crate) struct Outbox {
     queue: VecDeque<Output>,
     replay_frames: usize,
+    /// Frames and classic events queued so far, for `Counters::frames`.
+    pub(crate) queued: u64,
 }
 
 impl Outbox {
@@ -116,6 +118,7 @@ impl Outbox {
         Outbox {
             queue: VecDeque::new(),
             replay_frames,
+            queued: 0,
         }
     }
 
@@ -132,6 +135,7 @@ impl Outbox {
         s.seq += 1;
         s.replay.push(body.clone(), self.replay_frames);
         if let Some(conn) = s.conn {
+            self.queued += 1;
             self.queue.push_back(Output::Frame {
                 conn,
                 frame: OutFrame {
@@ -144,6 +148,7 @@ impl Outbox {
 
     /// `welcome`, `resumed`, `resume_failed`: outside any session's numbering.
     pub(crate) fn unsequenced(&mut self, conn: ConnId, body: Bytes) {
+        self.queued += 1;
         self.queue.push_back(Output::Frame {
             conn,
             frame: OutFrame { seq: None, body },
@@ -151,6 +156,7 @@ impl Outbox {
     }
 
     pub(crate) fn replayed(&mut self, conn: ConnId, seq: u64, body: Bytes) {
+        self.queued += 1;
         self.queue.push_back(Output::Frame {
             conn,
             frame: OutFrame {
@@ -162,6 +168,7 @@ impl Outbox {
 
     pub(crate) fn classic(&mut self, s: &Session, event: ClassicEvent) {
         if let Some(conn) = s.conn {
+            self.queued += 1;
             self.queue.push_back(Output::Classic { conn, event });
         }
     }

@@ -6,10 +6,10 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_signal_proto::{ErrorCode, RequestId};
 
-use crate::outbox::{Data, Event, Fanout};
+use crate::outbox::{Data, Fanout, RoomEvent};
 use crate::rooms::{Refused, RoomId};
 use crate::session::Sid;
-use crate::{Refusal, SignalCore, wire};
+use crate::{Event, LeaveReason, Refusal, SignalCore, wire};
 
 /// How a join went when it was not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,14 @@ impl SignalCore {
             .join(name, sid, meta.map(RawValue::to_owned), max_peers)
         {
             Ok(rid) => rid,
-            Err(Refused::Full) => return Ok(JoinOutcome::Full),
+            Err(Refused::Full) => {
+                self.counters.rooms_full += 1;
+                self.events.push(Event::RoomFull {
+                    peer: s.peer.to_string(),
+                    room: name.to_owned(),
+                });
+                return Ok(JoinOutcome::Full);
+            }
             Err(Refused::Private) => {
                 return Err(Refusal::new(
                     ErrorCode::Forbidden,
@@ -99,7 +106,13 @@ impl SignalCore {
         s.rooms.push(rid);
         let peer = s.peer.clone();
         if let Some(room) = self.rooms.get(rid) {
-            let mut f = Fanout::new(Event::OtherJoined {
+            self.counters.joins += 1;
+            self.events.push(Event::Joined {
+                peer: peer.to_string(),
+                room: name.to_owned(),
+                peers: room.members.len(),
+            });
+            let mut f = Fanout::new(RoomEvent::OtherJoined {
                 room: &room.name,
                 peer: &peer,
                 meta,
@@ -144,19 +157,28 @@ impl SignalCore {
             .ok_or_else(not_in_room)?;
         s.rooms.retain(|&r| r != rid);
         let peer = s.peer.clone();
-        self.depart(rid, sid, &peer);
+        self.depart(rid, sid, &peer, LeaveReason::Requested);
         Ok(())
     }
 
     /// Takes `sid` out of the room and tells the others.
-    pub(crate) fn depart(&mut self, rid: RoomId, sid: Sid, peer: &str) {
+    pub(crate) fn depart(&mut self, rid: RoomId, sid: Sid, peer: &str, reason: LeaveReason) {
+        // Read before the leave: the last one out takes the room with it.
+        let name = self.rooms.name(rid).to_owned();
         if !self.rooms.leave(rid, sid) {
             return;
         }
-        let Some(room) = self.rooms.get(rid) else {
+        let room = self.rooms.get(rid);
+        self.events.push(Event::Left {
+            peer: peer.to_owned(),
+            room: name,
+            peers: room.map_or(0, |r| r.members.len()),
+            reason,
+        });
+        let Some(room) = room else {
             return;
         };
-        let mut f = Fanout::new(Event::Bye {
+        let mut f = Fanout::new(RoomEvent::Bye {
             room: &room.name,
             peer,
         });
@@ -198,8 +220,11 @@ impl SignalCore {
             if let Some(t) = self.sessions.get_mut(&target) {
                 self.outbox.deliver(t, &mut f);
             }
+            self.counters.messages += 1;
+            self.counters.deliveries += 1;
             return Ok(1);
         }
+        self.counters.messages += 1;
         let Some(room) = self.rooms.get(rid) else {
             return Ok(0);
         };
@@ -212,6 +237,7 @@ impl SignalCore {
                 delivered += 1;
             }
         }
+        self.counters.deliveries += delivered;
         Ok(delivered)
     }
 }

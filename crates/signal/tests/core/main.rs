@@ -5,6 +5,7 @@
 mod calls;
 mod classic;
 mod harness;
+mod observe;
 mod props;
 mod rooms;
 mod sessions;
