@@ -1,66 +1,376 @@
-//! STUB written by the integrator only so that the crate compiles before the
-//! TURN shell lands. The turn helper replaces this whole folder; keep the
-//! signatures used by app.rs/config.rs: TurnSettings (serde, Default),
-//! start(), TurnService::{local_udp, local_tcp, local_tls, ice_servers,
-//! credential_ttl_secs, export_metrics}.
+//! STUN/TURN service: the tokio shell around the sans-IO
+//! [`switchboard_turn::TurnServer`].
+//!
+//! Tasks: one per UDP listener socket (SO_REUSEPORT, one per CPU), one per
+//! relay socket, one per TCP/TLS connection, one accept loop per stream
+//! listener, and one timer task. They share one core behind a std `Mutex`
+//! (see `driver.rs` for why). Relay sockets are bound synchronously when
+//! the core asks for them (`Event::BindRelay`), and answered with
+//! `TurnServer::relay_bound` right away.
 
-use std::net::SocketAddr;
+mod config;
+mod driver;
+mod stream;
+mod udp;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use anyhow::Context;
+use base64::Engine as _;
 use switchboard_signal_proto::IceServer;
+use switchboard_turn::auth::mint_rest_credential;
+use switchboard_turn::{Cidr, Metrics, PeerPolicy, ServerConfig, TurnServer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// `[turn]` (stub).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TurnSettings {
-    /// UDP and TCP listen address.
-    pub listen: Option<SocketAddr>,
-    /// Allowed peer ranges.
-    pub allowed_peer_ranges: Vec<String>,
-    /// Public host.
-    pub public_host: Option<String>,
-    /// TLS listen address.
-    pub tls_listen: Option<SocketAddr>,
-    /// External IP.
-    pub external_ip: Option<std::net::IpAddr>,
+pub use config::{PortRange, PortRangeError, TurnSettings};
+use driver::{RelayPlan, Shared, timer_loop};
+use stream::{StreamContext, accept_loop};
+use udp::{UdpEndpoint, listener_loop};
+
+/// Attempts at finding a port free for both UDP and TCP when `listen` has port 0.
+const SHARED_PORT_ATTEMPTS: usize = 16;
+
+/// Handle on the running STUN/TURN service. Cheap to clone.
+#[derive(Clone)]
+pub struct TurnService {
+    inner: Arc<ServiceInner>,
 }
 
-/// Handle on the running STUN/TURN service (stub).
-#[derive(Debug, Clone)]
-pub struct TurnService;
+struct ServiceInner {
+    shared: Option<Arc<Shared>>,
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    mint_secret: Vec<u8>,
+    credential_ttl_secs: u64,
+    public_host: Option<String>,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for TurnService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnService")
+            .field("udp", &self.inner.udp)
+            .field("tcp", &self.inner.tcp)
+            .field("tls", &self.inner.tls)
+            .finish_non_exhaustive()
+    }
+}
 
 impl TurnService {
-    /// UDP address.
+    /// The bound UDP listener address, `None` when TURN is disabled.
     pub fn local_udp(&self) -> Option<SocketAddr> {
-        None
+        self.inner.udp
     }
-    /// TCP address.
+
+    /// The bound TCP listener address.
     pub fn local_tcp(&self) -> Option<SocketAddr> {
-        None
+        self.inner.tcp
     }
-    /// TLS address.
+
+    /// The bound TLS listener address, when a certificate was given.
     pub fn local_tls(&self) -> Option<SocketAddr> {
-        None
+        self.inner.tls
     }
-    /// Credentials for a peer.
-    pub fn ice_servers(&self, _peer: &str, _host: &str) -> Vec<IceServer> {
-        Vec::new()
-    }
-    /// Credential lifetime.
+
+    /// Lifetime of the credentials [`Self::ice_servers`] mints.
     pub fn credential_ttl_secs(&self) -> u64 {
-        0
+        self.inner.credential_ttl_secs
     }
-    /// Pushes gauges into the metrics recorder.
-    pub fn export_metrics(&self) {}
+
+    /// `RTCIceServer` entries for `peer_id`, with a time-limited REST
+    /// credential (`"<expiry>:<peer id>"`). `host` is the host the HTTP
+    /// client used; `turn.public_host` overrides it.
+    pub fn ice_servers(&self, peer_id: &str, host: &str) -> Vec<IceServer> {
+        let inner = &*self.inner;
+        let (Some(udp), Some(tcp)) = (inner.udp, inner.tcp) else {
+            return Vec::new();
+        };
+        let host = url_host(inner.public_host.as_deref().unwrap_or(host));
+        let mut urls = vec![
+            format!("stun:{host}:{}", udp.port()),
+            format!("turn:{host}:{}?transport=udp", udp.port()),
+            format!("turn:{host}:{}?transport=tcp", tcp.port()),
+        ];
+        if let Some(tls) = inner.tls {
+            urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+        }
+        let expiry = driver::unix_secs().saturating_add(inner.credential_ttl_secs);
+        let (username, credential) = mint_rest_credential(&inner.mint_secret, expiry, peer_id);
+        vec![IceServer {
+            urls,
+            username: Some(username),
+            credential: Some(credential),
+        }]
+    }
+
+    /// A snapshot of the core's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.inner
+            .shared
+            .as_ref()
+            .map(|s| s.lock().server.metrics())
+            .unwrap_or_default()
+    }
+
+    /// Pushes the counters into the process's `metrics` recorder (for `/metrics`).
+    pub fn export_metrics(&self) {
+        let m = self.metrics();
+        let gauges = [
+            ("switchboard_turn_allocations", m.allocations),
+            ("switchboard_turn_permissions", m.permissions),
+            ("switchboard_turn_channels", m.channels),
+        ];
+        for (name, value) in gauges {
+            metrics::gauge!(name).set(value as f64);
+        }
+        let counters = [
+            (
+                "switchboard_turn_allocations_created_total",
+                m.allocations_created,
+            ),
+            (
+                "switchboard_turn_allocations_expired_total",
+                m.allocations_expired,
+            ),
+            (
+                "switchboard_turn_binding_requests_total",
+                m.binding_requests,
+            ),
+            ("switchboard_turn_auth_failures_total", m.auth_failures),
+            ("switchboard_turn_denied_peers_total", m.denied_peers),
+            (
+                "switchboard_turn_quota_rejections_total",
+                m.quota_rejections,
+            ),
+            (
+                "switchboard_turn_relay_bind_failures_total",
+                m.relay_bind_failures,
+            ),
+            ("switchboard_turn_dropped_total", m.dropped),
+        ];
+        for (name, value) in counters {
+            metrics::counter!(name).absolute(value);
+        }
+        let relayed = [
+            ("to_peer", m.packets_to_peers, m.bytes_to_peers),
+            ("to_client", m.packets_to_clients, m.bytes_to_clients),
+        ];
+        for (direction, packets, bytes) in relayed {
+            metrics::counter!("switchboard_turn_relayed_packets_total", "direction" => direction)
+                .absolute(packets);
+            metrics::counter!("switchboard_turn_relayed_bytes_total", "direction" => direction)
+                .absolute(bytes);
+        }
+    }
+
+    /// Waits until every task of the service has ended (after shutdown).
+    pub async fn closed(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
 }
 
-/// Starts STUN/TURN (stub: nothing).
+/// `host` as it goes in a URL: brackets around an IPv6 literal, no port.
+fn url_host(host: &str) -> String {
+    if let Some(rest) = host.strip_prefix('[') {
+        return format!("[{}]", rest.split(']').next().unwrap_or(rest));
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => host.split(':').next().unwrap_or(host).to_owned(),
+    }
+}
+
+/// Binds the listeners and starts serving STUN/TURN. Returns once every
+/// listener is bound; the service stops when `shutdown` is cancelled.
 pub async fn start(
-    _settings: &TurnSettings,
-    _tls: Option<Arc<rustls::ServerConfig>>,
-    _shutdown: CancellationToken,
+    settings: &TurnSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<TurnService> {
-    Ok(TurnService)
+    let mut secrets: Vec<String> = settings
+        .rest_secret
+        .iter()
+        .chain(settings.rest_secrets.iter())
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect();
+    if secrets.is_empty() {
+        let mut random = [0u8; 32];
+        rand::fill(&mut random);
+        secrets.push(base64::engine::general_purpose::STANDARD_NO_PAD.encode(random));
+    }
+    let mint_secret = secrets[0].as_bytes().to_vec();
+    let tasks = TaskTracker::new();
+    if !settings.enabled {
+        return Ok(TurnService {
+            inner: Arc::new(ServiceInner {
+                shared: None,
+                udp: None,
+                tcp: None,
+                tls: None,
+                mint_secret,
+                credential_ttl_secs: settings.credential_ttl_secs,
+                public_host: settings.public_host.clone(),
+                tasks,
+            }),
+        });
+    }
+
+    let config = server_config(settings, &secrets)?;
+    let (udp, tcp) = bind_udp_and_tcp(settings)?;
+    let udp_local = udp.first().map(|ep| ep.local).context("no UDP listener")?;
+    let tcp_local = tcp.local_addr()?;
+    let tls_listener = match &tls {
+        Some(_) => Some(
+            TcpListener::bind(settings.tls_listen)
+                .await
+                .with_context(|| format!("binding turn.tls_listen {}", settings.tls_listen))?,
+        ),
+        None => None,
+    };
+    let tls_local = tls_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+
+    let mut config = config;
+    let listen_ip = udp_local.ip();
+    config.relay_ipv4 = settings.relay_ip.is_some_and(|ip| ip.is_ipv4()) || listen_ip.is_ipv4();
+    config.relay_ipv6 = settings.relay_ip.is_some_and(|ip| ip.is_ipv6())
+        || settings.relay_ipv6.is_some()
+        || listen_ip.is_ipv6();
+    let plan = RelayPlan {
+        ports: settings.relay_ports,
+        relay_ip: settings.relay_ip,
+        relay_ipv6: settings.relay_ipv6,
+        external_ip: settings.external_ip,
+    };
+    let server = TurnServer::new(config, Instant::now());
+    let shared = Arc::new(Shared::new(
+        server,
+        udp.clone(),
+        plan,
+        shutdown.clone(),
+        tasks.clone(),
+    ));
+
+    for endpoint in udp {
+        tasks.spawn(listener_loop(shared.clone(), endpoint));
+    }
+    tasks.spawn(timer_loop(shared.clone()));
+    let ctx = StreamContext {
+        shared: shared.clone(),
+        connections: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+        idle_timeout: Duration::from_secs(settings.max_lifetime_secs.max(60) + 60),
+    };
+    tasks.spawn(accept_loop(ctx.clone(), tcp, None));
+    if let (Some(listener), Some(tls)) = (tls_listener, tls) {
+        tasks.spawn(accept_loop(
+            ctx,
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+        ));
+    }
+    tracing::info!(udp = %udp_local, tcp = %tcp_local, tls = ?tls_local, realm = %settings.realm, "STUN/TURN listening");
+
+    Ok(TurnService {
+        inner: Arc::new(ServiceInner {
+            shared: Some(shared),
+            udp: Some(udp_local),
+            tcp: Some(tcp_local),
+            tls: tls_local,
+            mint_secret,
+            credential_ttl_secs: settings.credential_ttl_secs,
+            public_host: settings.public_host.clone(),
+            tasks,
+        }),
+    })
+}
+
+fn server_config(settings: &TurnSettings, secrets: &[String]) -> anyhow::Result<ServerConfig> {
+    let mut nonce_secret = [0u8; 32];
+    rand::fill(&mut nonce_secret);
+    let mut config = ServerConfig::new(settings.realm.clone(), nonce_secret.to_vec());
+    for (name, password) in &settings.users {
+        config.credentials.add_user(name.clone(), password.clone());
+    }
+    for secret in secrets {
+        config.credentials.add_rest_secret(secret.as_bytes());
+    }
+    let mut policy = PeerPolicy::new();
+    for range in &settings.allowed_peer_ranges {
+        policy.allow(range.parse::<Cidr>().context("turn.allowed_peer_ranges")?);
+    }
+    for range in &settings.denied_peer_ranges {
+        policy.deny(range.parse::<Cidr>().context("turn.denied_peer_ranges")?);
+    }
+    config.policy = policy;
+    config.max_allocations = settings.max_allocations;
+    config.max_allocations_per_user = settings.max_allocations_per_user;
+    config.max_lifetime = Duration::from_secs(settings.max_lifetime_secs.max(1));
+    config.default_lifetime = config.default_lifetime.min(config.max_lifetime);
+    config.nonce_lifetime = Duration::from_secs(settings.nonce_lifetime_secs.max(1));
+    Ok(config)
+}
+
+/// UDP sockets (one per CPU) and a TCP listener on the same port. With port
+/// 0 the UDP port is chosen first and TCP must follow it; a port taken for
+/// TCP by someone else means trying again.
+fn bind_udp_and_tcp(
+    settings: &TurnSettings,
+) -> anyhow::Result<(Vec<Arc<UdpEndpoint>>, TcpListener)> {
+    let count = match settings.udp_sockets {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let attempts = if settings.listen.port() == 0 {
+        SHARED_PORT_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let first = UdpEndpoint::listener(settings.listen)
+            .with_context(|| format!("binding turn.listen {} (UDP)", settings.listen))?;
+        let addr = first.local;
+        let tcp = match std::net::TcpListener::bind(addr) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                last_error = Some(
+                    anyhow::Error::new(e).context(format!("binding turn.listen {addr} (TCP)")),
+                );
+                continue;
+            }
+        };
+        tcp.set_nonblocking(true)?;
+        let mut sockets = vec![Arc::new(first)];
+        for _ in 1..count {
+            let more = UdpEndpoint::listener(addr)
+                .with_context(|| format!("binding turn.listen {addr} (UDP)"))?;
+            sockets.push(Arc::new(more));
+        }
+        return Ok((sockets, TcpListener::from_std(tcp)?));
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("binding turn.listen {}", settings.listen)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(url_host("example.com"), "example.com");
+        assert_eq!(url_host("example.com:8080"), "example.com");
+        assert_eq!(url_host("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(url_host("::1"), "[::1]");
+        assert_eq!(url_host("[::1]:8080"), "[::1]");
+    }
 }

@@ -1,0 +1,275 @@
+//! The thin driver around the sans-IO [`TurnServer`]: one core behind a std
+//! `Mutex`, shared by the socket tasks.
+//!
+//! Why one locked core rather than one core per task: a relayed packet
+//! enters on one socket (a listener, a relay) and leaves on another, and
+//! each allocation's state is touched from both directions; sharding the
+//! core would need cross-shard routing for every packet. The critical
+//! section is a hash lookup, a copy and a non-blocking `sendmsg`; nothing
+//! awaits under the lock (mini-redis's `Db` pattern).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use switchboard_turn::{Event, Family, FiveTuple, RelayAddress, Source, Transport, TurnServer};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::PortRange;
+use super::udp::{RecvBuffers, UdpEndpoint, relay_loop};
+
+/// Ports tried for one relay socket before answering 508.
+const BIND_ATTEMPTS: u32 = 64;
+
+/// Where relay sockets go.
+#[derive(Debug, Clone)]
+pub(super) struct RelayPlan {
+    pub(super) ports: PortRange,
+    /// Fixed local IPv4/IPv6 to bind; else the address the client reached.
+    pub(super) relay_ip: Option<IpAddr>,
+    pub(super) relay_ipv6: Option<Ipv6Addr>,
+    pub(super) external_ip: Option<IpAddr>,
+}
+
+/// State shared by every task of the service.
+pub(super) struct Shared {
+    core: Mutex<Core>,
+    /// Wakes the timer task when the core's next deadline moved earlier.
+    pub(super) timer: Notify,
+    pub(super) shutdown: CancellationToken,
+    pub(super) tasks: TaskTracker,
+    pub(super) plan: RelayPlan,
+}
+
+impl Shared {
+    pub(super) fn new(
+        server: TurnServer,
+        udp: Vec<Arc<UdpEndpoint>>,
+        plan: RelayPlan,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            core: Mutex::new(Core {
+                server,
+                io: IoTable {
+                    udp,
+                    relays: HashMap::new(),
+                    streams: HashMap::new(),
+                    armed: None,
+                    send_failures: 0,
+                },
+                relay_buffers: RecvBuffers::new(),
+            }),
+            timer: Notify::new(),
+            shutdown,
+            tasks,
+            plan,
+        }
+    }
+
+    /// The core. A panic while holding the lock leaves consistent enough
+    /// state (the server is a plain data structure), so poisoning is ignored.
+    pub(super) fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The server and the sockets its outputs name.
+pub(super) struct Core {
+    pub(super) server: TurnServer,
+    pub(super) io: IoTable,
+    /// Receive buffers shared by all relay sockets (read under the lock).
+    pub(super) relay_buffers: RecvBuffers,
+}
+
+impl Core {
+    /// Sends everything the server queued and carries out its events.
+    pub(super) fn flush(&mut self, shared: &Arc<Shared>, now: Instant) {
+        self.io.flush(&mut self.server, shared, now);
+    }
+}
+
+struct RelaySocket {
+    endpoint: Arc<UdpEndpoint>,
+    cancel: CancellationToken,
+}
+
+/// Sockets by the names the server's outputs use.
+pub(super) struct IoTable {
+    /// Listener sockets sharing one address; any of them may send.
+    udp: Vec<Arc<UdpEndpoint>>,
+    relays: HashMap<SocketAddr, RelaySocket>,
+    pub(super) streams: HashMap<FiveTuple, mpsc::Sender<Bytes>>,
+    /// The deadline the timer task sleeps until.
+    pub(super) armed: Option<Instant>,
+    /// Datagrams or frames dropped on full buffers.
+    pub(super) send_failures: u64,
+}
+
+impl IoTable {
+    pub(super) fn flush(&mut self, server: &mut TurnServer, shared: &Arc<Shared>, now: Instant) {
+        loop {
+            while let Some(t) = server.poll_transmit() {
+                let sent = match t.source {
+                    Source::Client(ft) => match ft.transport {
+                        Transport::Udp => self.udp.first().is_some_and(|ep| {
+                            let src = (ep.local.ip().is_unspecified()).then_some(ft.server.ip());
+                            ep.send(t.to, t.bytes, src)
+                        }),
+                        // A slow stream client loses relayed packets rather than
+                        // holding up everyone behind the lock.
+                        _ => self
+                            .streams
+                            .get(&ft)
+                            .is_some_and(|tx| tx.try_send(Bytes::copy_from_slice(t.bytes)).is_ok()),
+                    },
+                    Source::Relay(local) => self
+                        .relays
+                        .get(&local)
+                        .is_some_and(|r| r.endpoint.send(t.to, t.bytes, None)),
+                };
+                if !sent {
+                    self.send_failures += 1;
+                }
+            }
+            let mut answered = false;
+            while let Some(event) = server.poll_event() {
+                match event {
+                    Event::BindRelay {
+                        id,
+                        family,
+                        near,
+                        even_port,
+                    } => {
+                        let bound = self.bind_relay(shared, family, near, even_port);
+                        server.relay_bound(now, id, bound);
+                        answered = true;
+                    }
+                    Event::ReleaseRelay { local } => {
+                        if let Some(relay) = self.relays.remove(&local) {
+                            relay.cancel.cancel();
+                        }
+                    }
+                    Event::CloseConnection(ft) => {
+                        self.streams.remove(&ft);
+                    }
+                    other => tracing::debug!(?other, "turn: unhandled event"),
+                }
+            }
+            if !answered {
+                break;
+            }
+        }
+        let next = server.poll_timeout();
+        if next != self.armed {
+            let earlier = match (next, self.armed) {
+                (Some(n), Some(a)) => n < a,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            self.armed = next;
+            if earlier {
+                shared.timer.notify_one();
+            }
+        }
+    }
+
+    fn bind_relay(
+        &mut self,
+        shared: &Arc<Shared>,
+        family: Family,
+        near: SocketAddr,
+        even_port: bool,
+    ) -> Option<RelayAddress> {
+        let plan = &shared.plan;
+        let near_ip = Some(near.ip()).filter(|ip| !ip.is_unspecified());
+        let ip = match family {
+            Family::V4 => plan
+                .relay_ip
+                .filter(IpAddr::is_ipv4)
+                .or(near_ip.filter(IpAddr::is_ipv4))?,
+            Family::V6 => plan
+                .relay_ip
+                .filter(IpAddr::is_ipv6)
+                .or(plan.relay_ipv6.map(IpAddr::V6))
+                .or(near_ip.filter(IpAddr::is_ipv6))?,
+        };
+        let ports = plan.ports;
+        let span = ports.len();
+        let mut offset = rand::random_range(0..span);
+        let step = if even_port { 2 } else { 1 };
+        for _ in 0..BIND_ATTEMPTS.min(span) {
+            let mut port = u32::from(ports.min) + offset % span;
+            if even_port && port % 2 == 1 {
+                port = if port < u32::from(ports.max) {
+                    port + 1
+                } else {
+                    port - 1
+                };
+            }
+            offset += step;
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
+            let local = SocketAddr::new(ip, port);
+            if self.relays.contains_key(&local) {
+                continue;
+            }
+            let Ok(endpoint) = UdpEndpoint::relay(local) else {
+                continue;
+            };
+            let endpoint = Arc::new(endpoint);
+            let public_ip = plan
+                .external_ip
+                .filter(|ext| ext.is_ipv4() == ip.is_ipv4())
+                .unwrap_or(ip);
+            let cancel = shared.shutdown.child_token();
+            shared
+                .tasks
+                .spawn(relay_loop(shared.clone(), endpoint.clone(), cancel.clone()));
+            self.relays.insert(local, RelaySocket { endpoint, cancel });
+            return Some(RelayAddress {
+                local,
+                public: SocketAddr::new(public_ip, port),
+            });
+        }
+        tracing::warn!(%ip, %ports, "turn: no free relay port");
+        None
+    }
+}
+
+/// Fires the core's timers until shutdown.
+pub(super) async fn timer_loop(shared: Arc<Shared>) {
+    loop {
+        let deadline = shared.lock().io.armed;
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = shared.timer.notified() => continue,
+            () = sleep => {}
+        }
+        let now = Instant::now();
+        let mut core = shared.lock();
+        core.server.handle_timeout(now);
+        core.flush(&shared, now);
+    }
+}
+
+/// Seconds since the Unix epoch, for REST credential expiry.
+pub(super) fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

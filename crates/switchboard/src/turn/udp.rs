@@ -1,0 +1,208 @@
+//! UDP sockets: the listeners (SO_REUSEPORT, one per CPU) and relay sockets,
+//! both read with batched `recvmmsg` (and GRO where the kernel has it)
+//! through quinn-udp.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn_udp::{RecvMeta, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+use switchboard_turn::{FiveTuple, Transport};
+use tokio::io::Interest;
+use tokio_util::sync::CancellationToken;
+
+use super::driver::{Shared, unix_secs};
+
+/// Datagrams per `recvmmsg`.
+pub(super) const SLOTS: usize = if quinn_udp::BATCH_SIZE < 32 {
+    quinn_udp::BATCH_SIZE
+} else {
+    32
+};
+/// Bytes per receive slot: room for a GRO train of full-size datagrams.
+pub(super) const SLOT_LEN: usize = 64 * 1024;
+/// Socket buffers asked of the kernel; relaying bursts overflow the default.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A UDP socket with quinn-udp's per-socket state.
+#[derive(Debug)]
+pub(super) struct UdpEndpoint {
+    socket: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    pub(super) local: SocketAddr,
+}
+
+impl UdpEndpoint {
+    fn new(socket: Socket, buffers: bool) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        let std_socket: std::net::UdpSocket = socket.into();
+        let state = UdpSocketState::new((&std_socket).into())?;
+        if buffers {
+            // Best effort: the kernel caps these at net.core.[rw]mem_max.
+            let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER);
+            let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER);
+        }
+        let local = std_socket.local_addr()?;
+        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
+        Ok(Self {
+            socket,
+            state,
+            local,
+        })
+    }
+
+    /// A listener socket; several may share `addr` (SO_REUSEPORT), the
+    /// kernel spreading clients over them by 4-tuple hash.
+    pub(super) fn listener(addr: SocketAddr) -> io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        Self::new(socket, true)
+    }
+
+    /// A relay socket at exactly `addr`.
+    pub(super) fn relay(addr: SocketAddr) -> io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.bind(&addr.into())?;
+        Self::new(socket, false)
+    }
+
+    /// Sends one datagram without waiting: on a full socket buffer the
+    /// datagram is dropped, as the network would. `src_ip` picks the source
+    /// address on a wildcard-bound socket.
+    pub(super) fn send(&self, to: SocketAddr, bytes: &[u8], src_ip: Option<IpAddr>) -> bool {
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents: bytes,
+            segment_size: None,
+            src_ip,
+        };
+        self.socket
+            .try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            })
+            .is_ok()
+    }
+
+    /// One `recvmmsg` without waiting; `WouldBlock` when nothing is queued.
+    pub(super) fn try_recv(&self, bufs: &mut RecvBuffers) -> io::Result<usize> {
+        let mut chunks = bufs.storage.chunks_mut(SLOT_LEN);
+        let mut iovs: [IoSliceMut<'_>; SLOTS] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        self.socket.try_io(Interest::READABLE, || {
+            self.state
+                .recv((&self.socket).into(), &mut iovs, &mut bufs.meta)
+        })
+    }
+
+    pub(super) async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+}
+
+/// Receive buffers for one `recvmmsg`.
+pub(super) struct RecvBuffers {
+    storage: Vec<u8>,
+    meta: [RecvMeta; SLOTS],
+}
+
+impl RecvBuffers {
+    pub(super) fn new() -> Self {
+        Self {
+            storage: vec![0; SLOTS * SLOT_LEN],
+            meta: [RecvMeta::default(); SLOTS],
+        }
+    }
+
+    /// The datagrams of the last `n`-message receive: (sender, our address
+    /// if known, bytes), GRO trains split at their stride.
+    pub(super) fn datagrams(
+        &self,
+        n: usize,
+    ) -> impl Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])> + '_ {
+        self.meta
+            .iter()
+            .take(n)
+            .enumerate()
+            .flat_map(move |(i, meta)| {
+                let start = i * SLOT_LEN;
+                let data = &self.storage[start..start + meta.len.min(SLOT_LEN)];
+                data.chunks(meta.stride.max(1))
+                    .map(move |seg| (meta.addr, meta.dst_ip, seg))
+            })
+    }
+}
+
+/// Reads a listener socket until shutdown, handing each datagram to the core.
+pub(super) async fn listener_loop(shared: Arc<Shared>, endpoint: Arc<UdpEndpoint>) {
+    let mut bufs = RecvBuffers::new();
+    let local = endpoint.local;
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            ready = endpoint.readable() => if ready.is_err() { return },
+        }
+        let n = match endpoint.try_recv(&mut bufs) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                // ICMP errors surface here on some kernels; keep serving.
+                tracing::trace!(error = %e, "turn udp recv");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let unix = unix_secs();
+        let mut core = shared.lock();
+        for (client, dst_ip, bytes) in bufs.datagrams(n) {
+            let server = SocketAddr::new(dst_ip.unwrap_or(local.ip()), local.port());
+            let five_tuple = FiveTuple {
+                transport: Transport::Udp,
+                client,
+                server,
+            };
+            core.server.handle_client(now, unix, five_tuple, bytes);
+            core.flush(&shared, now);
+        }
+    }
+}
+
+/// Reads a relay socket until its allocation ends. The receive buffers are
+/// the core's shared ones (read under the core lock), so an allocation costs
+/// a socket and a task, not megabytes of buffers.
+pub(super) async fn relay_loop(
+    shared: Arc<Shared>,
+    endpoint: Arc<UdpEndpoint>,
+    cancel: CancellationToken,
+) {
+    let local = endpoint.local;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            ready = endpoint.readable() => if ready.is_err() { return },
+        }
+        let now = Instant::now();
+        let mut guard = shared.lock();
+        let core = &mut *guard;
+        // A few batches at most, so one busy peer cannot hog the lock.
+        for _ in 0..4 {
+            let n = match endpoint.try_recv(&mut core.relay_buffers) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            for (peer, _, bytes) in core.relay_buffers.datagrams(n) {
+                core.server.handle_peer(now, local, peer, bytes);
+                core.io.flush(&mut core.server, &shared, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The TURN shell over real loopback sockets: UDP, TCP and TLS clients,
+//! a UDP peer, allocate → permission → Send/Data → channel → ChannelData.
+
+mod turn_support;
+
+use std::net::SocketAddr;
+
+use switchboard_stun::attr::{ChannelNumber, Data, Lifetime, XorMappedAddress, XorPeerAddress};
+use switchboard_stun::{ChannelData, Message, MessageType, Method};
+use turn_support::*;
+
+/// The whole relay flow on one client connection.
+async fn relay_round_trip(client: &mut TurnClient) {
+    let relayed = client.allocate().await.expect("allocation");
+    assert_eq!(
+        relayed.ip().to_string(),
+        "127.0.0.1",
+        "relay bound where the client reached us"
+    );
+    assert!(relayed.port() >= 49152);
+    let peer = peer().await;
+    let peer_addr = peer.local_addr().unwrap();
+
+    // Permission, then Send → peer and peer → Data indication.
+    let answer = client
+        .ask(Method::CREATE_PERMISSION, |b| {
+            b.add_xor_peer_address(peer_addr);
+        })
+        .await;
+    assert!(is_success(&answer), "permission: {:?}", error_code(&answer));
+    client.send_indication(peer_addr, b"hello peer").await;
+    let (data, from) = peer_recv(&peer).await.expect("peer gets the Send data");
+    assert_eq!((data.as_slice(), from), (&b"hello peer"[..], relayed));
+    peer.send_to(b"hello client", relayed).await.unwrap();
+    let indication = client.conn.recv().await.expect("Data indication");
+    let msg = Message::parse(&indication).unwrap();
+    assert_eq!(msg.message_type(), MessageType::DATA_INDICATION);
+    assert_eq!(msg.get::<XorPeerAddress>().unwrap().unwrap().0, peer_addr);
+    assert_eq!(msg.get::<Data>().unwrap().unwrap().0, b"hello client");
+
+    // Channel, then ChannelData both ways.
+    let answer = client
+        .ask(Method::CHANNEL_BIND, |b| {
+            b.add(&ChannelNumber(0x4001))
+                .add_xor_peer_address(peer_addr);
+        })
+        .await;
+    assert!(
+        is_success(&answer),
+        "channel bind: {:?}",
+        error_code(&answer)
+    );
+    for i in 0..20u8 {
+        let payload = vec![i; 1 + usize::from(i) * 37];
+        client.channel_data(0x4001, &payload).await;
+        let (data, from) = peer_recv(&peer)
+            .await
+            .expect("peer gets ChannelData payload");
+        assert_eq!((data, from), (payload.clone(), relayed));
+        peer.send_to(&payload, relayed).await.unwrap();
+        let frame = client.conn.recv().await.expect("ChannelData to the client");
+        let cd = ChannelData::parse(&frame).unwrap();
+        assert_eq!((cd.channel(), cd.data()), (0x4001, payload.as_slice()));
+        if client.conn.is_stream() {
+            assert_eq!(frame.len() % 4, 0, "padded on streams");
+        }
+    }
+
+    // Refresh with lifetime 0 ends the allocation and closes the relay.
+    let answer = client
+        .ask(Method::REFRESH, |b| {
+            b.add(&Lifetime(0));
+        })
+        .await;
+    assert!(is_success(&answer));
+    peer.send_to(b"too late", relayed).await.unwrap();
+    client.channel_data(0x4001, b"too late").await;
+    assert!(peer_recv_quick(&peer).await.is_none());
+}
+
+async fn peer_recv_quick(peer: &tokio::net::UdpSocket) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        peer.recv_from(&mut buf),
+    )
+    .await
+    .ok()
+    .map(|r| buf[..r.unwrap().0].to_vec())
+}
+
+fn loopback_allowed() -> switchboard::turn::TurnSettings {
+    let mut s = settings();
+    s.allowed_peer_ranges = vec!["127.0.0.0/8".into()];
+    s
+}
+
+#[tokio::test]
+async fn relay_over_udp() {
+    let server = start(&loopback_allowed(), None).await;
+    let udp = server.service.local_udp().unwrap();
+    let mut client = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    relay_round_trip(&mut client).await;
+    let m = server.service.metrics();
+    assert!(
+        m.packets_to_peers >= 21 && m.packets_to_clients >= 21,
+        "{m:?}"
+    );
+    assert_eq!(m.allocations, 0);
+}
+
+#[tokio::test]
+async fn relay_over_tcp() {
+    let server = start(&loopback_allowed(), None).await;
+    let tcp = server.service.local_tcp().unwrap();
+    assert_eq!(
+        tcp.port(),
+        server.service.local_udp().unwrap().port(),
+        "same port for UDP and TCP"
+    );
+    let mut client = TurnClient::new(Conn::tcp(tcp).await, "alice", "alice-pw");
+    relay_round_trip(&mut client).await;
+}
+
+#[tokio::test]
+async fn relay_over_tls() {
+    let (server_tls, client_tls) = tls_pair();
+    let server = start(&loopback_allowed(), Some(server_tls)).await;
+    let tls = server.service.local_tls().expect("TLS listener");
+    let mut client = TurnClient::new(Conn::tls(tls, client_tls).await, "alice", "alice-pw");
+    relay_round_trip(&mut client).await;
+}
+
+#[tokio::test]
+async fn tls_listener_only_with_a_certificate() {
+    let server = start(&settings(), None).await;
+    assert!(server.service.local_tls().is_none());
+    let ice = server.service.ice_servers("peer-1", "example.com:8080");
+    assert_eq!(ice.len(), 1);
+    assert!(ice[0].urls.iter().all(|u| !u.starts_with("turns:")));
+}
+
+#[tokio::test]
+async fn closing_a_tcp_connection_ends_its_allocation() {
+    let server = start(&loopback_allowed(), None).await;
+    let tcp = server.service.local_tcp().unwrap();
+    let mut client = TurnClient::new(Conn::tcp(tcp).await, "alice", "alice-pw");
+    client.allocate().await.unwrap();
+    assert_eq!(server.service.metrics().allocations, 1);
+    drop(client);
+    for _ in 0..200 {
+        if server.service.metrics().allocations == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("allocation outlived its connection");
+}
+
+#[tokio::test]
+async fn binding_without_credentials_on_udp_tcp_tls() {
+    let (server_tls, client_tls) = tls_pair();
+    let server = start(&settings(), Some(server_tls)).await;
+    let s = &server.service;
+    let conns = [
+        Conn::udp(s.local_udp().unwrap()).await,
+        Conn::tcp(s.local_tcp().unwrap()).await,
+        Conn::tls(s.local_tls().unwrap(), client_tls).await,
+    ];
+    for conn in conns {
+        let local = match &conn {
+            Conn::Udp(sock, _) => sock.local_addr().unwrap(),
+            Conn::Tcp(sock, _) => sock.local_addr().unwrap(),
+            Conn::Tls(sock, _) => sock.get_ref().0.local_addr().unwrap(),
+        };
+        let mut client = TurnClient::new(conn, "", "");
+        let answer = client.request(Method::BINDING, false, |_| {}).await;
+        let msg = Message::parse(&answer).unwrap();
+        assert_eq!(msg.message_type(), MessageType::BINDING_RESPONSE);
+        assert_eq!(msg.get::<XorMappedAddress>().unwrap().unwrap().0, local);
+        assert!(msg.verify_fingerprint().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_gets_401() {
+    let server = start(&settings(), None).await;
+    let udp = server.service.local_udp().unwrap();
+    let mut client = TurnClient::new(Conn::udp(udp).await, "alice", "not-the-password");
+    assert_eq!(client.allocate().await, Err(401));
+    assert!(server.service.metrics().auth_failures >= 1);
+}
+
+#[tokio::test]
+async fn loopback_peer_is_refused_unless_allowed() {
+    let server = start(&settings(), None).await;
+    let udp = server.service.local_udp().unwrap();
+    let mut client = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    client.allocate().await.unwrap();
+    for peer in [
+        "127.0.0.1:9",
+        "[::ffff:127.0.0.1]:9",
+        "169.254.169.254:80",
+        "10.1.2.3:9",
+    ] {
+        let peer: SocketAddr = peer.parse().unwrap();
+        let answer = client
+            .ask(Method::CREATE_PERMISSION, |b| {
+                b.add_xor_peer_address(peer);
+            })
+            .await;
+        assert!(
+            matches!(error_code(&answer), Some(403 | 443)),
+            "{peer}: {:?}",
+            error_code(&answer)
+        );
+    }
+    assert!(server.service.metrics().denied_peers >= 3);
+
+    let server = start(&loopback_allowed(), None).await;
+    let mut client = TurnClient::new(
+        Conn::udp(server.service.local_udp().unwrap()).await,
+        "alice",
+        "alice-pw",
+    );
+    client.allocate().await.unwrap();
+    let answer = client
+        .ask(Method::CREATE_PERMISSION, |b| {
+            b.add_xor_peer_address("127.0.0.1:9".parse().unwrap());
+        })
+        .await;
+    assert!(is_success(&answer));
+}
+
+#[tokio::test]
+async fn two_clients_relay_through_each_others_relay_addresses() {
+    // The server's own relay addresses are allowed even though they are loopback.
+    let server = start(&settings(), None).await;
+    let udp = server.service.local_udp().unwrap();
+    let mut a = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    let mut b = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    let relay_a = a.allocate().await.unwrap();
+    let relay_b = b.allocate().await.unwrap();
+    for (client, other) in [(&mut a, relay_b), (&mut b, relay_a)] {
+        let answer = client
+            .ask(Method::CREATE_PERMISSION, |m| {
+                m.add_xor_peer_address(other);
+            })
+            .await;
+        assert!(is_success(&answer), "{:?}", error_code(&answer));
+    }
+    a.send_indication(relay_b, b"via two relays").await;
+    let got = b.conn.recv().await.expect("data reaches b");
+    let msg = Message::parse(&got).unwrap();
+    assert_eq!(msg.get::<Data>().unwrap().unwrap().0, b"via two relays");
+    assert_eq!(msg.get::<XorPeerAddress>().unwrap().unwrap().0, relay_a);
+}
+
+#[tokio::test]
+async fn rest_credentials_from_ice_servers_work() {
+    let mut s = settings();
+    s.rest_secret = Some("shared-secret".into());
+    s.public_host = Some("turn.example.org".into());
+    let server = start(&s, None).await;
+    let ice = server.service.ice_servers("peer-42", "ignored.example");
+    let entry = &ice[0];
+    let udp_port = server.service.local_udp().unwrap().port();
+    assert_eq!(entry.urls[0], format!("stun:turn.example.org:{udp_port}"));
+    assert!(
+        entry
+            .urls
+            .contains(&format!("turn:turn.example.org:{udp_port}?transport=udp"))
+    );
+    assert!(
+        entry
+            .urls
+            .contains(&format!("turn:turn.example.org:{udp_port}?transport=tcp"))
+    );
+    let username = entry.username.clone().unwrap();
+    assert!(username.ends_with(":peer-42"));
+    let udp = server.service.local_udp().unwrap();
+    let mut client = TurnClient::new(
+        Conn::udp(udp).await,
+        &username,
+        entry.credential.as_deref().unwrap(),
+    );
+    client
+        .allocate()
+        .await
+        .expect("minted credential is accepted");
+}
+
+#[tokio::test]
+async fn random_secret_when_none_is_configured() {
+    let server = start(&settings(), None).await;
+    let ice = server.service.ice_servers("p", "127.0.0.1");
+    let udp = server.service.local_udp().unwrap();
+    let mut client = TurnClient::new(
+        Conn::udp(udp).await,
+        ice[0].username.as_deref().unwrap(),
+        ice[0].credential.as_deref().unwrap(),
+    );
+    client
+        .allocate()
+        .await
+        .expect("credentials from welcome work out of the box");
+}
