@@ -241,9 +241,13 @@ impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
         let args = match event_args(&v) {
             Ok(args) => args,
             Err(e) => {
+                // Answered like the core answers a bad request: an `error`
+                // event, and the same object as the ack when one is asked.
                 tracing::debug!(conn = self.conn.0, "unreadable socket.io event: {e}");
                 let refusal = json!({"code": "bad_request", "message": e.to_string()});
                 let _ = s.emit("error", &refusal);
+                let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+                let _ = ack.send(&refusal);
                 return;
             }
         };
@@ -260,12 +264,15 @@ impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
     }
 }
 
-/// The arguments of an event packet, the event name first. The common
-/// parser keeps the packet's JSON text as is (binary attachments stay as
-/// their `{"_placeholder":true,"num":N}` objects: the classic events carry
-/// JSON only).
+/// The arguments of an event packet, the event name first, from the
+/// packet's JSON text as the common parser keeps it. The classic events
+/// carry JSON only: a packet with binary attachments is refused.
 fn event_args(v: &Value) -> Result<Vec<Json>, EventError> {
-    let text = v.as_str().ok_or(EventError::Binary)?;
+    let text = match v {
+        Value::Str(text, None) => text,
+        Value::Str(text, Some(bins)) if bins.is_empty() => text,
+        _ => return Err(EventError::Binary),
+    };
     let args: Vec<Json> = serde_json::from_str(text).map_err(EventError::Json)?;
     match args.first() {
         Some(Json::String(_)) => Ok(args),
@@ -276,7 +283,7 @@ fn event_args(v: &Value) -> Result<Vec<Json>, EventError> {
 /// An event packet the core cannot be given.
 #[derive(Debug, thiserror::Error)]
 enum EventError {
-    #[error("binary packets are not part of the protocol; send JSON")]
+    #[error("binary data is not part of the protocol; send JSON")]
     Binary,
     #[error("the event is not a JSON array: {0}")]
     Json(serde_json::Error),
@@ -400,6 +407,14 @@ mod tests {
     fn event_args_refuse_what_is_not_an_event() {
         assert!(matches!(
             event_args(&Value::Bytes(bytes::Bytes::from_static(b"x"))),
+            Err(EventError::Binary)
+        ));
+        let attached = std::collections::VecDeque::from([bytes::Bytes::from_static(b"x")]);
+        assert!(matches!(
+            event_args(&Value::Str(
+                r#"["message","r",{"_placeholder":true,"num":0}]"#.into(),
+                Some(attached)
+            )),
             Err(EventError::Binary)
         ));
         assert!(matches!(

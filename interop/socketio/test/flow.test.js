@@ -144,6 +144,11 @@ for (const mode of modes) {
       a.emit('join', 42);
       const [err2] = await a.rec.next('error');
       assert.equal(err2.code, 'bad_request');
+      // Binary attachments are not part of the classic events.
+      const ack = await emitAck(a, 'message', 'anywhere', Buffer.from([1, 2, 3]));
+      assert.equal(ack.code, 'bad_request');
+      const [err3] = await a.rec.next('error');
+      assert.equal(err3.code, 'bad_request');
     });
   });
 }

@@ -38,6 +38,7 @@ describe('a room shared by a native peer and a socket.io peer', () => {
     const other = await native.rec.next('other_joined');
     assert.equal(other.room, 'mixed');
     assert.equal(other.peer, sioId, 'the native side sees the socket.io peer under its id');
+    assert.deepEqual(other.meta, {});
 
     // native → socket.io: the offer.
     const offer = { kind: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n' };
