@@ -515,6 +515,7 @@ export class SignalingClient extends Emitter {
 /**
  * @typedef {object} MeshOptions
  * @property {MediaStream} [stream] local media to send to every peer.
+ * @property {MediaStreamConstraints} [media] without `stream`: getUserMedia(media) at join.
  * @property {boolean} [relayOnly] iceTransportPolicy 'relay'.
  * @property {boolean} [dataChannel] open a negotiated data channel 'switchboard' (id 0) per peer.
  * @property {RTCIceServer[]} [iceServers] overrides welcome.ice_servers.
@@ -759,6 +760,7 @@ export class Mesh extends Emitter {
   /** Joins the room and calls everyone already there. @param {object} [meta] */
   async join(meta) {
     this.meta = meta;
+    if (!this.stream && this.options.media) this.stream = await navigator.mediaDevices.getUserMedia(this.options.media);
     if (!this.active) this._listen();
     this.active = true;
     try {
@@ -821,6 +823,21 @@ export class Mesh extends Emitter {
   /** Sends app data (chat, mute state) to everyone, or to one peer. @param {any} data @param {string} [to] */
   send(data, to) {
     this.client.message(this.room, data, to);
+  }
+
+  /**
+   * Sends over every open data channel (option `dataChannel`); returns how many got it.
+   * @param {string|ArrayBuffer|Blob|ArrayBufferView} data
+   */
+  sendChannel(data) {
+    let n = 0;
+    for (const p of this.peers.values()) {
+      if (p.channel?.readyState === 'open') {
+        p.channel.send(/** @type {any} */ (data));
+        n += 1;
+      }
+    }
+    return n;
   }
 
   /**
