@@ -2,13 +2,22 @@
 
 /// Lowest channel number a client may bind.
 pub const CHANNEL_MIN: u16 = 0x4000;
-/// Highest channel number a client may bind (0x5000–0x7FFF are reserved).
+/// Highest channel number RFC 8656 lets a client bind (it reserves 0x5000–0xFFFF).
 pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Highest channel number RFC 5766 allowed. coturn, client (turnutils_uclient) and server,
+/// still uses the whole 0x4000–0x7FFF range, so ChannelData framing accepts it; which numbers a
+/// ChannelBind may take is the TURN server's policy.
+pub const CHANNEL_MAX_RFC5766: u16 = 0x7FFF;
 /// Size of the ChannelData header.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 
 pub(crate) const fn is_valid_channel(channel: u16) -> bool {
     channel >= CHANNEL_MIN && channel <= CHANNEL_MAX
+}
+
+/// Whether `channel` can frame ChannelData at all: its first two bits are 01.
+pub(crate) const fn is_channel_data_number(channel: u16) -> bool {
+    channel >= CHANNEL_MIN && channel <= CHANNEL_MAX_RFC5766
 }
 
 /// Why bytes are not a valid ChannelData message; a server drops such packets silently.
@@ -21,8 +30,8 @@ pub enum ChannelDataError {
         /// Bytes available.
         len: usize,
     },
-    /// A channel number outside 0x4000–0x4FFF.
-    #[error("channel number {0:#06x} is outside 0x4000-0x4FFF")]
+    /// A channel number outside 0x4000–0x7FFF.
+    #[error("channel number {0:#06x} is outside 0x4000-0x7FFF")]
     InvalidChannel(u16),
     /// The length field claims more data than present.
     #[error("ChannelData says {declared} bytes, {available} present")]
@@ -53,9 +62,9 @@ pub struct ChannelData<'a> {
 }
 
 impl<'a> ChannelData<'a> {
-    /// A message to encode. Fails for a channel outside 0x4000–0x4FFF or data over 65535 bytes.
+    /// A message to encode. Fails for a channel outside 0x4000–0x7FFF or data over 65535 bytes.
     pub fn new(channel: u16, data: &'a [u8]) -> Result<Self, ChannelDataError> {
-        if !is_valid_channel(channel) {
+        if !is_channel_data_number(channel) {
             return Err(ChannelDataError::InvalidChannel(channel));
         }
         if data.len() > usize::from(u16::MAX) {
@@ -65,13 +74,14 @@ impl<'a> ChannelData<'a> {
     }
 
     /// Parses one ChannelData message. Padding to a multiple of 4 may be present (it must be,
-    /// over TCP/TLS) or not (UDP); any byte beyond that padding is an error.
+    /// over TCP/TLS) or not (UDP); any byte beyond that padding is an error. Channel numbers
+    /// 0x4000–0x7FFF are accepted (see [`CHANNEL_MAX_RFC5766`]).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ChannelDataError> {
         let (&[c0, c1, l0, l1], rest) = bytes
             .split_first_chunk::<4>()
             .ok_or(ChannelDataError::TooShort { len: bytes.len() })?;
         let channel = u16::from_be_bytes([c0, c1]);
-        if !is_valid_channel(channel) {
+        if !is_channel_data_number(channel) {
             return Err(ChannelDataError::InvalidChannel(channel));
         }
         let declared = usize::from(u16::from_be_bytes([l0, l1]));
@@ -151,9 +161,13 @@ mod tests {
             Err(ChannelDataError::Truncated { .. })
         ));
         assert!(matches!(
-            ChannelData::parse(b"\x50\x00\x00\x00"),
-            Err(ChannelDataError::InvalidChannel(0x5000))
+            ChannelData::parse(b"\x80\x00\x00\x00"),
+            Err(ChannelDataError::InvalidChannel(0x8000))
         ));
+        assert_eq!(
+            ChannelData::parse(b"\x7f\xff\x00\x01x").unwrap().channel(),
+            0x7fff
+        );
         assert!(matches!(
             ChannelData::parse(b"\x40"),
             Err(ChannelDataError::TooShort { len: 1 })

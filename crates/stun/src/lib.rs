@@ -86,7 +86,8 @@ mod relay;
 pub use attr::{AttrError, AttrType, Attribute};
 pub use builder::{EncodeError, MessageBuilder};
 pub use channel_data::{
-    CHANNEL_DATA_HEADER_LEN, CHANNEL_MAX, CHANNEL_MIN, ChannelData, ChannelDataError,
+    CHANNEL_DATA_HEADER_LEN, CHANNEL_MAX, CHANNEL_MAX_RFC5766, CHANNEL_MIN, ChannelData,
+    ChannelDataError,
 };
 pub use header::{Class, HEADER_LEN, MAGIC_COOKIE, MessageType, Method, TransactionId};
 pub use integrity::{
@@ -145,7 +146,7 @@ pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, FramingError> {
     let len = usize::from(u16::from_be_bytes([l0, l1]));
     match b0 >> 6 {
         0b00 => Ok(Some(HEADER_LEN + len)),
-        0b01 if channel_data::is_valid_channel(u16::from_be_bytes([b0, b1])) => {
+        0b01 if channel_data::is_channel_data_number(u16::from_be_bytes([b0, b1])) => {
             Ok(Some(CHANNEL_DATA_HEADER_LEN + len.next_multiple_of(4)))
         }
         _ => Err(FramingError { first_byte: b0 }),

@@ -226,10 +226,8 @@ fn demultiplexing_and_stream_framing() {
         stream_frame_len(&[0xC0, 0, 0, 0]),
         Err(FramingError { first_byte: 0xC0 })
     );
-    assert_eq!(
-        stream_frame_len(&[0x50, 0, 0, 0]),
-        Err(FramingError { first_byte: 0x50 })
-    );
+    // coturn binds channels up to 0x7FFF (RFC 5766): still ChannelData framing.
+    assert_eq!(stream_frame_len(&[0x7A, 0x09, 0, 5]), Ok(Some(12)));
 }
 
 #[test]

@@ -5,8 +5,9 @@ use std::fmt;
 use super::{AttrError, AttrType, Attribute, Context, check_len, read_u16, read_u32, read_utf8};
 use crate::integrity::PasswordAlgorithm;
 
-/// Longest USERNAME value accepted (RFC 8489 §14.3).
-pub const MAX_USERNAME_LEN: usize = 513;
+/// Longest USERNAME value accepted. RFC 8489 §14.3 has senders stay under 509 bytes but
+/// receivers parse up to 763, for RFC 5389 peers.
+pub const MAX_USERNAME_LEN: usize = 763;
 /// Longest REALM, NONCE, SOFTWARE or reason phrase value accepted: 128 characters of up to 6 bytes
 /// each would allow more, but RFC 8489 caps the encoded value at 763 bytes.
 pub const MAX_TEXT_LEN: usize = 763;

@@ -2,10 +2,12 @@
 
 use super::stun::{encode_error_code, read_error_code};
 use super::{AddressFamily, AttrError, AttrType, Attribute, Context, check_len};
-use crate::channel_data::is_valid_channel;
+use crate::channel_data::{is_channel_data_number, is_valid_channel};
 
 /// CHANNEL-NUMBER. Decoding keeps any value; [`ChannelNumber::is_valid`] tells whether it lies in
-/// the 0x4000–0x4FFF range a ChannelBind must use (a server answers 400 otherwise).
+/// the 0x4000–0x4FFF range RFC 8656 allows a ChannelBind (a server answers 400 otherwise), and
+/// [`ChannelNumber::is_valid_rfc5766`] whether it lies in the older 0x4000–0x7FFF range that
+/// coturn's clients still pick from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChannelNumber(pub u16);
 
@@ -13,6 +15,11 @@ impl ChannelNumber {
     /// Whether the number is one a client may bind.
     pub const fn is_valid(self) -> bool {
         is_valid_channel(self.0)
+    }
+
+    /// Whether the number is one RFC 5766 let a client bind (0x4000–0x7FFF).
+    pub const fn is_valid_rfc5766(self) -> bool {
+        is_channel_data_number(self.0)
     }
 }
 
