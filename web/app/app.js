@@ -854,7 +854,8 @@ function onIncomingCall(f) {
     return;
   }
   ringing = { call: f.call, as: 'callee' };
-  $('incoming-from').textContent = `${f.meta?.name || f.from} (${f.from}) is calling you.`;
+  const who = f.meta?.name || f.from || 'Someone';
+  $('incoming-from').textContent = f.from && f.from !== who ? `${who} (${f.from}) is calling you.` : `${who} is calling you.`;
   $('incoming').hidden = false;
 }
 

@@ -13,6 +13,8 @@ export const PROTOCOL_VERSION = 1;
 /** Close codes that mean "do not come back on your own". */
 const CLOSE_NORMAL = 1000;
 const CLOSE_GOING_AWAY = 1001;
+/** Frames kept for sending while the socket is down. */
+const OUTBOX_LIMIT = 512;
 /** Sent by the server to a socket whose session another socket resumed. */
 export const CLOSE_TAKEN_OVER = 4001;
 
@@ -364,6 +366,9 @@ export class SignalingClient extends Emitter {
   _write(frame) {
     const ws = this.ws;
     if (this.state !== 'open' || !ws || ws.readyState !== 1) {
+      // Bounded: a long outage must not grow memory without end; the oldest go first
+      // (stale ICE candidates and chat are worth less than the latest state).
+      if (this._outbox.length >= OUTBOX_LIMIT) this._outbox.shift();
       this._outbox.push(frame);
       return;
     }
