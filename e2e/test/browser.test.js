@@ -225,6 +225,15 @@ test('glare: both sides share a screen at the same moment and the call survives'
   await ann.waitForFunction(() => !document.querySelector('.tile.screen'), null, { timeout: 10_000 });
 });
 
+test('an ICE restart (what a failed connection triggers) keeps the call up', async () => {
+  const { ann, bob } = pages;
+  // Re-applying relay-only restarts ICE on every connection, the same path as on 'failed'.
+  await ann.evaluate(() => window.__sb.mesh.setRelayOnly(true));
+  await ann.waitForFunction(() => [...window.__sb.mesh.peers.values()].every((p) => p.restarts === 1 && p.pc.signalingState === 'stable'), null, { timeout: 10_000 });
+  await Promise.all([waitConnected(ann, 1), waitConnected(bob, 1)]);
+  await Promise.all([assertFramesGrow(ann), assertFramesGrow(bob)]);
+});
+
 test('a third page makes a three-way mesh', async () => {
   pages.cat = await openAndJoin(server.http, 'e2e-room', 'Cat');
   await Promise.all([waitConnected(pages.ann, 2), waitConnected(pages.bob, 2), waitConnected(pages.cat, 2)]);
