@@ -35,6 +35,10 @@ pub struct ServerConfig {
     pub max_allocations_per_user: usize,
     /// Peer address policy.
     pub policy: PeerPolicy,
+    /// Also accept channel numbers 0x5000–0x7FFE in ChannelBind, as RFC 5766
+    /// did (coturn's clients pick from the whole old range). RFC 8656
+    /// reserves them, so this is off by default in the core.
+    pub allow_rfc5766_channels: bool,
     /// Whether the host can relay over IPv4.
     pub relay_ipv4: bool,
     /// Whether the host can relay over IPv6.
@@ -58,6 +62,7 @@ impl ServerConfig {
             max_allocations: 10_000,
             max_allocations_per_user: 100,
             policy: PeerPolicy::new(),
+            allow_rfc5766_channels: false,
             relay_ipv4: true,
             relay_ipv6: false,
         }

@@ -497,8 +497,9 @@ impl TurnServer {
         let Some(&id) = self.by_client.get(&ft) else {
             return self.error(ft, msg, 437, Some(key), Extra::None);
         };
+        let legacy = self.config.allow_rfc5766_channels;
         let number = match msg.get::<ChannelNumber>() {
-            Ok(Some(n)) if n.is_valid() => n.0,
+            Ok(Some(n)) if n.is_valid() || legacy && (0x5000..=0x7FFE).contains(&n.0) => n.0,
             _ => return self.error(ft, msg, 400, Some(key), Extra::None),
         };
         let Some(peers) = self.checked_peers(ft, msg, key, id) else {

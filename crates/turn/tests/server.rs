@@ -568,7 +568,7 @@ fn channel_bind_rules_and_channel_data() {
             b.add(&ChannelNumber(n)).add_xor_peer_address(p);
         })
     };
-    for bad in [0x3FFF, 0x5000, 0xFFFF] {
+    for bad in [0x3FFF, 0x5000, 0x7FFE, 0xFFFF] {
         assert_eq!(
             error_code(&bind(&mut c, &mut h, bad, p1)),
             Some(400),
@@ -822,4 +822,28 @@ fn garbage_never_panics_and_leaves_no_state() {
     }
     assert_eq!(h.server.allocation_count(), 1);
     assert!(is_success(&c.ask(&mut h, Method::REFRESH, |_| {})));
+}
+
+#[test]
+fn rfc5766_channel_numbers_when_allowed() {
+    let mut config = config();
+    config.allow_rfc5766_channels = true;
+    let mut h = Harness::new(config);
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    c.allocate(&mut h);
+    let peer = addr("93.184.216.20:7000");
+    let bind = |c: &mut Client, h: &mut Harness, n: u16| {
+        c.ask(h, Method::CHANNEL_BIND, |b| {
+            b.add(&ChannelNumber(n)).add_xor_peer_address(peer);
+        })
+    };
+    assert_eq!(error_code(&bind(&mut c, &mut h, 0x7FFF)), Some(400));
+    assert!(is_success(&bind(&mut c, &mut h, 0x657F)));
+    let mut frame = Vec::new();
+    ChannelData::new(0x657F, b"old")
+        .unwrap()
+        .encode(&mut frame, false);
+    assert_eq!(h.client_sends(c.ft, &frame)[0].bytes, b"old");
+    let out = h.peer_sends(addr("10.0.0.2:50001"), peer, b"back");
+    assert_eq!(ChannelData::parse(&out[0].bytes).unwrap().channel(), 0x657F);
 }
