@@ -16,10 +16,12 @@ RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-
 -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
     cargo build --release --target "$triple" --target-dir "$target_dir"
 
-for t in stun_message channel_data stream_framing; do
+for t in stun_message channel_data stream_framing signal_client_frame; do
     mkdir -p "corpus/$t" artifacts
+    seeds=../tests/vectors
+    [ "$t" = signal_client_frame ] && seeds=seeds/signal_client_frame
     echo "fuzzing $t for ${secs}s"
-    "$target_dir/$triple/release/$t" "corpus/$t" ../tests/vectors \
+    "$target_dir/$triple/release/$t" "corpus/$t" "$seeds" \
         -max_total_time="$secs" -rss_limit_mb=1024 -timeout=5 \
         -artifact_prefix=artifacts/ -print_final_stats=1 2>&1 \
         | grep -E 'DONE|stat::number_of_executed_units|ERROR|panicked|SUMMARY' || true
@@ -29,4 +31,4 @@ for t in stun_message channel_data stream_framing; do
         exit 1
     fi
 done
-echo "fuzz smoke ok: 3 targets, no crash"
+echo "fuzz smoke ok: 4 targets, no crash"
