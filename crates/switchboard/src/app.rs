@@ -138,7 +138,8 @@ async fn healthz(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    let stats = app.hub.stats();
+    let (stats, counters) = app.hub.stats();
+    export_counters(&counters);
     metrics::gauge!("switchboard_sessions").set(stats.sessions as f64);
     metrics::gauge!("switchboard_sessions_connected").set(stats.connected as f64);
     metrics::gauge!("switchboard_rooms").set(stats.rooms as f64);
@@ -151,6 +152,27 @@ async fn metrics(State(app): State<AppState>) -> Response {
         crate::telemetry::metrics_handle().render(),
     )
         .into_response()
+}
+
+fn export_counters(c: &switchboard_signal::Counters) {
+    let pairs = [
+        ("switchboard_requests_total", c.requests),
+        ("switchboard_messages_total", c.messages),
+        ("switchboard_deliveries_total", c.deliveries),
+        ("switchboard_frames_total", c.frames),
+        ("switchboard_sessions_started_total", c.sessions_started),
+        ("switchboard_sessions_ended_total", c.sessions_ended),
+        ("switchboard_resumes_total", c.resumes),
+        ("switchboard_joins_total", c.joins),
+        ("switchboard_rooms_full_total", c.rooms_full),
+        ("switchboard_calls_total", c.calls),
+    ];
+    for (name, value) in pairs {
+        metrics::counter!(name).absolute(value);
+    }
+    for (code, value) in c.errors_by_code() {
+        metrics::counter!("switchboard_errors_total", "code" => code.as_str()).absolute(value);
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -193,6 +215,11 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 /// addresses once every listener is up.
 pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
+    if cfg.cluster.redis_url.is_some() {
+        tracing::warn!(
+            "cluster.redis_url is set, but the Redis backplane is not built yet: running as a single node"
+        );
+    }
     // Install the recorder before anything records.
     let _ = crate::telemetry::metrics_handle();
     let tls = crate::tls::server_config(&cfg.tls)?;

@@ -319,8 +319,14 @@ impl Config {
             fig = fig.merge(Toml::file(path));
         }
         // Double underscore separates sections so that keys may contain `_`.
+        // Only section-qualified names are config: other SWITCHBOARD_*
+        // variables (SWITCHBOARD_BIN in test scripts) are not ours to refuse.
         fig = fig
-            .merge(Env::prefixed("SWITCHBOARD_").split("__"))
+            .merge(
+                Env::prefixed("SWITCHBOARD_")
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            )
             .merge(cli.overrides());
         fig.extract().context("invalid configuration")
     }
@@ -362,6 +368,19 @@ mod tests {
         let cfg = Config::load(&cli).expect("loads");
         assert_eq!(cfg.rooms.max_peers, 4);
         assert_eq!(cfg.http.listen.port(), 9001);
+    }
+
+    #[test]
+    fn only_section_qualified_environment_variables_are_read() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SWITCHBOARD_BIN", "/usr/bin/true");
+            jail.set_env("SWITCHBOARD_ROOMS__MAX_PEERS", "5");
+            let cfg = Config::load(&Cli::default()).expect("SWITCHBOARD_BIN is not a key");
+            assert_eq!(cfg.rooms.max_peers, 5);
+            jail.set_env("SWITCHBOARD_ROOMS__MAX_PEER", "5");
+            assert!(Config::load(&Cli::default()).is_err(), "a typo in a key is refused");
+            Ok(())
+        });
     }
 
     #[test]

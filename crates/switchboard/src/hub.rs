@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 use switchboard_signal::{
-    ClassicEvent, ConnId, Disconnect, Face, IceServer, Identity, OutFrame, Output, SignalCore,
-    Stats,
+    ClassicEvent, ConnId, Counters, Disconnect, Event, Face, IceServer, Identity, OutFrame, Output,
+    SignalCore, Stats,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -153,9 +153,10 @@ impl Hub {
         }
     }
 
-    /// Gauges for `/metrics`.
-    pub fn stats(&self) -> Stats {
-        self.lock().core.stats()
+    /// Gauges and counters for `/metrics`.
+    pub fn stats(&self) -> (Stats, Counters) {
+        let st = self.lock();
+        (st.core.stats(), st.core.counters())
     }
 
     /// Moves the core's output into the queues, closing slow readers, until
@@ -197,6 +198,9 @@ impl Hub {
                     st.core.disconnect(Instant::now(), conn, Disconnect::Abrupt);
                 }
             }
+        }
+        while let Some(event) = st.core.poll_event() {
+            log_event(&event);
         }
         let next = st.core.poll_timeout();
         if next != st.armed {
@@ -242,5 +246,54 @@ impl Hub {
         for sink in st.conns.values() {
             sink.close(code, reason);
         }
+    }
+}
+
+/// Lifecycle events are rare (never one per relayed message): info level.
+fn log_event(event: &Event) {
+    match event {
+        Event::SessionStarted {
+            conn,
+            peer,
+            user,
+            face,
+            ..
+        } => {
+            tracing::info!(conn = conn.0, %peer, user = user.as_deref().unwrap_or(""), ?face, "session started");
+        }
+        Event::Suspended { conn, peer, .. } => {
+            tracing::info!(conn = conn.0, %peer, "connection dropped; grace period");
+        }
+        Event::SessionResumed {
+            conn,
+            peer,
+            replayed,
+            ..
+        } => {
+            tracing::info!(conn = conn.0, %peer, replayed, "session resumed");
+        }
+        Event::ResumeFailed { conn, reason } => {
+            tracing::info!(conn = conn.0, %reason, "resume failed")
+        }
+        Event::Joined { peer, room, peers } => tracing::info!(%peer, %room, peers, "joined"),
+        Event::RoomFull { peer, room } => tracing::info!(%peer, %room, "room full"),
+        Event::Left {
+            peer,
+            room,
+            peers,
+            reason,
+        } => tracing::info!(%peer, %room, peers, %reason, "left"),
+        Event::SessionEnded { peer, reason, .. } => tracing::info!(%peer, %reason, "session ended"),
+        Event::CallStarted {
+            call,
+            caller,
+            callee,
+            rung,
+        } => {
+            tracing::info!(%call, %caller, %callee, rung, "call ringing");
+        }
+        Event::CallAccepted { call, room } => tracing::info!(%call, %room, "call accepted"),
+        Event::CallEnded { call, reason } => tracing::info!(%call, ?reason, "call ended"),
+        other => tracing::debug!(?other, "signaling event"),
     }
 }
