@@ -371,6 +371,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
     fn only_section_qualified_environment_variables_are_read() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("SWITCHBOARD_BIN", "/usr/bin/true");
