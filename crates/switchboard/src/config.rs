@@ -379,7 +379,10 @@ mod tests {
             let cfg = Config::load(&Cli::default()).expect("SWITCHBOARD_BIN is not a key");
             assert_eq!(cfg.rooms.max_peers, 5);
             jail.set_env("SWITCHBOARD_ROOMS__MAX_PEER", "5");
-            assert!(Config::load(&Cli::default()).is_err(), "a typo in a key is refused");
+            assert!(
+                Config::load(&Cli::default()).is_err(),
+                "a typo in a key is refused"
+            );
             Ok(())
         });
     }
