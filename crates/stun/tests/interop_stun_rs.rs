@@ -392,3 +392,165 @@ fn key_derivation_matches_and_profiles_differ_only_on_non_ascii() {
         long_term_key_sha256(user, "example.org", "TheMatrIX")
     );
 }
+
+/// The rarely used attributes, both ways: RFC 8656's family and ICMP attributes, USERHASH,
+/// PASSWORD-ALGORITHM, the plain address attributes and the ICE ones.
+#[test]
+fn rare_attributes_agree_both_ways() {
+    use switchboard_stun::attr::{
+        AdditionalAddressFamily, AddressErrorCode, AddressFamily, AlternateServer, IceControlling,
+        Icmp, MappedAddress, Priority, UseCandidate, Userhash,
+    };
+    let mapped: SocketAddr = "192.0.2.33:1000".parse().unwrap();
+    let alternate: SocketAddr = "[2001:db8::33]:3478".parse().unwrap();
+    let hash = switchboard_stun::userhash(USER, REALM);
+    let tid = TransactionId::new([0x77; 12]);
+    let mut out = Vec::new();
+    let mut b = MessageBuilder::new(
+        &mut out,
+        MessageType::new(Method::ALLOCATE, Class::ErrorResponse),
+        tid,
+    );
+    b.add_error_code(ErrorCode::TRY_ALTERNATE, "Try Alternate")
+        .add(&MappedAddress(mapped))
+        .add(&AlternateServer(alternate))
+        .add(&Userhash(hash))
+        .add(&PasswordAlgorithm::Sha256)
+        .add(&RequestedAddressFamily(AddressFamily::V6))
+        .add(&AdditionalAddressFamily(AddressFamily::V6))
+        .add(&AddressErrorCode {
+            family: AddressFamily::V6,
+            code: 440,
+            reason: "Address Family not Supported",
+        })
+        .add(&Icmp {
+            icmp_type: 3,
+            icmp_code: 4,
+            error_data: 1400,
+        })
+        .add(&Priority(0x6e0001ff))
+        .add(&IceControlling(0x0102030405060708))
+        .add(&UseCandidate)
+        .add(&EvenPort { reserve: false })
+        .add_data(b"")
+        .add_fingerprint();
+    let bytes = b.finish().unwrap().to_vec();
+    let msg = decode_there(&bytes, None);
+
+    let m = msg
+        .get::<theirs_stun::MappedAddress>()
+        .unwrap()
+        .as_mapped_address()
+        .unwrap();
+    assert_eq!(*m.socket_address(), mapped);
+    let a = msg
+        .get::<theirs_stun::AlternateServer>()
+        .unwrap()
+        .as_alternate_server()
+        .unwrap();
+    assert_eq!(*a.socket_address(), alternate);
+    let h = msg
+        .get::<theirs_stun::UserHash>()
+        .unwrap()
+        .as_user_hash()
+        .unwrap();
+    assert_eq!(h.hash(), hash);
+    assert_eq!(
+        theirs_stun::UserHash::new(USER, REALM).unwrap().hash(),
+        hash,
+        "USERHASH derivation"
+    );
+    let p = msg
+        .get::<theirs_stun::PasswordAlgorithm>()
+        .unwrap()
+        .as_password_algorithm()
+        .unwrap();
+    assert_eq!(p.algorithm(), AlgorithmId::SHA256);
+    let f = msg
+        .get::<theirs_turn::RequestedAddressFamily>()
+        .unwrap()
+        .as_requested_address_family()
+        .unwrap();
+    assert_eq!(f.family(), stun_rs::AddressFamily::IPv6);
+    let f = msg
+        .get::<theirs_turn::AdditionalAddressFamily>()
+        .unwrap()
+        .as_additional_address_family()
+        .unwrap();
+    assert_eq!(f.family(), stun_rs::AddressFamily::IPv6);
+    let e = msg
+        .get::<theirs_turn::AddressErrorCode>()
+        .unwrap()
+        .as_address_error_code()
+        .unwrap();
+    assert_eq!(e.family(), stun_rs::AddressFamily::IPv6);
+    assert_eq!(e.error_code().error_code(), 440);
+    assert_eq!(e.error_code().reason(), "Address Family not Supported");
+    let i = msg.get::<theirs_turn::Icmp>().unwrap().as_icmp().unwrap();
+    assert_eq!((i.icmp_type().get(), i.icmp_code().get()), (3, 4));
+    assert_eq!(i.error_data(), 1400u32.to_be_bytes());
+    let pr = msg
+        .get::<stun_rs::attributes::ice::Priority>()
+        .unwrap()
+        .as_priority()
+        .unwrap();
+    assert_eq!(pr.as_u32(), 0x6e0001ff);
+    let c = msg
+        .get::<stun_rs::attributes::ice::IceControlling>()
+        .unwrap()
+        .as_ice_controlling()
+        .unwrap();
+    assert_eq!(c.as_u64(), 0x0102030405060708);
+    assert!(
+        msg.get::<stun_rs::attributes::ice::UseCandidate>()
+            .is_some()
+    );
+    assert!(
+        !msg.get::<theirs_turn::EvenPort>()
+            .unwrap()
+            .as_even_port()
+            .unwrap()
+            .reserve()
+    );
+
+    // And back: their encoding of the same attributes parses here to the same values.
+    let msg = StunMessageBuilder::new(methods::ALLOCATE, MessageClass::ErrorResponse)
+        .with_transaction_id(stun_rs::TransactionId::from(*tid.as_bytes()))
+        .with_attribute(theirs_turn::AddressErrorCode::new(
+            stun_rs::AddressFamily::IPv4,
+            stun_rs::ErrorCode::new(486, "Allocation Quota Reached").unwrap(),
+        ))
+        .with_attribute(theirs_turn::Icmp::new(
+            theirs_turn::IcmpType::new(11).unwrap(),
+            theirs_turn::IcmpCode::new(1).unwrap(),
+            [0, 0, 0, 9],
+        ))
+        .with_attribute(theirs_stun::UserHash::new(USER, REALM).unwrap())
+        .with_attribute(theirs_turn::AdditionalAddressFamily::new(
+            stun_rs::AddressFamily::IPv6,
+        ))
+        .build();
+    let bytes = encode_there(&msg);
+    let ours = Message::parse(&bytes).unwrap();
+    assert_eq!(
+        ours.get::<AddressErrorCode>().unwrap(),
+        Some(AddressErrorCode {
+            family: AddressFamily::V4,
+            code: 486,
+            reason: "Allocation Quota Reached"
+        })
+    );
+    assert_eq!(
+        ours.get::<Icmp>().unwrap(),
+        Some(Icmp {
+            icmp_type: 11,
+            icmp_code: 1,
+            error_data: 9
+        })
+    );
+    assert_eq!(ours.get::<Userhash>().unwrap(), Some(Userhash(hash)));
+    assert_eq!(
+        ours.get::<AdditionalAddressFamily>().unwrap(),
+        Some(AdditionalAddressFamily(AddressFamily::V6))
+    );
+}

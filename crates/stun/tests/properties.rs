@@ -46,7 +46,7 @@ enum Owned {
     DontFragment,
     ReservationToken([u8; 8]),
     AddressErrorCode(AddressFamily, u16, String),
-    Icmp(u8, u8, u32),
+    Icmp(u8, u16, u32),
     /// An attribute type this crate has no decoder for.
     Raw(u16, Vec<u8>),
 }
@@ -242,7 +242,7 @@ fn attribute() -> impl Strategy<Value = Owned> {
         Just(Owned::DontFragment),
         any::<[u8; 8]>().prop_map(Owned::ReservationToken),
         (family(), error_code(), text(30)).prop_map(|(f, c, r)| Owned::AddressErrorCode(f, c, r)),
-        (any::<u8>(), any::<u8>(), any::<u32>()).prop_map(|(t, c, d)| Owned::Icmp(t, c, d)),
+        (0u8..128, 0u16..512, any::<u32>()).prop_map(|(t, c, d)| Owned::Icmp(t, c, d)),
         (any::<u16>(), bytes(40))
             .prop_filter("types without a decoder", |(t, _)| !AttrType(*t).is_known())
             .prop_map(|(t, v)| Owned::Raw(t, v)),

@@ -78,12 +78,16 @@ pub struct AddressErrorCode<'a> {
 }
 
 /// ICMP: an ICMP error the relay received from a peer.
+///
+/// The field widths follow the figure of RFC 8656 §18.13 literally: 7 bits of type (ICMP error
+/// types are all below 128) and 9 bits of code, as stun-rs reads them; some implementations
+/// use a byte each instead. Values are masked to those widths on encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Icmp {
-    /// ICMP type.
+    /// ICMP type (7 bits).
     pub icmp_type: u8,
-    /// ICMP code.
-    pub icmp_code: u8,
+    /// ICMP code (9 bits).
+    pub icmp_code: u16,
     /// The type-specific error data (e.g. the MTU of a "fragmentation needed").
     pub error_data: u32,
 }
@@ -242,16 +246,19 @@ impl<'a> Attribute<'a> for Icmp {
     const TYPE: AttrType = AttrType::ICMP;
 
     fn read(value: &'a [u8], _: Context<'_>) -> Result<Self, AttrError> {
-        let [_, _, icmp_type, icmp_code, d0, d1, d2, d3] = exact::<8>(Self::TYPE, value)?;
+        let [_, _, t0, t1, d0, d1, d2, d3] = exact::<8>(Self::TYPE, value)?;
+        let field = u16::from_be_bytes([t0, t1]);
         Ok(Self {
-            icmp_type,
-            icmp_code,
+            icmp_type: (field >> 9) as u8,
+            icmp_code: field & 0x01FF,
             error_data: u32::from_be_bytes([d0, d1, d2, d3]),
         })
     }
 
     fn encode(&self, _: Context<'_>, out: &mut Vec<u8>) {
-        out.extend_from_slice(&[0, 0, self.icmp_type, self.icmp_code]);
+        let field = (u16::from(self.icmp_type & 0x7F) << 9) | (self.icmp_code & 0x01FF);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&field.to_be_bytes());
         out.extend_from_slice(&self.error_data.to_be_bytes());
     }
 }
