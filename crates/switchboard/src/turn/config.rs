@@ -47,6 +47,10 @@ pub struct TurnSettings {
     pub allowed_peer_ranges: Vec<String>,
     /// Peer ranges refused on top of the built-in list.
     pub denied_peer_ranges: Vec<String>,
+    /// Accept ChannelBind for channels 0x5000–0x7FFE as well (RFC 5766's
+    /// range, which coturn's and other older clients use); RFC 8656 alone
+    /// allows 0x4000–0x4FFF.
+    pub allow_rfc5766_channels: bool,
     /// Ports for relay sockets, `"49152-65535"` or `{ min = .., max = .. }`.
     pub relay_ports: PortRange,
     /// Allocations on this server; 486 beyond.
@@ -80,6 +84,7 @@ impl Default for TurnSettings {
             credential_ttl_secs: 86_400,
             allowed_peer_ranges: Vec::new(),
             denied_peer_ranges: Vec::new(),
+            allow_rfc5766_channels: true,
             relay_ports: PortRange::default(),
             max_allocations: 10_000,
             max_allocations_per_user: 100,

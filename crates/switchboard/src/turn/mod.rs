@@ -312,6 +312,7 @@ fn server_config(settings: &TurnSettings, secrets: &[String]) -> anyhow::Result<
         policy.deny(range.parse::<Cidr>().context("turn.denied_peer_ranges")?);
     }
     config.policy = policy;
+    config.allow_rfc5766_channels = settings.allow_rfc5766_channels;
     config.max_allocations = settings.max_allocations;
     config.max_allocations_per_user = settings.max_allocations_per_user;
     config.max_lifetime = Duration::from_secs(settings.max_lifetime_secs.max(1));
