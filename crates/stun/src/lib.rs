@@ -28,7 +28,9 @@
 //!   [`MessageBuilder::add_message_integrity_sha256`] / [`MessageBuilder::add_fingerprint`] last,
 //!   then [`MessageBuilder::finish`] → `Result<&[u8], EncodeError>`.
 //! - ChannelData: [`ChannelData::parse`], [`ChannelData::encode`] (padding for streams),
-//!   [`ChannelData::header`] for writing a header in place.
+//!   [`ChannelData::header`] for writing a header in place. Framing accepts channel numbers
+//!   0x4000–0x7FFF ([`CHANNEL_MAX_RFC5766`]: coturn's clients still bind up to 0x7FFF);
+//!   [`attr::ChannelNumber::is_valid`] is RFC 8656's narrower 0x4000–0x4FFF.
 //! - Relaying without copies: [`DataIndicationPrefix`] is the header, XOR-PEER-ADDRESS and DATA
 //!   header to write in front of a peer's payload already in a buffer (plus its padding).
 //!
@@ -72,6 +74,12 @@
 //! assert!(msg.verify_message_integrity(&key).is_ok());
 //! assert!(msg.verify_fingerprint().is_ok());
 //! ```
+//!
+//! # Tested against
+//!
+//! RFC 5769 and RFC 8489 B.1 vectors byte for byte, packets captured from coturn and Chromium
+//! (`tests/vectors/`), the independent `stun-rs` crate both ways, proptest round trips, and
+//! cargo-fuzz targets (`fuzz/`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

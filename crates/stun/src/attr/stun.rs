@@ -175,7 +175,8 @@ impl<'a> Attribute<'a> for MessageIntegritySha256<'a> {
     }
 }
 
-/// ERROR-CODE: a code in 300..=699 and a UTF-8 reason phrase (RFC 8489 §14.8).
+/// ERROR-CODE: a code in 300..=699 and a UTF-8 reason phrase (RFC 8489 §14.8). Decoding rejects
+/// other codes; encoding trusts the caller to stay in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode<'a> {
     /// The code, class * 100 + number.
