@@ -4,13 +4,16 @@
 
 use libfuzzer_sys::fuzz_target;
 use switchboard_stun::attr::{
-    AddressErrorCode, AdditionalAddressFamily, AlternateServer, ChannelNumber, Context, Data, DontFragment,
-    ErrorCode, EvenPort, Icmp, IceControlled, IceControlling, Lifetime, MappedAddress, MessageIntegrity,
-    MessageIntegritySha256, Nonce, PasswordAlgorithms, Priority, Realm, RequestedAddressFamily, RequestedTransport,
-    ReservationToken, Software, UnknownAttributes, UseCandidate, Userhash, Username, XorMappedAddress,
-    XorPeerAddress, XorRelayedAddress,
+    AdditionalAddressFamily, AddressErrorCode, AlternateServer, ChannelNumber, Context, Data,
+    DontFragment, ErrorCode, EvenPort, IceControlled, IceControlling, Icmp, Lifetime,
+    MappedAddress, MessageIntegrity, MessageIntegritySha256, Nonce, PasswordAlgorithms, Priority,
+    Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Software,
+    UnknownAttributes, UseCandidate, Userhash, Username, XorMappedAddress, XorPeerAddress,
+    XorRelayedAddress,
 };
-use switchboard_stun::{AttrType, Attribute, Message, MessageBuilder, PasswordAlgorithm, RawAttribute};
+use switchboard_stun::{
+    AttrType, Attribute, Message, MessageBuilder, PasswordAlgorithm, RawAttribute,
+};
 
 fn decode(raw: &RawAttribute<'_>, ctx: Context<'_>) {
     let v = raw.value;
@@ -29,8 +32,12 @@ fn decode(raw: &RawAttribute<'_>, ctx: Context<'_>) {
         AttrType::NONCE => Nonce::read(v, ctx).is_ok(),
         AttrType::SOFTWARE => Software::read(v, ctx).is_ok(),
         AttrType::ERROR_CODE => ErrorCode::read(v, ctx).is_ok(),
-        AttrType::UNKNOWN_ATTRIBUTES => UnknownAttributes::read(v, ctx).map(|u| u.iter().count()).is_ok(),
-        AttrType::PASSWORD_ALGORITHMS => PasswordAlgorithms::read(v, ctx).map(|p| p.iter().count()).is_ok(),
+        AttrType::UNKNOWN_ATTRIBUTES => UnknownAttributes::read(v, ctx)
+            .map(|u| u.iter().count())
+            .is_ok(),
+        AttrType::PASSWORD_ALGORITHMS => PasswordAlgorithms::read(v, ctx)
+            .map(|p| p.iter().count())
+            .is_ok(),
         AttrType::PASSWORD_ALGORITHM => PasswordAlgorithm::read(v, ctx).is_ok(),
         AttrType::PRIORITY => Priority::read(v, ctx).is_ok(),
         AttrType::USE_CANDIDATE => UseCandidate::read(v, ctx).is_ok(),
@@ -58,7 +65,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let tid = msg.transaction_id();
     for raw in msg.raw_attributes() {
-        decode(&raw, Context { transaction_id: &tid });
+        decode(
+            &raw,
+            Context {
+                transaction_id: &tid,
+            },
+        );
     }
     let _ = msg.unknown_comprehension_required().count();
     let _ = msg.verify_integrity(b"fuzz-key");
@@ -76,6 +88,11 @@ fuzz_target!(|data: &[u8]| {
         panic!("a parsed message must re-encode");
     };
     let again = Message::parse(encoded).expect("re-encoded message parses");
-    assert!(again.raw_attributes().map(|a| (a.attr_type, a.value)).eq(msg.raw_attributes().map(|a| (a.attr_type, a.value))));
+    assert!(
+        again
+            .raw_attributes()
+            .map(|a| (a.attr_type, a.value))
+            .eq(msg.raw_attributes().map(|a| (a.attr_type, a.value)))
+    );
     assert_eq!(encoded.len(), data.len());
 });
