@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 
 use switchboard_stun::attr::{
-    ErrorCode, IceControlled, MessageIntegrity, Nonce, Priority, Realm, Software, Userhash,
-    Username, XorMappedAddress,
+    ErrorCode, Fingerprint, IceControlled, MessageIntegrity, MessageIntegritySha256, Nonce,
+    Priority, Realm, Software, Userhash, Username, XorMappedAddress,
 };
 use switchboard_stun::{
     AttrType, Class, FingerprintError, IntegrityAlgorithm, IntegrityError, Message, MessageBuilder,
@@ -113,7 +113,16 @@ fn rfc5769_2_1_request() {
     );
 }
 
-fn check_response(name: &str, expected_addr: &str, expected_len: usize) {
+/// The MESSAGE-INTEGRITY and FINGERPRINT values the vector file states.
+fn check_stated(msg: &Message<'_>, mi: &str, fp: Option<u32>) {
+    assert_eq!(
+        msg.get::<MessageIntegrity>().unwrap().unwrap().0.to_vec(),
+        hex(mi)
+    );
+    assert_eq!(msg.get::<Fingerprint>().unwrap().map(|f| f.0), fp);
+}
+
+fn check_response(name: &str, expected_addr: &str, expected_len: usize, mi: &str, fp: u32) {
     let bytes = vector(name);
     assert_eq!(bytes.len(), expected_len);
     let msg = Message::parse(&bytes).unwrap();
@@ -124,6 +133,7 @@ fn check_response(name: &str, expected_addr: &str, expected_len: usize) {
         msg.get::<Software>().unwrap(),
         Some(Software("test vector"))
     );
+    check_stated(&msg, mi, Some(fp));
     let addr: SocketAddr = expected_addr.parse().unwrap();
     assert_eq!(
         msg.get::<XorMappedAddress>().unwrap(),
@@ -136,7 +146,13 @@ fn check_response(name: &str, expected_addr: &str, expected_len: usize) {
 
 #[test]
 fn rfc5769_2_2_ipv4_response() {
-    check_response("rfc5769-2.2-ipv4-response.bin", "192.0.2.1:32853", 80);
+    check_response(
+        "rfc5769-2.2-ipv4-response.bin",
+        "192.0.2.1:32853",
+        80,
+        "2b91f599fd9e90c38c7489f92af9ba53f06be7d7",
+        0xc07d4c96,
+    );
 }
 
 #[test]
@@ -145,6 +161,8 @@ fn rfc5769_2_3_ipv6_response() {
         "rfc5769-2.3-ipv6-response.bin",
         "[2001:db8:1234:5678:11:2233:4455:6677]:32853",
         92,
+        "a382954e4be67bf11784c97c8292c275bfe3ed41",
+        0xc8fb0b4c,
     );
 }
 
@@ -158,6 +176,7 @@ fn rfc5769_2_4_long_term_request_and_byte_exact_reencoding() {
     assert_eq!(msg.get::<Nonce>().unwrap(), Some(Nonce(nonce)));
     assert!(!msg.has_fingerprint());
     assert_eq!(msg.verify_fingerprint(), Err(FingerprintError::Missing));
+    check_stated(&msg, "f67024656dd64a3e02b8e0712e85c9a28ca89666", None);
 
     let key = long_term_key_md5(MATRIX_USER, "example.org", MATRIX_PASSWORD);
     assert_eq!(key.to_vec(), hex("e8ca7ad59d5eb0518e312911d2dab2a9"));
