@@ -77,6 +77,11 @@ fn rfc5769_2_1_request() {
         hex("9aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2")
     );
     assert_eq!(msg.unknown_comprehension_required().count(), 0);
+    check_stated(
+        &msg,
+        "9aeaa70cbfd8cb56781ef2b5b2d3f249c1b571a2",
+        Some(0xe57a3bcf),
+    );
     msg.verify_message_integrity(SHORT_TERM_PASSWORD.as_bytes())
         .unwrap();
     assert_eq!(
@@ -177,6 +182,7 @@ fn rfc5769_2_4_long_term_request_and_byte_exact_reencoding() {
     assert!(!msg.has_fingerprint());
     assert_eq!(msg.verify_fingerprint(), Err(FingerprintError::Missing));
     check_stated(&msg, "f67024656dd64a3e02b8e0712e85c9a28ca89666", None);
+    check_stated(&msg, "f67024656dd64a3e02b8e0712e85c9a28ca89666", None);
 
     let key = long_term_key_md5(MATRIX_USER, "example.org", MATRIX_PASSWORD);
     assert_eq!(key.to_vec(), hex("e8ca7ad59d5eb0518e312911d2dab2a9"));
@@ -234,6 +240,14 @@ fn rfc8489_b1_sha256_userhash_request_and_byte_exact_reencoding() {
     assert_eq!(
         msg.verify_integrity(&key),
         Ok(IntegrityAlgorithm::HmacSha256)
+    );
+    assert_eq!(
+        msg.get::<MessageIntegritySha256>()
+            .unwrap()
+            .unwrap()
+            .0
+            .to_vec(),
+        hex("b5c7bf005b6c52a21c51c5e892f81924136296cb927c43149309278cc6518e65")
     );
     assert_eq!(
         msg.verify_message_integrity(&key),
