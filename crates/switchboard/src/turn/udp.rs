@@ -11,6 +11,7 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 use switchboard_turn::{FiveTuple, Transport};
 use tokio::io::Interest;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{Shared, unix_secs};
@@ -26,10 +27,12 @@ pub(super) const SLOT_LEN: usize = 64 * 1024;
 /// Socket buffers asked of the kernel; relaying bursts overflow the default.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// A UDP socket with quinn-udp's per-socket state.
+/// A UDP socket with quinn-udp's per-socket state, registered with tokio
+/// through `AsyncFd` so that a short `recvmmsg` batch can clear readiness
+/// without a second, empty syscall.
 #[derive(Debug)]
 pub(super) struct UdpEndpoint {
-    socket: tokio::net::UdpSocket,
+    io: AsyncFd<std::net::UdpSocket>,
     state: UdpSocketState,
     pub(super) local: SocketAddr,
 }
@@ -45,12 +48,12 @@ impl UdpEndpoint {
             let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER);
         }
         let local = std_socket.local_addr()?;
-        let socket = tokio::net::UdpSocket::from_std(std_socket)?;
-        Ok(Self {
-            socket,
-            state,
-            local,
-        })
+        // The safe constructor is deprecated in favour of an `unsafe` one
+        // because a caller could close the fd behind tokio's back; this
+        // socket is owned by the AsyncFd and closed only when it drops.
+        #[allow(deprecated)]
+        let io = AsyncFd::with_interest(std_socket, Interest::READABLE)?;
+        Ok(Self { io, state, local })
     }
 
     /// A listener socket; several may share `addr` (SO_REUSEPORT), the
@@ -86,26 +89,37 @@ impl UdpEndpoint {
             segment_size: None,
             src_ip,
         };
-        self.socket
-            .try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.socket).into(), &transmit)
-            })
+        self.state
+            .try_send(self.io.get_ref().into(), &transmit)
             .is_ok()
     }
 
-    /// One `recvmmsg` without waiting; `WouldBlock` when nothing is queued.
-    pub(super) fn try_recv(&self, bufs: &mut RecvBuffers) -> io::Result<usize> {
+    /// Waits until the socket may be readable.
+    pub(super) async fn readable(&self) -> io::Result<AsyncFdReadyGuard<'_, std::net::UdpSocket>> {
+        self.io.readable().await
+    }
+
+    /// One `recvmmsg` under a readiness guard: `None` when the socket turned
+    /// out empty (readiness cleared), else the message count. A short batch
+    /// means the queue is drained, so readiness is cleared then as well.
+    pub(super) fn recv(
+        &self,
+        guard: &mut AsyncFdReadyGuard<'_, std::net::UdpSocket>,
+        bufs: &mut RecvBuffers,
+    ) -> Option<io::Result<usize>> {
         let mut chunks = bufs.storage.chunks_mut(SLOT_LEN);
         let mut iovs: [IoSliceMut<'_>; SLOTS] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        self.socket.try_io(Interest::READABLE, || {
-            self.state
-                .recv((&self.socket).into(), &mut iovs, &mut bufs.meta)
-        })
-    }
-
-    pub(super) async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+        let result = guard
+            .try_io(|io| {
+                self.state
+                    .recv(io.get_ref().into(), &mut iovs, &mut bufs.meta)
+            })
+            .ok()?;
+        if matches!(result, Ok(n) if n < SLOTS) {
+            guard.clear_ready();
+        }
+        Some(result)
     }
 }
 
@@ -147,19 +161,23 @@ pub(super) async fn listener_loop(shared: Arc<Shared>, endpoint: Arc<UdpEndpoint
     let mut bufs = RecvBuffers::new();
     let local = endpoint.local;
     loop {
-        tokio::select! {
+        let mut guard = tokio::select! {
             () = shared.shutdown.cancelled() => return,
-            ready = endpoint.readable() => if ready.is_err() { return },
-        }
-        let n = match endpoint.try_recv(&mut bufs) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
+            ready = endpoint.readable() => match ready {
+                Ok(guard) => guard,
+                Err(_) => return,
+            },
+        };
+        let n = match endpoint.recv(&mut guard, &mut bufs) {
+            None => continue,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
                 // ICMP errors surface here on some kernels; keep serving.
                 tracing::trace!(error = %e, "turn udp recv");
                 continue;
             }
         };
+        drop(guard);
         let now = Instant::now();
         let unix = unix_secs();
         let mut core = shared.lock();
@@ -186,22 +204,28 @@ pub(super) async fn relay_loop(
 ) {
     let local = endpoint.local;
     loop {
-        tokio::select! {
+        let mut guard = tokio::select! {
             () = cancel.cancelled() => return,
-            ready = endpoint.readable() => if ready.is_err() { return },
-        }
+            ready = endpoint.readable() => match ready {
+                Ok(guard) => guard,
+                Err(_) => return,
+            },
+        };
         let now = Instant::now();
-        let mut guard = shared.lock();
-        let core = &mut *guard;
+        let mut locked = shared.lock();
+        let core = &mut *locked;
         // A few batches at most, so one busy peer cannot hog the lock.
         for _ in 0..4 {
-            let n = match endpoint.try_recv(&mut core.relay_buffers) {
-                Ok(n) => n,
-                Err(_) => break,
+            let n = match endpoint.recv(&mut guard, &mut core.relay_buffers) {
+                Some(Ok(n)) => n,
+                None | Some(Err(_)) => break,
             };
             for (peer, _, bytes) in core.relay_buffers.datagrams(n) {
                 core.server.handle_peer(now, local, peer, bytes);
                 core.io.flush(&mut core.server, &shared, now);
+            }
+            if n < SLOTS {
+                break;
             }
         }
     }
