@@ -24,8 +24,10 @@ pub(super) const SLOTS: usize = if quinn_udp::BATCH_SIZE < 32 {
 };
 /// Bytes per receive slot: room for a GRO train of full-size datagrams.
 pub(super) const SLOT_LEN: usize = 64 * 1024;
-/// Socket buffers asked of the kernel; relaying bursts overflow the default.
-const SOCKET_BUFFER: usize = 4 << 20;
+/// Listener socket buffers asked of the kernel; bursts overflow the default.
+const LISTENER_BUFFER: usize = 4 << 20;
+/// Relay socket buffers: a limit, not memory spent while the queue is empty.
+const RELAY_BUFFER: usize = 1 << 20;
 
 /// A UDP socket with quinn-udp's per-socket state, registered with tokio
 /// through `AsyncFd` so that a short `recvmmsg` batch can clear readiness
@@ -38,15 +40,13 @@ pub(super) struct UdpEndpoint {
 }
 
 impl UdpEndpoint {
-    fn new(socket: Socket, buffers: bool) -> io::Result<Self> {
+    fn new(socket: Socket, buffer: usize) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
         let std_socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new((&std_socket).into())?;
-        if buffers {
-            // Best effort: the kernel caps these at net.core.[rw]mem_max.
-            let _ = state.set_recv_buffer_size((&std_socket).into(), SOCKET_BUFFER);
-            let _ = state.set_send_buffer_size((&std_socket).into(), SOCKET_BUFFER);
-        }
+        // Best effort: the kernel caps these at net.core.[rw]mem_max.
+        let _ = state.set_recv_buffer_size((&std_socket).into(), buffer);
+        let _ = state.set_send_buffer_size((&std_socket).into(), buffer);
         let local = std_socket.local_addr()?;
         // The safe constructor is deprecated in favour of an `unsafe` one
         // because a caller could close the fd behind tokio's back; this
@@ -65,7 +65,7 @@ impl UdpEndpoint {
         }
         socket.set_reuse_port(true)?;
         socket.bind(&addr.into())?;
-        Self::new(socket, true)
+        Self::new(socket, LISTENER_BUFFER)
     }
 
     /// A relay socket at exactly `addr`.
@@ -75,7 +75,7 @@ impl UdpEndpoint {
             socket.set_only_v6(true)?;
         }
         socket.bind(&addr.into())?;
-        Self::new(socket, false)
+        Self::new(socket, RELAY_BUFFER)
     }
 
     /// Sends one datagram without waiting: on a full socket buffer the
