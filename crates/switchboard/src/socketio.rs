@@ -29,6 +29,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::header;
@@ -209,18 +210,20 @@ impl ConnectHandler<LocalAdapter, ClassicFace> for Admit {
         hub.connect(conn, sink, admission.identity, Face::Classic, |_| {
             Vec::new()
         });
-        socket.on_disconnect(Departure {
+        metrics::counter!("switchboard_socketio_connections_total").increment(1);
+        metrics::gauge!("switchboard_socketio_connections").increment(1.0);
+        let departure = Departure {
             hub: hub.clone(),
             conn,
-        });
+            gone: Arc::new(AtomicBool::new(false)),
+        };
+        socket.on_disconnect(departure.clone());
         // A transport that died before the disconnect handler was set never
         // calls it; `close` clears `connected` before it looks for one.
         if !socket.connected() {
-            hub.disconnect(conn, Disconnect::Abrupt);
+            departure.depart(Disconnect::Abrupt);
             return;
         }
-        metrics::counter!("switchboard_socketio_connections_total").increment(1);
-        metrics::gauge!("switchboard_socketio_connections").increment(1.0);
         tracing::info!(
             conn = conn.0,
             sid = %socket.id,
@@ -293,9 +296,24 @@ enum EventError {
 
 /// The socket is gone: the core announces `bye` at once (the classic face
 /// has no resume).
+#[derive(Clone)]
 struct Departure {
     hub: Arc<Hub>,
     conn: ConnId,
+    /// Set by whichever of the handler and the connect handler's own check
+    /// gets there first, so that a departure is counted once.
+    gone: Arc<AtomicBool>,
+}
+
+impl Departure {
+    fn depart(&self, how: Disconnect) -> bool {
+        if self.gone.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.hub.disconnect(self.conn, how);
+        metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
+        true
+    }
 }
 
 impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
@@ -312,9 +330,9 @@ impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
             | DisconnectReason::ClosingServer => Disconnect::Clean,
             _ => Disconnect::Abrupt,
         };
-        self.hub.disconnect(self.conn, how);
-        metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
-        tracing::info!(conn = self.conn.0, sid = %s.id, %reason, "socket.io disconnected");
+        if self.depart(how) {
+            tracing::info!(conn = self.conn.0, sid = %s.id, %reason, "socket.io disconnected");
+        }
         defer(s);
     }
 }
