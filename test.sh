@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 step() { printf '\n==> %s\n' "$*"; }
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -29,7 +31,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo build --workspace --all-targets
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$log"
 
 if [ -f fuzz/Cargo.toml ]; then
   step "fuzz targets build"
@@ -40,8 +42,13 @@ export SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/switchboard"
 for dir in interop/socketio e2e; do
   if [ -f "$dir/package.json" ]; then
     step "node tests in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund && node --test)
+    (cd "$dir" && npm ci --no-audit --no-fund && node --test) 2>&1 | tee -a "$log"
   fi
 done
 
-step "all tests passed"
+# One closing tally over every runner (cargo's and node's).
+passed=$(awk '/^test result:/ {p += $4} /^# pass / {p += $3} END {print p + 0}' "$log")
+failed=$(awk '/^test result:/ {f += $6} /^# fail / {f += $3} END {print f + 0}' "$log")
+step "all suites done"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
