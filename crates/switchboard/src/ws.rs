@@ -56,8 +56,10 @@ pub async fn handler(
     let max_frame = app.limits.transport_max_frame;
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
+        // Small read buffers keep idle connections cheap; writes gather in
+        // the buffer until the writer flushes a whole batch at once.
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
             serve(app, socket, remote, identity, host, q).await;
@@ -151,32 +153,40 @@ async fn read_loop(
     heartbeat_timeout: Duration,
     sink: &NativeSink,
 ) -> Disconnect {
+    // One timer for the connection's life, re-armed only when it fires:
+    // arming a timer per frame would cost more than the frame.
+    let mut last_seen = tokio::time::Instant::now();
+    let silence = tokio::time::sleep_until(last_seen + heartbeat_timeout);
+    tokio::pin!(silence);
     loop {
         let next = tokio::select! {
-            r = tokio::time::timeout(heartbeat_timeout, rx.next()) => r,
+            r = rx.next() => r,
+            () = &mut silence => {
+                let deadline = last_seen + heartbeat_timeout;
+                if deadline > tokio::time::Instant::now() {
+                    silence.as_mut().reset(deadline);
+                    continue;
+                }
+                tracing::info!("heartbeat timeout");
+                return Disconnect::Abrupt;
+            }
             () = sink.ended.cancelled() => {
                 // Closed by the server (takeover, slow reader, shutdown): the
                 // hub has already accounted for the session.
                 return Disconnect::Abrupt;
             }
         };
+        last_seen = tokio::time::Instant::now();
         let msg = match next {
-            Err(_) => {
-                tracing::info!("heartbeat timeout");
-                return Disconnect::Abrupt;
-            }
-            Ok(None) => return Disconnect::Abrupt,
-            Ok(Some(Err(e))) => {
+            None => return Disconnect::Abrupt,
+            Some(Err(e)) => {
                 tracing::debug!("read error: {e}");
                 return Disconnect::Abrupt;
             }
-            Ok(Some(Ok(m))) => m,
+            Some(Ok(m)) => m,
         };
         match msg {
-            Message::Text(text) => {
-                metrics::counter!("switchboard_ws_frames_in_total").increment(1);
-                app.hub.text(conn, text.as_str());
-            }
+            Message::Text(text) => app.hub.text(conn, text.as_str()),
             Message::Binary(_) => app.hub.binary(conn),
             Message::Ping(_) | Message::Pong(_) => {}
             Message::Close(frame) => {
@@ -219,7 +229,6 @@ async fn write_loop(
                     }
                     n += 1;
                 }
-                metrics::counter!("switchboard_ws_frames_out_total").increment(n);
                 if tx.flush().await.is_err() {
                     return;
                 }

@@ -295,6 +295,32 @@ async fn an_unresumed_cut_ends_in_bye_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn a_silent_connection_times_out_into_the_grace_period() {
+    let s = server_with(&[
+        ("SWITCHBOARD_SESSION__HEARTBEAT_INTERVAL_SECS", "1"),
+        ("SWITCHBOARD_SESSION__HEARTBEAT_TIMEOUT_SECS", "2"),
+        ("SWITCHBOARD_SESSION__RESUME_GRACE_SECS", "1"),
+    ])
+    .await;
+    let mut a = Client::connect(&s.ws_url("")).await;
+    let mut b = Client::connect(&s.ws_url("")).await;
+    a.join("r").await;
+    b.join("r").await;
+    a.recv_type("other_joined").await;
+    // b keeps its socket open but never reads again, so it never answers
+    // the server's pings: silence, then the grace period, then bye.
+    let peer_b = b.peer();
+    let started = tokio::time::Instant::now();
+    let bye = a.recv_type("bye").await;
+    assert_eq!(bye["peer"], peer_b);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "bye before the heartbeat timeout"
+    );
+    drop(b);
+}
+
+#[tokio::test]
 async fn a_resume_that_cannot_be_served_gets_resume_failed_and_a_fresh_welcome() {
     let s = server_with(&[("SWITCHBOARD_SESSION__REPLAY_FRAMES", "4")]).await;
     let mut a = Client::connect(&s.ws_url("")).await;
