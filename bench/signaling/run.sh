@@ -10,7 +10,7 @@
 # default 5000), IDLE_MAX (19000), IDLE_CHECKPOINTS (1000,10000), SERVERS
 # ("switchboard socketio bare"), PIN (1: server on CPU 0, load tool on the
 # others; default 1 when there are at least 2 CPUs), RESULTS (JSON lines file),
-# SKIP_BUILD (1: use the binaries already built).
+# SKIP_BUILD (1: use the binaries already built), IDLE (0: skip the idle runs).
 # Every server is started fresh for every case, on 127.0.0.1 port 0.
 set -euo pipefail
 
@@ -157,11 +157,14 @@ for rooms in $SCALES; do
 done
 
 # ---- idle memory ---------------------------------------------------------
+[[ "${IDLE:-1}" == 0 ]] && IDLE_MAX=0
 idle=(idle --connections "$IDLE_MAX" --checkpoints "$IDLE_CHECKPOINTS" --peers-per-room 2
     --hold 5 --settle 1 --connect-concurrency 256 --timeout 300)
-has switchboard && load "idle" switchboard "${idle[@]}" --protocol native
-has socketio && load "idle" socketio "${idle[@]}" --protocol socketio
-has bare && load "idle" bare "${idle[@]}" --protocol bare
+if [[ "$IDLE_MAX" -gt 0 ]]; then
+    has switchboard && load "idle" switchboard "${idle[@]}" --protocol native
+    has socketio && load "idle" socketio "${idle[@]}" --protocol socketio
+    has bare && load "idle" bare "${idle[@]}" --protocol bare
+fi
 
 # ---- table ---------------------------------------------------------------
 log "== results in $RESULTS"
