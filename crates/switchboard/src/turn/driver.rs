@@ -62,6 +62,7 @@ impl Shared {
                     streams: HashMap::new(),
                     armed: None,
                     send_failures: 0,
+                    train: Train::default(),
                 },
                 relay_buffers: RecvBuffers::new(),
             }),
@@ -111,34 +112,97 @@ pub(super) struct IoTable {
     pub(super) armed: Option<Instant>,
     /// Datagrams or frames dropped on full buffers.
     pub(super) send_failures: u64,
+    train: Train,
+}
+
+/// A UDP socket as the server's outputs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UdpSocketName {
+    /// The listener, sending from this server IP.
+    Listener(IpAddr),
+    /// The relay socket bound here.
+    Relay(SocketAddr),
+}
+
+/// Consecutive datagrams from one socket to one destination, all of one
+/// size but the last: what a single GSO `sendmsg` can carry.
+#[derive(Debug, Default)]
+pub(super) struct Train {
+    name: Option<UdpSocketName>,
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    max: usize,
+    /// The last datagram was shorter than `segment`: nothing may follow.
+    closed: bool,
+    bytes: Vec<u8>,
+}
+
+/// GSO sends stay under the 64 KiB UDP limit.
+const TRAIN_BYTES: usize = 60_000;
+
+impl Train {
+    fn extend(&mut self, name: UdpSocketName, to: SocketAddr, bytes: &[u8]) -> bool {
+        let fits = self.name == Some(name)
+            && self.to == Some(to)
+            && !self.closed
+            && self.count < self.max
+            && !bytes.is_empty()
+            && bytes.len() <= self.segment
+            && self.bytes.len() + bytes.len() <= TRAIN_BYTES;
+        if fits {
+            self.bytes.extend_from_slice(bytes);
+            self.count += 1;
+            self.closed = bytes.len() < self.segment;
+        }
+        fits
+    }
+
+    fn start(&mut self, name: UdpSocketName, to: SocketAddr, bytes: &[u8], max: usize) {
+        self.name = Some(name);
+        self.to = Some(to);
+        self.segment = bytes.len();
+        self.count = 1;
+        self.max = max.max(1);
+        self.closed = false;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+    }
 }
 
 impl IoTable {
     pub(super) fn flush(&mut self, server: &mut TurnServer, shared: &Arc<Shared>, now: Instant) {
         loop {
             while let Some(t) = server.poll_transmit() {
-                let sent = match t.source {
-                    Source::Client(ft) => match ft.transport {
-                        Transport::Udp => self.udp.first().is_some_and(|ep| {
-                            let src = (ep.local.ip().is_unspecified()).then_some(ft.server.ip());
-                            ep.send(t.to, t.bytes, src)
-                        }),
-                        // A slow stream client loses relayed packets rather than
-                        // holding up everyone behind the lock.
-                        _ => self
-                            .streams
-                            .get(&ft)
-                            .is_some_and(|tx| tx.try_send(Bytes::copy_from_slice(t.bytes)).is_ok()),
-                    },
-                    Source::Relay(local) => self
-                        .relays
-                        .get(&local)
-                        .is_some_and(|r| r.endpoint.send(t.to, t.bytes, None)),
+                let udp_socket = match t.source {
+                    Source::Client(ft) if ft.transport == Transport::Udp => {
+                        Some(UdpSocketName::Listener(ft.server.ip()))
+                    }
+                    Source::Relay(local) => Some(UdpSocketName::Relay(local)),
+                    Source::Client(_) => None,
                 };
+                if let Some(name) = udp_socket {
+                    if !self.train.extend(name, t.to, t.bytes) {
+                        self.send_train();
+                        let max = self.max_segments(name);
+                        self.train.start(name, t.to, t.bytes, max);
+                    }
+                    continue;
+                }
+                // A slow stream client loses relayed packets rather than
+                // holding up everyone behind the lock.
+                let Source::Client(ft) = t.source else {
+                    continue;
+                };
+                let sent = self
+                    .streams
+                    .get(&ft)
+                    .is_some_and(|tx| tx.try_send(Bytes::copy_from_slice(t.bytes)).is_ok());
                 if !sent {
                     self.send_failures += 1;
                 }
             }
+            self.send_train();
             let mut answered = false;
             while let Some(event) = server.poll_event() {
                 match event {
@@ -179,6 +243,40 @@ impl IoTable {
                 shared.timer.notify_one();
             }
         }
+    }
+
+    fn max_segments(&self, name: UdpSocketName) -> usize {
+        match name {
+            UdpSocketName::Listener(_) => self.udp.first().map_or(1, |ep| ep.max_gso_segments()),
+            UdpSocketName::Relay(local) => self
+                .relays
+                .get(&local)
+                .map_or(1, |r| r.endpoint.max_gso_segments()),
+        }
+    }
+
+    /// Sends the pending train of datagrams, as one GSO send when it has several.
+    fn send_train(&mut self) {
+        let train = &mut self.train;
+        let (Some(name), Some(to)) = (train.name.take(), train.to) else {
+            return;
+        };
+        let segment_size = (train.count > 1).then_some(train.segment);
+        let sent = match name {
+            UdpSocketName::Listener(server_ip) => self.udp.first().is_some_and(|ep| {
+                let src = ep.local.ip().is_unspecified().then_some(server_ip);
+                ep.send(to, &train.bytes, src, segment_size)
+            }),
+            UdpSocketName::Relay(local) => self
+                .relays
+                .get(&local)
+                .is_some_and(|r| r.endpoint.send(to, &train.bytes, None, segment_size)),
+        };
+        if !sent {
+            self.send_failures += train.count as u64;
+        }
+        train.bytes.clear();
+        train.count = 0;
     }
 
     fn bind_relay(

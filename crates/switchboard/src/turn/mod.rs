@@ -118,9 +118,19 @@ impl TurnService {
             .unwrap_or_default()
     }
 
+    /// Datagrams and stream frames dropped because a socket buffer or a
+    /// connection's queue was full.
+    pub fn send_failures(&self) -> u64 {
+        self.inner
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.lock().io.send_failures)
+    }
+
     /// Pushes the counters into the process's `metrics` recorder (for `/metrics`).
     pub fn export_metrics(&self) {
         let m = self.metrics();
+        metrics::counter!("switchboard_turn_send_failures_total").absolute(self.send_failures());
         let gauges = [
             ("switchboard_turn_allocations", m.allocations),
             ("switchboard_turn_permissions", m.permissions),

@@ -81,17 +81,30 @@ impl UdpEndpoint {
     /// Sends one datagram without waiting: on a full socket buffer the
     /// datagram is dropped, as the network would. `src_ip` picks the source
     /// address on a wildcard-bound socket.
-    pub(super) fn send(&self, to: SocketAddr, bytes: &[u8], src_ip: Option<IpAddr>) -> bool {
+    /// With `segment_size`, `bytes` is a train of datagrams of that size
+    /// (the last may be shorter) sent in one `sendmsg` with GSO.
+    pub(super) fn send(
+        &self,
+        to: SocketAddr,
+        bytes: &[u8],
+        src_ip: Option<IpAddr>,
+        segment_size: Option<usize>,
+    ) -> bool {
         let transmit = quinn_udp::Transmit {
             destination: to,
             ecn: None,
             contents: bytes,
-            segment_size: None,
+            segment_size,
             src_ip,
         };
         self.state
             .try_send(self.io.get_ref().into(), &transmit)
             .is_ok()
+    }
+
+    /// How many datagrams one GSO send may carry (1 without GSO).
+    pub(super) fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
     }
 
     /// Waits until the socket may be readable.
@@ -189,8 +202,8 @@ pub(super) async fn listener_loop(shared: Arc<Shared>, endpoint: Arc<UdpEndpoint
                 server,
             };
             core.server.handle_client(now, unix, five_tuple, bytes);
-            core.flush(&shared, now);
         }
+        core.flush(&shared, now);
     }
 }
 
@@ -222,8 +235,10 @@ pub(super) async fn relay_loop(
             };
             for (peer, _, bytes) in core.relay_buffers.datagrams(n) {
                 core.server.handle_peer(now, local, peer, bytes);
-                core.io.flush(&mut core.server, &shared, now);
             }
+            // One flush per batch lets runs to the same client leave as one
+            // GSO send.
+            core.io.flush(&mut core.server, &shared, now);
             if n < SLOTS {
                 break;
             }
