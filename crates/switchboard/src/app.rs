@@ -116,17 +116,15 @@ fn core_config(cfg: &Config) -> switchboard_signal::Config {
 }
 
 fn router(state: AppState) -> Router {
-    let socketio = crate::socketio::layer(&state);
     let routes = Router::new()
         .route("/ws", get(crate::ws::handler))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/ice-servers", get(ice_servers))
         .merge(crate::web::routes())
-        .with_state(state);
-    // Around the whole router, once: `Router::layer` would wrap each route
-    // apart, and each wrap is a separate Engine.IO with its own sessions.
-    Router::new().fallback_service(tower::Layer::layer(&socketio, routes))
+        .with_state(state.clone());
+    // Socket.IO wraps the whole router, once (see `socketio::service`).
+    Router::new().fallback_service(crate::socketio::service(&state, routes))
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {

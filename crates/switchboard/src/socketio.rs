@@ -32,7 +32,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::http::header;
+use std::task::{Context, Poll};
+
+use axum::extract::OriginalUri;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, header};
 use serde::Deserialize;
 use serde::ser::{Serialize, SerializeTuple, Serializer};
 use serde_json::{Value as Json, json};
@@ -42,6 +45,7 @@ use socketioxide::handler::{
     ConnectHandler, DisconnectHandler, FromMessageParts, MessageHandler, Value,
 };
 use socketioxide::layer::SocketIoLayer;
+use socketioxide::service::SocketIoService;
 use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, Identity, OutFrame};
@@ -56,8 +60,8 @@ use crate::hub::{ConnSink, Hub, QueueFull};
 const CLOSE_RETRIES: u32 = 50;
 const CLOSE_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// The Socket.IO layer for the router: it answers `/socket.io/` and passes
-/// every other request through.
+/// The Socket.IO layer: it answers `/socket.io/` and passes every other
+/// request through. [`service`] puts it around the router.
 pub fn layer(app: &AppState) -> SocketIoLayer {
     // Engine.IO's client gives up after pingInterval + pingTimeout without a
     // ping; match the native face's heartbeat interval and timeout.
@@ -67,6 +71,7 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
         .max(Duration::from_secs(1));
     let max_frame = app.limits.transport_max_frame;
     let (layer, io) = SocketIo::builder()
+        .req_path(PATH)
         .ping_interval(app.heartbeat_interval)
         .ping_timeout(ping_timeout)
         .max_buffer_size(app.limits.outbound_queue_frames.max(1))
@@ -75,10 +80,80 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
         // (socketioxide 0.18.3, the newest that builds on our MSRV, leaves
         // the WebSocket message cap at tungstenite's default, 64 MiB.)
         .max_payload(u64::try_from(max_frame).unwrap_or(u64::MAX))
-        .ws_read_buffer_size(4096)
+        // Each WebSocket read zero-fills this much: 1 KiB holds a few
+        // signaling messages and is the largest single share of an idle
+        // connection we control (larger frames grow the buffer as needed).
+        .ws_read_buffer_size(1024)
         .build_layer();
     io.ns("/", Admit { app: app.clone() });
     layer
+}
+
+/// The router behind the Socket.IO layer: `/socket.io/` is answered by
+/// socketioxide, everything else by `routes`. One layer around the whole
+/// router (`Router::layer` would wrap each route apart, each wrap a separate
+/// Engine.IO with its own sessions).
+pub fn service(app: &AppState, routes: axum::Router) -> OwnedHead<SocketIoService<axum::Router>> {
+    OwnedHead(tower::Layer::layer(&layer(app), routes))
+}
+
+/// Gives a Socket.IO request's URI and header values their own small
+/// allocations before socketioxide sees it.
+///
+/// hyper parses them as slices of the connection's read buffer (8 KiB or
+/// more), and Engine.IO keeps the request head for the whole life of the
+/// session (`Socket::req_parts`): without the copy every idle connection
+/// pins that buffer (16 KiB of heap, half of an idle connection's memory).
+#[derive(Debug, Clone)]
+pub struct OwnedHead<S>(S);
+
+impl<S, B> tower::Service<Request<B>> for OwnedHead<S>
+where
+    S: tower::Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if req.uri().path().starts_with(PATH) {
+            own_head(&mut req);
+        }
+        self.0.call(req)
+    }
+}
+
+/// Where socketioxide listens (its default).
+const PATH: &str = "/socket.io";
+
+fn own_head<B>(req: &mut Request<B>) {
+    if let Ok(uri) = Uri::try_from(req.uri().to_string()) {
+        // axum's router put a clone of the URI in the extensions, which the
+        // request head keeps too.
+        if req.extensions().get::<OriginalUri>().is_some() {
+            req.extensions_mut().insert(OriginalUri(uri.clone()));
+        }
+        *req.uri_mut() = uri;
+    }
+    let headers = req.headers();
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        // `from_bytes` copies; a name or value that came through hyper is
+        // valid, so nothing is dropped in practice.
+        let Ok(name) = HeaderName::from_bytes(name.as_str().as_bytes()) else {
+            continue;
+        };
+        let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) else {
+            continue;
+        };
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name, copy);
+    }
+    *req.headers_mut() = owned;
 }
 
 /// What the connect middleware established, handed to the connect handler
@@ -443,6 +518,22 @@ mod tests {
             event_args(&Value::Str("{".into(), None)),
             Err(EventError::Json(_))
         ));
+    }
+
+    #[test]
+    fn the_head_is_copied_intact() {
+        let mut req = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header(header::ORIGIN, "https://app.example")
+            .header("x-custom", "a")
+            .header("x-custom", "b")
+            .body(())
+            .expect("request");
+        own_head(&mut req);
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(req.headers()[header::ORIGIN], "https://app.example");
+        let custom: Vec<_> = req.headers().get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["a", "b"]);
     }
 
     #[test]
