@@ -17,6 +17,16 @@ async fn server_with(env: &[(&str, &str)]) -> Server {
     Server::start(BIN, env, &[]).await
 }
 
+/// Two clients in `room`, the first having seen the second arrive.
+async fn pair_in_room(s: &Server, room: &str) -> (Client, Client) {
+    let mut a = Client::connect(&s.ws_url("")).await;
+    let mut b = Client::connect(&s.ws_url("")).await;
+    a.join(room).await;
+    b.join(room).await;
+    a.recv_type("other_joined").await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn welcome_has_everything_a_client_needs() {
     let s = server().await;
@@ -233,11 +243,7 @@ async fn close_1000_or_1001_means_bye_at_once() {
 #[tokio::test]
 async fn a_cut_connection_resumes_and_gets_every_frame_once_in_order() {
     let s = server_with(&[("SWITCHBOARD_SESSION__RESUME_GRACE_SECS", "30")]).await;
-    let mut a = Client::connect(&s.ws_url("")).await;
-    let mut b = Client::connect(&s.ws_url("")).await;
-    a.join("r").await;
-    b.join("r").await;
-    a.recv_type("other_joined").await;
+    let (mut a, b) = pair_in_room(&s, "r").await;
     let (session, token, peer_b, last) = (b.session(), b.resume_token(), b.peer(), b.last_seq);
     b.cut();
 
@@ -277,11 +283,7 @@ async fn a_cut_connection_resumes_and_gets_every_frame_once_in_order() {
 #[tokio::test]
 async fn an_unresumed_cut_ends_in_bye_after_the_grace_period() {
     let s = server_with(&[("SWITCHBOARD_SESSION__RESUME_GRACE_SECS", "1")]).await;
-    let mut a = Client::connect(&s.ws_url("")).await;
-    let mut b = Client::connect(&s.ws_url("")).await;
-    a.join("r").await;
-    b.join("r").await;
-    a.recv_type("other_joined").await;
+    let (mut a, b) = pair_in_room(&s, "r").await;
     let peer_b = b.peer();
     let cut_at = tokio::time::Instant::now();
     b.cut();
@@ -302,11 +304,7 @@ async fn a_silent_connection_times_out_into_the_grace_period() {
         ("SWITCHBOARD_SESSION__RESUME_GRACE_SECS", "1"),
     ])
     .await;
-    let mut a = Client::connect(&s.ws_url("")).await;
-    let mut b = Client::connect(&s.ws_url("")).await;
-    a.join("r").await;
-    b.join("r").await;
-    a.recv_type("other_joined").await;
+    let (mut a, b) = pair_in_room(&s, "r").await;
     // b keeps its socket open but never reads again, so it never answers
     // the server's pings: silence, then the grace period, then bye.
     let peer_b = b.peer();
