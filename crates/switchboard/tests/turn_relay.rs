@@ -305,3 +305,25 @@ async fn random_secret_when_none_is_configured() {
         .await
         .expect("credentials from welcome work out of the box");
 }
+
+#[tokio::test]
+async fn external_ip_is_advertised_for_one_to_one_nat() {
+    let mut s = settings();
+    s.external_ip = Some("127.0.0.2".parse().unwrap());
+    let server = start(&s, None).await;
+    let udp = server.service.local_udp().unwrap();
+    let mut client = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    let relayed = client.allocate().await.unwrap();
+    assert_eq!(
+        relayed.ip().to_string(),
+        "127.0.0.2",
+        "the NAT's address is advertised"
+    );
+    // The advertised address counts as the server's own: a client may name it.
+    let answer = client
+        .ask(Method::CREATE_PERMISSION, |b| {
+            b.add_xor_peer_address(relayed);
+        })
+        .await;
+    assert!(is_success(&answer));
+}
