@@ -21,7 +21,7 @@ if [[ -n "${QUICK:-}" ]]; then
     : "${DURATION:=3}" "${IDLE_MAX:=2000}" "${IDLE_CHECKPOINTS:=1000}"
 fi
 DURATION=${DURATION:-10}
-SCALES=${SCALES:-"100 1000"}
+SCALES=${SCALES-"100 1000"}
 RATE=${RATE:-5000}
 IDLE_MAX=${IDLE_MAX:-19000}
 IDLE_CHECKPOINTS=${IDLE_CHECKPOINTS:-1000,10000}
@@ -162,6 +162,7 @@ idle=(idle --connections "$IDLE_MAX" --checkpoints "$IDLE_CHECKPOINTS" --peers-p
     --hold 5 --settle 1 --connect-concurrency 256 --timeout 300)
 if [[ "$IDLE_MAX" -gt 0 ]]; then
     has switchboard && load "idle" switchboard "${idle[@]}" --protocol native
+    has switchboard && load "idle socket.io face" switchboard "${idle[@]}" --protocol socketio
     has socketio && load "idle" socketio "${idle[@]}" --protocol socketio
     has bare && load "idle" bare "${idle[@]}" --protocol bare
 fi

@@ -30,6 +30,9 @@ def median_of(runs):
     for side in ("server", "client"):
         if first.get(side):
             row[side] = {k: med(lambda r, k=k, s=side: (r.get(s) or {}).get(k)) for k in first[side]}
+    # Interference from other work only ever adds latency, so the best run
+    # is the closest to what the server itself does.
+    row["best_p99_us"] = min(r["latency"]["p99_us"] for r in runs)
     row["runs"] = len(runs)
     return row
 
@@ -46,8 +49,8 @@ def main(paths):
     traffic = [median_of(runs) if len(runs) > 1 else runs[0] for runs in groups.values()]
     idle = [r for r in rows if r.get("mode") == "idle"]
 
-    print("| case | server | msg/s | p50 ms | p99 ms | max ms | server CPU µs/msg | server cores | load-tool cores | lost | errors | load avg |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| case | server | msg/s | p50 ms | p99 ms | max ms | server CPU µs/msg | server cores | load-tool cores | lost | errors | load avg | best p99 ms |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in traffic:
         lat = r["latency"]
         server = r.get("server") or {}
@@ -56,15 +59,16 @@ def main(paths):
             f"| {r['case']} | {r['impl']} | {fmt(r['msgs_per_s'], 0)} | {fmt(lat['p50_us'] / 1000, 2)} "
             f"| {fmt(lat['p99_us'] / 1000, 2)} | {fmt(lat['max_us'] / 1000, 2)} "
             f"| {fmt(server.get('cpu_us_per_msg'), 2)} | {fmt(server.get('cores'), 2)} "
-            f"| {fmt(client.get('cores'), 2)} | {fmt(r['lost'], 0)} | {fmt(r['peer_errors'], 0)} | {fmt(r.get('loadavg'), 1)} |"
+            f"| {fmt(client.get('cores'), 2)} | {fmt(r['lost'], 0)} | {fmt(r['peer_errors'], 0)} | {fmt(r.get('loadavg'), 1)} "
+            f"| {fmt(r.get('best_p99_us', r['latency']['p99_us']) / 1000, 2)} |"
         )
 
     # Ratios against the targets: switchboard native vs socket.io and bare, per load.
     by_case = {(r["case"], r["impl"]): r for r in traffic}
     loads = sorted({r["case"].split(" ")[0] for r in traffic}, key=lambda c: (len(c), c))
     print()
-    print("| load | native CPU / socket.io CPU (≤0.6) | native CPU / bare CPU (≤1.1) | native p99 / socket.io p99 (≤0.2) | face CPU / socket.io CPU | face p99 / socket.io p99 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| load | native CPU / socket.io CPU (≤0.6) | native CPU / bare CPU (≤1.1) | native p99 / socket.io p99 (≤0.2) | same, best runs | face CPU / socket.io CPU | face p99 / socket.io p99 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for load in loads:
         native = by_case.get((f"{load} native", "switchboard"))
         sio = by_case.get((f"{load} socket.io", "socketio"))
@@ -78,24 +82,26 @@ def main(paths):
             return None if a is None or not b else a / b
 
         p99 = lambda r: r["latency"]["p99_us"] if r else None  # noqa: E731
+        best = lambda r: r.get("best_p99_us", r["latency"]["p99_us"]) if r else None  # noqa: E731
         print(
             f"| {load} | {fmt(ratio(cpu(native), cpu(sio)), 2)} | {fmt(ratio(cpu(native), cpu(bare)), 2)} "
-            f"| {fmt(ratio(p99(native), p99(sio)), 3)} | {fmt(ratio(cpu(face), cpu(sio)), 2)} "
+            f"| {fmt(ratio(p99(native), p99(sio)), 3)} | {fmt(ratio(best(native), best(sio)), 3)} "
+            f"| {fmt(ratio(cpu(face), cpu(sio)), 2)} "
             f"| {fmt(ratio(p99(face), p99(sio)), 3)} |"
         )
 
     if idle:
         print()
-        print("| server | connections | RSS KiB | KiB/conn (from 0) | KiB/conn (since previous step) | held | failed |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| case | server | connections | RSS KiB | KiB/conn (from 0) | KiB/conn (since previous step) | held | failed |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in idle:
             for step in r["steps"]:
                 print(
-                    f"| {r['impl']} | {step['connections']:,} | {step['rss_kib']:,} | {fmt(step['kib_per_conn'], 2)} "
+                    f"| {r['case']} | {r['impl']} | {step['connections']:,} | {step['rss_kib']:,} | {fmt(step['kib_per_conn'], 2)} "
                     f"| {fmt(step['marginal_kib_per_conn'], 2)} | {r['held']:,} | {r['failed']} |"
                 )
             if r.get("first_error"):
-                print(f"| {r['impl']} | first error: {r['first_error']} | | | | | |")
+                print(f"| {r['case']} | {r['impl']} | first error: {r['first_error']} | | | | | |")
 
 
 if __name__ == "__main__":
