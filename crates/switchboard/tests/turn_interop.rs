@@ -97,16 +97,14 @@ async fn run_uclient(args: &[&str], server: SocketAddr, peer: SocketAddr) -> Str
     let messages = MESSAGES.to_string();
     let clients = CLIENTS.to_string();
     let mut cmd = Command::new(UCLIENT);
-    // -c: no RTCP allocations (no EVEN-PORT reservations); -z 5: one message
-    // per 5 ms per client, a paced rate that a loaded CI machine keeps up with.
-    cmd.args([
-        "-c", "-n", &messages, "-m", &clients, "-l", "180", "-z", "5",
-    ])
-    .args(["-p", &port, "-e", "127.0.0.1", "-r", &peer_port])
-    .args(args)
-    .arg("127.0.0.1")
-    .stdin(Stdio::null())
-    .kill_on_drop(true);
+    // -z 5: one message per 5 ms per client, a paced rate that a loaded CI
+    // machine keeps up with.
+    cmd.args(["-n", &messages, "-m", &clients, "-l", "180", "-z", "5"])
+        .args(["-p", &port, "-e", "127.0.0.1", "-r", &peer_port])
+        .args(args)
+        .arg("127.0.0.1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(90), cmd.output())
         .await
         .expect("uclient finishes in time")
@@ -148,15 +146,17 @@ async fn coturn_uclient_over_udp_and_tcp() {
     let server = start(&interop_settings(), None).await;
     let (_peer, peer) = start_peer().await;
     let udp = server.service.local_udp().unwrap();
+    // Without -c uclient allocates RTP/RTCP pairs: EVEN-PORT with the R bit,
+    // then RESERVATION-TOKEN; -c leaves the RTCP allocation out.
     check(
-        "UDP, static user",
+        "UDP, static user, RTP+RTCP pairs (EVEN-PORT reservations)",
         &["-u", "alice", "-w", "alice-pw"],
         udp,
         peer,
     )
     .await;
     check(
-        "TCP, static user",
+        "TCP, static user, RTP+RTCP pairs",
         &["-t", "-u", "alice", "-w", "alice-pw"],
         udp,
         peer,
@@ -164,27 +164,27 @@ async fn coturn_uclient_over_udp_and_tcp() {
     .await;
     check(
         "UDP, REST secret",
-        &["-W", "interop-secret", "-u", "uclient"],
+        &["-c", "-W", "interop-secret", "-u", "uclient"],
         udp,
         peer,
     )
     .await;
     check(
         "TCP, REST secret",
-        &["-t", "-W", "interop-secret", "-u", "uclient"],
+        &["-c", "-t", "-W", "interop-secret", "-u", "uclient"],
         udp,
         peer,
     )
     .await;
     check(
         "UDP, client to client, Send",
-        &["-y", "-s", "-u", "alice", "-w", "alice-pw"],
+        &["-c", "-y", "-s", "-u", "alice", "-w", "alice-pw"],
         udp,
         peer,
     )
     .await;
     let m = server.service.metrics();
-    assert!(m.allocations_created >= u64::from(CLIENTS) * 5, "{m:?}");
+    assert!(m.allocations_created >= u64::from(CLIENTS) * 6, "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +198,7 @@ async fn coturn_uclient_over_tls() {
     let tls = server.service.local_tls().unwrap();
     check(
         "TLS, static user",
-        &["-t", "-S", "-u", "alice", "-w", "alice-pw"],
+        &["-c", "-t", "-S", "-u", "alice", "-w", "alice-pw"],
         tls,
         peer,
     )

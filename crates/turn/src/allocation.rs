@@ -42,6 +42,8 @@ pub(crate) struct Allocation {
     pub(crate) transaction_id: TransactionId,
     /// Dual allocation asked for IPv6 the host lacks (ADDRESS-ERROR-CODE).
     pub(crate) ipv6_unavailable: bool,
+    /// The RESERVATION-TOKEN handed out with this allocation's success.
+    pub(crate) reservation_token: Option<[u8; 8]>,
     /// Permissions by peer IP (ports are ignored, RFC 8656 §9), canonical form.
     permissions: HashMap<IpAddr, Instant>,
     channels: HashMap<u16, ChannelBinding>,
@@ -66,6 +68,7 @@ impl Allocation {
             expires,
             transaction_id: TransactionId::default(),
             ipv6_unavailable: false,
+            reservation_token: None,
             permissions: HashMap::new(),
             channels: HashMap::new(),
             channel_of_peer: HashMap::new(),

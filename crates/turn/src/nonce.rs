@@ -86,6 +86,17 @@ impl NonceSigner {
         Ok(())
     }
 
+    /// An unguessable 8-byte RESERVATION-TOKEN for the `n`th reservation.
+    pub(crate) fn reservation_token(&self, n: u64) -> [u8; 8] {
+        let mut mac = self.key.clone();
+        mac.update(b"reservation");
+        mac.update(&n.to_be_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&full[..8]);
+        out
+    }
+
     fn mac(&self, expiry: u64, client: SocketAddr) -> [u8; MAC_BYTES] {
         let mut mac = self.key.clone();
         mac.update(&expiry.to_be_bytes());

@@ -106,6 +106,10 @@ pub enum Event {
         near: SocketAddr,
         /// Whether the port must be even.
         even_port: bool,
+        /// Bind exactly this local address instead (the port after an even
+        /// one, for an EVEN-PORT reservation, RFC 8656 §7.2); `family`,
+        /// `near` and `even_port` do not matter then.
+        exact: Option<SocketAddr>,
     },
     /// The relay socket at this local address is no longer used: close it.
     ReleaseRelay {

@@ -1,13 +1,15 @@
 //! The authenticated TURN requests: Allocate, Refresh, CreatePermission,
 //! ChannelBind (RFC 8656 §7–§12), and the long-term credential check.
 
+use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_stun::attr::{
     AdditionalAddressFamily, AddressErrorCode, AddressFamily, ChannelNumber, ErrorCode, EvenPort,
-    Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, Username, XorPeerAddress,
+    Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Username,
+    XorPeerAddress,
 };
 use switchboard_stun::{
     AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
@@ -17,7 +19,7 @@ use crate::allocation::Allocation;
 use crate::auth::LongTermKey;
 use crate::nonce::NonceError;
 use crate::output::{Event, Family, FiveTuple, RelayAddress, RelayRequestId, Source};
-use crate::server::{PendingAllocation, TurnServer};
+use crate::server::{PendingAllocation, Reservation, TurnServer};
 
 /// Who sent an authenticated request.
 struct Authenticated {
@@ -204,7 +206,7 @@ impl TurnServer {
             _ => return self.error(ft, msg, 400, key, Extra::None),
         }
         let even_port = match msg.get::<EvenPort>() {
-            Ok(p) => p.is_some(),
+            Ok(p) => p,
             Err(_) => return self.error(ft, msg, 400, key, Extra::None),
         };
         let requested = msg.get::<RequestedAddressFamily>();
@@ -213,15 +215,15 @@ impl TurnServer {
             return self.error(ft, msg, 400, key, Extra::None);
         };
         let has_token = msg.contains(AttrType::RESERVATION_TOKEN);
-        if has_token && (even_port || requested.is_some())
+        if has_token && (even_port.is_some() || requested.is_some())
             || requested.is_some() && additional.is_some()
         {
             return self.error(ft, msg, 400, key, Extra::None);
         }
-        if has_token {
-            // This server never hands out reservations, so no token is valid.
-            return self.error(ft, msg, 508, key, Extra::None);
-        }
+        let token = match msg.get::<ReservationToken>() {
+            Ok(t) => t.map(|t| t.0),
+            Err(_) => return self.error(ft, msg, 400, key, Extra::None),
+        };
         let mut families = Vec::with_capacity(2);
         let mut ipv6_unavailable = false;
         match (requested, additional) {
@@ -255,6 +257,27 @@ impl TurnServer {
             return self.error(ft, msg, 486, key, Extra::None);
         }
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
+        if let Some(token) = token {
+            let Some(reserved) = self.reservations.remove(&token).filter(|r| r.expires > now)
+            else {
+                self.release_quota(&auth.username);
+                return self.error(ft, msg, 508, key, Extra::None);
+            };
+            let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
+            let aid = self.install_allocation(
+                now,
+                ft,
+                auth.username,
+                auth.key,
+                vec![reserved.relay],
+                secs,
+                tid,
+            );
+            self.allocate_success(aid, now);
+            return;
+        }
+        let reserve = matches!(even_port, Some(EvenPort { reserve: true })) && families.len() == 1;
+        let even_port = even_port.is_some();
         let pid = self.next_id;
         self.next_id += 1;
         let mut waiting = Vec::with_capacity(families.len());
@@ -272,6 +295,7 @@ impl TurnServer {
                 family,
                 near: ft.server,
                 even_port,
+                exact: None,
             });
         }
         self.pending_by_client.insert(ft, pid);
@@ -288,6 +312,9 @@ impl TurnServer {
                 failed: false,
                 cancelled: false,
                 ipv6_unavailable,
+                reserve,
+                reservation_request: None,
+                reservation: None,
             },
         );
     }
@@ -307,11 +334,36 @@ impl TurnServer {
             return;
         };
         p.waiting.retain(|w| *w != id);
-        match result {
-            Some(addr) => p.bound.push(addr),
-            None => p.failed = true,
+        if p.reservation_request == Some(id) {
+            // Failing to reserve is not fatal: the Allocate succeeds without a token.
+            p.reservation = result;
+        } else {
+            match result {
+                Some(addr) => p.bound.push(addr),
+                None => p.failed = true,
+            }
         }
         if !p.waiting.is_empty() {
+            return;
+        }
+        if p.reserve
+            && p.reservation_request.is_none()
+            && !p.failed
+            && !p.cancelled
+            && let Some(next) = p.bound.first().and_then(|r| next_port(r.local))
+        {
+            let rid = RelayRequestId(self.next_id);
+            self.next_id += 1;
+            p.reservation_request = Some(rid);
+            p.waiting.push(rid);
+            self.pending_by_request.insert(rid, pid);
+            self.push_event(Event::BindRelay {
+                id: rid,
+                family: Family::of(&next),
+                near: next,
+                even_port: false,
+                exact: Some(next),
+            });
             return;
         }
         let Some(p) = self.pending.remove(&pid) else {
@@ -321,7 +373,7 @@ impl TurnServer {
             self.pending_by_client.remove(&p.five_tuple);
         }
         if p.failed || p.cancelled {
-            for relay in &p.bound {
+            for relay in p.bound.iter().chain(p.reservation.iter()) {
                 self.push_event(Event::ReleaseRelay { local: relay.local });
             }
             self.release_quota(&p.username);
@@ -341,22 +393,61 @@ impl TurnServer {
             }
             return;
         }
+        let token = p.reservation.map(|relay| self.reserve(relay, now));
+        let aid = self.install_allocation(
+            now,
+            p.five_tuple,
+            p.username,
+            p.key,
+            p.bound,
+            p.lifetime_secs,
+            p.transaction_id,
+        );
+        if let Some(a) = self.allocations.get_mut(&aid) {
+            a.ipv6_unavailable = p.ipv6_unavailable;
+            a.reservation_token = token;
+        }
+        self.allocate_success(aid, now);
+    }
+
+    /// Holds `relay` for 30 s under a fresh token (RFC 8656 §7.2 suggests
+    /// about that long).
+    fn reserve(&mut self, relay: RelayAddress, now: Instant) -> [u8; 8] {
+        let token = self.nonces.reservation_token(self.next_id);
+        self.next_id += 1;
+        let expires = now + Duration::from_secs(30);
+        self.reservations
+            .insert(token, Reservation { relay, expires });
+        self.reservation_timers.push(Reverse((expires, token)));
+        token
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install_allocation(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        username: Arc<str>,
+        key: LongTermKey,
+        relays: Vec<RelayAddress>,
+        lifetime_secs: u32,
+        tid: TransactionId,
+    ) -> u64 {
         let aid = self.next_id;
         self.next_id += 1;
-        let expires = now + Duration::from_secs(u64::from(p.lifetime_secs));
-        let mut alloc = Allocation::new(p.five_tuple, p.username, p.key, p.bound, expires);
-        alloc.transaction_id = p.transaction_id;
-        alloc.ipv6_unavailable = p.ipv6_unavailable;
+        let expires = now + Duration::from_secs(u64::from(lifetime_secs));
+        let mut alloc = Allocation::new(ft, username, key, relays, expires);
+        alloc.transaction_id = tid;
         for relay in &alloc.relays {
             self.by_relay.insert(relay.local, aid);
             self.public_relays.insert(relay.public, aid);
         }
-        self.by_client.insert(p.five_tuple, aid);
+        self.by_client.insert(ft, aid);
         self.allocations.insert(aid, alloc);
         self.metrics.allocations += 1;
         self.metrics.allocations_created += 1;
         self.schedule(aid, expires);
-        self.allocate_success(aid, now);
+        aid
     }
 
     fn allocate_success(&mut self, id: u64, now: Instant) {
@@ -369,6 +460,7 @@ impl TurnServer {
         let relays: Vec<SocketAddr> = a.relays.iter().map(|r| r.public).collect();
         let remaining = secs(a.expires.saturating_duration_since(now));
         let ipv6_unavailable = a.ipv6_unavailable;
+        let token = a.reservation_token;
         let ty = MessageType::new(Method::ALLOCATE, Class::SuccessResponse);
         self.respond(ft, ty, tid, Some(&key), |b| {
             for relay in relays {
@@ -380,6 +472,9 @@ impl TurnServer {
                     code: ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED,
                     reason: "Address Family not Supported",
                 });
+            }
+            if let Some(token) = token {
+                b.add(&ReservationToken(token));
             }
             b.add_lifetime(remaining).add_xor_mapped_address(ft.client);
         });
@@ -612,6 +707,11 @@ impl TurnServer {
             self.recycle(buf);
         }
     }
+}
+
+/// The local address one port above `addr`, for a reservation.
+fn next_port(addr: SocketAddr) -> Option<SocketAddr> {
+    Some(SocketAddr::new(addr.ip(), addr.port().checked_add(1)?))
 }
 
 fn secs(d: Duration) -> u32 {

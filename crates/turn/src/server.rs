@@ -40,6 +40,19 @@ pub(crate) struct PendingAllocation {
     pub(crate) cancelled: bool,
     /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 and the host has none.
     pub(crate) ipv6_unavailable: bool,
+    /// EVEN-PORT with the R bit: also reserve the next port.
+    pub(crate) reserve: bool,
+    /// The request for the reserved port, once asked.
+    pub(crate) reservation_request: Option<RelayRequestId>,
+    /// The reserved relay, when the shell could bind it.
+    pub(crate) reservation: Option<RelayAddress>,
+}
+
+/// A relay socket held for a later Allocate with RESERVATION-TOKEN.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub(crate) relay: RelayAddress,
+    pub(crate) expires: Instant,
 }
 
 #[derive(Debug)]
@@ -91,6 +104,8 @@ pub struct TurnServer {
     pub(crate) pending_by_request: HashMap<RelayRequestId, u64>,
     pub(crate) next_id: u64,
     timers: BinaryHeap<Reverse<(Instant, AllocId)>>,
+    pub(crate) reservations: HashMap<[u8; 8], Reservation>,
+    pub(crate) reservation_timers: BinaryHeap<Reverse<(Instant, [u8; 8])>>,
     transmits: VecDeque<QueuedTransmit>,
     /// The transmit handed out last; its buffer is recycled on the next poll.
     current: Option<QueuedTransmit>,
@@ -128,6 +143,8 @@ impl TurnServer {
             pending_by_request: HashMap::new(),
             next_id: 1,
             timers: BinaryHeap::new(),
+            reservations: HashMap::new(),
+            reservation_timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             current: None,
             pool: Vec::new(),
@@ -240,6 +257,17 @@ impl TurnServer {
     /// Expires allocations, permissions and channels due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.latest = self.latest.max(now);
+        while let Some(&Reverse((at, token))) = self.reservation_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.reservation_timers.pop();
+            if let Some(r) = self.reservations.remove(&token) {
+                self.events.push_back(Event::ReleaseRelay {
+                    local: r.relay.local,
+                });
+            }
+        }
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
@@ -268,7 +296,12 @@ impl TurnServer {
     /// (a refreshed deadline leaves a stale entry); never late.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let allocations = self.timers.peek().map(|Reverse((at, _))| *at);
+        let reservations = self.reservation_timers.peek().map(|Reverse((at, _))| *at);
+        match (allocations, reservations) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        }
     }
 
     /// The next datagram or stream chunk to send; call until `None` after

@@ -847,3 +847,88 @@ fn rfc5766_channel_numbers_when_allowed() {
     let out = h.peer_sends(addr("10.0.0.2:50001"), peer, b"back");
     assert_eq!(ChannelData::parse(&out[0].bytes).unwrap().channel(), 0x657F);
 }
+
+#[test]
+fn even_port_reservation_and_token() {
+    let mut h = Harness::new(config());
+    let mut rtp = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    let out = h.client_sends(rtp.ft, &rtp.plain(Method::ALLOCATE, udp_transport));
+    rtp.learn(&out[0].bytes);
+    let out = rtp.ask(&mut h, Method::ALLOCATE, |b| {
+        udp_transport(b);
+        b.add(&switchboard_stun::attr::EvenPort { reserve: true });
+    });
+    assert!(is_success(&out));
+    let msg = Message::parse(&out).unwrap();
+    let relayed = msg.get::<XorRelayedAddress>().unwrap().unwrap().0;
+    let token = msg
+        .get::<switchboard_stun::attr::ReservationToken>()
+        .unwrap()
+        .expect("token")
+        .0;
+    assert!(matches!(
+        h.bind_requests[..],
+        [Event::BindRelay { even_port: true, exact: None, .. }, Event::BindRelay { exact: Some(next), .. }]
+            if next.port() == 50002
+    ));
+    // The RTCP allocation takes the reserved port without binding anything.
+    let mut rtcp = Client::udp("198.51.100.7:4001", "alice", "alice-pw");
+    rtcp.nonce = None;
+    let out = h.client_sends(rtcp.ft, &rtcp.plain(Method::ALLOCATE, udp_transport));
+    rtcp.learn(&out[0].bytes);
+    let with_token = |b: &mut switchboard_stun::MessageBuilder<'_>| {
+        udp_transport(b);
+        b.add(&switchboard_stun::attr::ReservationToken(token));
+    };
+    let out = rtcp.ask(&mut h, Method::ALLOCATE, with_token);
+    assert!(is_success(&out), "{:?}", error_code(&out));
+    let rtcp_relay = Message::parse(&out)
+        .unwrap()
+        .get::<XorRelayedAddress>()
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(rtcp_relay.port(), relayed.port() + 1);
+    assert_eq!(h.bind_requests.len(), 2);
+    // A token works once.
+    let mut again = Client::udp("198.51.100.7:4002", "alice", "alice-pw");
+    let out = h.client_sends(again.ft, &again.plain(Method::ALLOCATE, udp_transport));
+    again.learn(&out[0].bytes);
+    assert_eq!(
+        error_code(&again.ask(&mut h, Method::ALLOCATE, with_token)),
+        Some(508)
+    );
+}
+
+#[test]
+fn unused_reservations_expire_and_failed_ones_are_not_fatal() {
+    let mut h = Harness::new(config());
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    let out = h.client_sends(c.ft, &c.plain(Method::ALLOCATE, udp_transport));
+    c.learn(&out[0].bytes);
+    let even = |b: &mut switchboard_stun::MessageBuilder<'_>| {
+        udp_transport(b);
+        b.add(&switchboard_stun::attr::EvenPort { reserve: true });
+    };
+    assert!(is_success(&c.ask(&mut h, Method::ALLOCATE, even)));
+    h.advance(SECS(29));
+    assert!(h.released.is_empty());
+    h.advance(SECS(1));
+    assert_eq!(
+        h.released,
+        vec![addr("10.0.0.2:50002")],
+        "the reserved socket is let go"
+    );
+
+    h.reserve_ok = false;
+    let mut d = Client::udp("198.51.100.7:4001", "alice", "alice-pw");
+    let out = h.client_sends(d.ft, &d.plain(Method::ALLOCATE, udp_transport));
+    d.learn(&out[0].bytes);
+    let out = d.ask(&mut h, Method::ALLOCATE, even);
+    assert!(is_success(&out));
+    assert!(
+        !Message::parse(&out)
+            .unwrap()
+            .contains(AttrType::RESERVATION_TOKEN)
+    );
+}

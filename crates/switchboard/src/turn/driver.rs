@@ -211,8 +211,12 @@ impl IoTable {
                         family,
                         near,
                         even_port,
+                        exact,
                     } => {
-                        let bound = self.bind_relay(shared, family, near, even_port);
+                        let bound = match exact {
+                            Some(local) => self.bind_exact(shared, local),
+                            None => self.bind_relay(shared, family, near, even_port),
+                        };
                         server.relay_bound(now, id, bound);
                         answered = true;
                     }
@@ -279,6 +283,35 @@ impl IoTable {
         train.count = 0;
     }
 
+    /// Binds a relay at exactly `local` (a reservation's port).
+    fn bind_exact(&mut self, shared: &Arc<Shared>, local: SocketAddr) -> Option<RelayAddress> {
+        if self.relays.contains_key(&local) {
+            return None;
+        }
+        let endpoint = UdpEndpoint::relay(local).ok()?;
+        Some(self.register_relay(shared, endpoint))
+    }
+
+    /// Starts the receive task of a freshly bound relay socket.
+    fn register_relay(&mut self, shared: &Arc<Shared>, endpoint: UdpEndpoint) -> RelayAddress {
+        let local = endpoint.local;
+        let endpoint = Arc::new(endpoint);
+        let public_ip = shared
+            .plan
+            .external_ip
+            .filter(|ext| ext.is_ipv4() == local.is_ipv4())
+            .unwrap_or(local.ip());
+        let cancel = shared.shutdown.child_token();
+        shared
+            .tasks
+            .spawn(relay_loop(shared.clone(), endpoint.clone(), cancel.clone()));
+        self.relays.insert(local, RelaySocket { endpoint, cancel });
+        RelayAddress {
+            local,
+            public: SocketAddr::new(public_ip, local.port()),
+        }
+    }
+
     fn bind_relay(
         &mut self,
         shared: &Arc<Shared>,
@@ -323,20 +356,7 @@ impl IoTable {
             let Ok(endpoint) = UdpEndpoint::relay(local) else {
                 continue;
             };
-            let endpoint = Arc::new(endpoint);
-            let public_ip = plan
-                .external_ip
-                .filter(|ext| ext.is_ipv4() == ip.is_ipv4())
-                .unwrap_or(ip);
-            let cancel = shared.shutdown.child_token();
-            shared
-                .tasks
-                .spawn(relay_loop(shared.clone(), endpoint.clone(), cancel.clone()));
-            self.relays.insert(local, RelaySocket { endpoint, cancel });
-            return Some(RelayAddress {
-                local,
-                public: SocketAddr::new(public_ip, port),
-            });
+            return Some(self.register_relay(shared, endpoint));
         }
         tracing::warn!(%ip, %ports, "turn: no free relay port");
         None

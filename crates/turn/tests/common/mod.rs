@@ -40,6 +40,8 @@ pub struct Harness {
     next_port: u16,
     /// When false, BindRelay is answered with a failure.
     pub bind_ok: bool,
+    /// When false, binding a reserved port fails.
+    pub reserve_ok: bool,
     /// Answer BindRelay at once; when false, requests wait in `pending_binds`.
     pub auto_bind: bool,
     pub pending_binds: Vec<(switchboard_turn::RelayRequestId, Family)>,
@@ -66,6 +68,7 @@ impl Harness {
             unix: UNIX_NOW,
             next_port: 50_000,
             bind_ok: true,
+            reserve_ok: true,
             auto_bind: true,
             pending_binds: Vec::new(),
             released: Vec::new(),
@@ -122,9 +125,21 @@ impl Harness {
         let mut bound = false;
         while let Some(event) = self.server.poll_event() {
             match event {
-                Event::BindRelay { id, family, .. } => {
+                Event::BindRelay {
+                    id, family, exact, ..
+                } => {
                     self.bind_requests.push(event.clone());
-                    if self.auto_bind {
+                    if let Some(local) = exact {
+                        let public =
+                            SocketAddr::new("203.0.113.2".parse().expect("ip"), local.port());
+                        let ok = self.bind_ok && self.reserve_ok;
+                        self.server.relay_bound(
+                            self.now,
+                            id,
+                            ok.then_some(RelayAddress { local, public }),
+                        );
+                        bound = true;
+                    } else if self.auto_bind {
                         self.answer_bind(id, family, self.bind_ok);
                         bound = true;
                     } else {
