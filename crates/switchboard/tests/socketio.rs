@@ -1,0 +1,201 @@
+//! PROTOCOL.md §2 at the packet level: Engine.IO v4 / Socket.IO v5 over a
+//! real WebSocket to a real switchboard process, spoken by hand so that
+//! `cargo test` covers the face without node (interop/socketio runs the
+//! real socket.io-client).
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard_testkit::{Client, Server, WAIT};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// A Socket.IO client on the WebSocket transport, namespace `/`.
+struct Sio {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Sio {
+    /// Opens the Engine.IO session and connects to `/` with `auth`; returns
+    /// the client, or the CONNECT_ERROR payload when refused.
+    async fn connect(server: &Server, auth: Option<Value>) -> Result<Sio, Value> {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.http);
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("websocket upgrade");
+        let mut sio = Sio { ws };
+        let open = sio.packet().await;
+        assert!(open.starts_with('0'), "Engine.IO OPEN first, got {open}");
+        let connect = match auth {
+            Some(auth) => format!("40{auth}"),
+            None => "40".to_string(),
+        };
+        sio.send(&connect).await;
+        let reply = sio.packet().await;
+        if let Some(body) = reply.strip_prefix("44") {
+            return Err(serde_json::from_str(body).expect("CONNECT_ERROR json"));
+        }
+        assert!(reply.starts_with("40"), "Socket.IO CONNECT, got {reply}");
+        Ok(sio)
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// `42[event, args..]`, or `42<id>[..]` to ask for an ack.
+    async fn emit(&mut self, event: &str, args: &[Value], ack: Option<u32>) {
+        let mut packet = vec![json!(event)];
+        packet.extend_from_slice(args);
+        let id = ack.map(|i| i.to_string()).unwrap_or_default();
+        self.send(&format!("42{id}{}", Value::Array(packet))).await;
+    }
+
+    /// The next Engine.IO message packet's text, answering pings.
+    async fn packet(&mut self) -> String {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a packet in time")
+                .expect("stream open")
+                .expect("read");
+            let Message::Text(text) = msg else { continue };
+            if text.as_str() == "2" {
+                self.send("3").await;
+                continue;
+            }
+            return text.as_str().to_string();
+        }
+    }
+
+    /// The next event: (name, args).
+    async fn event(&mut self) -> (String, Vec<Value>) {
+        let p = self.packet().await;
+        let body = p
+            .strip_prefix("42")
+            .unwrap_or_else(|| panic!("an EVENT, got {p}"));
+        let mut all: Vec<Value> = serde_json::from_str(body).expect("event json");
+        let name = all.remove(0);
+        (name.as_str().expect("event name").to_string(), all)
+    }
+
+    /// The next event named `name`, skipping others.
+    async fn expect(&mut self, name: &str) -> Vec<Value> {
+        for _ in 0..32 {
+            let (n, args) = self.event().await;
+            if n == name {
+                return args;
+            }
+        }
+        panic!("no {name} within 32 events");
+    }
+
+    /// The ack with `id`: `43<id>[payload]`.
+    async fn ack(&mut self, id: u32) -> Value {
+        for _ in 0..32 {
+            let p = self.packet().await;
+            if let Some(body) = p.strip_prefix(&format!("43{id}")) {
+                let mut args: Vec<Value> = serde_json::from_str(body).expect("ack json");
+                return args.remove(0);
+            }
+        }
+        panic!("no ack {id} within 32 packets");
+    }
+}
+
+#[tokio::test]
+async fn join_message_with_ack_leave_and_disconnect() {
+    let s = Server::start(BIN, &[("SWITCHBOARD_ROOMS__MAX_PEERS", "2")], &[]).await;
+    let mut a = Sio::connect(&s, None).await.expect("a connects");
+    let mut b = Sio::connect(&s, None).await.expect("b connects");
+    let mut c = Sio::connect(&s, None).await.expect("c connects");
+
+    a.emit("join", &[json!("r")], None).await;
+    let joined = a.expect("joined").await;
+    assert_eq!(joined[0], "r");
+    let id_a = joined[1].as_str().expect("peer id").to_string();
+
+    b.emit("join", &[json!("r")], None).await;
+    let id_b = b.expect("joined").await[1].clone();
+    assert_eq!(a.expect("otherjoin").await, vec![json!("r"), id_b.clone()]);
+
+    c.emit("join", &[json!("r")], None).await;
+    assert_eq!(c.expect("full").await[0], "r");
+
+    let offer = json!({"kind": "offer", "sdp": "v=0"});
+    a.emit("message", &[json!("r"), offer.clone()], Some(7))
+        .await;
+    assert_eq!(a.ack(7).await, json!({"delivered": 1}));
+    assert_eq!(b.expect("message").await, vec![json!("r"), offer]);
+
+    c.emit("message", &[json!("r"), json!("hi")], Some(1)).await;
+    let refused = c.ack(1).await;
+    assert_eq!(refused["code"], "not_in_room");
+    assert_eq!(refused["delivered"], 0);
+
+    b.emit("leave", &[json!("r")], None).await;
+    assert_eq!(b.expect("leaved").await, vec![json!("r"), id_b.clone()]);
+    assert_eq!(a.expect("bye").await, vec![json!("r"), id_b]);
+
+    c.emit("join", &[json!("r")], None).await;
+    c.expect("joined").await;
+    a.expect("otherjoin").await;
+    // Engine.IO CLOSE: the others get bye at once.
+    a.send("1").await;
+    assert_eq!(c.expect("bye").await, vec![json!("r"), json!(id_a)]);
+}
+
+#[tokio::test]
+async fn a_native_peer_and_a_socketio_peer_share_a_room() {
+    let s = Server::start(BIN, &[], &[]).await;
+    let mut native = Client::connect(&s.ws_url("")).await;
+    let mut sio = Sio::connect(&s, None).await.expect("connects");
+    native.join("mixed").await;
+    sio.emit("join", &[json!("mixed")], None).await;
+    let id = sio.expect("joined").await[1].clone();
+    let other = native.recv_type("other_joined").await;
+    assert_eq!(other["peer"], id);
+
+    native
+        .send(json!({"type":"message","room":"mixed","data":{"kind":"offer","sdp":"x"}}))
+        .await;
+    assert_eq!(
+        sio.expect("message").await,
+        vec![json!("mixed"), json!({"kind":"offer","sdp":"x"})]
+    );
+    sio.emit("message", &[json!("mixed"), json!({"kind":"answer"})], None)
+        .await;
+    let m = native.recv_type("message").await;
+    assert_eq!(m["from"], id);
+    assert_eq!(m["data"], json!({"kind":"answer"}));
+
+    drop(sio);
+    let bye = native.recv_type("bye").await;
+    assert_eq!(bye["peer"], id);
+}
+
+#[tokio::test]
+async fn a_bad_token_is_refused_at_connect() {
+    let s = Server::start(BIN, &[("SWITCHBOARD_AUTH__JWT_SECRET", "s3cret")], &[]).await;
+    let missing = Sio::connect(&s, None).await.err().expect("refused");
+    assert!(
+        missing["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("unauthorized: "))
+    );
+    let forged = Sio::connect(&s, Some(json!({"token": "e30.e30.AAAA"})))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        forged["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("unauthorized: invalid token"))
+    );
+}
