@@ -327,3 +327,21 @@ async fn external_ip_is_advertised_for_one_to_one_nat() {
         .await;
     assert!(is_success(&answer));
 }
+
+#[tokio::test]
+async fn wildcard_listener_answers_from_the_address_the_client_used() {
+    let mut s = loopback_allowed();
+    s.listen = "0.0.0.0:0".parse().unwrap();
+    let server = start(&s, None).await;
+    let port = server.service.local_udp().unwrap().port();
+    let target: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut client = TurnClient::new(Conn::udp(target).await, "alice", "alice-pw");
+    // The relay is bound on the address the client reached (packet info),
+    // and answers come from it, so a connected client socket accepts them.
+    if let Conn::Udp(sock, _) = &client.conn {
+        sock.connect(target).await.unwrap();
+    }
+    relay_round_trip(&mut client).await;
+    let mut tcp = TurnClient::new(Conn::tcp(target).await, "alice", "alice-pw");
+    relay_round_trip(&mut tcp).await;
+}
