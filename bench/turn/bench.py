@@ -89,20 +89,23 @@ def measure(name, proc, port, rows, quick):
 
 
 def floor(rows):
-    fwd = subprocess.Popen([FORWARDER, "127.0.0.1:3490", f"127.0.0.1:{PEER_PORT}"], stdout=subprocess.PIPE, text=True)
-    fwd.stdout.readline()
-    for window in (1, 32):
-        c0 = cpu_seconds(fwd.pid)
-        out = subprocess.run([STUN_LOAD, "127.0.0.1:3490", "--sockets", "20", "--secs", "5",
-                              "--window", str(window), "--echo", "200"], capture_output=True, text=True).stdout
-        cpu = cpu_seconds(fwd.pid) - c0
-        m = re.search(r"sent=(\d+) answered=(\d+) rate=(\d+)/s loss=([\d.]+)%", out)
-        if m:
-            sent, answered = int(m.group(1)), int(m.group(2))
-            rows.append(("udp-forwarder (floor)", f"echo via forwarder, 20 sockets, window {window}", sent, answered,
-                         m.group(4) + "%", f"{int(m.group(3)):,}/s", f"{cpu:.2f}",
-                         f"{1e6 * cpu / max(sent + answered, 1):.2f}"))
-    fwd.kill()
+    for gso in (False, True):
+        cmd = [FORWARDER, "127.0.0.1:3490", f"127.0.0.1:{PEER_PORT}"] + (["--gso"] if gso else [])
+        fwd = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        fwd.stdout.readline()
+        name = "udp-forwarder (floor" + (", GSO)" if gso else ")")
+        for window in (1, 32):
+            c0 = cpu_seconds(fwd.pid)
+            out = subprocess.run([STUN_LOAD, "127.0.0.1:3490", "--sockets", "20", "--secs", "5",
+                                  "--window", str(window), "--echo", "200"], capture_output=True, text=True).stdout
+            cpu = cpu_seconds(fwd.pid) - c0
+            m = re.search(r"sent=(\d+) answered=(\d+) rate=(\d+)/s loss=([\d.]+)%", out)
+            if m:
+                sent, answered = int(m.group(1)), int(m.group(2))
+                rows.append((name, f"echo, 20 sockets, window {window}", sent, answered,
+                             m.group(4) + "%", f"{int(m.group(3)):,}/s", f"{cpu:.2f}",
+                             f"{1e6 * cpu / max(sent + answered, 1):.2f}"))
+        fwd.kill()
 
 
 def build(path, binary):
