@@ -11,10 +11,12 @@
 //! Three things are done by hand rather than with socketioxide's async
 //! closures, and each for the same reason, ordering:
 //!
-//! - [`Admit`] is the namespace's connect handler. socketioxide spawns a
-//!   task for an async connect handler after it has already answered the
-//!   client's CONNECT, so a client that emits `join` at once could race the
-//!   registration of the event handlers. `Admit::call` runs synchronously.
+//! - [`Admit`] is the namespace's connect handler. socketioxide runs an
+//!   async connect handler on a task of its own after it has answered the
+//!   client's CONNECT, and drops events that arrive before a handler is
+//!   set: a client that emits `join` on `connect` would race it. `Admit`
+//!   starts the session and sets the handlers in the middleware, before
+//!   the answer.
 //! - [`ClassicEvents`] handles every event. socketioxide spawns one task
 //!   per event for async handlers, and two tasks of one socket may run on
 //!   two worker threads in either order: an ICE candidate could overtake
@@ -29,7 +31,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use std::task::{Context, Poll};
@@ -156,13 +157,10 @@ fn own_head<B>(req: &mut Request<B>) {
     *req.headers_mut() = owned;
 }
 
-/// What the connect middleware established, handed to the connect handler
-/// through the socket's extensions (so that it is dropped with the socket
-/// if the connection fails in between).
-#[derive(Clone)]
+/// What the connect middleware established.
 struct Admission {
     identity: Identity,
-    permit: Arc<OwnedSemaphorePermit>,
+    permit: OwnedSemaphorePermit,
 }
 
 /// The `auth` object of the Socket.IO CONNECT packet.
@@ -235,10 +233,7 @@ impl Admit {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refused::Capacity)?;
-        Ok(Admission {
-            identity,
-            permit: Arc::new(permit),
-        })
+        Ok(Admission { identity, permit })
     }
 }
 
@@ -250,7 +245,7 @@ impl ConnectHandler<LocalAdapter, ClassicFace> for Admit {
     ) -> MiddlewareFuture<'a> {
         let result = match self.admit(&s, auth.as_ref()) {
             Ok(admission) => {
-                s.extensions.insert(admission);
+                self.start(SocketRef::from(s), admission);
                 Ok(())
             }
             Err(e) => {
@@ -265,21 +260,38 @@ impl ConnectHandler<LocalAdapter, ClassicFace> for Admit {
     }
 
     fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {
-        let socket = SocketRef::from(s);
-        let Some(admission) = socket.extensions.remove::<Admission>() else {
-            // The middleware always leaves one; without it, refuse rather
-            // than run unauthenticated.
-            let _ = socket.disconnect();
-            return;
-        };
+        tracing::info!(
+            sid = %s.id,
+            transport = ?s.transport_type(),
+            "socket.io connected"
+        );
+    }
+}
+
+impl Admit {
+    /// Starts the core session and sets the socket's handlers. This runs in
+    /// the middleware, before socketioxide answers the client's CONNECT:
+    /// a client emits `join` the moment it is connected, and socketioxide
+    /// drops an event that arrives before its handler is set. (The connect
+    /// handler proper runs after the answer, on its own task.)
+    ///
+    /// The socket is not in the namespace yet, so nothing can close it
+    /// before `on_disconnect` is set. The one way to lose it is socketioxide
+    /// failing to queue the CONNECT answer on a transport that died within
+    /// this call; that session is in no room and only costs its memory.
+    fn start(&self, socket: SocketRef, admission: Admission) {
         let hub = self.app.hub.clone();
         let conn = hub.next_conn_id();
         socket.on_fallback(ClassicEvents {
             hub: hub.clone(),
             conn,
         });
+        socket.on_disconnect(Departure {
+            hub: hub.clone(),
+            conn,
+        });
         let sink = Arc::new(SioSink {
-            socket: socket.clone(),
+            socket,
             _permit: admission.permit,
         });
         hub.connect(conn, sink, admission.identity, Face::Classic, |_| {
@@ -287,24 +299,6 @@ impl ConnectHandler<LocalAdapter, ClassicFace> for Admit {
         });
         metrics::counter!("switchboard_socketio_connections_total").increment(1);
         metrics::gauge!("switchboard_socketio_connections").increment(1.0);
-        let departure = Departure {
-            hub: hub.clone(),
-            conn,
-            gone: Arc::new(AtomicBool::new(false)),
-        };
-        socket.on_disconnect(departure.clone());
-        // A transport that died before the disconnect handler was set never
-        // calls it; `close` clears `connected` before it looks for one.
-        if !socket.connected() {
-            departure.depart(Disconnect::Abrupt);
-            return;
-        }
-        tracing::info!(
-            conn = conn.0,
-            sid = %socket.id,
-            transport = ?socket.transport_type(),
-            "socket.io connected"
-        );
     }
 }
 
@@ -316,6 +310,7 @@ struct ClassicEvents {
 
 impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
     fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
+        await_connected(&s);
         let args = match event_args(&v) {
             Ok(args) => args,
             Err(e) => {
@@ -341,6 +336,24 @@ impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
         }
     }
 }
+
+/// socketioxide queues its CONNECT answer and only then marks the socket
+/// connected, a few instructions later on another thread; until then every
+/// emit to the socket fails. A client that emits `join` on `connect` can
+/// get its event here inside that window, and its `joined` would fail. The
+/// window has no await in it, so yielding the thread a bounded number of
+/// times closes it; a socket that stays unconnected is closing, and its
+/// event is handled as it would be anyway.
+fn await_connected(s: &Socket<LocalAdapter>) {
+    for _ in 0..CONNECTED_SPINS {
+        if s.connected() {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+const CONNECTED_SPINS: u32 = 10_000;
 
 /// The arguments of an event packet, the event name first, from the
 /// packet's JSON text as the common parser keeps it. The classic events
@@ -371,24 +384,9 @@ enum EventError {
 
 /// The socket is gone: the core announces `bye` at once (the classic face
 /// has no resume).
-#[derive(Clone)]
 struct Departure {
     hub: Arc<Hub>,
     conn: ConnId,
-    /// Set by whichever of the handler and the connect handler's own check
-    /// gets there first, so that a departure is counted once.
-    gone: Arc<AtomicBool>,
-}
-
-impl Departure {
-    fn depart(&self, how: Disconnect) -> bool {
-        if self.gone.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        self.hub.disconnect(self.conn, how);
-        metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
-        true
-    }
 }
 
 impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
@@ -405,9 +403,11 @@ impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
             | DisconnectReason::ClosingServer => Disconnect::Clean,
             _ => Disconnect::Abrupt,
         };
-        if self.depart(how) {
-            tracing::info!(conn = self.conn.0, sid = %s.id, %reason, "socket.io disconnected");
-        }
+        // socketioxide takes the handler out before calling it: this runs
+        // once per socket.
+        self.hub.disconnect(self.conn, how);
+        metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
+        tracing::info!(conn = self.conn.0, sid = %s.id, %reason, "socket.io disconnected");
         defer(s);
     }
 }
@@ -418,7 +418,7 @@ impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
 struct SioSink {
     socket: SocketRef,
     /// Held for the connection's life: `limits.max_connections` counts both faces.
-    _permit: Arc<OwnedSemaphorePermit>,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// A classic event's arguments as Socket.IO arguments: socketioxide sends a

@@ -199,3 +199,40 @@ async fn a_bad_token_is_refused_at_connect() {
             .is_some_and(|m| m.starts_with("unauthorized: invalid token"))
     );
 }
+
+#[tokio::test]
+async fn a_slow_reader_loses_its_place_and_nobody_else_waits() {
+    let s = Server::start(
+        BIN,
+        &[
+            ("SWITCHBOARD_SESSION__OUTBOUND_QUEUE_FRAMES", "8"),
+            ("SWITCHBOARD_LIMITS__RATE_PER_SEC", "0"),
+        ],
+        &[],
+    )
+    .await;
+    let mut sender = Client::connect(&s.ws_url("")).await;
+    let mut fast = Client::connect(&s.ws_url("")).await;
+    let mut slow = Sio::connect(&s, None).await.expect("connects");
+    sender.join("r").await;
+    fast.join("r").await;
+    slow.emit("join", &[json!("r")], None).await;
+    let slow_id = slow.expect("joined").await[1].clone();
+    sender.recv_type("other_joined").await;
+    sender.recv_type("other_joined").await;
+    // From here `slow` reads nothing: its socket buffers fill, then its
+    // Socket.IO queue, and the hub lets it go.
+    let blob = "x".repeat(60_000);
+    // Enough to fill the loopback socket buffers and then the queue; the
+    // fast reader keeps up the whole time.
+    for i in 0..600u64 {
+        sender
+            .send(json!({"type":"message","room":"r","data":{"i":i,"blob":blob}}))
+            .await;
+        let m = fast.recv_type("message").await;
+        assert_eq!(m["data"]["i"], i);
+    }
+    let bye = sender.recv_type("bye").await;
+    assert_eq!(bye["peer"], slow_id);
+    assert_eq!(fast.recv_type("bye").await["peer"], slow_id);
+}
