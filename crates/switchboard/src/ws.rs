@@ -2,7 +2,8 @@
 //! (PROTOCOL.md §1). Moves frames between the socket and the hub; all the
 //! protocol lives in the core.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, OutFrame};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
@@ -58,7 +59,7 @@ pub async fn handler(
         .max_frame_size(max_frame)
         // Small read buffers keep idle connections cheap; writes gather in
         // the buffer until the writer flushes a whole batch at once.
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
@@ -67,9 +68,15 @@ pub async fn handler(
 }
 
 /// Per-connection state shared between the hub (which queues) and the
-/// writer task (which sends).
+/// connection task (which sends).
 struct NativeSink {
-    tx: mpsc::Sender<OutFrame>,
+    /// Frames waiting for the socket. A plain deque: it allocates only when
+    /// used, which keeps idle connections small.
+    queue: Mutex<VecDeque<OutFrame>>,
+    /// `session.outbound_queue_frames`.
+    cap: usize,
+    /// Signalled when the queue goes from empty to non-empty.
+    ready: Notify,
     /// Set when the server closes the connection, with the code to send.
     close: OnceLock<(u16, &'static str)>,
     /// Cancelled when the connection must end, by the server or at shutdown
@@ -77,9 +84,37 @@ struct NativeSink {
     ended: CancellationToken,
 }
 
+impl NativeSink {
+    fn queue(&self) -> MutexGuard<'_, VecDeque<OutFrame>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop(&self) -> Option<OutFrame> {
+        let mut q = self.queue();
+        let frame = q.pop_front();
+        // Give back the memory of a burst once it is written.
+        if q.is_empty() && q.capacity() > 64 {
+            q.shrink_to(8);
+        }
+        frame
+    }
+}
+
 impl ConnSink for NativeSink {
     fn send_frame(&self, frame: OutFrame) -> Result<(), QueueFull> {
-        self.tx.try_send(frame).map_err(|_| QueueFull)
+        let mut q = self.queue();
+        if q.len() >= self.cap {
+            return Err(QueueFull);
+        }
+        let was_empty = q.is_empty();
+        q.push_back(frame);
+        drop(q);
+        // The task drains until the queue is empty before it waits, so only
+        // the first frame of a batch needs to wake it.
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
     }
 
     fn send_classic(&self, _event: ClassicEvent) -> Result<(), QueueFull> {
@@ -95,183 +130,180 @@ impl ConnSink for NativeSink {
 
 async fn serve(
     app: AppState,
-    socket: WebSocket,
+    mut socket: WebSocket,
     remote: std::net::SocketAddr,
     identity: switchboard_signal::Identity,
     host: String,
     q: WsQuery,
 ) {
     let conn = app.hub.next_conn_id();
-    let (tx, rx) = mpsc::channel(app.limits.outbound_queue_frames.max(1));
     let sink = Arc::new(NativeSink {
-        tx,
+        queue: Mutex::new(VecDeque::new()),
+        cap: app.limits.outbound_queue_frames.max(1),
+        ready: Notify::new(),
         close: OnceLock::new(),
         ended: app.shutdown.child_token(),
     });
-    let span = tracing::info_span!("ws", conn = conn.0, %remote);
-    let _enter = span.enter();
-    let user = identity.user.clone();
-    let ice = |peer: &str| app.ice_servers(peer, &host);
-    match (&q.resume, &q.resume_token) {
-        (Some(session), Some(token)) => {
-            let ok = app.hub.resume(
-                conn,
-                sink.clone(),
-                session,
-                token,
-                q.last_seq.unwrap_or(0),
-                identity,
-                ice,
-            );
-            tracing::info!(resumed = ok, "connected (resume)");
-        }
-        _ => {
-            app.hub
-                .connect(conn, sink.clone(), identity, Face::Native, ice);
-            tracing::info!(user = user.as_deref().unwrap_or(""), "connected");
+    // No span held for the connection's life: a span costs memory per idle
+    // connection, and the conn number ties the lines together.
+    {
+        let user = identity.user.clone();
+        let ice = |peer: &str| app.ice_servers(peer, &host);
+        match (&q.resume, &q.resume_token) {
+            (Some(session), Some(token)) => {
+                let last_seq = q.last_seq.unwrap_or(0);
+                let ok =
+                    app.hub
+                        .resume(conn, sink.clone(), session, token, last_seq, identity, ice);
+                tracing::info!(conn = conn.0, %remote, resumed = ok, "connected (resume)");
+            }
+            _ => {
+                app.hub
+                    .connect(conn, sink.clone(), identity, Face::Native, ice);
+                let user = user.as_deref().unwrap_or("");
+                tracing::info!(conn = conn.0, %remote, user, "connected");
+            }
         }
     }
-    drop(_enter);
+    drop((host, q));
     metrics::counter!("switchboard_ws_connections_total").increment(1);
     metrics::gauge!("switchboard_ws_connections").increment(1.0);
 
-    let (ws_tx, ws_rx) = socket.split();
-    let writer = tokio::spawn(write_loop(ws_tx, rx, sink.clone(), app.heartbeat_interval));
-    let how = read_loop(&app, conn, ws_rx, app.heartbeat_timeout, &sink).await;
-    app.hub.disconnect(conn, how);
-    sink.ended.cancel();
-    // Let the writer send its close frame, but never wait on a dead peer.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let how = run(&app, conn, &mut socket, &sink).await;
+    match how {
+        Some(how) => app.hub.disconnect(conn, how),
+        None => {
+            // The server ended it (takeover, slow reader, shutdown): the hub
+            // has already accounted for the session. Say goodbye, bounded.
+            let close = sink
+                .close
+                .get()
+                .copied()
+                .unwrap_or((1001, "server shutting down"));
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                say_goodbye(&mut socket, &sink, close),
+            )
+            .await;
+        }
+    }
+    // Sends the answer to a client's close frame, if one is pending.
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.flush()).await;
     metrics::gauge!("switchboard_ws_connections").decrement(1.0);
-    tracing::info!(parent: &span, clean = how == Disconnect::Clean, "disconnected");
+    tracing::info!(conn = conn.0, %remote, clean = how == Some(Disconnect::Clean), "disconnected");
 }
 
-async fn read_loop(
+/// The connection's one task: writes what the hub queued, reads requests,
+/// pings, and notices silence. Returns how the client left, or `None` when
+/// the server ended the connection.
+async fn run(
     app: &AppState,
     conn: ConnId,
-    mut rx: futures_util::stream::SplitStream<WebSocket>,
-    heartbeat_timeout: Duration,
+    ws: &mut WebSocket,
     sink: &NativeSink,
-) -> Disconnect {
-    // One timer for the connection's life, re-armed only when it fires:
-    // arming a timer per frame would cost more than the frame.
+) -> Option<Disconnect> {
+    // One silence timer for the connection's life, re-armed only when it
+    // fires: arming a timer per frame would cost more than the frame.
     let mut last_seen = tokio::time::Instant::now();
-    let silence = tokio::time::sleep_until(last_seen + heartbeat_timeout);
+    let silence = tokio::time::sleep_until(last_seen + app.heartbeat_timeout);
     tokio::pin!(silence);
+    let mut ping =
+        tokio::time::interval_at(last_seen + app.heartbeat_interval, app.heartbeat_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Queued frames go out before the next read, so neither direction
+        // can starve the other. A peer that stops reading blocks only here,
+        // until its queue overflows and the hub ends it.
+        tokio::select! {
+            r = write_queued(ws, sink) => if r.is_err() { return Some(Disconnect::Abrupt) },
+            () = sink.ended.cancelled() => return None,
+        }
         let next = tokio::select! {
-            r = rx.next() => r,
+            biased;
+            () = sink.ended.cancelled() => return None,
+            next = ws.next() => next,
+            () = sink.ready.notified() => continue,
             () = &mut silence => {
-                let deadline = last_seen + heartbeat_timeout;
+                let deadline = last_seen + app.heartbeat_timeout;
                 if deadline > tokio::time::Instant::now() {
                     silence.as_mut().reset(deadline);
                     continue;
                 }
-                tracing::info!("heartbeat timeout");
-                return Disconnect::Abrupt;
+                tracing::info!(conn = conn.0, "heartbeat timeout");
+                return Some(Disconnect::Abrupt);
             }
-            () = sink.ended.cancelled() => {
-                // Closed by the server (takeover, slow reader, shutdown): the
-                // hub has already accounted for the session.
-                return Disconnect::Abrupt;
+            _ = ping.tick() => {
+                tokio::select! {
+                    r = ws.send(Message::Ping(Default::default())) => {
+                        if r.is_err() {
+                            return Some(Disconnect::Abrupt);
+                        }
+                    }
+                    () = sink.ended.cancelled() => return None,
+                }
+                continue;
             }
         };
         last_seen = tokio::time::Instant::now();
-        let msg = match next {
-            None => return Disconnect::Abrupt,
+        match next {
+            None => return Some(Disconnect::Abrupt),
             Some(Err(e)) => {
-                tracing::debug!("read error: {e}");
-                return Disconnect::Abrupt;
+                tracing::debug!(conn = conn.0, "read error: {e}");
+                return Some(Disconnect::Abrupt);
             }
-            Some(Ok(m)) => m,
-        };
-        match msg {
-            Message::Text(text) => app.hub.text(conn, text.as_str()),
-            Message::Binary(_) => app.hub.binary(conn),
-            Message::Ping(_) | Message::Pong(_) => {}
-            Message::Close(frame) => {
-                let code = frame.as_ref().map(|f| f.code);
-                return match code {
+            Some(Ok(Message::Text(text))) => app.hub.text(conn, text.as_str()),
+            Some(Ok(Message::Binary(_))) => app.hub.binary(conn),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                return Some(match frame.map(|f| f.code) {
                     Some(1000 | 1001) => Disconnect::Clean,
                     _ => Disconnect::Abrupt,
-                };
+                });
             }
         }
     }
 }
 
-async fn write_loop(
-    mut tx: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<OutFrame>,
-    sink: Arc<NativeSink>,
-    heartbeat_interval: Duration,
-) {
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + heartbeat_interval,
-        heartbeat_interval,
-    );
+/// Writes every queued frame, flushing once per batch: fewer syscalls
+/// under load, the same latency when idle.
+async fn write_queued(ws: &mut WebSocket, sink: &NativeSink) -> Result<(), axum::Error> {
+    const BATCH: usize = 256;
     loop {
-        tokio::select! {
-            biased;
-            () = sink.ended.cancelled() => break,
-            frame = rx.recv() => {
-                let Some(frame) = frame else { break };
-                if feed(&mut tx, &frame).await.is_err() {
-                    return;
-                }
-                // Write everything already queued in one flush: fewer
-                // syscalls under load, same latency when idle.
-                let mut n = 1;
-                while n < 256 {
-                    let Ok(frame) = rx.try_recv() else { break };
-                    if feed(&mut tx, &frame).await.is_err() {
-                        return;
-                    }
-                    n += 1;
-                }
-                if tx.flush().await.is_err() {
-                    return;
-                }
-            }
-            _ = ping.tick() => {
-                if tx.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
-            }
+        let mut n = 0;
+        while n < BATCH {
+            let Some(frame) = sink.pop() else { break };
+            ws.feed(text_message(&frame)).await?;
+            n += 1;
+        }
+        if n > 0 {
+            ws.flush().await?;
+        }
+        if n < BATCH {
+            return Ok(());
         }
     }
-    // A server-side close: a polite one (shutdown) sends what is already
-    // queued first; then the close frame.
-    let close = sink.close.get().copied().or_else(|| {
-        sink.ended
-            .is_cancelled()
-            .then_some((1001, "server shutting down"))
-    });
-    if let Some((code, reason)) = close {
-        if code == 1000 || code == 1001 {
-            while let Ok(frame) = rx.try_recv() {
-                if feed(&mut tx, &frame).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let _ = tx
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            })))
-            .await;
-    }
-    let _ = tx.close().await;
 }
 
-async fn feed(
-    tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    frame: &OutFrame,
-) -> Result<(), axum::Error> {
+/// A server-side close: a polite one (shutdown) first sends what is
+/// already queued; then the close frame.
+async fn say_goodbye(ws: &mut WebSocket, sink: &NativeSink, (code, reason): (u16, &'static str)) {
+    if code == 1000 || code == 1001 {
+        while let Some(frame) = sink.pop() {
+            if ws.feed(text_message(&frame)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    let _ = ws.send(close).await;
+}
+
+fn text_message(frame: &OutFrame) -> Message {
     let mut buf = Vec::with_capacity(frame.body.len() + 24);
     frame.write_to(&mut buf);
     // The core only emits JSON it serialized itself, so this is valid UTF-8.
-    let text = String::from_utf8(buf).unwrap_or_default();
-    tx.feed(Message::Text(text.into())).await
+    Message::Text(String::from_utf8(buf).unwrap_or_default().into())
 }
