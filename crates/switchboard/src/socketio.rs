@@ -24,6 +24,10 @@
 //!   core synchronously, on the socket's receive path, in arrival order.
 //! - [`Departure`] tells the core at once, before the socket is dropped.
 //!
+//! And one for memory: [`OwnedHead`] copies the request head off hyper's
+//! read buffer, which Engine.IO would otherwise pin for every session
+//! (docs/benchmarks-socketio.md has the figures).
+//!
 //! Admission (origin, token, connection cap) happens in the connect
 //! middleware, so a refused client gets a `connect_error` with the reason
 //! and never joins the namespace.
@@ -31,9 +35,8 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::OriginalUri;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, header};
