@@ -351,23 +351,25 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
     fn flags_override_file_and_defaults() {
-        let dir = std::env::temp_dir().join(format!("sb-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("c.toml");
-        std::fs::write(
-            &file,
-            "[rooms]\nmax_peers = 4\n[http]\nlisten = \"127.0.0.1:9000\"\n",
-        )
-        .expect("write");
-        let cli = Cli {
-            config: Some(file),
-            http_listen: Some("127.0.0.1:9001".parse().expect("addr")),
-            ..Cli::default()
-        };
-        let cfg = Config::load(&cli).expect("loads");
-        assert_eq!(cfg.rooms.max_peers, 4);
-        assert_eq!(cfg.http.listen.port(), 9001);
+        // In a Jail: tests that set SWITCHBOARD_* variables run in one too,
+        // and jails never overlap, so no variable leaks in here.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "c.toml",
+                "[rooms]\nmax_peers = 4\n[http]\nlisten = \"127.0.0.1:9000\"\n",
+            )?;
+            let cli = Cli {
+                config: Some(jail.directory().join("c.toml")),
+                http_listen: Some("127.0.0.1:9001".parse().expect("addr")),
+                ..Cli::default()
+            };
+            let cfg = Config::load(&cli).expect("loads");
+            assert_eq!(cfg.rooms.max_peers, 4);
+            assert_eq!(cfg.http.listen.port(), 9001);
+            Ok(())
+        });
     }
 
     #[test]
