@@ -53,6 +53,9 @@ pub struct AppState {
     pub heartbeat_timeout: Duration,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// Every connection holds a token of it, so that shutdown can wait for
+    /// their goodbyes (the HTTP server does not track upgraded connections).
+    pub tasks: TaskTracker,
 }
 
 impl AppState {
@@ -228,6 +231,7 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
     let hub = Hub::new(SignalCore::new(core_config(&cfg), seed));
+    let tasks = TaskTracker::new();
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(Authenticator::new(&cfg.auth)),
@@ -240,8 +244,8 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
         heartbeat_interval: Duration::from_secs(cfg.session.heartbeat_interval_secs.max(1)),
         heartbeat_timeout: Duration::from_secs(cfg.session.heartbeat_timeout_secs.max(1)),
         shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
     };
-    let tasks = TaskTracker::new();
     tasks.spawn(hub.clone().run_timers(shutdown.clone()));
 
     let app = router(state.clone());

@@ -63,6 +63,7 @@ pub async fn handler(
         .write_buffer_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             let _permit = permit;
+            let _tracked = app.tasks.token();
             serve(app, socket, remote, identity, host, q).await;
         })
 }
