@@ -13,6 +13,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v c++ >/dev/null 2>&1 || need+=(g++) # libfuzzer-sys builds C++
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -42,7 +43,9 @@ export SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/switchboard"
 for dir in interop/socketio e2e; do
   if [ -f "$dir/package.json" ]; then
     step "node tests in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund && node --test) 2>&1 | tee -a "$log"
+    # One file at a time (browsers and servers are heavy on 2 cores); TAP so
+    # that the tally below can read the counts whatever node's version.
+    (cd "$dir" && npm ci --no-audit --no-fund && node --test --test-concurrency=1 --test-reporter=tap) 2>&1 | tee -a "$log"
   fi
 done
 

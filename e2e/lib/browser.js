@@ -75,6 +75,8 @@ export async function startServer(env = {}) {
   });
   const logs = [];
   readline.createInterface({ input: proc.stderr }).on('line', (l) => logs.push(l));
+  // A server that never becomes ready must not outlive the test: its
+  // pipes would keep node's test runner waiting forever.
   const ready = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no READY line within 20 s\n${logs.slice(-20).join('\n')}`)), 20_000);
     proc.once('exit', (code) => {
@@ -90,6 +92,9 @@ export async function startServer(env = {}) {
         reject(err);
       }
     });
+  }).catch((err) => {
+    proc.kill('SIGKILL');
+    throw err;
   });
   const stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return;

@@ -197,5 +197,7 @@ async fn refuses_non_loopback_targets() {
         room_prefix: String::new(),
     })
     .await;
-    assert!(result.is_err());
+    // Refused before any connection is tried, for the right reason.
+    let err = result.expect_err("a non-loopback target must be refused");
+    assert!(err.to_string().contains("only loopback"), "{err}");
 }
