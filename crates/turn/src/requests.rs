@@ -548,8 +548,7 @@ impl TurnServer {
             self.error(ft, msg, 443, Some(key), Extra::None);
             return None;
         }
-        if let Some(denied) = peers.iter().find(|p| !self.peer_allowed(**p)) {
-            let _ = denied;
+        if peers.iter().any(|p| !self.peer_allowed(*p)) {
             self.metrics.denied_peers += 1;
             self.error(ft, msg, 403, Some(key), Extra::None);
             return None;

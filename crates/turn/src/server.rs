@@ -458,6 +458,14 @@ impl TurnServer {
                 return;
             }
         };
+        // Permissions are per IP (RFC 8656 §9), and the exception for this
+        // server's own relay addresses is per address: without this check a
+        // permission for our own relay IP would open every port on it.
+        if !self.peer_allowed(peer) {
+            self.metrics.denied_peers += 1;
+            self.metrics.dropped += 1;
+            return;
+        }
         let data = match msg.get::<Data<'_>>() {
             Ok(Some(d)) => d.0,
             _ => {

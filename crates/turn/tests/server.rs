@@ -932,3 +932,28 @@ fn unused_reservations_expire_and_failed_ones_are_not_fatal() {
             .contains(AttrType::RESERVATION_TOKEN)
     );
 }
+
+#[test]
+fn own_relay_exception_does_not_open_other_ports_on_that_ip() {
+    // Relays live on a private address (10.0.0.2) that the policy denies;
+    // only the exact relay addresses are allowed as peers.
+    let mut h = Harness::new(config());
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    c.allocate(&mut h);
+    let own_relay = addr("10.0.0.2:50001");
+    assert!(is_success(&c.ask(&mut h, Method::CREATE_PERMISSION, |b| {
+        b.add_xor_peer_address(own_relay);
+    })));
+    // The permission is per IP, but another port on it stays unreachable.
+    let other_port = addr("10.0.0.2:53");
+    let send = c.signed_with(MessageType::SEND_INDICATION, |b| {
+        b.add_xor_peer_address(other_port).add_data(b"probe");
+    });
+    assert!(h.client_sends(c.ft, &send).is_empty());
+    assert!(h.server.metrics().denied_peers >= 1);
+    // The relay address itself still works.
+    let send = c.signed_with(MessageType::SEND_INDICATION, |b| {
+        b.add_xor_peer_address(own_relay).add_data(b"hello");
+    });
+    assert_eq!(h.client_sends(c.ft, &send).len(), 1);
+}
