@@ -238,7 +238,13 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
         turn: Some(turn.clone()),
         connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
         limits: ConnLimits {
-            outbound_queue_frames: cfg.session.outbound_queue_frames,
+            // A slow reader is closed once its queue is full; everything
+            // queued must still be in its replay buffer for the resume.
+            outbound_queue_frames: cfg
+                .session
+                .outbound_queue_frames
+                .min(cfg.session.replay_frames / 2)
+                .max(1),
             transport_max_frame: (cfg.limits.max_message_bytes.saturating_mul(4)).max(1 << 20),
         },
         heartbeat_interval: Duration::from_secs(cfg.session.heartbeat_interval_secs.max(1)),

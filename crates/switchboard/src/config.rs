@@ -102,7 +102,9 @@ pub struct SessionConfig {
     pub heartbeat_interval_secs: u64,
     /// Silence after which a connection counts as dropped.
     pub heartbeat_timeout_secs: u64,
-    /// Frames queued for a slow reader before it is closed with 1013.
+    /// Frames queued for a slow reader before it is closed with 1013. At
+    /// most half of `replay_frames` is used, so that a reader closed for
+    /// being slow can still resume without a gap.
     pub outbound_queue_frames: usize,
 }
 
@@ -113,7 +115,7 @@ impl Default for SessionConfig {
             replay_frames: 1024,
             heartbeat_interval_secs: 15,
             heartbeat_timeout_secs: 45,
-            outbound_queue_frames: 1024,
+            outbound_queue_frames: 256,
         }
     }
 }

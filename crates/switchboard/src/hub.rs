@@ -29,6 +29,11 @@ pub const CLOSE_SLOW_READER: u16 = 1013;
 pub trait ConnSink: Send + Sync {
     /// Queues a native frame; `Err` when the queue is full.
     fn send_frame(&self, frame: OutFrame) -> Result<(), QueueFull>;
+    /// Queues a frame replayed by a resume. The burst is bounded by the
+    /// replay buffer itself and must not count as a slow reader.
+    fn send_replayed(&self, frame: OutFrame) -> Result<(), QueueFull> {
+        self.send_frame(frame)
+    }
     /// Queues a classic event; `Err` when the queue is full.
     fn send_classic(&self, event: ClassicEvent) -> Result<(), QueueFull>;
     /// Closes the connection with a WebSocket close code.
@@ -116,7 +121,7 @@ impl Hub {
             identity,
             ice,
         );
-        self.drain(&mut st);
+        self.drain_replaying(&mut st, Some(conn));
         ok
     }
 
@@ -162,28 +167,44 @@ impl Hub {
     /// Moves the core's output into the queues, closing slow readers, until
     /// the core has nothing more to say; then re-arms the timer.
     fn drain(&self, st: &mut State) {
+        self.drain_replaying(st, None);
+    }
+
+    /// `drain`, with the frames for `replaying` (a connection that just
+    /// resumed) queued as a replay burst.
+    fn drain_replaying(&self, st: &mut State, replaying: Option<ConnId>) {
         let mut slow = Vec::new();
         loop {
             while let Some(out) = st.core.poll_output() {
-                match out {
+                let (conn, queued) = match out {
                     Output::Frame { conn, frame } => {
-                        if let Some(sink) = st.conns.get(&conn)
-                            && sink.send_frame(frame).is_err()
-                        {
-                            slow.push(conn);
-                        }
+                        let sink = st.conns.get(&conn);
+                        let queued = if replaying == Some(conn) {
+                            sink.map(|s| s.send_replayed(frame))
+                        } else {
+                            sink.map(|s| s.send_frame(frame))
+                        };
+                        (conn, queued)
                     }
                     Output::Classic { conn, event } => {
-                        if let Some(sink) = st.conns.get(&conn)
-                            && sink.send_classic(event).is_err()
-                        {
-                            slow.push(conn);
-                        }
+                        (conn, st.conns.get(&conn).map(|s| s.send_classic(event)))
                     }
                     Output::Close { conn, code, reason } => {
                         if let Some(sink) = st.conns.remove(&conn) {
                             sink.close(code, reason);
                         }
+                        continue;
+                    }
+                };
+                if let Some(Err(QueueFull)) = queued {
+                    // Detach at once: a later frame of this same drain must
+                    // not be queued behind the one just refused, or the
+                    // client would see a gap that replay cannot fill.
+                    if let Some(sink) = st.conns.remove(&conn) {
+                        metrics::counter!("switchboard_slow_reader_closes_total").increment(1);
+                        tracing::info!(conn = conn.0, "closing a slow reader (1013)");
+                        sink.close(CLOSE_SLOW_READER, "slow reader");
+                        slow.push(conn);
                     }
                 }
             }
@@ -191,12 +212,7 @@ impl Hub {
                 break;
             }
             for conn in slow.drain(..) {
-                if let Some(sink) = st.conns.remove(&conn) {
-                    metrics::counter!("switchboard_slow_reader_closes_total").increment(1);
-                    tracing::info!(conn = conn.0, "closing a slow reader (1013)");
-                    sink.close(CLOSE_SLOW_READER, "slow reader");
-                    st.core.disconnect(Instant::now(), conn, Disconnect::Abrupt);
-                }
+                st.core.disconnect(Instant::now(), conn, Disconnect::Abrupt);
             }
         }
         while let Some(event) = st.core.poll_event() {

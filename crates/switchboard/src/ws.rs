@@ -73,7 +73,7 @@ pub async fn handler(
 struct NativeSink {
     /// Frames waiting for the socket. A plain deque: it allocates only when
     /// used, which keeps idle connections small.
-    queue: Mutex<VecDeque<OutFrame>>,
+    queue: Mutex<Queue>,
     /// `session.outbound_queue_frames`.
     cap: usize,
     /// Signalled when the queue goes from empty to non-empty.
@@ -85,30 +85,41 @@ struct NativeSink {
     ended: CancellationToken,
 }
 
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<OutFrame>,
+    /// Room granted to a resume's replay burst, on top of `cap`, until the
+    /// queue next runs empty.
+    replay_allowance: usize,
+}
+
 impl NativeSink {
-    fn queue(&self) -> MutexGuard<'_, VecDeque<OutFrame>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pop(&self) -> Option<OutFrame> {
         let mut q = self.queue();
-        let frame = q.pop_front();
-        // Give back the memory of a burst once it is written.
-        if q.is_empty() && q.capacity() > 64 {
-            q.shrink_to(8);
+        let frame = q.frames.pop_front();
+        if q.frames.is_empty() {
+            q.replay_allowance = 0;
+            // Give back the memory of a burst once it is written.
+            if q.frames.capacity() > 64 {
+                q.frames.shrink_to(8);
+            }
         }
         frame
     }
-}
 
-impl ConnSink for NativeSink {
-    fn send_frame(&self, frame: OutFrame) -> Result<(), QueueFull> {
+    fn push(&self, frame: OutFrame, replayed: bool) -> Result<(), QueueFull> {
         let mut q = self.queue();
-        if q.len() >= self.cap {
+        if replayed {
+            q.replay_allowance += 1;
+        } else if q.frames.len() >= self.cap + q.replay_allowance {
             return Err(QueueFull);
         }
-        let was_empty = q.is_empty();
-        q.push_back(frame);
+        let was_empty = q.frames.is_empty();
+        q.frames.push_back(frame);
         drop(q);
         // The task drains until the queue is empty before it waits, so only
         // the first frame of a batch needs to wake it.
@@ -116,6 +127,16 @@ impl ConnSink for NativeSink {
             self.ready.notify_one();
         }
         Ok(())
+    }
+}
+
+impl ConnSink for NativeSink {
+    fn send_frame(&self, frame: OutFrame) -> Result<(), QueueFull> {
+        self.push(frame, false)
+    }
+
+    fn send_replayed(&self, frame: OutFrame) -> Result<(), QueueFull> {
+        self.push(frame, true)
     }
 
     fn send_classic(&self, _event: ClassicEvent) -> Result<(), QueueFull> {
@@ -139,7 +160,7 @@ async fn serve(
 ) {
     let conn = app.hub.next_conn_id();
     let sink = Arc::new(NativeSink {
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Queue::default()),
         cap: app.limits.outbound_queue_frames.max(1),
         ready: Notify::new(),
         close: OnceLock::new(),
@@ -215,9 +236,31 @@ async fn run(
         // Queued frames go out before the next read, so neither direction
         // can starve the other. A peer that stops reading blocks only here,
         // until its queue overflows and the hub ends it.
-        tokio::select! {
-            r = write_queued(ws, sink) => if r.is_err() { return Some(Disconnect::Abrupt) },
-            () = sink.ended.cancelled() => return None,
+        {
+            let write = write_queued(ws, sink);
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    r = &mut write => {
+                        if r.is_err() {
+                            return Some(Disconnect::Abrupt);
+                        }
+                        break;
+                    }
+                    () = sink.ended.cancelled() => return None,
+                    // A peer that stops taking data (half-open) must not
+                    // stay "connected" until the kernel gives up on it.
+                    () = &mut silence => {
+                        let deadline = last_seen + app.heartbeat_timeout;
+                        if deadline > tokio::time::Instant::now() {
+                            silence.as_mut().reset(deadline);
+                            continue;
+                        }
+                        tracing::info!(conn = conn.0, "heartbeat timeout while writing");
+                        return Some(Disconnect::Abrupt);
+                    }
+                }
+            }
         }
         let next = tokio::select! {
             biased;
