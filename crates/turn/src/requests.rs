@@ -36,6 +36,9 @@ enum Extra<'a> {
     Unknown(&'a [u16]),
 }
 
+/// Permissions one allocation may hold; CreatePermission beyond gets 508.
+const MAX_PERMISSIONS_PER_ALLOCATION: usize = 1024;
+
 impl TurnServer {
     pub(crate) fn turn_request(
         &mut self,
@@ -258,10 +261,19 @@ impl TurnServer {
         }
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         if let Some(token) = token {
-            let Some(reserved) = self.reservations.remove(&token).filter(|r| r.expires > now)
-            else {
-                self.release_quota(&auth.username);
-                return self.error(ft, msg, 508, key, Extra::None);
+            let reserved = match self.reservations.remove(&token) {
+                Some(r) if r.expires > now => r,
+                expired_or_unknown => {
+                    // Expired but not yet swept by the timer: its socket
+                    // must still be released, or it would stay bound.
+                    if let Some(r) = expired_or_unknown {
+                        self.push_event(Event::ReleaseRelay {
+                            local: r.relay.local,
+                        });
+                    }
+                    self.release_quota(&auth.username);
+                    return self.error(ft, msg, 508, key, Extra::None);
+                }
             };
             let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
             let aid = self.install_allocation(
@@ -571,6 +583,11 @@ impl TurnServer {
         };
         let until = now + self.config.permission_lifetime;
         if let Some(a) = self.allocations.get_mut(&id) {
+            // A browser needs a handful; the cap keeps one client from
+            // growing an allocation without bound.
+            if a.permission_count() + peers.len() > MAX_PERMISSIONS_PER_ALLOCATION {
+                return self.error(ft, msg, 508, Some(key), Extra::None);
+            }
             for peer in peers {
                 if a.permit(peer.ip(), until) {
                     self.metrics.permissions += 1;

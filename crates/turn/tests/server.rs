@@ -957,3 +957,26 @@ fn own_relay_exception_does_not_open_other_ports_on_that_ip() {
     });
     assert_eq!(h.client_sends(c.ft, &send).len(), 1);
 }
+
+#[test]
+fn permissions_per_allocation_are_capped() {
+    let mut h = Harness::new(config());
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    c.allocate(&mut h);
+    // 1,024 distinct public peers in batches of 128: all granted.
+    for batch in 0..8u32 {
+        let answer = c.ask(&mut h, Method::CREATE_PERMISSION, |b| {
+            for i in 0..128u32 {
+                let n = batch * 128 + i;
+                let ip = std::net::Ipv4Addr::new(93, 184, (n / 250) as u8, (n % 250 + 1) as u8);
+                b.add_xor_peer_address(std::net::SocketAddr::from((ip, 7000)));
+            }
+        });
+        assert!(is_success(&answer), "batch {batch}");
+    }
+    // One more is refused with 508, and nothing else changes.
+    let answer = c.ask(&mut h, Method::CREATE_PERMISSION, |b| {
+        b.add_xor_peer_address(addr("93.184.200.1:7000"));
+    });
+    assert_eq!(error_code(&answer), Some(508));
+}
