@@ -65,6 +65,11 @@ async fn relay_round_trip(client: &mut TurnClient) {
             assert_eq!(frame.len() % 4, 0, "padded on streams");
         }
     }
+    // A frame larger than a stream connection's first read buffer.
+    let big = vec![0x5a; 9_001];
+    client.channel_data(0x4001, &big).await;
+    let (data, _) = peer_recv(&peer).await.expect("peer gets the large payload");
+    assert_eq!(data, big);
 
     // Refresh with lifetime 0 ends the allocation and closes the relay.
     let answer = client

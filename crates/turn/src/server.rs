@@ -326,7 +326,12 @@ impl TurnServer {
         self.events.pop_front()
     }
 
-    /// Live allocations.
+    /// Whether the client on `five_tuple` holds an allocation.
+    pub fn has_allocation(&self, five_tuple: FiveTuple) -> bool {
+        self.by_client.contains_key(&five_tuple)
+    }
+
+    /// Number of live allocations.
     pub fn allocation_count(&self) -> usize {
         self.allocations.len()
     }

@@ -20,6 +20,13 @@ const STREAM_QUEUE: usize = 512;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer; a frame is at most 4 + 65535 + padding bytes.
 const READ_BUFFER: usize = 128 * 1024;
+/// A connection starts with a small buffer and grows it only for a frame
+/// that needs more, so idle or unauthenticated connections stay cheap.
+const FIRST_READ_BUFFER: usize = 4 * 1024;
+/// How long a connection without an allocation may stay silent: an
+/// allocation's refreshes keep a real client well inside the long timeout,
+/// but nothing should hold a connection slot for an hour without one.
+const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(30);
 
 /// What a stream listener serves.
 #[derive(Clone)]
@@ -128,10 +135,22 @@ where
 
 async fn read_frames<R: AsyncRead>(ctx: &StreamContext, reader: R, ft: FiveTuple) {
     let mut reader = std::pin::pin!(reader);
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = vec![0u8; FIRST_READ_BUFFER];
     let mut filled = 0usize;
+    let mut allocated = false;
     loop {
-        let read = tokio::time::timeout(ctx.idle_timeout, reader.read(&mut buf[filled..])).await;
+        if filled == buf.len() {
+            if buf.len() >= READ_BUFFER {
+                return;
+            }
+            buf.resize((buf.len() * 2).min(READ_BUFFER), 0);
+        }
+        let idle = if allocated {
+            ctx.idle_timeout
+        } else {
+            IDLE_WITHOUT_ALLOCATION
+        };
+        let read = tokio::time::timeout(idle, reader.read(&mut buf[filled..])).await;
         let n = match read {
             Ok(Ok(0) | Err(_)) | Err(_) => return,
             Ok(Ok(n)) => n,
@@ -150,7 +169,7 @@ async fn read_frames<R: AsyncRead>(ctx: &StreamContext, reader: R, ft: FiveTuple
                     return;
                 }
             };
-            if len > buf.len() {
+            if len > READ_BUFFER {
                 return;
             }
             if filled - start < len {
@@ -161,6 +180,9 @@ async fn read_frames<R: AsyncRead>(ctx: &StreamContext, reader: R, ft: FiveTuple
                 .handle_client(now, unix, ft, &buf[start..start + len]);
             core.flush(&ctx.shared, now);
             start += len;
+        }
+        if let Some(core) = &core {
+            allocated = core.server.has_allocation(ft);
         }
         drop(core);
         buf.copy_within(start..filled, 0);
