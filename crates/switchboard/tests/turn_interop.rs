@@ -131,10 +131,15 @@ async fn check(label: &str, args: &[&str], server: SocketAddr, peer: SocketAddr)
     );
 }
 
-fn interop_settings() -> switchboard::turn::TurnSettings {
+fn interop_settings(relay_ports: &str) -> switchboard::turn::TurnSettings {
     let mut s = settings();
     s.allowed_peer_ranges = vec!["127.0.0.0/8".into()];
     s.rest_secret = Some("interop-secret".into());
+    // RTP/RTCP pairs reserve the port after an even relay port, so the
+    // servers of tests running side by side get disjoint ranges, outside
+    // Linux's ephemeral range (32768-60999) too: otherwise one server's
+    // relay can take the other's reserved port and uclient gets 508.
+    s.relay_ports = relay_ports.parse().expect("port range");
     s
 }
 
@@ -143,7 +148,7 @@ async fn coturn_uclient_over_udp_and_tcp() {
     if !coturn_available() {
         return;
     }
-    let server = start(&interop_settings(), None).await;
+    let server = start(&interop_settings("61000-62999"), None).await;
     let (_peer, peer) = start_peer().await;
     let udp = server.service.local_udp().unwrap();
     // Without -c uclient allocates RTP/RTCP pairs: EVEN-PORT with the R bit,
@@ -193,7 +198,7 @@ async fn coturn_uclient_over_tls() {
         return;
     }
     let (server_tls, _) = tls_pair();
-    let server = start(&interop_settings(), Some(server_tls)).await;
+    let server = start(&interop_settings("63000-64999"), Some(server_tls)).await;
     let (_peer, peer) = start_peer().await;
     let tls = server.service.local_tls().unwrap();
     check(
