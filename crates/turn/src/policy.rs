@@ -123,8 +123,12 @@ const DENIED_V4: &[Cidr] = &[
 ];
 
 const DENIED_V6: &[Cidr] = &[
-    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),    // unspecified
-    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128),    // loopback
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), // unspecified
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), // loopback
+    Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 96),  // ::0.0.x.y, IPv4-compatible leftovers
+    // NAT64 local-use: where the IPv4 address sits depends on the prefix
+    // length the operator chose (RFC 6052), so it cannot be unwrapped safely.
+    Cidr::v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
     Cidr::v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), // discard-only
     Cidr::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
     Cidr::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), // IETF protocol assignments (Teredo, ORCHID...)
@@ -188,8 +192,9 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => IpAddr::V4(tail),
         // ::a.b.c.d (deprecated compatible); :: and ::1 keep their v6 meaning
         [0, 0, 0, 0, 0, 0, _, _] if s[6] != 0 => IpAddr::V4(tail),
-        // NAT64 well-known prefix 64:ff9b::/96 and local-use 64:ff9b:1::/48
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 1, ..] => IpAddr::V4(tail),
+        // NAT64 well-known prefix 64:ff9b::/96 (local-use 64:ff9b:1::/48 is
+        // refused whole, see DENIED_V6)
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => IpAddr::V4(tail),
         // 6to4: 2002:AABB:CCDD::/48 carries the IPv4 address in the prefix
         [0x2002, hi, lo, ..] => IpAddr::V4(Ipv4Addr::new(
             (hi >> 8) as u8,
@@ -246,6 +251,14 @@ mod tests {
         ] {
             assert!(!p.permits(ip(denied)), "{denied} must be denied");
         }
+    }
+
+    #[test]
+    fn nat64_local_use_and_v4_compatible_leftovers_are_refused() {
+        let p = PeerPolicy::new();
+        // Under a /48 NAT64 prefix this one reaches 169.254.169.254.
+        assert!(!p.permits(ip("64:ff9b:1:a9fe:a9:fe00:808:808")));
+        assert!(!p.permits(ip("::0.0.1.2")));
     }
 
     #[test]
