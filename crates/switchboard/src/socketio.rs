@@ -399,16 +399,11 @@ impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
         reason: DisconnectReason,
         defer: fn(Arc<Socket<LocalAdapter>>),
     ) {
-        let how = match reason {
-            DisconnectReason::ClientNSDisconnect
-            | DisconnectReason::TransportClose
-            | DisconnectReason::ServerNSDisconnect
-            | DisconnectReason::ClosingServer => Disconnect::Clean,
-            _ => Disconnect::Abrupt,
-        };
+        // A classic session has no resume: the core ends it on any
+        // disconnect, so the reason only matters for the log line.
         // socketioxide takes the handler out before calling it: this runs
         // once per socket.
-        self.hub.disconnect(self.conn, how);
+        self.hub.disconnect(self.conn, Disconnect::Clean);
         metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
         tracing::info!(conn = self.conn.0, sid = %s.id, %reason, "socket.io disconnected");
         defer(s);

@@ -116,7 +116,4 @@ pub enum Event {
         /// The socket's local address.
         local: SocketAddr,
     },
-    /// A stream client's connection should be closed (its allocation is
-    /// gone, or it sent something that cannot be framed).
-    CloseConnection(FiveTuple),
 }

@@ -225,9 +225,6 @@ impl IoTable {
                             relay.cancel.cancel();
                         }
                     }
-                    Event::CloseConnection(ft) => {
-                        self.streams.remove(&ft);
-                    }
                     other => tracing::debug!(?other, "turn: unhandled event"),
                 }
             }

@@ -46,7 +46,6 @@ pub struct Harness {
     pub auto_bind: bool,
     pub pending_binds: Vec<(switchboard_turn::RelayRequestId, Family)>,
     pub released: Vec<SocketAddr>,
-    pub closed: Vec<FiveTuple>,
     pub bind_requests: Vec<Event>,
 }
 
@@ -72,7 +71,6 @@ impl Harness {
             auto_bind: true,
             pending_binds: Vec::new(),
             released: Vec::new(),
-            closed: Vec::new(),
             bind_requests: Vec::new(),
         }
     }
@@ -147,7 +145,6 @@ impl Harness {
                     }
                 }
                 Event::ReleaseRelay { local } => self.released.push(local),
-                Event::CloseConnection(ft) => self.closed.push(ft),
                 _ => {}
             }
         }
