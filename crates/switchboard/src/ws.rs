@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, OutFrame};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use crate::app::AppState;
 use crate::hub::{ConnSink, QueueFull};
@@ -53,19 +53,36 @@ pub async fn handler(
         metrics::counter!("switchboard_connections_refused_total").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
-    let host = crate::app::request_host(&headers);
-    let max_frame = app.limits.transport_max_frame;
+    let pending = Box::new(Pending {
+        app,
+        remote,
+        identity,
+        host: crate::app::request_host(&headers),
+        query: q,
+        permit,
+    });
+    let max_frame = pending.app.limits.transport_max_frame;
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
         // Small read buffers keep idle connections cheap; writes gather in
         // the buffer until the writer flushes a whole batch at once.
         .read_buffer_size(1024)
         .write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| async move {
-            let _permit = permit;
-            let _tracked = app.tasks.token();
-            serve(app, socket, remote, identity, host, q).await;
-        })
+        // The callback is synchronous and captures one pointer: whatever a
+        // closure or an async fn captures stays in the task for the
+        // connection's whole life, and idle connections are what we have
+        // most of.
+        .on_upgrade(move |socket| Conn::open(pending, socket).serve())
+}
+
+/// What the upgrade carries from the HTTP request to the connection.
+struct Pending {
+    app: AppState,
+    remote: std::net::SocketAddr,
+    identity: switchboard_signal::Identity,
+    host: String,
+    query: WsQuery,
+    permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Per-connection state shared between the hub (which queues) and the
@@ -76,13 +93,12 @@ struct NativeSink {
     queue: Mutex<Queue>,
     /// `session.outbound_queue_frames`.
     cap: usize,
-    /// Signalled when the queue goes from empty to non-empty.
+    /// Signalled when the queue goes from empty to non-empty, and when the
+    /// server closes the connection.
     ready: Notify,
-    /// Set when the server closes the connection, with the code to send.
+    /// Set when the server closes the connection (takeover, slow reader,
+    /// shutdown), with the code to send.
     close: OnceLock<(u16, &'static str)>,
-    /// Cancelled when the connection must end, by the server or at shutdown
-    /// (it is a child of the shutdown token).
-    ended: CancellationToken,
 }
 
 #[derive(Default)]
@@ -96,6 +112,10 @@ struct Queue {
 impl NativeSink {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn closing(&self) -> bool {
+        self.close.get().is_some()
     }
 
     fn pop(&self) -> Option<OutFrame> {
@@ -146,73 +166,130 @@ impl ConnSink for NativeSink {
 
     fn close(&self, code: u16, reason: &'static str) {
         let _ = self.close.set((code, reason));
-        self.ended.cancel();
+        self.ready.notify_one();
     }
 }
 
-async fn serve(
+/// One connection, in one allocation, so that its task's future holds a
+/// pointer and the small state of `run`.
+struct Conn {
     app: AppState,
-    mut socket: WebSocket,
+    socket: WebSocket,
+    sink: Arc<NativeSink>,
+    id: ConnId,
     remote: std::net::SocketAddr,
-    identity: switchboard_signal::Identity,
-    host: String,
-    q: WsQuery,
-) {
-    let conn = app.hub.next_conn_id();
-    let sink = Arc::new(NativeSink {
-        queue: Mutex::new(Queue::default()),
-        cap: app.limits.outbound_queue_frames.max(1),
-        ready: Notify::new(),
-        close: OnceLock::new(),
-        ended: app.shutdown.child_token(),
-    });
-    // No span held for the connection's life: a span costs memory per idle
-    // connection, and the conn number ties the lines together.
-    {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
+}
+
+impl Conn {
+    /// Registers the connection with the hub and starts or resumes its
+    /// session.
+    fn open(pending: Box<Pending>, socket: WebSocket) -> Box<Self> {
+        let Pending {
+            app,
+            remote,
+            identity,
+            host,
+            query: q,
+            permit,
+        } = *pending;
+        let id = app.hub.next_conn_id();
+        let sink = Arc::new(NativeSink {
+            queue: Mutex::new(Queue::default()),
+            cap: app.limits.outbound_queue_frames.max(1),
+            ready: Notify::new(),
+            close: OnceLock::new(),
+        });
+        // No span held for the connection's life: a span costs memory per
+        // idle connection, and the conn number ties the lines together.
         let user = identity.user.clone();
         let ice = |peer: &str| app.ice_servers(peer, &host);
         match (&q.resume, &q.resume_token) {
             (Some(session), Some(token)) => {
                 let last_seq = q.last_seq.unwrap_or(0);
-                let ok =
-                    app.hub
-                        .resume(conn, sink.clone(), session, token, last_seq, identity, ice);
-                tracing::info!(conn = conn.0, %remote, resumed = ok, "connected (resume)");
+                let ok = app
+                    .hub
+                    .resume(id, sink.clone(), session, token, last_seq, identity, ice);
+                tracing::info!(conn = id.0, %remote, resumed = ok, "connected (resume)");
             }
             _ => {
                 app.hub
-                    .connect(conn, sink.clone(), identity, Face::Native, ice);
+                    .connect(id, sink.clone(), identity, Face::Native, ice);
                 let user = user.as_deref().unwrap_or("");
-                tracing::info!(conn = conn.0, %remote, user, "connected");
+                tracing::info!(conn = id.0, %remote, user, "connected");
             }
         }
-    }
-    drop((host, q));
-    metrics::counter!("switchboard_ws_connections_total").increment(1);
-    metrics::gauge!("switchboard_ws_connections").increment(1.0);
-
-    let how = run(&app, conn, &mut socket, &sink).await;
-    match how {
-        Some(how) => app.hub.disconnect(conn, how),
-        None => {
-            // The server ended it (takeover, slow reader, shutdown): the hub
-            // has already accounted for the session. Say goodbye, bounded.
-            let close = sink
-                .close
-                .get()
-                .copied()
-                .unwrap_or((1001, "server shutting down"));
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                say_goodbye(&mut socket, &sink, close),
-            )
-            .await;
+        // Shutdown closes the connections the hub knows; one registered just
+        // after that sweep sees the cancelled token here instead.
+        if app.shutdown.is_cancelled() {
+            sink.close(1001, "server shutting down");
         }
+        metrics::counter!("switchboard_ws_connections_total").increment(1);
+        metrics::gauge!("switchboard_ws_connections").increment(1.0);
+        let tracked = app.tasks.token();
+        Box::new(Self {
+            app,
+            socket,
+            sink,
+            id,
+            remote,
+            _permit: permit,
+            _tracked: tracked,
+        })
     }
-    // Sends the answer to a client's close frame, if one is pending.
-    let _ = tokio::time::timeout(Duration::from_secs(2), socket.flush()).await;
-    metrics::gauge!("switchboard_ws_connections").decrement(1.0);
-    tracing::info!(conn = conn.0, %remote, clean = how == Some(Disconnect::Clean), "disconnected");
+
+    async fn serve(mut self: Box<Self>) {
+        let this = &mut *self;
+        let how = run(&this.app, this.id, &mut this.socket, &this.sink).await;
+        match how {
+            Some(how) => this.app.hub.disconnect(this.id, how),
+            None => {
+                // The server ended it (takeover, slow reader, shutdown): the
+                // hub has already accounted for the session. Say goodbye,
+                // bounded. Boxed: only a closing connection pays for it.
+                let close = this
+                    .sink
+                    .close
+                    .get()
+                    .copied()
+                    .unwrap_or((1001, "server shutting down"));
+                let goodbye = Box::pin(tokio::time::timeout(
+                    Duration::from_secs(2),
+                    say_goodbye(&mut this.socket, &this.sink, close),
+                ));
+                let _ = goodbye.await;
+            }
+        }
+        // Sends the answer to a client's close frame, if one is pending.
+        let _ = Box::pin(tokio::time::timeout(
+            Duration::from_secs(2),
+            this.socket.flush(),
+        ))
+        .await;
+        metrics::gauge!("switchboard_ws_connections").decrement(1.0);
+        tracing::info!(conn = this.id.0, remote = %this.remote, clean = how == Some(Disconnect::Clean), "disconnected");
+    }
+}
+
+/// What the connection's one timer was waiting for.
+struct Heartbeat {
+    /// When the client was last heard from.
+    last_seen: Instant,
+    /// When the next server ping is due.
+    next_ping: Instant,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl Heartbeat {
+    fn silence_deadline(&self) -> Instant {
+        self.last_seen + self.timeout
+    }
+
+    fn next_wake(&self) -> Instant {
+        self.next_ping.min(self.silence_deadline())
+    }
 }
 
 /// The connection's one task: writes what the hub queued, reads requests,
@@ -224,18 +301,25 @@ async fn run(
     ws: &mut WebSocket,
     sink: &NativeSink,
 ) -> Option<Disconnect> {
-    // One silence timer for the connection's life, re-armed only when it
-    // fires: arming a timer per frame would cost more than the frame.
-    let mut last_seen = tokio::time::Instant::now();
-    let silence = tokio::time::sleep_until(last_seen + app.heartbeat_timeout);
-    tokio::pin!(silence);
-    let mut ping =
-        tokio::time::interval_at(last_seen + app.heartbeat_interval, app.heartbeat_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let now = Instant::now();
+    let mut hb = Heartbeat {
+        last_seen: now,
+        next_ping: now + app.heartbeat_interval,
+        interval: app.heartbeat_interval,
+        timeout: app.heartbeat_timeout,
+    };
+    // One timer for pings and silence, re-armed only when it fires: arming
+    // a timer per frame would cost more than the frame.
+    let timer = tokio::time::sleep_until(hb.next_wake());
+    tokio::pin!(timer);
     loop {
+        if sink.closing() {
+            return None;
+        }
         // Queued frames go out before the next read, so neither direction
         // can starve the other. A peer that stops reading blocks only here,
         // until its queue overflows and the hub ends it.
+        let mut ping_deferred = false;
         {
             let write = write_queued(ws, sink);
             tokio::pin!(write);
@@ -247,48 +331,63 @@ async fn run(
                         }
                         break;
                     }
-                    () = sink.ended.cancelled() => return None,
-                    // A peer that stops taking data (half-open) must not
-                    // stay "connected" until the kernel gives up on it.
-                    () = &mut silence => {
-                        let deadline = last_seen + app.heartbeat_timeout;
-                        if deadline > tokio::time::Instant::now() {
-                            silence.as_mut().reset(deadline);
-                            continue;
+                    () = sink.ready.notified() => {
+                        if sink.closing() {
+                            return None;
                         }
-                        tracing::info!(conn = conn.0, "heartbeat timeout while writing");
-                        return Some(Disconnect::Abrupt);
+                    }
+                    // A peer that stops taking data (half-open) must not
+                    // stay "connected" until the kernel gives up on it. The
+                    // ping waits until the writer is done.
+                    () = &mut timer => {
+                        if Instant::now() >= hb.silence_deadline() {
+                            tracing::info!(conn = conn.0, "heartbeat timeout while writing");
+                            return Some(Disconnect::Abrupt);
+                        }
+                        timer.as_mut().reset(hb.silence_deadline());
+                        ping_deferred = true;
                     }
                 }
             }
         }
+        if ping_deferred {
+            timer.as_mut().reset(hb.next_wake());
+        }
         let next = tokio::select! {
             biased;
-            () = sink.ended.cancelled() => return None,
             next = ws.next() => next,
             () = sink.ready.notified() => continue,
-            () = &mut silence => {
-                let deadline = last_seen + app.heartbeat_timeout;
-                if deadline > tokio::time::Instant::now() {
-                    silence.as_mut().reset(deadline);
-                    continue;
+            () = &mut timer => {
+                let now = Instant::now();
+                if now >= hb.silence_deadline() {
+                    tracing::info!(conn = conn.0, "heartbeat timeout");
+                    return Some(Disconnect::Abrupt);
                 }
-                tracing::info!(conn = conn.0, "heartbeat timeout");
-                return Some(Disconnect::Abrupt);
-            }
-            _ = ping.tick() => {
-                tokio::select! {
-                    r = ws.send(Message::Ping(Default::default())) => {
-                        if r.is_err() {
-                            return Some(Disconnect::Abrupt);
+                if now >= hb.next_ping {
+                    let ping = ws.send(Message::Ping(Default::default()));
+                    tokio::pin!(ping);
+                    loop {
+                        tokio::select! {
+                            r = &mut ping => {
+                                if r.is_err() {
+                                    return Some(Disconnect::Abrupt);
+                                }
+                                break;
+                            }
+                            () = sink.ready.notified() => {
+                                if sink.closing() {
+                                    return None;
+                                }
+                            }
                         }
                     }
-                    () = sink.ended.cancelled() => return None,
+                    hb.next_ping = now + hb.interval;
                 }
+                timer.as_mut().reset(hb.next_wake());
                 continue;
             }
         };
-        last_seen = tokio::time::Instant::now();
+        hb.last_seen = Instant::now();
         match next {
             None => return Some(Disconnect::Abrupt),
             Some(Err(e)) => {

@@ -319,6 +319,24 @@ async fn a_silent_connection_times_out_into_the_grace_period() {
 }
 
 #[tokio::test]
+async fn a_client_that_answers_pings_outlives_the_heartbeat_timeout() {
+    let s = server_with(&[
+        ("SWITCHBOARD_SESSION__HEARTBEAT_INTERVAL_SECS", "1"),
+        ("SWITCHBOARD_SESSION__HEARTBEAT_TIMEOUT_SECS", "2"),
+    ])
+    .await;
+    let (mut a, mut b) = pair_in_room(&s, "r").await;
+    // Both only read (and so answer pings) for longer than the timeout.
+    let quiet = Duration::from_millis(3500);
+    tokio::join!(a.expect_silence(quiet), b.expect_silence(quiet));
+    let ack = a
+        .request(json!({"type":"message","room":"r","data":"still here"}), 1)
+        .await;
+    assert_eq!(ack["delivered"], 1);
+    assert_eq!(b.recv_type("message").await["data"], "still here");
+}
+
+#[tokio::test]
 async fn a_resume_that_cannot_be_served_gets_resume_failed_and_a_fresh_welcome() {
     let s = server_with(&[("SWITCHBOARD_SESSION__REPLAY_FRAMES", "4")]).await;
     let mut a = Client::connect(&s.ws_url("")).await;
