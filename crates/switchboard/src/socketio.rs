@@ -80,10 +80,11 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
         .ping_timeout(ping_timeout)
         .max_buffer_size(app.limits.outbound_queue_frames.max(1))
         // The core answers `too_large` over `limits.max_message_bytes`; this
-        // is only the transport's own bound on a polling body, as on `/ws`.
-        // (socketioxide 0.18.3, the newest that builds on our MSRV, leaves
-        // the WebSocket message cap at tungstenite's default, 64 MiB.)
+        // is only the transport's own bound on a frame or a polling body, as
+        // on `/ws`.
         .max_payload(u64::try_from(max_frame).unwrap_or(u64::MAX))
+        .ws_max_message_size(max_frame)
+        .ws_max_frame_size(max_frame)
         // Each WebSocket read zero-fills this much: 1 KiB holds a few
         // signaling messages and is the largest single share of an idle
         // connection we control (larger frames grow the buffer as needed).

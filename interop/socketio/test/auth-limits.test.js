@@ -120,6 +120,25 @@ describe('size and rate limits', () => {
     assert.deepEqual(await b.rec.next('message'), ['sized', { kind: 'answer', sdp: 'ok' }]);
   });
 
+  it('a WebSocket frame over the transport bound ends only that connection', async () => {
+    const a = await connectSio(server.url, { transports: ['websocket'] });
+    const b = await connectSio(server.url, { transports: ['websocket'] });
+    const c = await connectSio(server.url, { transports: ['websocket'] });
+    sockets.push(a, b, c);
+    for (const s of [b, c]) {
+      s.emit('join', 'framed');
+      await s.rec.next('joined');
+    }
+    // max(4 × 1024, 1 MiB) is the bound; this frame is 1.5 MiB.
+    const gone = new Promise((resolve) => a.once('disconnect', resolve));
+    a.emit('message', 'framed', 'x'.repeat(1536 * 1024));
+    const reason = await gone;
+    assert.match(reason, /transport (close|error)/);
+    // Everyone else is still served.
+    assert.deepEqual(await emitAck(b, 'message', 'framed', { kind: 'offer' }), { delivered: 1 });
+    assert.deepEqual(await c.rec.next('message'), ['framed', { kind: 'offer' }]);
+  });
+
   it('a burst over limits.rate_* gets rate_limited', async () => {
     const a = await connectSio(server.url, { transports: ['websocket'] });
     sockets.push(a);
