@@ -77,7 +77,11 @@
 //!   wrong token or unknown session leaves any session untouched.
 //! - **Replay** keeps the last `replay_frames` sequenced frames of a native
 //!   session, connected or not (frames in flight when a socket dies are
-//!   replayed too). The bodies are shared with the live fan-out.
+//!   replayed too), and no more than `replay_bytes` of their bodies (1 MiB
+//!   by default; the newest frame is always kept). Without the byte bound
+//!   a flood of large messages would pin `replay_frames` ×
+//!   `max_message_bytes` per recipient. The bodies are shared with the live
+//!   fan-out.
 //! - **`max_rooms_per_session`**: a join beyond it gets `forbidden`
 //!   ("room limit reached (N rooms per session)"); a call's room does not
 //!   count against it, nor against `rooms.max_peers` or the token's `rooms`.
@@ -205,6 +209,9 @@ pub struct Config {
     pub resume_grace: Duration,
     /// `session.replay_frames`: frames kept per native session for resume.
     pub replay_frames: usize,
+    /// `session.replay_bytes`: bytes of frame bodies kept per native
+    /// session for resume (the newest frame is always kept).
+    pub replay_bytes: usize,
     /// `calls.ring_timeout_secs`.
     pub ring_timeout: Duration,
 }
@@ -213,7 +220,7 @@ impl Default for Config {
     /// The protocol defaults (PROTOCOL.md), and the shell's for the limits
     /// the protocol leaves open: no room cap, 16 rooms per session, 64 KiB
     /// frames, 50 requests/s with bursts of 200, 20 s grace, 1024 replay
-    /// frames, 30 s ring timeout.
+    /// frames of at most 1 MiB in all, 30 s ring timeout.
     fn default() -> Self {
         Config {
             max_peers: 0,
@@ -223,6 +230,7 @@ impl Default for Config {
             rate_burst: 200,
             resume_grace: Duration::from_secs(20),
             replay_frames: 1024,
+            replay_bytes: 1 << 20,
             ring_timeout: Duration::from_secs(30),
         }
     }
@@ -362,7 +370,7 @@ impl SignalCore {
             None,
         );
         SignalCore {
-            outbox: Outbox::new(config.replay_frames),
+            outbox: Outbox::new(config.replay_frames, config.replay_bytes),
             config,
             rng: ChaCha20Rng::from_seed(seed),
             sessions: IdMap::default(),

@@ -109,15 +109,17 @@ impl<'a> Fanout<'a> {
 pub(crate) struct Outbox {
     queue: VecDeque<Output>,
     replay_frames: usize,
+    replay_bytes: usize,
     /// Frames and classic events queued so far, for `Counters::frames`.
     pub(crate) queued: u64,
 }
 
 impl Outbox {
-    pub(crate) fn new(replay_frames: usize) -> Self {
+    pub(crate) fn new(replay_frames: usize, replay_bytes: usize) -> Self {
         Outbox {
             queue: VecDeque::new(),
             replay_frames,
+            replay_bytes,
             queued: 0,
         }
     }
@@ -133,7 +135,8 @@ impl Outbox {
             return;
         }
         s.seq += 1;
-        s.replay.push(body.clone(), self.replay_frames);
+        s.replay
+            .push(body.clone(), self.replay_frames, self.replay_bytes);
         if let Some(conn) = s.conn {
             self.queued += 1;
             self.queue.push_back(Output::Frame {

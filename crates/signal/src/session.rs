@@ -54,25 +54,37 @@ impl Session {
     }
 }
 
-/// The last `capacity` frames sent to a session, for replay on resume.
-/// Every sequenced frame goes in, so the oldest kept `seq` follows from the
-/// session's current `seq` and the length.
+/// The last frames sent to a session, for replay on resume: at most
+/// `max_frames` of them, and no more than `max_bytes` of bodies, except
+/// that the newest frame is always kept. Every sequenced frame goes in, so
+/// the oldest kept `seq` follows from the session's current `seq` and the
+/// length.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayBuffer {
     frames: VecDeque<Bytes>,
+    /// The sum of the kept bodies' lengths.
+    bytes: usize,
 }
 
 impl ReplayBuffer {
-    pub(crate) fn push(&mut self, body: Bytes, capacity: usize) {
-        if capacity == 0 {
+    pub(crate) fn push(&mut self, body: Bytes, max_frames: usize, max_bytes: usize) {
+        if max_frames == 0 {
             return;
         }
-        if self.frames.len() >= capacity {
-            self.frames.pop_front();
-        } else if self.frames.capacity() == 0 {
-            // Most sessions are quiet: start at two frames, not the default four.
-            self.frames.reserve_exact(2.min(capacity));
+        // The byte bound is what keeps a flood of large messages from
+        // holding max_frames × max_message_bytes per recipient.
+        while !self.frames.is_empty()
+            && (self.frames.len() >= max_frames || self.bytes + body.len() > max_bytes)
+        {
+            if let Some(old) = self.frames.pop_front() {
+                self.bytes -= old.len();
+            }
         }
+        if self.frames.capacity() == 0 {
+            // Most sessions are quiet: start at two frames, not the default four.
+            self.frames.reserve_exact(2.min(max_frames));
+        }
+        self.bytes += body.len();
         self.frames.push_back(body);
     }
 
@@ -105,6 +117,11 @@ impl ReplayBuffer {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.frames.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -151,7 +168,7 @@ mod tests {
     fn replay_window() {
         let mut r = ReplayBuffer::default();
         for i in 0..5u8 {
-            r.push(Bytes::from(vec![i]), 3);
+            r.push(Bytes::from(vec![i]), 3, usize::MAX);
         }
         // seq 1..=5 sent, 3..=5 kept
         let got: Vec<_> = r
@@ -165,10 +182,27 @@ mod tests {
         assert!(r.after(1, 5).is_none());
         assert!(r.after(6, 5).is_none());
         let mut off = ReplayBuffer::default();
-        off.push(Bytes::new(), 0);
+        off.push(Bytes::new(), 0, usize::MAX);
         assert_eq!(off.len(), 0);
         assert!(off.after(0, 1).is_none());
         assert!(off.after(1, 1).is_some());
+    }
+
+    #[test]
+    fn replay_byte_bound() {
+        let mut r = ReplayBuffer::default();
+        for i in 0..6u8 {
+            r.push(Bytes::from(vec![i; 10]), 100, 25);
+        }
+        // Two 10-byte frames fit 25 bytes: seq 5 and 6.
+        assert_eq!((r.len(), r.bytes()), (2, 20));
+        assert_eq!(r.after(4, 6).expect("fits").count(), 2);
+        assert!(r.after(3, 6).is_none());
+        // One larger than the bound replaces them all and is kept.
+        r.push(Bytes::from(vec![9; 40]), 100, 25);
+        assert_eq!((r.len(), r.bytes()), (1, 40));
+        r.push(Bytes::from(vec![1; 5]), 100, 25);
+        assert_eq!((r.len(), r.bytes()), (1, 5));
     }
 
     #[test]

@@ -114,6 +114,7 @@ fn core_config(cfg: &Config) -> switchboard_signal::Config {
         rate_burst: cfg.limits.rate_burst,
         resume_grace: cfg.session.resume_grace(),
         replay_frames: cfg.session.replay_frames,
+        replay_bytes: cfg.session.replay_bytes,
         ring_timeout: Duration::from_secs(cfg.calls.ring_timeout_secs),
     }
 }

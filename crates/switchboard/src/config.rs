@@ -98,6 +98,9 @@ pub struct SessionConfig {
     pub resume_grace_secs: u64,
     /// Frames kept per session for resuming.
     pub replay_frames: usize,
+    /// Bytes of frames kept per session for resuming (the newest frame is
+    /// always kept).
+    pub replay_bytes: usize,
     /// Server ping interval.
     pub heartbeat_interval_secs: u64,
     /// Silence after which a connection counts as dropped.
@@ -113,6 +116,7 @@ impl Default for SessionConfig {
         Self {
             resume_grace_secs: 20,
             replay_frames: 1024,
+            replay_bytes: 1 << 20,
             heartbeat_interval_secs: 15,
             heartbeat_timeout_secs: 45,
             outbound_queue_frames: 256,

@@ -527,6 +527,10 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_waits() {
     let s = server_with(&[
         ("SWITCHBOARD_SESSION__OUTBOUND_QUEUE_FRAMES", "8"),
         ("SWITCHBOARD_SESSION__RESUME_GRACE_SECS", "30"),
+        // What the kernel buffered and the client never read must still be
+        // in the replay buffer: with 60 KB frames that is more than the
+        // default 1 MiB.
+        ("SWITCHBOARD_SESSION__REPLAY_BYTES", "67108864"),
         ("SWITCHBOARD_LIMITS__RATE_PER_SEC", "1000000"),
         ("SWITCHBOARD_LIMITS__RATE_BURST", "1000000"),
     ])

@@ -187,6 +187,48 @@ fn resume_just_inside_the_buffer_works() {
 }
 
 #[test]
+fn the_replay_byte_bound_keeps_the_newest_frames_that_fit() {
+    let big = "x".repeat(1000);
+    // b is sent seq 1 (joined), then 2..=11 (ten ~1 KiB messages); three
+    // of them fit 4 KiB: 9, 10 and 11.
+    let flooded = || {
+        let mut h = H::new(Config {
+            replay_bytes: 4096,
+            ..Config::default()
+        });
+        let (a, b) = pair(&mut h);
+        h.drop_conn(b.conn, Disconnect::Abrupt);
+        for i in 0..10 {
+            h.send(a.conn, json!({"type":"message","room":"r","data":[i, big]}));
+        }
+        (h, b)
+    };
+    let (mut h, b) = flooded();
+    let (conn, ok) = h.resume(&b, 7);
+    assert!(!ok, "a gap of four large frames no longer fits");
+    assert_eq!(h.next(conn)["code"], "resume_failed");
+
+    let (mut h, b) = flooded();
+    let (conn, ok) = h.resume(&b, 8);
+    assert!(ok, "the last three fit");
+    let frames = h.take(conn);
+    let data: Vec<_> = frames[1..].iter().map(|f| f["data"][0].clone()).collect();
+    assert_eq!(data, vec![json!(7), json!(8), json!(9)]);
+
+    // A single frame over the bound is still kept: the newest always is.
+    let mut h = H::new(Config {
+        replay_bytes: 100,
+        ..Config::default()
+    });
+    let (a, b) = pair(&mut h);
+    h.drop_conn(b.conn, Disconnect::Abrupt);
+    h.send(a.conn, json!({"type":"message","room":"r","data":big}));
+    let (conn, ok) = h.resume(&b, 1);
+    assert!(ok);
+    assert_eq!(h.take(conn)[1]["data"], json!(big));
+}
+
+#[test]
 fn resume_failures_bad_token_unknown_session_future_seq() {
     let mut h = H::default();
     let (a, b) = pair(&mut h);
