@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use switchboard_stun::TransactionId;
 
-use crate::auth::LongTermKey;
+use crate::auth::Seal;
 use crate::output::{FiveTuple, RelayAddress};
 use crate::policy::canonical;
 
@@ -33,9 +33,10 @@ pub(crate) enum BindConflict {
 pub(crate) struct Allocation {
     pub(crate) five_tuple: FiveTuple,
     pub(crate) username: Arc<str>,
-    /// The key that authenticated the Allocate; later requests must use the
-    /// same username (441 otherwise) and responses are signed with it.
-    pub(crate) key: LongTermKey,
+    /// The key that authenticated the Allocate, and the integrity attribute
+    /// it came in; later requests must use the same username and password
+    /// algorithm (441 otherwise) and are checked with this key.
+    pub(crate) seal: Seal,
     pub(crate) relays: Vec<RelayAddress>,
     pub(crate) expires: Instant,
     /// The Allocate that made it, answered again if retransmitted.
@@ -56,14 +57,14 @@ impl Allocation {
     pub(crate) fn new(
         five_tuple: FiveTuple,
         username: Arc<str>,
-        key: LongTermKey,
+        seal: Seal,
         relays: Vec<RelayAddress>,
         expires: Instant,
     ) -> Self {
         Self {
             five_tuple,
             username,
-            key,
+            seal,
             relays,
             expires,
             transaction_id: TransactionId::default(),
@@ -206,7 +207,10 @@ mod tests {
         Allocation::new(
             ft,
             Arc::from("u"),
-            [0; 16],
+            Seal {
+                key: switchboard_stun::LongTermKey::Md5([0; 16]),
+                integrity: switchboard_stun::IntegrityAlgorithm::HmacSha1,
+            },
             vec![RelayAddress {
                 local: relay,
                 public: relay,

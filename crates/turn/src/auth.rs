@@ -1,15 +1,45 @@
 //! Long-term credentials (RFC 8489 §9.2): static users and time-limited
-//! "TURN REST API" credentials derived from a shared secret.
+//! "TURN REST API" credentials derived from a shared secret, with the MD5
+//! and SHA-256 password algorithms (§18.5).
+//!
+//! Usernames, realms and passwords are hashed as the bytes given: neither
+//! SASLprep (MD5) nor OpaqueString (SHA-256) is applied. Both are the
+//! identity on the ASCII names and passwords this server mints and that
+//! operators configure; a non-ASCII static password must be configured
+//! already prepared.
 
 use std::collections::HashMap;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use md5::{Digest, Md5};
 use sha1::Sha1;
+pub use switchboard_stun::{IntegrityAlgorithm, LongTermKey, PasswordAlgorithm};
 
-/// The MD5 long-term key `MD5(username ":" realm ":" password)`.
-pub type LongTermKey = [u8; 16];
+/// The password algorithms offered in PASSWORD-ALGORITHMS, best first.
+pub const OFFERED_ALGORITHMS: [PasswordAlgorithm; 2] =
+    [PasswordAlgorithm::Sha256, PasswordAlgorithm::Md5];
+
+/// [`OFFERED_ALGORITHMS`] as PASSWORD-ALGORITHMS value bytes (neither takes
+/// parameters): what a request must echo byte for byte (RFC 8489 §9.2.4).
+pub(crate) const OFFERED_ALGORITHMS_WIRE: [u8; 8] = [0, 2, 0, 0, 0, 1, 0, 0];
+
+/// What an authenticated request proved, and so how answers to it are
+/// sealed: with its long-term key, in the integrity attribute it used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seal {
+    pub(crate) key: LongTermKey,
+    pub(crate) integrity: IntegrityAlgorithm,
+}
+
+impl Seal {
+    /// The password algorithm the key was derived with.
+    pub(crate) fn algorithm(&self) -> PasswordAlgorithm {
+        match self.key {
+            LongTermKey::Md5(_) => PasswordAlgorithm::Md5,
+            LongTermKey::Sha256(_) => PasswordAlgorithm::Sha256,
+        }
+    }
+}
 
 /// Where passwords come from.
 ///
@@ -53,12 +83,21 @@ impl Credentials {
         self.users.is_empty() && self.rest_secrets.is_empty()
     }
 
-    /// The candidate long-term keys for `username`, most likely first. Empty
-    /// when the user is unknown or the REST credential has expired
-    /// (`unix_now` is the wall-clock time in seconds since the Unix epoch).
-    pub fn keys_for(&self, username: &str, realm: &str, unix_now: u64) -> Vec<LongTermKey> {
+    /// The candidate long-term keys for `username` with `algorithm`, most
+    /// likely first. Empty when the user is unknown, the REST credential has
+    /// expired (`unix_now` is the wall-clock time in seconds since the Unix
+    /// epoch) or the algorithm is not one we know.
+    pub fn keys_for(
+        &self,
+        algorithm: PasswordAlgorithm,
+        username: &str,
+        realm: &str,
+        unix_now: u64,
+    ) -> Vec<LongTermKey> {
         if let Some(password) = self.users.get(username) {
-            return vec![long_term_key(username, realm, password)];
+            return long_term_key(algorithm, username, realm, password)
+                .into_iter()
+                .collect();
         }
         let Some(expiry) = rest_expiry(username) else {
             return Vec::new();
@@ -68,7 +107,9 @@ impl Credentials {
         }
         self.rest_secrets
             .iter()
-            .map(|secret| long_term_key(username, realm, &rest_password(secret, username)))
+            .filter_map(|secret| {
+                long_term_key(algorithm, username, realm, &rest_password(secret, username))
+            })
             .collect()
     }
 }
@@ -101,27 +142,43 @@ pub fn mint_rest_credential(secret: &[u8], expiry: u64, id: &str) -> (String, St
     (username, password)
 }
 
-/// `MD5(username ":" realm ":" password)`. SASLprep is not applied: the
-/// names this server mints and accepts are ASCII.
-pub fn long_term_key(username: &str, realm: &str, password: &str) -> LongTermKey {
-    let mut md5 = Md5::new();
-    md5.update(username.as_bytes());
-    md5.update(b":");
-    md5.update(realm.as_bytes());
-    md5.update(b":");
-    md5.update(password.as_bytes());
-    md5.finalize().into()
+/// `H(username ":" realm ":" password)` with `H` the algorithm's hash (RFC
+/// 8489 §9.2.2); `None` for an algorithm without a known key derivation.
+pub fn long_term_key(
+    algorithm: PasswordAlgorithm,
+    username: &str,
+    realm: &str,
+    password: &str,
+) -> Option<LongTermKey> {
+    switchboard_stun::long_term_key(algorithm, username, realm, password)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MD5: PasswordAlgorithm = PasswordAlgorithm::Md5;
+    const SHA256: PasswordAlgorithm = PasswordAlgorithm::Sha256;
+
+    fn key(algorithm: PasswordAlgorithm, user: &str, realm: &str, pw: &str) -> LongTermKey {
+        long_term_key(algorithm, user, realm, pw).unwrap()
+    }
+
     #[test]
-    fn long_term_key_is_md5_of_joined_fields() {
+    fn long_term_keys_hash_the_joined_fields() {
         // Computed independently: printf 'user:example.org:pass' | md5sum
-        let key = long_term_key("user", "example.org", "pass");
-        assert_eq!(hex(&key), "abca35356f4b00fbc33e2d8c2c43b9d6");
+        let md5 = key(MD5, "user", "example.org", "pass");
+        assert_eq!(hex(md5.as_bytes()), "abca35356f4b00fbc33e2d8c2c43b9d6");
+        // printf 'user:example.org:pass' | sha256sum
+        let sha = key(SHA256, "user", "example.org", "pass");
+        assert_eq!(
+            hex(sha.as_bytes()),
+            "2eab843d62723b5549ca4dde2641a8c07ba67a3c7df8919c8da81ee206a4b907"
+        );
+        assert_eq!(
+            long_term_key(PasswordAlgorithm::Unknown(9), "u", "r", "p"),
+            None
+        );
     }
 
     fn hex(bytes: &[u8]) -> String {
@@ -129,14 +186,38 @@ mod tests {
     }
 
     #[test]
+    fn offered_algorithms_wire_form() {
+        use switchboard_stun::attr::PasswordAlgorithms;
+        use switchboard_stun::{Class, Message, MessageBuilder, MessageType, Method};
+        let mut buf = Vec::new();
+        let ty = MessageType::new(Method::ALLOCATE, Class::ErrorResponse);
+        let mut b = MessageBuilder::new(&mut buf, ty, Default::default());
+        b.add(&PasswordAlgorithms::new(&OFFERED_ALGORITHMS));
+        let bytes = b.finish().unwrap().to_vec();
+        let msg = Message::parse(&bytes).unwrap();
+        assert_eq!(
+            msg.get_raw(switchboard_stun::AttrType::PASSWORD_ALGORITHMS),
+            Some(&OFFERED_ALGORITHMS_WIRE[..])
+        );
+    }
+
+    #[test]
     fn static_user() {
         let mut c = Credentials::new();
         c.add_user("alice", "secret");
         assert_eq!(
-            c.keys_for("alice", "r", 0),
-            vec![long_term_key("alice", "r", "secret")]
+            c.keys_for(MD5, "alice", "r", 0),
+            vec![key(MD5, "alice", "r", "secret")]
         );
-        assert!(c.keys_for("bob", "r", 0).is_empty());
+        assert_eq!(
+            c.keys_for(SHA256, "alice", "r", 0),
+            vec![key(SHA256, "alice", "r", "secret")]
+        );
+        assert!(c.keys_for(MD5, "bob", "r", 0).is_empty());
+        assert!(
+            c.keys_for(PasswordAlgorithm::Unknown(3), "alice", "r", 0)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -156,13 +237,15 @@ mod tests {
         c.add_rest_secret("old");
         let (user, pass_old) = mint_rest_credential(b"old", 1000, "peer");
         assert_eq!(user, "1000:peer");
-        let keys = c.keys_for(&user, "r", 999);
-        assert_eq!(keys.len(), 2);
-        assert!(keys.contains(&long_term_key(&user, "r", &pass_old)));
-        assert!(
-            c.keys_for(&user, "r", 1000).is_empty(),
-            "expired at the second"
-        );
+        for algorithm in [MD5, SHA256] {
+            let keys = c.keys_for(algorithm, &user, "r", 999);
+            assert_eq!(keys.len(), 2);
+            assert!(keys.contains(&key(algorithm, &user, "r", &pass_old)));
+            assert!(
+                c.keys_for(algorithm, &user, "r", 1000).is_empty(),
+                "expired at the second"
+            );
+        }
     }
 
     #[test]

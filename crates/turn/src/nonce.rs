@@ -1,6 +1,12 @@
 //! Stateless nonces (RFC 8489 §9.2): the nonce carries its own expiry and an
 //! HMAC over it and the client's transport address, so that handing out
 //! nonces to a flood of unauthenticated requests costs no memory at all.
+//!
+//! Every nonce starts with the RFC 8489 §9.2 "nonce cookie" and a security
+//! feature set with the "Password algorithms" bit, which is what obliges a
+//! client that picks an algorithm to echo PASSWORD-ALGORITHMS unchanged
+//! (the bid-down protection of §9.2.4). Classic RFC 5389 clients copy the
+//! nonce without looking inside, so the prefix costs them nothing.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -8,8 +14,17 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 
-/// Expiry (16 hex digits) then a truncated MAC (24 hex digits).
-const NONCE_LEN: usize = 16 + 24;
+/// The "nonce cookie" of RFC 8489 §9.2.
+const NONCE_COOKIE: &str = "obMatJos2";
+
+/// What every nonce of ours starts with: the cookie, then `gAAA`, the
+/// base64 of the 24-bit security feature set `0x800000` where bit 0 (the
+/// most significant, in the RFC's numbering, §18.1) is "Password algorithms".
+const PREFIX: &str = "obMatJos2gAAA";
+
+/// The cookie and features, the expiry (16 hex digits), then a truncated
+/// MAC (24 hex digits).
+const NONCE_LEN: usize = PREFIX.len() + 16 + 24;
 const MAC_BYTES: usize = 12;
 
 /// Why a nonce was not accepted.
@@ -50,6 +65,7 @@ impl NonceSigner {
             .as_secs()
             .saturating_add(self.lifetime.as_secs().max(1));
         let mut out = String::with_capacity(NONCE_LEN);
+        out.push_str(PREFIX);
         push_hex(&mut out, &expiry.to_be_bytes());
         push_hex(&mut out, &self.mac(expiry, client));
         out
@@ -62,7 +78,12 @@ impl NonceSigner {
         since_epoch: Duration,
         client: SocketAddr,
     ) -> Result<(), NonceError> {
-        if nonce.len() != NONCE_LEN {
+        // Not MACed: the prefix is a constant, and a nonce without it (one
+        // a man in the middle stripped to bid down) is simply not ours.
+        let Some(nonce) = nonce.strip_prefix(PREFIX.as_bytes()) else {
+            return Err(NonceError::Invalid);
+        };
+        if nonce.len() != NONCE_LEN - PREFIX.len() {
             return Err(NonceError::Invalid);
         }
         let mut expiry_bytes = [0u8; 8];
@@ -109,6 +130,24 @@ impl NonceSigner {
         let mut out = [0u8; MAC_BYTES];
         out.copy_from_slice(&full[..MAC_BYTES]);
         out
+    }
+}
+
+/// Whether `nonce` starts with the nonce cookie and a feature set that has
+/// the "Password algorithms" bit: the condition of RFC 8489 §9.2.4 for the
+/// PASSWORD-ALGORITHM(S) checks. Looks at the text only, not at validity.
+pub(crate) fn has_password_algorithms_bit(nonce: &[u8]) -> bool {
+    use base64::Engine as _;
+    let Some(features) = nonce
+        .strip_prefix(NONCE_COOKIE.as_bytes())
+        .and_then(|rest| rest.get(..4))
+    else {
+        return false;
+    };
+    let mut bits = [0u8; 3];
+    match base64::engine::general_purpose::STANDARD.decode_slice(features, &mut bits) {
+        Ok(3) => bits[0] & 0x80 != 0,
+        _ => false,
     }
 }
 
@@ -165,6 +204,44 @@ mod tests {
     }
 
     #[test]
+    fn nonce_starts_with_cookie_and_password_algorithms_bit() {
+        use base64::Engine as _;
+        let (cookie, features) = PREFIX.split_at(NONCE_COOKIE.len());
+        assert_eq!(cookie, NONCE_COOKIE);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(features)
+            .unwrap();
+        assert_eq!(decoded, [0x80, 0, 0]);
+        let signer = NonceSigner::new(b"k", Duration::from_secs(600));
+        let nonce = signer.issue(Duration::ZERO, addr("192.0.2.1:5000"));
+        assert!(nonce.starts_with("obMatJos2gAAA"));
+        assert!(has_password_algorithms_bit(nonce.as_bytes()));
+        // Username anonymity alone (bit 1), no cookie, a short nonce, bad base64.
+        for other in [
+            "obMatJos2QAAAxyz",
+            "xbMatJos2gAAA",
+            "obMatJos2gA",
+            "obMatJos2g!AA",
+        ] {
+            assert!(!has_password_algorithms_bit(other.as_bytes()), "{other}");
+        }
+        // The cookie with the bit, whatever follows, counts.
+        assert!(has_password_algorithms_bit(b"obMatJos2/AAA"));
+    }
+
+    #[test]
+    fn stripped_cookie_is_invalid() {
+        let signer = NonceSigner::new(b"k", Duration::from_secs(600));
+        let client = addr("192.0.2.1:5000");
+        let nonce = signer.issue(Duration::ZERO, client);
+        let stripped = &nonce.as_bytes()[PREFIX.len()..];
+        assert_eq!(
+            signer.check(stripped, Duration::ZERO, client),
+            Err(NonceError::Invalid)
+        );
+    }
+
+    #[test]
     fn nonce_is_bound_to_client_and_key() {
         let signer = NonceSigner::new(b"k", Duration::from_secs(600));
         let nonce = signer.issue(Duration::ZERO, addr("192.0.2.1:5000"));
@@ -192,7 +269,7 @@ mod tests {
             );
         }
         // A forged far-future expiry with a wrong MAC.
-        let forged = format!("{:016x}{}", u64::MAX, "0".repeat(24));
+        let forged = format!("{PREFIX}{:016x}{}", u64::MAX, "0".repeat(24));
         assert_eq!(
             signer.check(forged.as_bytes(), Duration::ZERO, client),
             Err(NonceError::Invalid)

@@ -8,29 +8,30 @@ use std::time::{Duration, Instant};
 
 use switchboard_stun::attr::{
     AdditionalAddressFamily, AddressErrorCode, AddressFamily, ChannelNumber, ErrorCode, EvenPort,
-    Lifetime, Nonce, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Username,
-    XorPeerAddress,
+    Lifetime, Nonce, PasswordAlgorithms, Realm, RequestedAddressFamily, RequestedTransport,
+    ReservationToken, Username, XorPeerAddress,
 };
 use switchboard_stun::{
-    AttrType, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
+    AttrType, Class, IntegrityAlgorithm, Message, MessageBuilder, MessageType, Method,
+    PasswordAlgorithm, TransactionId,
 };
 
 use crate::allocation::Allocation;
-use crate::auth::LongTermKey;
-use crate::nonce::NonceError;
+use crate::auth::{OFFERED_ALGORITHMS, OFFERED_ALGORITHMS_WIRE, Seal};
+use crate::nonce::{NonceError, has_password_algorithms_bit};
 use crate::output::{Event, Family, FiveTuple, RelayAddress, RelayRequestId, Source};
 use crate::server::{PendingAllocation, Reservation, TurnServer};
 
 /// Who sent an authenticated request.
 struct Authenticated {
     username: Arc<str>,
-    key: LongTermKey,
+    seal: Seal,
 }
 
 /// What an error response must carry beyond ERROR-CODE.
 enum Extra<'a> {
     None,
-    /// REALM and a fresh NONCE (401, 438).
+    /// REALM, a fresh NONCE and PASSWORD-ALGORITHMS (401, 438).
     Challenge,
     /// UNKNOWN-ATTRIBUTES (420).
     Unknown(&'a [u16]),
@@ -71,14 +72,14 @@ impl TurnServer {
             .map(|t| t.0)
             .collect();
         if !unknown.is_empty() {
-            self.error(ft, msg, 420, Some(&auth.key), Extra::Unknown(&unknown));
+            self.error(ft, msg, 420, Some(&auth.seal), Extra::Unknown(&unknown));
             return;
         }
         match method {
             Method::ALLOCATE => self.allocate(now, ft, msg, auth),
-            Method::REFRESH => self.refresh(now, ft, msg, &auth.key),
-            Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &auth.key),
-            _ => self.channel_bind(now, ft, msg, &auth.key),
+            Method::REFRESH => self.refresh(now, ft, msg, &auth.seal),
+            Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &auth.seal),
+            _ => self.channel_bind(now, ft, msg, &auth.seal),
         }
     }
 
@@ -90,7 +91,7 @@ impl TurnServer {
         ft: FiveTuple,
         msg: &Message<'_>,
     ) -> Option<Authenticated> {
-        if !msg.has_message_integrity() {
+        if !msg.has_message_integrity() && !msg.has_message_integrity_sha256() {
             self.error(ft, msg, 401, None, Extra::Challenge);
             return None;
         }
@@ -99,6 +100,11 @@ impl TurnServer {
             msg.get::<Realm>(),
             msg.get::<Nonce>(),
         ) else {
+            self.metrics.auth_failures += 1;
+            self.error(ft, msg, 400, None, Extra::None);
+            return None;
+        };
+        let Some(algorithm) = chosen_algorithm(msg, nonce) else {
             self.metrics.auth_failures += 1;
             self.error(ft, msg, 400, None, Extra::None);
             return None;
@@ -113,23 +119,36 @@ impl TurnServer {
                 return None;
             }
         }
+        // A client that chose SHA-256 speaks RFC 8489 and so must use the
+        // SHA-256 integrity too; answering 401 would only have it repeat
+        // the same malformed request with a fresh nonce.
+        if algorithm == PasswordAlgorithm::Sha256 && !msg.has_message_integrity_sha256() {
+            self.metrics.auth_failures += 1;
+            self.error(ft, msg, 400, None, Extra::None);
+            return None;
+        }
         let existing = self
             .by_client
             .get(&ft)
             .and_then(|id| self.allocations.get(id))
-            .map(|a| (a.username.clone(), a.key));
-        if let Some((owner, key)) = existing {
-            if *owner != *username {
+            .map(|a| (a.username.clone(), a.seal));
+        if let Some((owner, seal)) = existing {
+            // Another password algorithm is another credential: the same
+            // refusal as another username (RFC 8656 §5, 441).
+            if *owner != *username || seal.algorithm() != algorithm {
                 self.metrics.auth_failures += 1;
                 self.error(ft, msg, 441, None, Extra::None);
                 return None;
             }
             // The allocation keeps the key it was made with, so an expiring
             // REST credential does not cut a call that is refreshing.
-            if msg.verify_message_integrity(&key).is_ok() {
+            if let Ok(integrity) = msg.verify_integrity(seal.key.as_bytes()) {
                 return Some(Authenticated {
                     username: owner,
-                    key,
+                    seal: Seal {
+                        key: seal.key,
+                        integrity,
+                    },
                 });
             }
             self.metrics.auth_failures += 1;
@@ -141,14 +160,18 @@ impl TurnServer {
             self.error(ft, msg, 401, None, Extra::Challenge);
             return None;
         }
-        let keys = self.config.credentials.keys_for(username, realm, unix_secs);
-        match keys
-            .into_iter()
-            .find(|k| msg.verify_message_integrity(k).is_ok())
-        {
-            Some(key) => Some(Authenticated {
+        let keys = self
+            .config
+            .credentials
+            .keys_for(algorithm, username, realm, unix_secs);
+        let found = keys.into_iter().find_map(|key| {
+            let integrity = msg.verify_integrity(key.as_bytes()).ok()?;
+            Some(Seal { key, integrity })
+        });
+        match found {
+            Some(seal) => Some(Authenticated {
                 username: Arc::from(username),
-                key,
+                seal,
             }),
             None => {
                 self.metrics.auth_failures += 1;
@@ -188,7 +211,7 @@ impl TurnServer {
             {
                 self.allocate_success(id, now);
             } else {
-                self.error(ft, msg, 437, Some(&auth.key), Extra::None);
+                self.error(ft, msg, 437, Some(&auth.seal), Extra::None);
             }
             return;
         }
@@ -198,11 +221,11 @@ impl TurnServer {
                 .get(pid)
                 .is_some_and(|p| p.transaction_id == tid);
             if !same {
-                self.error(ft, msg, 437, Some(&auth.key), Extra::None);
+                self.error(ft, msg, 437, Some(&auth.seal), Extra::None);
             }
             return;
         }
-        let key = Some(&auth.key);
+        let key = Some(&auth.seal);
         match msg.get::<RequestedTransport>() {
             Ok(Some(RequestedTransport::UDP)) => {}
             Ok(Some(_)) => return self.error(ft, msg, 442, key, Extra::None),
@@ -280,7 +303,7 @@ impl TurnServer {
                 now,
                 ft,
                 auth.username,
-                auth.key,
+                auth.seal,
                 vec![reserved.relay],
                 secs,
                 tid,
@@ -317,7 +340,7 @@ impl TurnServer {
                 five_tuple: ft,
                 transaction_id: tid,
                 username: auth.username,
-                key: auth.key,
+                seal: auth.seal,
                 lifetime_secs: u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
                 waiting,
                 bound: Vec::new(),
@@ -398,7 +421,7 @@ impl TurnServer {
                         ty,
                         p.transaction_id,
                         508,
-                        Some(&p.key),
+                        Some(&p.seal),
                         Extra::None,
                     );
                 }
@@ -410,7 +433,7 @@ impl TurnServer {
             now,
             p.five_tuple,
             p.username,
-            p.key,
+            p.seal,
             p.bound,
             p.lifetime_secs,
             p.transaction_id,
@@ -440,7 +463,7 @@ impl TurnServer {
         now: Instant,
         ft: FiveTuple,
         username: Arc<str>,
-        key: LongTermKey,
+        key: Seal,
         relays: Vec<RelayAddress>,
         lifetime_secs: u32,
         tid: TransactionId,
@@ -467,14 +490,14 @@ impl TurnServer {
             return;
         };
         let ft = a.five_tuple;
-        let key = a.key;
+        let seal = a.seal;
         let tid = a.transaction_id;
         let relays: Vec<SocketAddr> = a.relays.iter().map(|r| r.public).collect();
         let remaining = secs(a.expires.saturating_duration_since(now));
         let ipv6_unavailable = a.ipv6_unavailable;
         let token = a.reservation_token;
         let ty = MessageType::new(Method::ALLOCATE, Class::SuccessResponse);
-        self.respond(ft, ty, tid, Some(&key), |b| {
+        self.respond(ft, ty, tid, Some(&seal), |b| {
             for relay in relays {
                 b.add_xor_relayed_address(relay);
             }
@@ -492,7 +515,7 @@ impl TurnServer {
         });
     }
 
-    fn refresh(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &LongTermKey) {
+    fn refresh(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &Seal) {
         let Some(&id) = self.by_client.get(&ft) else {
             return self.error(ft, msg, 437, Some(key), Extra::None);
         };
@@ -538,7 +561,7 @@ impl TurnServer {
         &mut self,
         ft: FiveTuple,
         msg: &Message<'_>,
-        key: &LongTermKey,
+        key: &Seal,
         id: u64,
     ) -> Option<Vec<SocketAddr>> {
         let mut peers = Vec::new();
@@ -568,13 +591,7 @@ impl TurnServer {
         Some(peers)
     }
 
-    fn create_permission(
-        &mut self,
-        now: Instant,
-        ft: FiveTuple,
-        msg: &Message<'_>,
-        key: &LongTermKey,
-    ) {
+    fn create_permission(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &Seal) {
         let Some(&id) = self.by_client.get(&ft) else {
             return self.error(ft, msg, 437, Some(key), Extra::None);
         };
@@ -604,7 +621,7 @@ impl TurnServer {
         );
     }
 
-    fn channel_bind(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &LongTermKey) {
+    fn channel_bind(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &Seal) {
         let Some(&id) = self.by_client.get(&ft) else {
             return self.error(ft, msg, 437, Some(key), Extra::None);
         };
@@ -647,7 +664,7 @@ impl TurnServer {
         ft: FiveTuple,
         msg: &Message<'_>,
         code: u16,
-        key: Option<&LongTermKey>,
+        key: Option<&Seal>,
         extra: Extra<'_>,
     ) {
         self.error_to(
@@ -666,7 +683,7 @@ impl TurnServer {
         ty: MessageType,
         tid: TransactionId,
         code: u16,
-        key: Option<&LongTermKey>,
+        key: Option<&Seal>,
         extra: Extra<'_>,
     ) {
         let nonce = match extra {
@@ -685,6 +702,7 @@ impl TurnServer {
                     if let Some(n) = &nonce {
                         b.add_nonce(n.as_bytes());
                     }
+                    b.add(&PasswordAlgorithms::new(&OFFERED_ALGORITHMS));
                 }
                 Extra::Unknown(types) => {
                     b.add_unknown_attributes(types);
@@ -694,14 +712,15 @@ impl TurnServer {
         });
     }
 
-    /// Builds a response, seals it with SOFTWARE, MESSAGE-INTEGRITY (when
-    /// `key` is given) and FINGERPRINT, and queues it to the client.
+    /// Builds a response, seals it with SOFTWARE, the integrity attribute the
+    /// request used (when `seal` is given, RFC 8489 §9.2.4) and FINGERPRINT,
+    /// and queues it to the client.
     pub(crate) fn respond(
         &mut self,
         ft: FiveTuple,
         ty: MessageType,
         tid: TransactionId,
-        key: Option<&LongTermKey>,
+        seal: Option<&Seal>,
         fill: impl FnOnce(&mut MessageBuilder<'_>),
     ) {
         let mut buf = self.take_buffer();
@@ -711,8 +730,20 @@ impl TurnServer {
             if let Some(software) = &self.config.software {
                 b.add_software(software);
             }
-            if let Some(key) = key {
-                b.add_message_integrity(key);
+            match seal {
+                Some(Seal {
+                    key,
+                    integrity: IntegrityAlgorithm::HmacSha1,
+                }) => {
+                    b.add_message_integrity(key.as_bytes());
+                }
+                Some(Seal {
+                    key,
+                    integrity: IntegrityAlgorithm::HmacSha256,
+                }) => {
+                    b.add_message_integrity_sha256(key.as_bytes());
+                }
+                None => {}
             }
             b.add_fingerprint();
             b.finish().is_ok()
@@ -722,6 +753,28 @@ impl TurnServer {
         } else {
             self.recycle(buf);
         }
+    }
+}
+
+/// The password algorithm of a request, or `None` for a 400 (RFC 8489
+/// §9.2.4). Once the nonce announces password algorithms, a request that
+/// names one must also echo PASSWORD-ALGORITHMS exactly as we sent it, so a
+/// man in the middle who trimmed our list cannot bid a client down; one that
+/// names neither is a classic RFC 5389 client and gets MD5.
+fn chosen_algorithm(msg: &Message<'_>, nonce: &[u8]) -> Option<PasswordAlgorithm> {
+    if !has_password_algorithms_bit(nonce) {
+        // Not one of our nonces: the nonce check answers 438 next.
+        return Some(PasswordAlgorithm::Md5);
+    }
+    let offered = msg.get_raw(AttrType::PASSWORD_ALGORITHMS);
+    match (offered, msg.get::<PasswordAlgorithm>()) {
+        (None, Ok(None)) => Some(PasswordAlgorithm::Md5),
+        (Some(list), Ok(Some(chosen)))
+            if list == OFFERED_ALGORITHMS_WIRE && OFFERED_ALGORITHMS.contains(&chosen) =>
+        {
+            Some(chosen)
+        }
+        _ => None,
     }
 }
 

@@ -12,7 +12,7 @@ use switchboard_stun::{
 };
 
 use crate::allocation::Allocation;
-use crate::auth::LongTermKey;
+use crate::auth::Seal;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::nonce::NonceSigner;
@@ -31,7 +31,7 @@ pub(crate) struct PendingAllocation {
     pub(crate) five_tuple: FiveTuple,
     pub(crate) transaction_id: TransactionId,
     pub(crate) username: Arc<str>,
-    pub(crate) key: LongTermKey,
+    pub(crate) seal: Seal,
     pub(crate) lifetime_secs: u32,
     pub(crate) waiting: Vec<RelayRequestId>,
     pub(crate) bound: Vec<RelayAddress>,
