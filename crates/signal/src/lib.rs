@@ -80,8 +80,8 @@
 //!   replayed too), and no more than `replay_bytes` of their bodies (1 MiB
 //!   by default; the newest frame is always kept). Without the byte bound
 //!   a flood of large messages would pin `replay_frames` ×
-//!   `max_message_bytes` per recipient. The bodies are shared with the live
-//!   fan-out.
+//!   `max_message_bytes` per recipient. The bodies are copied in (see
+//!   `ReplayBuffer` for why).
 //! - **`max_rooms_per_session`**: a join beyond it gets `forbidden`
 //!   ("room limit reached (N rooms per session)"); a call's room does not
 //!   count against it, nor against `rooms.max_peers` or the token's `rooms`.
@@ -492,7 +492,7 @@ impl SignalCore {
         let mut replayed = 0;
         if let Some(frames) = s.replay.after(last_seq, s.seq) {
             for (seq, body) in frames {
-                self.outbox.replayed(conn, seq, body.clone());
+                self.outbox.replayed(conn, seq, body);
                 replayed += 1;
             }
         }

@@ -135,8 +135,7 @@ impl Outbox {
             return;
         }
         s.seq += 1;
-        s.replay
-            .push(body.clone(), self.replay_frames, self.replay_bytes);
+        s.replay.push(&body, self.replay_frames, self.replay_bytes);
         if let Some(conn) = s.conn {
             self.queued += 1;
             self.queue.push_back(Output::Frame {
