@@ -125,10 +125,11 @@ impl Hub {
         ok
     }
 
-    /// A text frame from a native connection.
-    pub fn text(&self, conn: ConnId, text: &str) {
+    /// A text frame from a native connection, read at `now` (the caller
+    /// has the time already: one clock read per frame is enough).
+    pub fn text(&self, now: Instant, conn: ConnId, text: &str) {
         let mut st = self.lock();
-        st.core.handle_text(Instant::now(), conn, text);
+        st.core.handle_text(now, conn, text);
         self.drain(&mut st);
     }
 

@@ -387,14 +387,15 @@ async fn run(
                 continue;
             }
         };
-        hb.last_seen = Instant::now();
+        let now = Instant::now();
+        hb.last_seen = now;
         match next {
             None => return Some(Disconnect::Abrupt),
             Some(Err(e)) => {
                 tracing::debug!(conn = conn.0, "read error: {e}");
                 return Some(Disconnect::Abrupt);
             }
-            Some(Ok(Message::Text(text))) => app.hub.text(conn, text.as_str()),
+            Some(Ok(Message::Text(text))) => app.hub.text(now.into_std(), conn, text.as_str()),
             Some(Ok(Message::Binary(_))) => app.hub.binary(conn),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(frame))) => {
