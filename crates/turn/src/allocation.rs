@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use switchboard_stun::TransactionId;
 
@@ -17,6 +17,18 @@ use crate::policy::canonical;
 pub(crate) struct ChannelBinding {
     pub(crate) peer: SocketAddr,
     pub(crate) expires: Instant,
+}
+
+/// How long after a channel binding expires its channel number and peer
+/// stay reserved for each other (RFC 8656 §12): a late ChannelData for the
+/// old pair must not reach a new peer.
+pub(crate) const CHANNEL_REUSE_HOLD: Duration = Duration::from_secs(300);
+
+/// An expired binding whose channel and peer are still held for each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeldChannel {
+    peer: SocketAddr,
+    until: Instant,
 }
 
 /// Why a ChannelBind cannot be honoured (both are 400, RFC 8656 §11.2).
@@ -49,6 +61,10 @@ pub(crate) struct Allocation {
     permissions: HashMap<IpAddr, Instant>,
     channels: HashMap<u16, ChannelBinding>,
     channel_of_peer: HashMap<SocketAddr, u16>,
+    /// Expired bindings within [`CHANNEL_REUSE_HOLD`], by channel number, so
+    /// at most one per channel number: bounded by the channel range.
+    held: HashMap<u16, HeldChannel>,
+    held_channel_of_peer: HashMap<SocketAddr, u16>,
     /// The earliest instant the server's timer heap holds for this allocation.
     pub(crate) scheduled: Option<Instant>,
 }
@@ -73,6 +89,8 @@ impl Allocation {
             permissions: HashMap::new(),
             channels: HashMap::new(),
             channel_of_peer: HashMap::new(),
+            held: HashMap::new(),
+            held_channel_of_peer: HashMap::new(),
             scheduled: None,
         }
     }
@@ -94,32 +112,71 @@ impl Allocation {
             .is_some_and(|&until| until > now)
     }
 
-    /// RFC 8656 §11.2: a channel stays with its peer and a peer with its
-    /// channel while the binding lives; an expired binding no longer counts.
+    /// RFC 8656 §11.2 and §12: a channel stays with its peer and a peer
+    /// with its channel while the binding lives and for
+    /// [`CHANNEL_REUSE_HOLD`] after it expires; rebinding the same pair is
+    /// always fine.
     pub(crate) fn can_bind(
         &self,
         number: u16,
         peer: SocketAddr,
         now: Instant,
     ) -> Result<(), BindConflict> {
-        let live = |n: &u16| self.channels.get(n).filter(|c| c.expires > now);
-        if live(&number).is_some_and(|c| c.peer != peer) {
+        if self
+            .holder_of_channel(number, now)
+            .is_some_and(|p| p != peer)
+        {
             return Err(BindConflict::ChannelTaken);
         }
-        if self
-            .channel_of_peer
-            .get(&peer)
-            .is_some_and(|n| *n != number && live(n).is_some())
-        {
+        if self.holder_of_peer(peer, now).is_some_and(|n| n != number) {
             return Err(BindConflict::PeerTaken);
         }
         Ok(())
     }
 
+    /// The peer `number` is bound or held to at `now`. A binding past its
+    /// expiry but not yet swept by the timer holds from its expiry.
+    fn holder_of_channel(&self, number: u16, now: Instant) -> Option<SocketAddr> {
+        let bound = self
+            .channels
+            .get(&number)
+            .filter(|c| c.expires + CHANNEL_REUSE_HOLD > now)
+            .map(|c| c.peer);
+        let held = || {
+            self.held
+                .get(&number)
+                .filter(|h| h.until > now)
+                .map(|h| h.peer)
+        };
+        bound.or_else(held)
+    }
+
+    /// The channel `peer` is bound or held to at `now`.
+    fn holder_of_peer(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        let bound = self.channel_of_peer.get(&peer).copied().filter(|n| {
+            self.channels
+                .get(n)
+                .is_some_and(|c| c.expires + CHANNEL_REUSE_HOLD > now)
+        });
+        let held = || {
+            self.held_channel_of_peer
+                .get(&peer)
+                .copied()
+                .filter(|n| self.held.get(n).is_some_and(|h| h.until > now))
+        };
+        bound.or_else(held)
+    }
+
     /// Binds or refreshes; the caller checked [`Self::can_bind`], so any
-    /// other binding of this channel or peer has expired and is dropped.
+    /// other binding or hold of this channel or peer is over and is dropped.
     /// Returns the change in the number of bindings (-1, 0 or 1).
     pub(crate) fn bind(&mut self, number: u16, peer: SocketAddr, expires: Instant) -> i64 {
+        if let Some(h) = self.held.remove(&number) {
+            self.held_channel_of_peer.remove(&h.peer);
+        }
+        if let Some(n) = self.held_channel_of_peer.remove(&peer) {
+            self.held.remove(&n);
+        }
         let mut delta = 1;
         if let Some(old) = self
             .channels
@@ -164,14 +221,38 @@ impl Allocation {
         self.channels.len()
     }
 
-    /// Drops expired permissions and channels; returns how many of each went.
+    /// Drops expired permissions and channels, holding the channels'
+    /// numbers and peers for [`CHANNEL_REUSE_HOLD`], and ends holds that are
+    /// over; returns how many permissions and channels went.
     pub(crate) fn expire(&mut self, now: Instant) -> (usize, usize) {
         let perms_before = self.permissions.len();
         self.permissions.retain(|_, until| *until > now);
         let chans_before = self.channels.len();
-        self.channels.retain(|_, c| c.expires > now);
+        let (held, held_index) = (&mut self.held, &mut self.held_channel_of_peer);
+        self.channels.retain(|&number, c| {
+            if c.expires > now {
+                return true;
+            }
+            held_index.insert(c.peer, number);
+            held.insert(
+                number,
+                HeldChannel {
+                    peer: c.peer,
+                    until: c.expires + CHANNEL_REUSE_HOLD,
+                },
+            );
+            false
+        });
         let channels = &self.channels;
         self.channel_of_peer.retain(|_, n| channels.contains_key(n));
+        let held_index = &mut self.held_channel_of_peer;
+        self.held.retain(|_, h| {
+            let holding = h.until > now;
+            if !holding {
+                held_index.remove(&h.peer);
+            }
+            holding
+        });
         (
             perms_before - self.permissions.len(),
             chans_before - self.channels.len(),
@@ -186,6 +267,9 @@ impl Allocation {
         }
         for c in self.channels.values() {
             next = next.min(c.expires);
+        }
+        for h in self.held.values() {
+            next = next.min(h.until);
         }
         next
     }
@@ -239,21 +323,58 @@ mod tests {
             None,
             "expired at its instant"
         );
+        // Expired but not yet swept, then swept: held for five minutes.
+        for swept in [false, true] {
+            if swept {
+                assert_eq!(a.expire(later), (0, 1));
+                assert_eq!(a.channel_count(), 0);
+            }
+            assert_eq!(a.can_bind(0x4001, p1, later), Err(BindConflict::PeerTaken));
+            assert_eq!(
+                a.can_bind(0x4000, p2, later),
+                Err(BindConflict::ChannelTaken)
+            );
+            assert_eq!(a.can_bind(0x4000, p1, later), Ok(()), "same pair");
+            let almost = later + CHANNEL_REUSE_HOLD - Duration::from_secs(1);
+            assert_eq!(
+                a.can_bind(0x4000, p2, almost),
+                Err(BindConflict::ChannelTaken)
+            );
+        }
+        a.expires = later + Duration::from_secs(3600);
         assert_eq!(
-            a.can_bind(0x4001, p1, later),
-            Ok(()),
-            "free again after expiry"
+            a.next_deadline(),
+            later + CHANNEL_REUSE_HOLD,
+            "pruned on time"
         );
-        assert_eq!(a.can_bind(0x4000, p2, later), Ok(()));
-        let much_later = later + Duration::from_secs(600);
-        assert_eq!(
-            a.bind(0x4000, p2, much_later),
-            0,
-            "replaces the expired binding"
-        );
-        assert_eq!(a.channel_for(&p1, later), None);
-        assert_eq!(a.channel_for(&p2, later), Some(0x4000));
-        assert_eq!(a.expire(much_later), (0, 1));
+        let free = later + CHANNEL_REUSE_HOLD;
+        assert_eq!(a.can_bind(0x4001, p1, free), Ok(()), "free after the hold");
+        assert_eq!(a.can_bind(0x4000, p2, free), Ok(()));
+        assert_eq!(a.expire(free), (0, 0));
+        assert!(a.held.is_empty() && a.held_channel_of_peer.is_empty());
+        let much_later = free + Duration::from_secs(600);
+        assert_eq!(a.bind(0x4000, p2, much_later), 1);
+        assert_eq!(a.channel_for(&p1, free), None);
+        assert_eq!(a.channel_for(&p2, free), Some(0x4000));
+    }
+
+    #[test]
+    fn rebinding_a_held_pair_revives_it() {
+        let now = Instant::now();
+        let mut a = alloc(now);
+        let p1: SocketAddr = "198.51.100.1:1".parse().unwrap();
+        let p2: SocketAddr = "198.51.100.2:1".parse().unwrap();
+        let later = now + Duration::from_secs(600);
+        a.bind(0x4000, p1, later);
+        assert_eq!(a.expire(later), (0, 1));
+        assert_eq!(a.bind(0x4000, p1, later + Duration::from_secs(600)), 1);
+        assert!(a.held.is_empty() && a.held_channel_of_peer.is_empty());
+        assert_eq!(a.channel_peer(0x4000, later), Some(p1));
+        // An unswept expired binding replaced after its hold is over.
+        let free = later + Duration::from_secs(600) + CHANNEL_REUSE_HOLD;
+        assert_eq!(a.can_bind(0x4000, p2, free), Ok(()));
+        assert_eq!(a.bind(0x4000, p2, free + Duration::from_secs(600)), 0);
+        assert_eq!(a.channel_for(&p1, free), None);
     }
 
     #[test]
