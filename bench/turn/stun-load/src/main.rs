@@ -1,100 +1,261 @@
-//! STUN Binding load: N sockets, each a thread keeping a window of requests
-//! in flight, for a fixed time. Prints sent, answered, rate and loss.
+//! Load for bench/turn: N UDP sockets, each keeping a window of messages in
+//! flight (or paced at a rate), for a fixed time; prints
+//! `sent=N answered=N rate=N/s loss=X%`.
 //!
-//! Also an echo mode for the UDP forwarder floor: plain payloads instead of
-//! Binding requests, counted when they come back.
+//! One engine drives every mode, so a TURN server and the bare UDP forwarder
+//! see the same traffic:
+//! - default: STUN Binding requests to a STUN/TURN server;
+//! - `--echo BYTES`: raw payloads through the UDP forwarder to an echo peer;
+//! - `--turn USER:PASS`: each socket allocates a UDP relay (long-term
+//!   credentials), binds channel 0x4000+i to the echo peer `--peer`, then
+//!   sends `--echo BYTES` payloads (default 200) as ChannelData, counted when
+//!   they come back as ChannelData on that channel; the allocations are
+//!   deleted at the end.
 //!
-//! usage: stun-load ADDR [--sockets 8] [--secs 5] [--window 32] [--echo BYTES]
+//! Closed loop (at most `--window` messages in flight per socket) unless
+//! `--rate` paces the total. `--threads` threads share the sockets, each with
+//! one epoll and batched `sendmmsg`/`recvmmsg`, so that the tool is not what
+//! saturates first.
+
+mod engine;
+mod turn;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 
-fn arg(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+use engine::{Flow, Kind, MAX_PAYLOAD, Plan};
+
+const USAGE: &str = "usage: stun-load ADDR [--sockets 8] [--secs 5] [--window 32] [--echo BYTES] \
+[--turn USER:PASS] [--peer 127.0.0.1:3480] [--rate MSGS_PER_SEC] [--threads 1]";
+/// Allocations outlive the run only if it is shorter than the permission
+/// lifetime (300 s): the tool does not refresh them while it loads.
+const MAX_TURN_SECS: u64 = 280;
+/// Asked for on every socket so that answers are not dropped at the tool.
+const RCVBUF: i32 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    #[error("{0}\n{USAGE}")]
+    Usage(String),
+    #[error("socket setup: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("encoding a request: {0}")]
+    Encode(#[from] switchboard_stun::EncodeError),
+    #[error("socket {sock}: {what}: {source}")]
+    Transaction {
+        sock: usize,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("socket {sock}: no answer to {what} after {tries} tries {rto_ms} ms apart")]
+    Timeout {
+        sock: usize,
+        what: &'static str,
+        tries: usize,
+        rto_ms: u64,
+    },
+    #[error("socket {sock}: {what} refused: {code} {reason}")]
+    Rejected {
+        sock: usize,
+        what: &'static str,
+        code: u16,
+        reason: String,
+    },
+    #[error("socket {sock}: {what}: {detail}")]
+    Protocol {
+        sock: usize,
+        what: &'static str,
+        detail: String,
+    },
 }
 
-fn binding_request(id: u64, out: &mut [u8; 20]) {
-    out[..2].copy_from_slice(&0x0001u16.to_be_bytes());
-    out[2..4].copy_from_slice(&0u16.to_be_bytes());
-    out[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
-    out[8..12].copy_from_slice(&0x5354_554Eu32.to_be_bytes());
-    out[12..20].copy_from_slice(&id.to_be_bytes());
+struct Args {
+    target: SocketAddr,
+    sockets: usize,
+    secs: u64,
+    window: u64,
+    echo: Option<usize>,
+    turn: Option<(String, String)>,
+    peer: SocketAddr,
+    rate: Option<f64>,
+    threads: usize,
+}
+
+fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, LoadError> {
+    v.parse()
+        .map_err(|_| LoadError::Usage(format!("bad value for {name}: {v:?}")))
+}
+
+fn parse_args(args: &[String]) -> Result<Args, LoadError> {
+    let target = args
+        .get(1)
+        .ok_or_else(|| LoadError::Usage("missing ADDR".into()))?;
+    let mut a = Args {
+        target: parse("ADDR", target)?,
+        sockets: 8,
+        secs: 5,
+        window: 32,
+        echo: None,
+        turn: None,
+        peer: SocketAddr::from(([127, 0, 0, 1], 3480)),
+        rate: None,
+        threads: 1,
+    };
+    let mut rest = args[2..].iter();
+    while let Some(name) = rest.next() {
+        let v = rest
+            .next()
+            .ok_or_else(|| LoadError::Usage(format!("{name} needs a value")))?;
+        match name.as_str() {
+            "--sockets" => a.sockets = parse(name, v)?,
+            "--secs" => a.secs = parse(name, v)?,
+            "--window" => a.window = parse(name, v)?,
+            "--echo" => a.echo = Some(parse(name, v)?),
+            "--peer" => a.peer = parse(name, v)?,
+            "--rate" => a.rate = Some(parse(name, v)?),
+            "--threads" => a.threads = parse(name, v)?,
+            "--turn" => {
+                let (u, p) = v
+                    .split_once(':')
+                    .ok_or_else(|| LoadError::Usage("--turn wants USER:PASS".into()))?;
+                a.turn = Some((u.to_owned(), p.to_owned()));
+            }
+            _ => return Err(LoadError::Usage(format!("unknown option {name}"))),
+        }
+    }
+    let bad = |m: &str| Err(LoadError::Usage(m.into()));
+    if a.sockets == 0 || a.sockets > 0x1000 {
+        return bad("--sockets must be 1..=4096 (one TURN channel each)");
+    }
+    if a.window == 0 || a.secs == 0 || a.threads == 0 {
+        return bad("--window, --secs and --threads must be at least 1");
+    }
+    if a.echo.is_some_and(|e| !(8..=MAX_PAYLOAD).contains(&e)) {
+        return bad("--echo must be 8..=1400 bytes (the first 8 carry a sequence number)");
+    }
+    if a.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return bad("--rate must be a positive number of messages per second");
+    }
+    if a.turn.is_some() && a.secs > MAX_TURN_SECS {
+        return bad("--secs with --turn must be at most 280 (allocations are not refreshed)");
+    }
+    Ok(a)
+}
+
+fn set_rcvbuf(sock: &UdpSocket) {
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt with a live i32 of the declared size.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&RCVBUF as *const i32).cast(),
+                size_of::<i32>() as u32,
+            )
+        };
+        // SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped by rmem_max.
+        if r == 0 {
+            return;
+        }
+    }
+}
+
+fn open(a: &Args) -> Result<Vec<Flow>, LoadError> {
+    let local = if a.target.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        "[::1]:0"
+    };
+    (0..a.sockets)
+        .map(|i| {
+            let sock = UdpSocket::bind(local)?;
+            sock.connect(a.target)?;
+            set_rcvbuf(&sock);
+            Ok(Flow::new(
+                sock,
+                i as u32,
+                switchboard_stun::CHANNEL_MIN + i as u16,
+            ))
+        })
+        .collect()
+}
+
+/// Deletes the allocations made so far; reports (but survives) failures.
+fn release_all(flows: &[Flow], auths: &mut [turn::Auth]) -> bool {
+    let mut ok = true;
+    for (f, auth) in flows.iter().zip(auths.iter_mut()) {
+        if let Err(e) = turn::release(&f.sock, f.id as usize, auth) {
+            eprintln!("stun-load: {e}");
+            ok = false;
+        }
+    }
+    ok
+}
+
+fn run() -> Result<bool, LoadError> {
+    let args: Vec<String> = std::env::args().collect();
+    let a = parse_args(&args)?;
+    let mut flows = open(&a)?;
+    let mut auths = Vec::new();
+    let kind = match (&a.turn, a.echo) {
+        (Some((user, pass)), echo) => {
+            for f in &flows {
+                let i = f.id as usize;
+                let step =
+                    turn::allocate(&f.sock, i, user, pass).and_then(|(mut auth, _relayed)| {
+                        turn::channel_bind(&f.sock, i, &mut auth, f.channel, a.peer).map(|()| auth)
+                    });
+                match step {
+                    Ok(auth) => auths.push(auth),
+                    Err(e) => {
+                        release_all(&flows, &mut auths);
+                        return Err(e);
+                    }
+                }
+            }
+            Kind::Channel(echo.unwrap_or(200))
+        }
+        (None, Some(echo)) => Kind::Echo(echo),
+        (None, None) => Kind::Binding,
+    };
+    let plan = Plan {
+        kind,
+        window: a.window,
+        rate_per_flow: a.rate.map(|r| r / a.sockets as f64),
+        duration: Duration::from_secs(a.secs),
+    };
+    let loaded = engine::run(&mut flows, &plan, a.threads.min(a.sockets));
+    let released = release_all(&flows, &mut auths);
+    let (t, elapsed) = loaded?;
+    let loss = if t.sent > 0 {
+        100.0 * t.sent.saturating_sub(t.answered) as f64 / t.sent as f64
+    } else {
+        0.0
+    };
+    let rate = t.answered as f64 / elapsed.as_secs_f64().max(1e-3);
+    println!(
+        "sent={} answered={} rate={rate:.0}/s loss={loss:.3}%",
+        t.sent, t.answered
+    );
+    if t.answered == 0 {
+        eprintln!("stun-load: nothing came back from {}", a.target);
+    }
+    Ok(released && t.answered > 0)
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let Some(target) = args.get(1).and_then(|a| a.parse::<SocketAddr>().ok()) else {
-        eprintln!("usage: stun-load ADDR [--sockets 8] [--secs 5] [--window 32] [--echo BYTES]");
-        std::process::exit(2);
-    };
-    let sockets = arg(&args, "--sockets", 8);
-    let secs = arg(&args, "--secs", 5);
-    let window = arg(&args, "--window", 32);
-    let echo = arg(&args, "--echo", 0) as usize;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let answered = Arc::new(AtomicU64::new(0));
-    let mut threads = Vec::new();
-    for s in 0..sockets {
-        let (stop, sent, answered) = (stop.clone(), sent.clone(), answered.clone());
-        threads.push(std::thread::spawn(move || {
-            let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            sock.connect(target).expect("connect");
-            sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
-            let mut req = [0u8; 20];
-            let payload = vec![0xA5u8; echo.max(1)];
-            let mut buf = [0u8; 2048];
-            let mut id = s << 40;
-            let mut in_flight = 0u64;
-            let send = |id: u64, req: &mut [u8; 20]| {
-                if echo > 0 {
-                    sock.send(&payload).is_ok()
-                } else {
-                    binding_request(id, req);
-                    sock.send(req).is_ok()
-                }
-            };
-            while !stop.load(Ordering::Relaxed) {
-                while in_flight < window {
-                    id += 1;
-                    if send(id, &mut req) {
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        in_flight += 1;
-                    }
-                }
-                match sock.recv(&mut buf) {
-                    Ok(_) => {
-                        answered.fetch_add(1, Ordering::Relaxed);
-                        in_flight -= 1;
-                    }
-                    // A lost datagram: give its slot back.
-                    Err(_) => in_flight = 0,
-                }
-            }
-            // Drain late answers.
-            let deadline = Instant::now() + Duration::from_millis(300);
-            while in_flight > 0 && Instant::now() < deadline {
-                if sock.recv(&mut buf).is_ok() {
-                    answered.fetch_add(1, Ordering::Relaxed);
-                    in_flight -= 1;
-                }
-            }
-        }));
+    match run() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("stun-load: {e}");
+            std::process::exit(if matches!(e, LoadError::Usage(_)) {
+                2
+            } else {
+                1
+            });
+        }
     }
-    let started = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let (s, a) = (sent.load(Ordering::Relaxed), answered.load(Ordering::Relaxed));
-    let loss = if s > 0 { 100.0 * (s.saturating_sub(a)) as f64 / s as f64 } else { 0.0 };
-    println!("sent={s} answered={a} rate={:.0}/s loss={loss:.3}%", a as f64 / elapsed);
 }
