@@ -1,25 +1,53 @@
 #!/usr/bin/env python3
 """TURN benchmark: switchboard vs coturn (Debian turnserver 4.6) vs a bare UDP
-forwarder, all on loopback. Prints a Markdown table; see docs/benchmarks-turn.md.
+forwarder, all on loopback. Prints Markdown tables; see docs/benchmarks-turn.md.
 
 Server CPU is utime+stime of the server process (all threads) from
 /proc/PID/stat, read just before and after each load run.
 
-usage: bench/turn/bench.py [--ours CMD] [--only ours|coturn|floor] [--quick]
-  --ours CMD   command that runs switchboard's TURN on 127.0.0.1:3478 with
-               bench/turn/switchboard.toml (default: target/release/switchboard
-               --config bench/turn/switchboard.toml)
+Two kinds of rows:
+- uclient rows (coturn's turnutils_uclient) and STUN Binding rows, as before;
+- echo rows: the same load tool (stun-load) and the same traffic for every
+  server. Against switchboard and coturn each socket allocates a relay
+  (alice/alice-pw) and echoes 200-byte payloads as ChannelData through a
+  channel bound to turnutils_peer; against the forwarder (the floor) it sends
+  the same payloads as plain UDP. Each TURN echo row has a floor row with the
+  same sockets, window, rate and payload.
+
+usage: bench/turn/bench.py [--ours CMD] [--only LIST] [--quick] [--echo-rate R]
+  --ours CMD    command that runs switchboard's TURN on 127.0.0.1:3478 with
+                bench/turn/switchboard.toml (default: target/release/switchboard
+                --config bench/turn/switchboard.toml)
+  --only LIST   comma-separated servers (ours, coturn, floor) and/or loads
+                (uclient, binding, echo); e.g. `--only echo` runs just the echo
+                rows on all three, `--only echo,ours` only switchboard's
+  --echo-rate R total round trips/s of the paced echo row (default 10000)
 """
-import argparse, os, re, shlex, socket, struct, subprocess, sys, time
+import argparse, os, re, resource, shlex, socket, struct, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TICK = os.sysconf("SC_CLK_TCK")
 PEER_PORT = 3480
+PEER_PID = None  # turnutils_peer, started by main
+FORWARDER_PORT = 3490
 SCENARIOS = [
     ("paced, client-to-client", ["-y", "-c", "-l", "200", "-m", "20", "-n", "10000", "-z", "1"]),
     ("saturation", ["-c", "-l", "200", "-m", "40", "-n", "25000", "-z", "0"]),
 ]
+# Echo loads: (what, sockets, window, paced total rate or None for closed loop).
+# One round trip is 2 datagrams in and 2 out at the server, for TURN
+# (client->server, relay->peer, peer->relay, server->client) as for the
+# forwarder (client->forwarder, upstream->peer, peer->upstream,
+# forwarder->client), so CPU per answered round trip compares directly.
+ECHO_LOADS = [
+    ("20 sockets, window 1", 20, 1, None),
+    ("20 sockets, window 32", 20, 32, None),
+    ("20 sockets, window 32, paced", 20, 32, "paced"),
+    ("closed-loop saturation, 40 sockets, window 64", 40, 64, None),
+]
+ECHO_BYTES = 200
+SUMMARY = re.compile(r"sent=(\d+) answered=(\d+) rate=(\d+)/s loss=([\d.]+)%")
 
 
 def cpu_seconds(pid):
@@ -64,48 +92,94 @@ def uclient(args, port):
     return sent, recv, wall, int(t[-1]) if t else None
 
 
-def measure(name, proc, port, rows, quick):
-    for label, args in SCENARIOS:
-        if quick:
-            args = [("2000" if a in ("10000", "25000") else a) for a in args]
+def udp_rcvbuf_errors():
+    """System-wide UDP RcvbufErrors: datagrams the kernel dropped at a full
+    socket receive buffer (server, peer or load tool alike)."""
+    with open("/proc/net/snmp") as f:
+        udp = [line.split() for line in f if line.startswith("Udp:")]
+    return int(udp[1][udp[0].index("RcvbufErrors")])
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def stun_load(args):
+    """Runs stun-load; returns (sent, answered, rate) or None (and says why)."""
+    p = subprocess.run([STUN_LOAD, *args], capture_output=True, text=True, timeout=600)
+    m = SUMMARY.search(p.stdout)
+    if p.returncode != 0 or not m:
+        print(f"stun-load {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}", file=sys.stderr)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def measure(name, proc, port, rows, quick, loads):
+    if "uclient" in loads:
+        for label, args in SCENARIOS:
+            if quick:
+                args = [("2000" if a in ("10000", "25000") else a) for a in args]
+            c0 = cpu_seconds(proc.pid)
+            sent, recv, wall, tx = uclient(args, port)
+            cpu = cpu_seconds(proc.pid) - c0
+            relayed = sent + recv
+            loss = 100.0 * (sent - recv) / sent if sent else 100.0
+            rate = recv / tx if tx else recv / wall
+            rows.append((name, label, sent, recv, f"{loss:.2f}%", f"{rate:,.0f}/s",
+                         f"{cpu:.2f}", f"{1e6 * cpu / relayed:.2f}" if relayed else "-"))
+    if "binding" in loads:
+        # Binding requests from 8 sockets.
         c0 = cpu_seconds(proc.pid)
-        sent, recv, wall, tx = uclient(args, port)
+        r = stun_load([f"127.0.0.1:{port}", "--sockets", "8", "--secs", "5"])
         cpu = cpu_seconds(proc.pid) - c0
-        relayed = sent + recv
-        loss = 100.0 * (sent - recv) / sent if sent else 100.0
-        rate = recv / tx if tx else recv / wall
-        rows.append((name, label, sent, recv, f"{loss:.2f}%", f"{rate:,.0f}/s",
-                     f"{cpu:.2f}", f"{1e6 * cpu / relayed:.2f}" if relayed else "-"))
-    # Binding requests from 8 sockets.
-    c0 = cpu_seconds(proc.pid)
-    out = subprocess.run([STUN_LOAD, f"127.0.0.1:{port}", "--sockets", "8", "--secs", "5"],
-                         capture_output=True, text=True).stdout
-    cpu = cpu_seconds(proc.pid) - c0
-    m = re.search(r"sent=(\d+) answered=(\d+) rate=(\d+)/s loss=([\d.]+)%", out)
-    if m:
-        answered = int(m.group(2))
-        rows.append((name, "STUN binding, 8 sockets", m.group(1), answered, m.group(4) + "%",
-                     f"{int(m.group(3)):,}/s", f"{cpu:.2f}", f"{1e6 * cpu / max(answered, 1):.2f}"))
+        if r:
+            sent, answered, rate = r
+            loss = 100.0 * (sent - answered) / sent if sent else 100.0
+            rows.append((name, "STUN binding, 8 sockets", sent, answered, f"{loss:.3f}%",
+                         f"{rate:,}/s", f"{cpu:.2f}", f"{1e6 * cpu / max(answered, 1):.2f}"))
 
 
-def floor(rows):
+def echo(name, prefix, pid, target, extra, echo_rows, quick, echo_rate):
+    """The echo loads against one server; `extra` makes them TURN or plain UDP."""
+    for what, sockets, window, paced in ECHO_LOADS:
+        args = [target, *extra, "--sockets", str(sockets), "--window", str(window),
+                "--echo", str(ECHO_BYTES), "--secs", "2" if quick else "5"]
+        label = f"{prefix}, {what}"
+        if paced:
+            args += ["--rate", str(echo_rate)]
+            label += f" {echo_rate:,}/s"
+        drops0, c0, peer0, tool0 = udp_rcvbuf_errors(), cpu_seconds(pid), cpu_seconds(PEER_PID), children_cpu()
+        r = stun_load(args)
+        cpu, drops = cpu_seconds(pid) - c0, udp_rcvbuf_errors() - drops0
+        # The load side's CPU: near 1 s per second of load, the tool or the
+        # single-threaded peer (not the server) limits the closed-loop rate.
+        load_cpu = f"{children_cpu() - tool0:.2f} / {cpu_seconds(PEER_PID) - peer0:.2f}"
+        if not r:
+            echo_rows.append((name, label, "-", "-", "failed", "-", "-", load_cpu, f"{cpu:.2f}", "-", "-"))
+            continue
+        sent, answered, rate = r
+        loss = 100.0 * (sent - answered) / sent if sent else 100.0
+        per_rt = 1e6 * cpu / max(answered, 1)
+        echo_rows.append((name, label, sent, answered, f"{loss:.3f}%", f"{rate:,}/s", drops, load_cpu,
+                          f"{cpu:.2f}", f"{per_rt:.2f}", f"{per_rt / 2:.2f}"))
+
+
+def turn_echo(name, proc, port, echo_rows, quick, echo_rate):
+    echo(name, "TURN echo via channel", proc.pid, f"127.0.0.1:{port}",
+         ["--turn", "alice:alice-pw", "--peer", f"127.0.0.1:{PEER_PORT}"], echo_rows, quick, echo_rate)
+
+
+def floor(echo_rows, quick, echo_rate):
     for gso in (False, True):
-        cmd = [FORWARDER, "127.0.0.1:3490", f"127.0.0.1:{PEER_PORT}"] + (["--gso"] if gso else [])
+        cmd = [FORWARDER, f"127.0.0.1:{FORWARDER_PORT}", f"127.0.0.1:{PEER_PORT}"] + (["--gso"] if gso else [])
         fwd = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-        fwd.stdout.readline()
-        name = "udp-forwarder (floor" + (", GSO)" if gso else ")")
-        for window in (1, 32):
-            c0 = cpu_seconds(fwd.pid)
-            out = subprocess.run([STUN_LOAD, "127.0.0.1:3490", "--sockets", "20", "--secs", "5",
-                                  "--window", str(window), "--echo", "200"], capture_output=True, text=True).stdout
-            cpu = cpu_seconds(fwd.pid) - c0
-            m = re.search(r"sent=(\d+) answered=(\d+) rate=(\d+)/s loss=([\d.]+)%", out)
-            if m:
-                sent, answered = int(m.group(1)), int(m.group(2))
-                rows.append((name, f"echo, 20 sockets, window {window}", sent, answered,
-                             m.group(4) + "%", f"{int(m.group(3)):,}/s", f"{cpu:.2f}",
-                             f"{1e6 * cpu / max(sent + answered, 1):.2f}"))
-        fwd.kill()
+        try:
+            fwd.stdout.readline()
+            name = "udp-forwarder (floor" + (", GSO)" if gso else ")")
+            echo(name, "UDP echo", fwd.pid, f"127.0.0.1:{FORWARDER_PORT}", [], echo_rows, quick, echo_rate)
+        finally:
+            fwd.kill()
+            fwd.wait()
 
 
 def build(path, binary):
@@ -118,34 +192,55 @@ def build(path, binary):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours")
-    ap.add_argument("--only")
+    ap.add_argument("--only", default="")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--echo-rate", type=int, default=10000)
     a = ap.parse_args()
+    only = {w for w in a.only.split(",") if w}
+    unknown = only - {"ours", "coturn", "floor", "uclient", "binding", "echo"}
+    if unknown:
+        sys.exit(f"--only: unknown {', '.join(sorted(unknown))}")
+    servers = (only & {"ours", "coturn", "floor"}) or {"ours", "coturn", "floor"}
+    loads = (only & {"uclient", "binding", "echo"}) or {"uclient", "binding", "echo"}
     STUN_LOAD = build(os.path.join(HERE, "stun-load"), "stun-load")
     FORWARDER = build(os.path.join(ROOT, "bench", "udp-forwarder"), "udp-forwarder")
     ours = shlex.split(a.ours) if a.ours else [os.path.join(ROOT, "target", "release", "switchboard"),
                                               "--config", os.path.join(HERE, "switchboard.toml")]
     peer = subprocess.Popen(["turnutils_peer", "-L", "127.0.0.1", "-p", str(PEER_PORT)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = []
+    PEER_PID = peer.pid
+    rows, echo_rows = [], []
     try:
-        if a.only in (None, "ours"):
-            p = start(ours, 3478)
+        for key, name, cmd, port in (
+            ("ours", "switchboard", ours, 3478),
+            ("coturn", "coturn 4.6",
+             ["turnserver", "-c", os.path.join(HERE, "coturn.conf"), "--listening-port", "3479"], 3479),
+        ):
+            if key not in servers:
+                continue
+            p = start(cmd, port)
             try:
-                measure("switchboard", p, 3478, rows, a.quick)
+                measure(name, p, port, rows, a.quick, loads)
+                if "echo" in loads:
+                    turn_echo(name, p, port, echo_rows, a.quick, a.echo_rate)
             finally:
                 p.kill()
-        if a.only in (None, "coturn"):
-            p = start(["turnserver", "-c", os.path.join(HERE, "coturn.conf"), "--listening-port", "3479"], 3479)
-            try:
-                measure("coturn 4.6", p, 3479, rows, a.quick)
-            finally:
-                p.kill()
-        if a.only in (None, "floor"):
-            floor(rows)
+                p.wait()
+        if "floor" in servers and "echo" in loads:
+            floor(echo_rows, a.quick, a.echo_rate)
     finally:
         peer.kill()
-    print("| server | load | sent | received | loss | delivered rate | server CPU s | CPU µs per relayed msg |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print("| " + " | ".join(str(x) for x in r) + " |")
+    if rows:
+        print("| server | load | sent | received | loss | delivered rate | server CPU s | CPU µs per relayed msg |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print("| " + " | ".join(str(x) for x in r) + " |")
+        print()
+    if echo_rows:
+        # A round trip is 2 datagrams in and 2 out at the server; "per relayed
+        # msg" is half of it (1 in + 1 out), the unit of the uclient rows.
+        print("| server | load | sent | answered | loss | answered rate | UDP RcvbufErrors (system) "
+              "| stun-load / peer CPU s | server CPU s | CPU µs per round trip | CPU µs per relayed msg |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in echo_rows:
+            print("| " + " | ".join(str(x) for x in r) + " |")

@@ -269,8 +269,10 @@ fn fill(flow: &mut Flow, plan: &Plan, io: &mut Batch, now: Instant) -> io::Resul
     let mut room = plan.window.saturating_sub(flow.in_flight());
     if let Some(rate) = plan.rate_per_flow {
         let dt = now.saturating_duration_since(flow.last_fill).as_secs_f64();
-        // Capped so that a stall does not turn into a burst afterwards.
-        flow.credit = (flow.credit + rate * dt).min(plan.window as f64);
+        // Capped so that a stall does not turn into a burst afterwards; one
+        // over the window so that a full window does not waste the fraction
+        // earned while waiting.
+        flow.credit = (flow.credit + rate * dt).min(plan.window as f64 + 1.0);
         room = room.min(flow.credit as u64);
     }
     flow.last_fill = now;
