@@ -150,12 +150,16 @@ impl Hub {
         reply
     }
 
-    /// The connection ended.
-    pub fn disconnect(&self, conn: ConnId, how: Disconnect) {
+    /// The connection ended. Returns whether the hub still knew it (a
+    /// connection is let go once, whoever notices first).
+    pub fn disconnect(&self, conn: ConnId, how: Disconnect) -> bool {
         let mut st = self.lock();
         if st.conns.remove(&conn).is_some() {
             st.core.disconnect(Instant::now(), conn, how);
             self.drain(&mut st);
+            true
+        } else {
+            false
         }
     }
 

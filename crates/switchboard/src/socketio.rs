@@ -32,6 +32,7 @@
 //! middleware, so a refused client gets a `connect_error` with the reason
 //! and never joins the namespace.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ use socketioxide::handler::{
 };
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::service::SocketIoService;
-use socketioxide::socket::{DisconnectReason, Socket};
+use socketioxide::socket::{DisconnectReason, Sid, Socket};
 use socketioxide::{SendError, SocketError, SocketIo};
 use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, Identity, OutFrame};
 use tokio::sync::OwnedSemaphorePermit;
@@ -63,6 +64,50 @@ use crate::hub::{ConnSink, Hub, QueueFull};
 /// ends the transport; the core has already let the session go.
 const CLOSE_RETRIES: u32 = 50;
 const CLOSE_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long after admission a socket must be connected: socketioxide
+/// answers CONNECT within the same call that admitted it, so this is only
+/// a bound for the case where that answer failed.
+const CONNECT_CHECK: Duration = Duration::from_secs(10);
+
+/// Lets go of the sessions of sockets whose CONNECT answer never went out
+/// (see [`Admit::start`]): one task for the server, not one per socket.
+async fn sweep_unconfirmed(
+    hub: Arc<Hub>,
+    unconfirmed: Arc<Unconfirmed>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(CONNECT_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let stale: Vec<ConnId> = {
+            let mut map = unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
+            let mut stale = Vec::new();
+            map.retain(|_, (conn, admitted, socket)| {
+                if now.duration_since(*admitted) < CONNECT_CHECK {
+                    return true;
+                }
+                if !socket.connected() {
+                    stale.push(*conn);
+                }
+                false
+            });
+            stale
+        };
+        for conn in stale {
+            // `disconnect` acts once, whoever notices first.
+            if hub.disconnect(conn, Disconnect::Abrupt) {
+                metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
+                tracing::info!(conn = conn.0, "socket.io CONNECT never completed");
+            }
+        }
+    }
+}
 
 /// The Socket.IO layer: it answers `/socket.io/` and passes every other
 /// request through. [`service`] puts it around the router.
@@ -90,7 +135,19 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
         // connection we control (larger frames grow the buffer as needed).
         .ws_read_buffer_size(1024)
         .build_layer();
-    io.ns("/", Admit { app: app.clone() });
+    let unconfirmed = Arc::new(Unconfirmed::default());
+    tokio::spawn(sweep_unconfirmed(
+        app.hub.clone(),
+        unconfirmed.clone(),
+        app.shutdown.clone(),
+    ));
+    io.ns(
+        "/",
+        Admit {
+            app: app.clone(),
+            unconfirmed,
+        },
+    );
     layer
 }
 
@@ -204,7 +261,12 @@ enum ClassicFace {}
 #[derive(Clone)]
 struct Admit {
     app: AppState,
+    unconfirmed: Arc<Unconfirmed>,
 }
+
+/// Sockets admitted by the middleware whose CONNECT answer has not been
+/// confirmed yet, with when they were admitted.
+type Unconfirmed = std::sync::Mutex<HashMap<Sid, (ConnId, tokio::time::Instant, SocketRef)>>;
 
 impl Admit {
     fn admit(&self, s: &Socket<LocalAdapter>, auth: Option<&Value>) -> Result<Admission, Refused> {
@@ -264,6 +326,11 @@ impl ConnectHandler<LocalAdapter, ClassicFace> for Admit {
     }
 
     fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {
+        // socketioxide calls this once the CONNECT answer is queued.
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&s.id);
         tracing::info!(
             sid = %s.id,
             transport = ?s.transport_type(),
@@ -282,7 +349,9 @@ impl Admit {
     /// The socket is not in the namespace yet, so nothing can close it
     /// before `on_disconnect` is set. The one way to lose it is socketioxide
     /// failing to queue the CONNECT answer on a transport that died within
-    /// this call; that session is in no room and only costs its memory.
+    /// this call: it then drops the socket without a disconnect event. Such
+    /// a socket stays in `unconfirmed` (the connect handler proper takes the
+    /// others out) and [`sweep_unconfirmed`] lets its session go.
     fn start(&self, socket: SocketRef, admission: Admission) {
         let hub = self.app.hub.clone();
         let conn = hub.next_conn_id();
@@ -294,6 +363,7 @@ impl Admit {
             hub: hub.clone(),
             conn,
         });
+        let (check, sid) = (socket.clone(), socket.id);
         let sink = Arc::new(SioSink {
             socket,
             _permit: admission.permit,
@@ -303,6 +373,10 @@ impl Admit {
         });
         metrics::counter!("switchboard_socketio_connections_total").increment(1);
         metrics::gauge!("switchboard_socketio_connections").increment(1.0);
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sid, (conn, tokio::time::Instant::now(), check));
     }
 }
 
@@ -404,8 +478,9 @@ impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
         // disconnect, so the reason only matters for the log line.
         // socketioxide takes the handler out before calling it: this runs
         // once per socket.
-        self.hub.disconnect(self.conn, Disconnect::Clean);
-        metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
+        if self.hub.disconnect(self.conn, Disconnect::Clean) {
+            metrics::gauge!("switchboard_socketio_connections").decrement(1.0);
+        }
         tracing::info!(conn = self.conn.0, sid = %s.id, %reason, "socket.io disconnected");
         defer(s);
     }

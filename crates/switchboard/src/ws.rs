@@ -243,7 +243,9 @@ impl Conn {
         let this = &mut *self;
         let how = run(&this.app, this.id, &mut this.socket, &this.sink).await;
         match how {
-            Some(how) => this.app.hub.disconnect(this.id, how),
+            Some(how) => {
+                this.app.hub.disconnect(this.id, how);
+            }
             None => {
                 // The server ended it (takeover, slow reader, shutdown): the
                 // hub has already accounted for the session. Say goodbye,
