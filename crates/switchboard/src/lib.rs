@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod hub;
+pub mod read_ahead;
 pub mod socketio;
 pub mod telemetry;
 pub mod tls;

@@ -6,18 +6,28 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, OutFrame};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::app::AppState;
 use crate::hub::{ConnSink, QueueFull};
+use crate::read_ahead::ReadAhead;
+
+/// A native connection's WebSocket, on its upgraded HTTP/1.1 stream.
+type WebSocket = WebSocketStream<ReadAhead<TokioIo<hyper::upgrade::Upgraded>>>;
 
 /// The query string of `/ws`.
 #[derive(Debug, Default, Deserialize)]
@@ -29,14 +39,22 @@ pub struct WsQuery {
     last_seq: Option<u64>,
 }
 
-/// `GET /ws`: checks origin and token, then upgrades.
+/// `GET /ws`: checks the upgrade, origin and token, then upgrades.
+///
+/// The upgrade is done here rather than with axum's `WebSocketUpgrade` so
+/// that the socket under tungstenite is ours: [`ReadAhead`] reads bursts in
+/// one syscall without pinning a large buffer on idle connections.
 pub async fn handler(
     State(app): State<AppState>,
     ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     Query(q): Query<WsQuery>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
+    let accept = match accept_key(&req) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let headers = req.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if let Err(e) = app.auth.check_origin(origin) {
         tracing::info!(%remote, "refused: {e}");
@@ -49,30 +67,118 @@ pub async fn handler(
             return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
         }
     };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "connection cannot be upgraded",
+        )
+            .into_response();
+    };
     let Ok(permit) = app.connections.clone().try_acquire_owned() else {
         metrics::counter!("switchboard_connections_refused_total").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
+    let max_frame = app.limits.transport_max_frame;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
+        // tungstenite's own buffer stays small (idle connections keep it);
+        // ReadAhead takes bursts. Writes gather until the writer flushes a
+        // whole batch at once.
+        .read_buffer_size(1024)
+        .write_buffer_size(64 * 1024);
+    // One pointer into the task: what an async block captures stays in the
+    // task for the connection's whole life, and idle connections are what
+    // we have most of.
     let pending = Box::new(Pending {
+        host: crate::app::request_host(req.headers()),
         app,
         remote,
         identity,
-        host: crate::app::request_host(&headers),
         query: q,
         permit,
     });
-    let max_frame = pending.app.limits.transport_max_frame;
-    ws.max_message_size(max_frame)
-        .max_frame_size(max_frame)
-        // Small read buffers keep idle connections cheap; writes gather in
-        // the buffer until the writer flushes a whole batch at once.
-        .read_buffer_size(1024)
-        .write_buffer_size(64 * 1024)
-        // The callback is synchronous and captures one pointer: whatever a
-        // closure or an async fn captures stays in the task for the
-        // connection's whole life, and idle connections are what we have
-        // most of.
-        .on_upgrade(move |socket| Conn::open(pending, socket).serve())
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(remote = %pending.remote, "upgrade failed: {e}");
+                return;
+            }
+        };
+        let io = ReadAhead::new(TokioIo::new(upgraded));
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        Conn::open(pending, socket).serve().await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// Why a request to `/ws` is not a WebSocket upgrade we can take.
+#[derive(Debug, Clone, Copy)]
+enum NotAnUpgrade {
+    /// Not HTTP/1.1 with `Connection: upgrade` and `Upgrade: websocket`.
+    Plain,
+    /// `Sec-WebSocket-Version` other than 13.
+    Version,
+    /// `Sec-WebSocket-Key` missing or unusable.
+    Key,
+}
+
+impl IntoResponse for NotAnUpgrade {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Plain => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "this is a WebSocket endpoint: HTTP/1.1 upgrade required",
+            )
+                .into_response(),
+            Self::Version => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "unsupported WebSocket version",
+            )
+                .into_response(),
+            Self::Key => {
+                (StatusCode::BAD_REQUEST, "bad or missing Sec-WebSocket-Key").into_response()
+            }
+        }
+    }
+}
+
+/// RFC 6455 §4.2.1: an HTTP/1.1 GET with `Connection: upgrade`,
+/// `Upgrade: websocket`, version 13 and a key; answers the
+/// `Sec-WebSocket-Accept` value.
+fn accept_key(req: &Request) -> Result<HeaderValue, NotAnUpgrade> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if req.version() != Version::HTTP_11
+        || !has_token(header::CONNECTION, "upgrade")
+        || !has_token(header::UPGRADE, "websocket")
+    {
+        return Err(NotAnUpgrade::Plain);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(NotAnUpgrade::Version);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(NotAnUpgrade::Key)?;
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes())).map_err(|_| NotAnUpgrade::Key)
 }
 
 /// What the upgrade carries from the HTTP request to the connection.
@@ -399,9 +505,10 @@ async fn run(
             }
             Some(Ok(Message::Text(text))) => app.hub.text(now.into_std(), conn, text.as_str()),
             Some(Ok(Message::Binary(_))) => app.hub.binary(conn),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            // Raw frames only appear when writing; pings are answered by tungstenite.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(frame))) => {
-                return Some(match frame.map(|f| f.code) {
+                return Some(match frame.map(|f| u16::from(f.code)) {
                     Some(1000 | 1001) => Disconnect::Clean,
                     _ => Disconnect::Abrupt,
                 });
@@ -412,7 +519,10 @@ async fn run(
 
 /// Writes every queued frame, flushing once per batch: fewer syscalls
 /// under load, the same latency when idle.
-async fn write_queued(ws: &mut WebSocket, sink: &NativeSink) -> Result<(), axum::Error> {
+async fn write_queued(
+    ws: &mut WebSocket,
+    sink: &NativeSink,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     const BATCH: usize = 256;
     loop {
         let mut n = 0;
@@ -441,7 +551,7 @@ async fn say_goodbye(ws: &mut WebSocket, sink: &NativeSink, (code, reason): (u16
         }
     }
     let close = Message::Close(Some(CloseFrame {
-        code,
+        code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(reason),
     }));
     let _ = ws.send(close).await;

@@ -573,6 +573,41 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_waits() {
 }
 
 #[tokio::test]
+async fn requests_that_are_not_websocket_upgrades_are_refused() {
+    let s = server().await;
+    let status = |headers: &[(&str, &str)]| {
+        let addr = s.http.clone();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        async move {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            switchboard_testkit::http_get(&addr, "/ws", &headers)
+                .await
+                .0
+        }
+    };
+    let (conn, upgrade) = (("Connection", "Upgrade"), ("Upgrade", "websocket"));
+    assert_eq!(status(&[]).await, 426, "a plain GET");
+    let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+    let v8 = ("Sec-WebSocket-Version", "8");
+    assert_eq!(
+        status(&[conn, upgrade, v8, key]).await,
+        426,
+        "another version"
+    );
+    let v13 = ("Sec-WebSocket-Version", "13");
+    assert_eq!(status(&[conn, upgrade, v13]).await, 400, "no key");
+    // The server is unharmed.
+    let mut c = Client::connect(&s.ws_url("")).await;
+    assert_eq!(c.request(json!({"type":"ping"}), 1).await["type"], "pong");
+}
+
+#[tokio::test]
 async fn health_metrics_and_the_web_client() {
     let s = server().await;
     let get = |path: &'static str| {
