@@ -71,8 +71,16 @@ def stun_ready(port, timeout=20.0):
     return False
 
 
+# With two or more CPUs, servers run on CPU 0 and every load tool (uclient,
+# stun-load, turnutils_peer) on the others, as in bench/signaling: each
+# server is measured on one core, undisturbed by its own load.
+PIN = os.cpu_count() >= 2 and os.environ.get("PIN", "1") == "1"
+SERVER_CPUS = ["taskset", "-c", "0"] if PIN else []
+LOAD_CPUS = ["taskset", "-c", f"1-{os.cpu_count() - 1}"] if PIN else []
+
+
 def start(cmd, port):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(SERVER_CPUS + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not stun_ready(port):
         proc.kill()
         sys.exit(f"server did not answer STUN on {port}: {cmd}")
@@ -83,7 +91,7 @@ def uclient(args, port):
     cmd = ["turnutils_uclient", *args, "-u", "alice", "-w", "alice-pw", "-p", str(port),
            "-e", "127.0.0.1", "-r", str(PEER_PORT), "127.0.0.1"]
     t0 = time.time()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    out = subprocess.run(LOAD_CPUS + cmd, capture_output=True, text=True, timeout=600).stdout
     wall = time.time() - t0
     sent = recv = 0
     for m in re.finditer(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$", out, re.M):
@@ -107,7 +115,7 @@ def children_cpu():
 
 def stun_load(args):
     """Runs stun-load; returns (sent, answered, rate) or None (and says why)."""
-    p = subprocess.run([STUN_LOAD, *args], capture_output=True, text=True, timeout=600)
+    p = subprocess.run(LOAD_CPUS + [STUN_LOAD, *args], capture_output=True, text=True, timeout=600)
     m = SUMMARY.search(p.stdout)
     if p.returncode != 0 or not m:
         print(f"stun-load {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}", file=sys.stderr)
@@ -172,7 +180,7 @@ def turn_echo(name, proc, port, echo_rows, quick, echo_rate):
 def floor(echo_rows, quick, echo_rate):
     for gso in (False, True):
         cmd = [FORWARDER, f"127.0.0.1:{FORWARDER_PORT}", f"127.0.0.1:{PEER_PORT}"] + (["--gso"] if gso else [])
-        fwd = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        fwd = subprocess.Popen(SERVER_CPUS + cmd, stdout=subprocess.PIPE, text=True)
         try:
             fwd.stdout.readline()
             name = "udp-forwarder (floor" + (", GSO)" if gso else ")")
@@ -206,7 +214,7 @@ if __name__ == "__main__":
     FORWARDER = build(os.path.join(ROOT, "bench", "udp-forwarder"), "udp-forwarder")
     ours = shlex.split(a.ours) if a.ours else [os.path.join(ROOT, "target", "release", "switchboard"),
                                               "--config", os.path.join(HERE, "switchboard.toml")]
-    peer = subprocess.Popen(["turnutils_peer", "-L", "127.0.0.1", "-p", str(PEER_PORT)],
+    peer = subprocess.Popen(LOAD_CPUS + ["turnutils_peer", "-L", "127.0.0.1", "-p", str(PEER_PORT)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     PEER_PID = peer.pid
     rows, echo_rows = [], []

@@ -162,19 +162,27 @@ fn set_rcvbuf(sock: &UdpSocket) {
     }
 }
 
-fn open(a: &Args) -> Result<Vec<Flow>, LoadError> {
-    let local = if a.target.is_ipv4() {
+/// Local ports tried per socket when the server still has an allocation
+/// on the first one.
+const PORT_RETRIES: usize = 5;
+
+fn fresh_socket(target: SocketAddr) -> Result<UdpSocket, LoadError> {
+    let local = if target.is_ipv4() {
         "127.0.0.1:0"
     } else {
         "[::1]:0"
     };
+    let sock = UdpSocket::bind(local)?;
+    sock.connect(target)?;
+    set_rcvbuf(&sock);
+    Ok(sock)
+}
+
+fn open(a: &Args) -> Result<Vec<Flow>, LoadError> {
     (0..a.sockets)
         .map(|i| {
-            let sock = UdpSocket::bind(local)?;
-            sock.connect(a.target)?;
-            set_rcvbuf(&sock);
             Ok(Flow::new(
-                sock,
+                fresh_socket(a.target)?,
                 i as u32,
                 switchboard_stun::CHANNEL_MIN + i as u16,
             ))
@@ -201,12 +209,27 @@ fn run() -> Result<bool, LoadError> {
     let mut auths = Vec::new();
     let kind = match (&a.turn, a.echo) {
         (Some((user, pass)), echo) => {
-            for f in &flows {
+            for f in &mut flows {
                 let i = f.id as usize;
-                let step =
-                    turn::allocate(&f.sock, i, user, pass).and_then(|(mut auth, _relayed)| {
-                        turn::channel_bind(&f.sock, i, &mut auth, f.channel, a.peer).map(|()| auth)
-                    });
+                let mut allocated = turn::allocate(&f.sock, i, user, pass);
+                // A 5-tuple still allocated by an earlier client (uclient
+                // never deletes its allocations) answers 437: take another
+                // local port.
+                for _ in 0..PORT_RETRIES {
+                    let mismatch = matches!(
+                        &allocated,
+                        Err(LoadError::Rejected { code, .. })
+                            if *code == switchboard_stun::attr::ErrorCode::ALLOCATION_MISMATCH
+                    );
+                    if !mismatch {
+                        break;
+                    }
+                    f.sock = fresh_socket(a.target)?;
+                    allocated = turn::allocate(&f.sock, i, user, pass);
+                }
+                let step = allocated.and_then(|(mut auth, _relayed)| {
+                    turn::channel_bind(&f.sock, i, &mut auth, f.channel, a.peer).map(|()| auth)
+                });
                 match step {
                     Ok(auth) => auths.push(auth),
                     Err(e) => {
