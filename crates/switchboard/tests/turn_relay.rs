@@ -163,6 +163,47 @@ async fn closing_a_tcp_connection_ends_its_allocation() {
 }
 
 #[tokio::test]
+async fn a_tcp_client_that_stops_reading_has_a_bounded_queue() {
+    let server = start(&loopback_allowed(), None).await;
+    let s = &server.service;
+    let mut slow = TurnClient::new(Conn::tcp(s.local_tcp().unwrap()).await, "alice", "alice-pw");
+    let relayed = slow.allocate().await.expect("allocation");
+    let peer = peer().await;
+    let peer_addr = peer.local_addr().unwrap();
+    let answer = slow
+        .ask(Method::CREATE_PERMISSION, |b| {
+            b.add_xor_peer_address(peer_addr);
+        })
+        .await;
+    assert!(is_success(&answer));
+    // The client never reads again. Once the server has relayed 18 MB
+    // towards it (more than the kernel's socket buffers on both ends hold
+    // plus the 1 MiB queue), some must have been dropped rather than kept.
+    let datagram = vec![0x42u8; 30_000];
+    let mut relayed_enough = false;
+    for i in 0..3_000 {
+        peer.send_to(&datagram, relayed).await.unwrap();
+        tokio::task::yield_now().await;
+        if i % 50 == 49 && s.metrics().packets_to_clients >= 600 {
+            relayed_enough = true;
+            break;
+        }
+    }
+    assert!(relayed_enough, "the server did not relay 600 datagrams");
+    assert!(
+        s.send_failures() > 0,
+        "18 MB for a client that does not read was all kept"
+    );
+    // Everyone else is still served.
+    let mut other = TurnClient::new(Conn::udp(s.local_udp().unwrap()).await, "alice", "alice-pw");
+    other
+        .allocate()
+        .await
+        .expect("another client still gets an allocation");
+    drop(slow);
+}
+
+#[tokio::test]
 async fn binding_without_credentials_on_udp_tcp_tls() {
     let (server_tls, client_tls) = tls_pair();
     let server = start(&settings(), Some(server_tls)).await;

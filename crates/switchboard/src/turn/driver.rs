@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -102,12 +103,42 @@ struct RelaySocket {
     cancel: CancellationToken,
 }
 
+/// The send side of a TCP/TLS client's queue, bounded in frames by the
+/// channel and in bytes by `queued` (relayed datagrams are up to 64 KiB, so
+/// a frame count alone would let one client that stops reading pin tens of
+/// MiB).
+pub(super) struct StreamTx {
+    pub(super) tx: mpsc::Sender<Bytes>,
+    /// Bytes queued and not yet written; the writer takes them off.
+    pub(super) queued: Arc<AtomicUsize>,
+}
+
+/// Bytes queued for one stream client before new frames are dropped.
+pub(super) const STREAM_QUEUE_BYTES: usize = 1 << 20;
+
+impl StreamTx {
+    /// Queues a copy of `bytes`; false (dropped) when the client is that
+    /// far behind.
+    fn try_send(&self, bytes: &[u8]) -> bool {
+        // Counted before it is queued, so the writer never takes off more
+        // than was put on.
+        let before = self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        if before + bytes.len() > STREAM_QUEUE_BYTES
+            || self.tx.try_send(Bytes::copy_from_slice(bytes)).is_err()
+        {
+            self.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 /// Sockets by the names the server's outputs use.
 pub(super) struct IoTable {
     /// Listener sockets sharing one address; any of them may send.
     udp: Vec<Arc<UdpEndpoint>>,
     relays: HashMap<SocketAddr, RelaySocket>,
-    pub(super) streams: HashMap<FiveTuple, mpsc::Sender<Bytes>>,
+    pub(super) streams: HashMap<FiveTuple, StreamTx>,
     /// The deadline the timer task sleeps until.
     pub(super) armed: Option<Instant>,
     /// Datagrams or frames dropped on full buffers.
@@ -197,7 +228,7 @@ impl IoTable {
                 let sent = self
                     .streams
                     .get(&ft)
-                    .is_some_and(|tx| tx.try_send(Bytes::copy_from_slice(t.bytes)).is_ok());
+                    .is_some_and(|stream| stream.try_send(t.bytes));
                 if !sent {
                     self.send_failures += 1;
                 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,9 +13,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 
-use super::driver::{Shared, unix_secs};
+use super::driver::{Shared, StreamTx, unix_secs};
 
-/// Frames queued for one stream client before new ones are dropped.
+/// Frames queued for one stream client before new ones are dropped (and
+/// `driver::STREAM_QUEUE_BYTES` bounds their bytes).
 const STREAM_QUEUE: usize = 512;
 /// Time for a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,11 +122,18 @@ where
 {
     let (reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
-    ctx.shared.lock().io.streams.insert(ft, tx);
+    let queued = Arc::new(AtomicUsize::new(0));
+    ctx.shared.lock().io.streams.insert(
+        ft,
+        StreamTx {
+            tx,
+            queued: queued.clone(),
+        },
+    );
     tokio::select! {
         () = ctx.shared.shutdown.cancelled() => {}
         () = read_frames(&ctx, reader, ft) => {}
-        () = write_frames(writer, rx) => {}
+        () = write_frames(writer, rx, &queued) => {}
     }
     let now = Instant::now();
     let mut core = ctx.shared.lock();
@@ -190,14 +199,20 @@ async fn read_frames<R: AsyncRead>(ctx: &StreamContext, reader: R, ft: FiveTuple
     }
 }
 
-async fn write_frames<W: AsyncWrite>(writer: W, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_frames<W: AsyncWrite>(
+    writer: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    queued: &AtomicUsize,
+) {
     let mut writer = std::pin::pin!(writer);
     while let Some(frame) = rx.recv().await {
+        queued.fetch_sub(frame.len(), Ordering::Relaxed);
         if writer.write_all(&frame).await.is_err() {
             return;
         }
         // Coalesce what is already queued into the same flush.
         while let Ok(more) = rx.try_recv() {
+            queued.fetch_sub(more.len(), Ordering::Relaxed);
             if writer.write_all(&more).await.is_err() {
                 return;
             }
