@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use switchboard_stun::long_term_key;
 pub use switchboard_stun::{IntegrityAlgorithm, LongTermKey, PasswordAlgorithm};
 
 /// The password algorithms offered in PASSWORD-ALGORITHMS, best first.
@@ -140,17 +141,6 @@ pub fn mint_rest_credential(secret: &[u8], expiry: u64, id: &str) -> (String, St
     let username = format!("{expiry}:{id}");
     let password = rest_password(secret, &username);
     (username, password)
-}
-
-/// `H(username ":" realm ":" password)` with `H` the algorithm's hash (RFC
-/// 8489 §9.2.2); `None` for an algorithm without a known key derivation.
-pub fn long_term_key(
-    algorithm: PasswordAlgorithm,
-    username: &str,
-    realm: &str,
-    password: &str,
-) -> Option<LongTermKey> {
-    switchboard_stun::long_term_key(algorithm, username, realm, password)
 }
 
 #[cfg(test)]
