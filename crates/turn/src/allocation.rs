@@ -1,7 +1,6 @@
 //! Per-allocation state: relay addresses, permissions and channel bindings
 //! (RFC 8656 §2.2, §9, §12).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use switchboard_stun::TransactionId;
 use crate::auth::Seal;
 use crate::output::{FiveTuple, RelayAddress};
 use crate::policy::canonical;
+use crate::server::{Map, MapHasher};
 
 /// A bound channel: `number` stands for `peer` in ChannelData.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,13 +58,13 @@ pub(crate) struct Allocation {
     /// The RESERVATION-TOKEN handed out with this allocation's success.
     pub(crate) reservation_token: Option<[u8; 8]>,
     /// Permissions by peer IP (ports are ignored, RFC 8656 §9), canonical form.
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, ChannelBinding>,
-    channel_of_peer: HashMap<SocketAddr, u16>,
+    permissions: Map<IpAddr, Instant>,
+    channels: Map<u16, ChannelBinding>,
+    channel_of_peer: Map<SocketAddr, u16>,
     /// Expired bindings within [`CHANNEL_REUSE_HOLD`], by channel number, so
     /// at most one per channel number: bounded by the channel range.
-    held: HashMap<u16, HeldChannel>,
-    held_channel_of_peer: HashMap<SocketAddr, u16>,
+    held: Map<u16, HeldChannel>,
+    held_channel_of_peer: Map<SocketAddr, u16>,
     /// The earliest instant the server's timer heap holds for this allocation.
     pub(crate) scheduled: Option<Instant>,
 }
@@ -76,6 +76,7 @@ impl Allocation {
         seal: Seal,
         relays: Vec<RelayAddress>,
         expires: Instant,
+        hasher: &MapHasher,
     ) -> Self {
         Self {
             five_tuple,
@@ -86,11 +87,11 @@ impl Allocation {
             transaction_id: TransactionId::default(),
             ipv6_unavailable: false,
             reservation_token: None,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            channel_of_peer: HashMap::new(),
-            held: HashMap::new(),
-            held_channel_of_peer: HashMap::new(),
+            permissions: Map::with_hasher(hasher.clone()),
+            channels: Map::with_hasher(hasher.clone()),
+            channel_of_peer: Map::with_hasher(hasher.clone()),
+            held: Map::with_hasher(hasher.clone()),
+            held_channel_of_peer: Map::with_hasher(hasher.clone()),
             scheduled: None,
         }
     }
@@ -300,6 +301,7 @@ mod tests {
                 public: relay,
             }],
             now + Duration::from_secs(600),
+            &MapHasher::fixed(),
         )
     }
 

@@ -471,7 +471,7 @@ impl TurnServer {
         let aid = self.next_id;
         self.next_id += 1;
         let expires = now + Duration::from_secs(u64::from(lifetime_secs));
-        let mut alloc = Allocation::new(ft, username, key, relays, expires);
+        let mut alloc = Allocation::new(ft, username, key, relays, expires, &self.hasher);
         alloc.transaction_id = tid;
         for relay in &alloc.relays {
             self.by_relay.insert(relay.local, aid);

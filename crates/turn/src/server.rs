@@ -2,6 +2,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use foldhash::SharedSeed;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +64,22 @@ struct QueuedTransmit {
     bytes: Vec<u8>,
 }
 
+/// The hash map of the relay path (see `TurnServer::hasher`).
+pub(crate) type Map<K, V> = HashMap<K, V, MapHasher>;
+pub(crate) type MapHasher = foldhash::fast::SeedableRandomState;
+
+/// A hasher keyed by the server's random nonce secret, so that its seed is
+/// as unpredictable as the secret without drawing randomness here.
+fn map_hasher(secret: &[u8]) -> MapHasher {
+    let mut seed = 0u64;
+    for chunk in secret.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        seed = seed.rotate_left(29) ^ u64::from_le_bytes(word);
+    }
+    MapHasher::with_seed(seed, SharedSeed::global_random())
+}
+
 /// A sans-IO TURN server (RFC 8656) with STUN binding (RFC 8489).
 ///
 /// It never touches a socket or a clock. The shell feeds it what arrives,
@@ -92,12 +110,16 @@ pub struct TurnServer {
     pub(crate) epoch: Instant,
     /// The latest `now` passed in, for answers built deep in a handler.
     pub(crate) latest: Instant,
-    pub(crate) allocations: HashMap<AllocId, Allocation>,
-    pub(crate) by_client: HashMap<FiveTuple, AllocId>,
+    /// Keyed hashing for the maps on the relay path: SipHash cost more than
+    /// the lookups themselves, and these maps' keys (addresses, channel
+    /// numbers) are partly chosen by clients, so the seed stays secret.
+    pub(crate) hasher: MapHasher,
+    pub(crate) allocations: Map<AllocId, Allocation>,
+    pub(crate) by_client: Map<FiveTuple, AllocId>,
     /// Keyed by the relay socket's local address.
-    pub(crate) by_relay: HashMap<SocketAddr, AllocId>,
+    pub(crate) by_relay: Map<SocketAddr, AllocId>,
     /// Advertised relay addresses (for the peer policy's own-address rule).
-    pub(crate) public_relays: HashMap<SocketAddr, AllocId>,
+    pub(crate) public_relays: Map<SocketAddr, AllocId>,
     pub(crate) per_user: HashMap<Arc<str>, usize>,
     pub(crate) pending: HashMap<u64, PendingAllocation>,
     pub(crate) pending_by_client: HashMap<FiveTuple, u64>,
@@ -128,15 +150,17 @@ impl TurnServer {
     /// A server with no allocations. `now` is the server's epoch for nonces.
     pub fn new(config: ServerConfig, now: Instant) -> Self {
         let nonces = NonceSigner::new(&config.nonce_secret, config.nonce_lifetime);
+        let hasher = map_hasher(&config.nonce_secret);
         Self {
             config,
             nonces,
             epoch: now,
             latest: now,
-            allocations: HashMap::new(),
-            by_client: HashMap::new(),
-            by_relay: HashMap::new(),
-            public_relays: HashMap::new(),
+            allocations: Map::with_hasher(hasher.clone()),
+            by_client: Map::with_hasher(hasher.clone()),
+            by_relay: Map::with_hasher(hasher.clone()),
+            public_relays: Map::with_hasher(hasher.clone()),
+            hasher,
             per_user: HashMap::new(),
             pending: HashMap::new(),
             pending_by_client: HashMap::new(),
