@@ -14,7 +14,7 @@ Two kinds of rows:
   the same payloads as plain UDP. Each TURN echo row has a floor row with the
   same sockets, window, rate and payload.
 
-usage: bench/turn/bench.py [--ours CMD] [--only LIST] [--quick] [--echo-rate R]
+usage: bench/turn/bench.py [--ours CMD] [--only LIST] [--quick] [--echo-rate R] [--repeat N]
   --ours CMD    command that runs switchboard's TURN on 127.0.0.1:3478 with
                 bench/turn/switchboard.toml (default: target/release/switchboard
                 --config bench/turn/switchboard.toml)
@@ -22,6 +22,10 @@ usage: bench/turn/bench.py [--ours CMD] [--only LIST] [--quick] [--echo-rate R]
                 (uclient, binding, echo); e.g. `--only echo` runs just the echo
                 rows on all three, `--only echo,ours` only switchboard's
   --echo-rate R total round trips/s of the paced echo row (default 10000)
+  --repeat N    run everything N times, servers taking turns, and print for
+                each row the run with the median CPU per message and the
+                spread (min-max) of all N: on a shared machine single runs
+                move by 10-20 %
 """
 import argparse, os, re, resource, shlex, socket, struct, subprocess, sys, time
 
@@ -190,6 +194,27 @@ def floor(echo_rows, quick, echo_rate):
             fwd.wait()
 
 
+def median_rows(rows, col):
+    """Rows of repeated runs, one per (server, load): the run with the median
+    value in column `col`, that column showing the spread of all runs."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r[0], r[1]), []).append(r)
+    out = []
+    for runs in groups.values():
+        if len(runs) == 1:
+            out.append(runs[0])
+            continue
+        good = sorted((r for r in runs if r[col] != "-"), key=lambda r: float(r[col]))
+        if not good:
+            out.append(runs[0])
+            continue
+        mid = list(good[len(good) // 2])
+        mid[col] = f"{mid[col]} ({good[0][col]}-{good[-1][col]}, {len(good)} runs)"
+        out.append(tuple(mid))
+    return out
+
+
 def build(path, binary):
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path", os.path.join(path, "Cargo.toml")],
@@ -203,6 +228,7 @@ if __name__ == "__main__":
     ap.add_argument("--only", default="")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--echo-rate", type=int, default=10000)
+    ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     only = {w for w in a.only.split(",") if w}
     unknown = only - {"ours", "coturn", "floor", "uclient", "binding", "echo"}
@@ -219,27 +245,30 @@ if __name__ == "__main__":
     PEER_PID = peer.pid
     rows, echo_rows = [], []
     try:
-        for key, name, cmd, port in (
-            ("ours", "switchboard", ours, 3478),
-            ("coturn", "coturn 4.6",
-             ["turnserver", "-c", os.path.join(HERE, "coturn.conf"), "--listening-port", "3479"], 3479),
-        ):
-            if key not in servers:
-                continue
-            p = start(cmd, port)
-            try:
-                measure(name, p, port, rows, a.quick, loads)
-                if "echo" in loads:
-                    turn_echo(name, p, port, echo_rows, a.quick, a.echo_rate)
-            finally:
-                p.kill()
-                p.wait()
-        if "floor" in servers and "echo" in loads:
-            floor(echo_rows, a.quick, a.echo_rate)
+        for _ in range(max(1, a.repeat)):
+            for key, name, cmd, port in (
+                ("ours", "switchboard", ours, 3478),
+                ("coturn", "coturn 4.6",
+                 ["turnserver", "-c", os.path.join(HERE, "coturn.conf"), "--listening-port", "3479"], 3479),
+            ):
+                if key not in servers:
+                    continue
+                p = start(cmd, port)
+                try:
+                    measure(name, p, port, rows, a.quick, loads)
+                    if "echo" in loads:
+                        turn_echo(name, p, port, echo_rows, a.quick, a.echo_rate)
+                finally:
+                    p.kill()
+                    p.wait()
+            if "floor" in servers and "echo" in loads:
+                floor(echo_rows, a.quick, a.echo_rate)
     finally:
         peer.kill()
+    rows, echo_rows = median_rows(rows, 7), median_rows(echo_rows, 9)
+    spread = " (median of runs; min-max)" if a.repeat > 1 else ""
     if rows:
-        print("| server | load | sent | received | loss | delivered rate | server CPU s | CPU µs per relayed msg |")
+        print(f"| server | load | sent | received | loss | delivered rate | server CPU s | CPU µs per relayed msg{spread} |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in rows:
             print("| " + " | ".join(str(x) for x in r) + " |")
@@ -248,7 +277,7 @@ if __name__ == "__main__":
         # A round trip is 2 datagrams in and 2 out at the server; "per relayed
         # msg" is half of it (1 in + 1 out), the unit of the uclient rows.
         print("| server | load | sent | answered | loss | answered rate | UDP RcvbufErrors (system) "
-              "| stun-load / peer CPU s | server CPU s | CPU µs per round trip | CPU µs per relayed msg |")
+              f"| stun-load / peer CPU s | server CPU s | CPU µs per round trip{spread} | CPU µs per relayed msg |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in echo_rows:
             print("| " + " | ".join(str(x) for x in r) + " |")

@@ -391,3 +391,67 @@ async fn wildcard_listener_answers_from_the_address_the_client_used() {
     let mut tcp = TurnClient::new(Conn::tcp(target).await, "alice", "alice-pw");
     relay_round_trip(&mut tcp).await;
 }
+
+/// Relay sockets live in the UDP reactors' epoll sets (two reactors here,
+/// taking allocations in turn). A deleted allocation's socket must leave
+/// its reactor and close, and its slot must serve later allocations.
+#[tokio::test]
+async fn deleted_allocations_free_their_relay_sockets_for_later_ones() {
+    let server = start(&loopback_allowed(), None).await;
+    let udp = server.service.local_udp().unwrap();
+    let peer = peer().await;
+    let peer_addr = peer.local_addr().unwrap();
+    for round in 0..12u8 {
+        let mut client = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+        let relayed = client.allocate().await.expect("allocation");
+        let answer = client
+            .ask(Method::CHANNEL_BIND, |b| {
+                b.add(&ChannelNumber(0x4000 + u16::from(round)))
+                    .add_xor_peer_address(peer_addr);
+            })
+            .await;
+        assert!(
+            is_success(&answer),
+            "round {round}: {:?}",
+            error_code(&answer)
+        );
+        client
+            .channel_data(0x4000 + u16::from(round), &[round; 100])
+            .await;
+        let (data, from) = peer_recv(&peer).await.expect("peer gets the payload");
+        assert_eq!((data, from), (vec![round; 100], relayed));
+        peer.send_to(&[round; 60], relayed).await.unwrap();
+        let frame = client.conn.recv().await.expect("ChannelData back");
+        assert_eq!(ChannelData::parse(&frame).unwrap().data(), &[round; 60]);
+
+        let answer = client
+            .ask(Method::REFRESH, |b| {
+                b.add(&Lifetime(0));
+            })
+            .await;
+        assert!(is_success(&answer));
+        // The response leaves just before the socket closes: poll briefly.
+        let mut released = false;
+        for _ in 0..200 {
+            if std::net::UdpSocket::bind(relayed).is_ok() {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(released, "round {round}: relay port {relayed} still bound");
+    }
+    assert_eq!(server.service.metrics().allocations, 0);
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_udp_reactors() {
+    let server = start(&loopback_allowed(), None).await;
+    let udp = server.service.local_udp().unwrap();
+    let mut client = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    client.allocate().await.expect("allocation");
+    server.shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.service.closed())
+        .await
+        .expect("reactor threads and tasks end after shutdown");
+}

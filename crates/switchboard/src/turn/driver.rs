@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::config::PortRange;
-use super::udp::{RecvBuffers, UdpEndpoint, relay_loop};
+use super::reactor::{FIRST_RELAY_TOKEN, ReactorHandle};
+use super::udp::UdpEndpoint;
 
 /// Ports tried for one relay socket before answering 508.
 const BIND_ATTEMPTS: u32 = 64;
@@ -44,12 +45,15 @@ pub(super) struct Shared {
     pub(super) shutdown: CancellationToken,
     pub(super) tasks: TaskTracker,
     pub(super) plan: RelayPlan,
+    /// The UDP reactors; relay sockets are spread over them in turn.
+    pub(super) reactors: Vec<ReactorHandle>,
 }
 
 impl Shared {
     pub(super) fn new(
         server: TurnServer,
         udp: Vec<Arc<UdpEndpoint>>,
+        reactors: Vec<ReactorHandle>,
         plan: RelayPlan,
         shutdown: CancellationToken,
         tasks: TaskTracker,
@@ -59,18 +63,21 @@ impl Shared {
                 server,
                 io: IoTable {
                     udp,
-                    relays: HashMap::new(),
+                    relays: HashMap::default(),
+                    slots: Vec::new(),
+                    free_slots: Vec::new(),
+                    next_reactor: 0,
                     streams: HashMap::new(),
                     armed: None,
                     send_failures: 0,
                     train: Train::default(),
                 },
-                relay_buffers: RecvBuffers::new(),
             }),
             timer: Notify::new(),
             shutdown,
             tasks,
             plan,
+            reactors,
         }
     }
 
@@ -87,8 +94,6 @@ impl Shared {
 pub(super) struct Core {
     pub(super) server: TurnServer,
     pub(super) io: IoTable,
-    /// Receive buffers shared by all relay sockets (read under the lock).
-    pub(super) relay_buffers: RecvBuffers,
 }
 
 impl Core {
@@ -99,8 +104,9 @@ impl Core {
 }
 
 struct RelaySocket {
-    endpoint: Arc<UdpEndpoint>,
-    cancel: CancellationToken,
+    endpoint: UdpEndpoint,
+    /// The reactor whose epoll set holds it.
+    reactor: usize,
 }
 
 /// The send side of a TCP/TLS client's queue, bounded in frames by the
@@ -137,7 +143,13 @@ impl StreamTx {
 pub(super) struct IoTable {
     /// Listener sockets sharing one address; any of them may send.
     udp: Vec<Arc<UdpEndpoint>>,
-    relays: HashMap<SocketAddr, RelaySocket>,
+    /// Relay sockets by local address: the index of their slot. The keys
+    /// are our own addresses, so a fast unkeyed hash is fine.
+    relays: HashMap<SocketAddr, usize, foldhash::fast::RandomState>,
+    /// Relay sockets by reactor token (minus `FIRST_RELAY_TOKEN`).
+    slots: Vec<Option<RelaySocket>>,
+    free_slots: Vec<usize>,
+    next_reactor: usize,
     pub(super) streams: HashMap<FiveTuple, StreamTx>,
     /// The deadline the timer task sleeps until.
     pub(super) armed: Option<Instant>,
@@ -251,11 +263,7 @@ impl IoTable {
                         server.relay_bound(now, id, bound);
                         answered = true;
                     }
-                    Event::ReleaseRelay { local } => {
-                        if let Some(relay) = self.relays.remove(&local) {
-                            relay.cancel.cancel();
-                        }
-                    }
+                    Event::ReleaseRelay { local } => self.release_relay(shared, local),
                     other => tracing::debug!(?other, "turn: unhandled event"),
                 }
             }
@@ -280,10 +288,31 @@ impl IoTable {
     fn max_segments(&self, name: UdpSocketName) -> usize {
         match name {
             UdpSocketName::Listener(_) => self.udp.first().map_or(1, |ep| ep.max_gso_segments()),
-            UdpSocketName::Relay(local) => self
-                .relays
-                .get(&local)
-                .map_or(1, |r| r.endpoint.max_gso_segments()),
+            UdpSocketName::Relay(local) => {
+                self.relay(&local).map_or(1, UdpEndpoint::max_gso_segments)
+            }
+        }
+    }
+
+    fn relay(&self, local: &SocketAddr) -> Option<&UdpEndpoint> {
+        relay_socket(&self.relays, &self.slots, local)
+    }
+
+    /// The relay socket a reactor knows by `token`.
+    pub(super) fn relay_by_token(&self, token: usize) -> Option<&UdpEndpoint> {
+        let slot = token.checked_sub(FIRST_RELAY_TOKEN)?;
+        self.slots.get(slot)?.as_ref().map(|r| &r.endpoint)
+    }
+
+    fn release_relay(&mut self, shared: &Shared, local: SocketAddr) {
+        let Some(slot) = self.relays.remove(&local) else {
+            return;
+        };
+        if let Some(relay) = self.slots.get_mut(slot).and_then(Option::take) {
+            if let Some(reactor) = shared.reactors.get(relay.reactor) {
+                reactor.deregister(&relay.endpoint);
+            }
+            self.free_slots.push(slot);
         }
     }
 
@@ -299,10 +328,8 @@ impl IoTable {
                 let src = ep.local.ip().is_unspecified().then_some(server_ip);
                 ep.send(to, &train.bytes, src, segment_size)
             }),
-            UdpSocketName::Relay(local) => self
-                .relays
-                .get(&local)
-                .is_some_and(|r| r.endpoint.send(to, &train.bytes, None, segment_size)),
+            UdpSocketName::Relay(local) => relay_socket(&self.relays, &self.slots, &local)
+                .is_some_and(|ep| ep.send(to, &train.bytes, None, segment_size)),
         };
         if !sent {
             self.send_failures += train.count as u64;
@@ -317,27 +344,39 @@ impl IoTable {
             return None;
         }
         let endpoint = UdpEndpoint::relay(local).ok()?;
-        Some(self.register_relay(shared, endpoint))
+        self.register_relay(shared, endpoint)
     }
 
-    /// Starts the receive task of a freshly bound relay socket.
-    fn register_relay(&mut self, shared: &Arc<Shared>, endpoint: UdpEndpoint) -> RelayAddress {
+    /// Hands a freshly bound relay socket to a reactor; `None` (the
+    /// socket closes) when epoll refuses it.
+    fn register_relay(&mut self, shared: &Shared, endpoint: UdpEndpoint) -> Option<RelayAddress> {
         let local = endpoint.local;
-        let endpoint = Arc::new(endpoint);
+        let reactor = self.next_reactor % shared.reactors.len().max(1);
+        self.next_reactor = self.next_reactor.wrapping_add(1);
+        let handle = shared.reactors.get(reactor)?;
+        let slot = self.free_slots.pop().unwrap_or(self.slots.len());
+        if let Err(e) = handle.register(&endpoint, FIRST_RELAY_TOKEN + slot) {
+            tracing::warn!(error = %e, %local, "turn: cannot watch a relay socket");
+            if slot < self.slots.len() {
+                self.free_slots.push(slot);
+            }
+            return None;
+        }
+        let relay = Some(RelaySocket { endpoint, reactor });
+        match self.slots.get_mut(slot) {
+            Some(free) => *free = relay,
+            None => self.slots.push(relay),
+        }
+        self.relays.insert(local, slot);
         let public_ip = shared
             .plan
             .external_ip
             .filter(|ext| ext.is_ipv4() == local.is_ipv4())
             .unwrap_or(local.ip());
-        let cancel = shared.shutdown.child_token();
-        shared
-            .tasks
-            .spawn(relay_loop(shared.clone(), endpoint.clone(), cancel.clone()));
-        self.relays.insert(local, RelaySocket { endpoint, cancel });
-        RelayAddress {
+        Some(RelayAddress {
             local,
             public: SocketAddr::new(public_ip, local.port()),
-        }
+        })
     }
 
     fn bind_relay(
@@ -384,11 +423,22 @@ impl IoTable {
             let Ok(endpoint) = UdpEndpoint::relay(local) else {
                 continue;
             };
-            return Some(self.register_relay(shared, endpoint));
+            return self.register_relay(shared, endpoint);
         }
         tracing::warn!(%ip, %ports, "turn: no free relay port");
         None
     }
+}
+
+/// The relay socket bound at `local`; a function of the two fields rather
+/// than a method so that the send path can borrow the train alongside.
+fn relay_socket<'a>(
+    relays: &HashMap<SocketAddr, usize, foldhash::fast::RandomState>,
+    slots: &'a [Option<RelaySocket>],
+    local: &SocketAddr,
+) -> Option<&'a UdpEndpoint> {
+    let slot = *relays.get(local)?;
+    slots.get(slot)?.as_ref().map(|r| &r.endpoint)
 }
 
 /// Fires the core's timers until shutdown.

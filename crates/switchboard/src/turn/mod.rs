@@ -10,6 +10,7 @@
 
 mod config;
 mod driver;
+mod reactor;
 mod stream;
 mod udp;
 
@@ -29,8 +30,9 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{PortRange, PortRangeError, TurnSettings};
 use driver::{RelayPlan, Shared, timer_loop};
+use reactor::Reactor;
 use stream::{StreamContext, accept_loop};
-use udp::{UdpEndpoint, listener_loop};
+use udp::UdpEndpoint;
 
 /// Attempts at finding a port free for both UDP and TCP when `listen` has port 0.
 const SHARED_PORT_ATTEMPTS: usize = 16;
@@ -263,17 +265,38 @@ pub async fn start(
         external_ip: settings.external_ip,
     };
     let server = TurnServer::new(config, Instant::now());
+    let (reactors, handles): (Vec<_>, Vec<_>) = udp
+        .iter()
+        .map(|endpoint| Reactor::new(endpoint.clone()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("creating the UDP reactors")?
+        .into_iter()
+        .unzip();
+    // The service's own token, so that a failed start can stop the threads
+    // it started without shutting the whole process down.
+    let service_shutdown = shutdown.child_token();
     let shared = Arc::new(Shared::new(
         server,
-        udp.clone(),
+        udp,
+        handles,
         plan,
-        shutdown.clone(),
+        service_shutdown.clone(),
         tasks.clone(),
     ));
-
-    for endpoint in udp {
-        tasks.spawn(listener_loop(shared.clone(), endpoint));
+    let mut threads = Vec::with_capacity(reactors.len());
+    for (index, reactor) in reactors.into_iter().enumerate() {
+        match reactor.spawn(shared.clone(), index) {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                service_shutdown.cancel();
+                for handle in &shared.reactors {
+                    handle.wake();
+                }
+                return Err(anyhow::Error::new(e).context("starting a UDP reactor thread"));
+            }
+        }
     }
+    tasks.spawn(reactor::join_at_shutdown(shared.clone(), threads));
     tasks.spawn(timer_loop(shared.clone()));
     let ctx = StreamContext {
         shared: shared.clone(),

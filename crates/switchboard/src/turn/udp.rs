@@ -1,20 +1,14 @@
 //! UDP sockets: the listeners (SO_REUSEPORT, one per CPU) and relay sockets,
-//! both read with batched `recvmmsg` (and GRO where the kernel has it)
-//! through quinn-udp.
+//! read with batched `recvmmsg` (and GRO where the kernel has it) through
+//! quinn-udp. They are plain non-blocking sockets; `reactor.rs` waits on
+//! them.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Instant;
+use std::os::fd::{AsRawFd, RawFd};
 
 use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
-use switchboard_turn::{FiveTuple, Transport};
-use tokio::io::Interest;
-use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
-use tokio_util::sync::CancellationToken;
-
-use super::driver::{Shared, unix_secs};
 
 /// Datagrams per `recvmmsg`.
 pub(super) const SLOTS: usize = if quinn_udp::BATCH_SIZE < 32 {
@@ -29,12 +23,10 @@ const LISTENER_BUFFER: usize = 4 << 20;
 /// Relay socket buffers: a limit, not memory spent while the queue is empty.
 const RELAY_BUFFER: usize = 1 << 20;
 
-/// A UDP socket with quinn-udp's per-socket state, registered with tokio
-/// through `AsyncFd` so that a short `recvmmsg` batch can clear readiness
-/// without a second, empty syscall.
+/// A non-blocking UDP socket with quinn-udp's per-socket state.
 #[derive(Debug)]
 pub(super) struct UdpEndpoint {
-    io: AsyncFd<std::net::UdpSocket>,
+    socket: std::net::UdpSocket,
     state: UdpSocketState,
     pub(super) local: SocketAddr,
 }
@@ -42,18 +34,18 @@ pub(super) struct UdpEndpoint {
 impl UdpEndpoint {
     fn new(socket: Socket, buffer: usize) -> io::Result<Self> {
         socket.set_nonblocking(true)?;
-        let std_socket: std::net::UdpSocket = socket.into();
-        let state = UdpSocketState::new((&std_socket).into())?;
+        let socket: std::net::UdpSocket = socket.into();
+        let state = UdpSocketState::new((&socket).into())?;
+        let local = socket.local_addr()?;
+        quiet_receive(&socket, local);
         // Best effort: the kernel caps these at net.core.[rw]mem_max.
-        let _ = state.set_recv_buffer_size((&std_socket).into(), buffer);
-        let _ = state.set_send_buffer_size((&std_socket).into(), buffer);
-        let local = std_socket.local_addr()?;
-        // The safe constructor is deprecated in favour of an `unsafe` one
-        // because a caller could close the fd behind tokio's back; this
-        // socket is owned by the AsyncFd and closed only when it drops.
-        #[allow(deprecated)]
-        let io = AsyncFd::with_interest(std_socket, Interest::READABLE)?;
-        Ok(Self { io, state, local })
+        let _ = state.set_recv_buffer_size((&socket).into(), buffer);
+        let _ = state.set_send_buffer_size((&socket).into(), buffer);
+        Ok(Self {
+            socket,
+            state,
+            local,
+        })
     }
 
     /// A listener socket; several may share `addr` (SO_REUSEPORT), the
@@ -78,6 +70,11 @@ impl UdpEndpoint {
         Self::new(socket, RELAY_BUFFER)
     }
 
+    /// The descriptor, for registering with a reactor.
+    pub(super) fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
     /// Sends one datagram without waiting: on a full socket buffer the
     /// datagram is dropped, as the network would. `src_ip` picks the source
     /// address on a wildcard-bound socket.
@@ -90,6 +87,11 @@ impl UdpEndpoint {
         src_ip: Option<IpAddr>,
         segment_size: Option<usize>,
     ) -> bool {
+        if src_ip.is_none() && segment_size.is_none() {
+            // A plain `sendto`: quinn-udp would attach an IP_TOS control
+            // message to every datagram, which the kernel then parses.
+            return self.socket.send_to(bytes, to).is_ok();
+        }
         let transmit = quinn_udp::Transmit {
             destination: to,
             ecn: None,
@@ -98,7 +100,7 @@ impl UdpEndpoint {
             src_ip,
         };
         self.state
-            .try_send(self.io.get_ref().into(), &transmit)
+            .try_send((&self.socket).into(), &transmit)
             .is_ok()
     }
 
@@ -107,34 +109,44 @@ impl UdpEndpoint {
         self.state.max_gso_segments()
     }
 
-    /// Waits until the socket may be readable.
-    pub(super) async fn readable(&self) -> io::Result<AsyncFdReadyGuard<'_, std::net::UdpSocket>> {
-        self.io.readable().await
-    }
-
-    /// One `recvmmsg` under a readiness guard: `None` when the socket turned
-    /// out empty (readiness cleared), else the message count. A short batch
-    /// means the queue is drained, so readiness is cleared then as well.
-    pub(super) fn recv(
-        &self,
-        guard: &mut AsyncFdReadyGuard<'_, std::net::UdpSocket>,
-        bufs: &mut RecvBuffers,
-    ) -> Option<io::Result<usize>> {
+    /// One `recvmmsg`: the message count, `WouldBlock` when the socket is
+    /// empty. Fewer than [`SLOTS`] messages means the queue was drained.
+    pub(super) fn recv(&self, bufs: &mut RecvBuffers) -> io::Result<usize> {
         let mut chunks = bufs.storage.chunks_mut(SLOT_LEN);
         let mut iovs: [IoSliceMut<'_>; SLOTS] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        let result = guard
-            .try_io(|io| {
-                self.state
-                    .recv(io.get_ref().into(), &mut iovs, &mut bufs.meta)
-            })
-            .ok()?;
-        if matches!(result, Ok(n) if n < SLOTS) {
-            guard.clear_ready();
-        }
-        Some(result)
+        self.state
+            .recv((&self.socket).into(), &mut iovs, &mut bufs.meta)
     }
 }
+
+/// Turns off the control messages quinn-udp asks the kernel to attach to
+/// every datagram that the relay has no use for: receive timestamps, the
+/// TOS byte (no ECN here), and the destination address except on a
+/// wildcard-bound socket, which needs it to answer from the address the
+/// client reached. Each costs the kernel a copy per datagram: about a tenth
+/// of the server's CPU on paced traffic (docs/benchmarks-turn.md). Best
+/// effort: a socket that keeps them works the same, only slower.
+#[cfg(target_os = "linux")]
+fn quiet_receive(socket: &std::net::UdpSocket, local: SocketAddr) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let wildcard = local.ip().is_unspecified();
+    let _ = setsockopt(socket, sockopt::ReceiveTimestampns, &false);
+    if local.is_ipv4() {
+        let _ = setsockopt(socket, sockopt::IpRecvTos, &false);
+        if !wildcard {
+            let _ = setsockopt(socket, sockopt::Ipv4PacketInfo, &false);
+        }
+    } else {
+        let _ = setsockopt(socket, sockopt::Ipv6RecvTClass, &false);
+        if !wildcard {
+            let _ = setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &false);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn quiet_receive(_socket: &std::net::UdpSocket, _local: SocketAddr) {}
 
 /// Receive buffers for one `recvmmsg`.
 pub(super) struct RecvBuffers {
@@ -166,82 +178,5 @@ impl RecvBuffers {
                 data.chunks(meta.stride.max(1))
                     .map(move |seg| (meta.addr, meta.dst_ip, seg))
             })
-    }
-}
-
-/// Reads a listener socket until shutdown, handing each datagram to the core.
-pub(super) async fn listener_loop(shared: Arc<Shared>, endpoint: Arc<UdpEndpoint>) {
-    let mut bufs = RecvBuffers::new();
-    let local = endpoint.local;
-    loop {
-        let mut guard = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            ready = endpoint.readable() => match ready {
-                Ok(guard) => guard,
-                Err(_) => return,
-            },
-        };
-        let n = match endpoint.recv(&mut guard, &mut bufs) {
-            None => continue,
-            Some(Ok(n)) => n,
-            Some(Err(e)) => {
-                // ICMP errors surface here on some kernels; keep serving.
-                tracing::trace!(error = %e, "turn udp recv");
-                continue;
-            }
-        };
-        drop(guard);
-        let now = Instant::now();
-        let unix = unix_secs();
-        let mut core = shared.lock();
-        for (client, dst_ip, bytes) in bufs.datagrams(n) {
-            let server = SocketAddr::new(dst_ip.unwrap_or(local.ip()), local.port());
-            let five_tuple = FiveTuple {
-                transport: Transport::Udp,
-                client,
-                server,
-            };
-            core.server.handle_client(now, unix, five_tuple, bytes);
-        }
-        core.flush(&shared, now);
-    }
-}
-
-/// Reads a relay socket until its allocation ends. The receive buffers are
-/// the core's shared ones (read under the core lock), so an allocation costs
-/// a socket and a task, not megabytes of buffers.
-pub(super) async fn relay_loop(
-    shared: Arc<Shared>,
-    endpoint: Arc<UdpEndpoint>,
-    cancel: CancellationToken,
-) {
-    let local = endpoint.local;
-    loop {
-        let mut guard = tokio::select! {
-            () = cancel.cancelled() => return,
-            ready = endpoint.readable() => match ready {
-                Ok(guard) => guard,
-                Err(_) => return,
-            },
-        };
-        let now = Instant::now();
-        let mut locked = shared.lock();
-        let core = &mut *locked;
-        // A few batches at most, so one busy peer cannot hog the lock.
-        for _ in 0..4 {
-            let n = match endpoint.recv(&mut guard, &mut core.relay_buffers) {
-                Some(Ok(n)) => n,
-                None | Some(Err(_)) => break,
-            };
-            for (peer, _, bytes) in core.relay_buffers.datagrams(n) {
-                core.server.handle_peer(now, local, peer, bytes);
-            }
-            // One flush per batch lets runs to the same client leave as one
-            // GSO send.
-            core.io.flush(&mut core.server, &shared, now);
-            if n < SLOTS {
-                break;
-            }
-        }
     }
 }
