@@ -1,7 +1,7 @@
 //! The thin driver around the sans-IO [`TurnServer`]: one core behind a std
-//! `Mutex`, shared by the socket tasks.
+//! `Mutex`, shared by the UDP reactor threads and the TCP/TLS tasks.
 //!
-//! Why one locked core rather than one core per task: a relayed packet
+//! Why one locked core rather than one core per thread: a relayed packet
 //! enters on one socket (a listener, a relay) and leaves on another, and
 //! each allocation's state is touched from both directions; sharding the
 //! core would need cross-shard routing for every packet. The critical
@@ -37,7 +37,7 @@ pub(super) struct RelayPlan {
     pub(super) external_ip: Option<IpAddr>,
 }
 
-/// State shared by every task of the service.
+/// State shared by every thread and task of the service.
 pub(super) struct Shared {
     core: Mutex<Core>,
     /// Wakes the timer task when the core's next deadline moved earlier.

@@ -1,12 +1,13 @@
 //! STUN/TURN service: the tokio shell around the sans-IO
 //! [`switchboard_turn::TurnServer`].
 //!
-//! Tasks: one per UDP listener socket (SO_REUSEPORT, one per CPU), one per
-//! relay socket, one per TCP/TLS connection, one accept loop per stream
-//! listener, and one timer task. They share one core behind a std `Mutex`
-//! (see `driver.rs` for why). Relay sockets are bound synchronously when
-//! the core asks for them (`Event::BindRelay`), and answered with
-//! `TurnServer::relay_bound` right away.
+//! UDP runs on reactor threads (`reactor.rs`): one per listener socket
+//! (SO_REUSEPORT, one per CPU), each waiting on its listener and a share of
+//! the relay sockets. TCP/TLS runs on tokio: one task per connection, one
+//! accept loop per stream listener, and one timer task. All share one core
+//! behind a std `Mutex` (see `driver.rs` for why). Relay sockets are bound
+//! synchronously when the core asks for them (`Event::BindRelay`), and
+//! answered with `TurnServer::relay_bound` right away.
 
 mod config;
 mod driver;
