@@ -7,6 +7,12 @@ Server CPU is utime+stime of the server process (all threads) from
 
 Two kinds of rows:
 - uclient rows (coturn's turnutils_uclient) and STUN Binding rows, as before;
+- capped rows (saturation): each TURN server alone in a cgroup limited to
+  half a core (`--cap`), the load tools on another core with a whole core to
+  spend, so the server and not the load side saturates. Closed-loop echo
+  (40 sockets, windows 8/32/64) gives the rate each server sustains with no
+  loss; the issue's `uclient -m 40 -z 0` gives the open-loop delivered rate.
+  Needs root and a cgroup cpu controller (v1 or v2); skipped otherwise.
 - echo rows: the same load tool (stun-load) and the same traffic for every
   server. Against switchboard and coturn each socket allocates a relay
   (alice/alice-pw) and echoes 200-byte payloads as ChannelData through a
@@ -19,8 +25,10 @@ usage: bench/turn/bench.py [--ours CMD] [--only LIST] [--quick] [--echo-rate R] 
                 bench/turn/switchboard.toml (default: target/release/switchboard
                 --config bench/turn/switchboard.toml)
   --only LIST   comma-separated servers (ours, coturn, floor) and/or loads
-                (uclient, binding, echo); e.g. `--only echo` runs just the echo
-                rows on all three, `--only echo,ours` only switchboard's
+                (uclient, binding, echo, capped); e.g. `--only echo` runs just
+                the echo rows on all three, `--only echo,ours` only switchboard's
+  --cap F       CPU share of one core given to each TURN server in the
+                capped rows (default 0.5)
   --echo-rate R total round trips/s of the paced echo row (default 10000)
   --repeat N    run everything N times, servers taking turns, and print for
                 each row the run with the median CPU per message and the
@@ -176,6 +184,84 @@ def echo(name, prefix, pid, target, extra, echo_rows, quick, echo_rate):
                           f"{cpu:.2f}", f"{per_rt:.2f}", f"{per_rt / 2:.2f}"))
 
 
+CAPPED_WINDOWS = (8, 32, 64)
+
+
+def cap_cpu(pid, share):
+    """Puts process `pid` (all its threads) in a new cgroup limited to
+    `share` of one CPU. Returns the cgroup directory, or None (and says why)."""
+    period = 100_000
+    quota = max(1000, int(share * period))
+    name = f"switchboard-bench-{pid}"
+    v1 = "/sys/fs/cgroup/cpu"
+    v2 = "/sys/fs/cgroup"
+    try:
+        if os.path.isfile(os.path.join(v1, "cpu.cfs_quota_us")):
+            d = os.path.join(v1, name)
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "cpu.cfs_period_us"), "w") as f:
+                f.write(str(period))
+            with open(os.path.join(d, "cpu.cfs_quota_us"), "w") as f:
+                f.write(str(quota))
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(os.path.join(d, "tasks"), "w") as f:
+                    f.write(tid)
+            return d
+        with open(os.path.join(v2, "cgroup.controllers")) as f:
+            if "cpu" not in f.read().split():
+                raise OSError("no cpu controller in cgroup v2")
+        d = os.path.join(v2, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "cpu.max"), "w") as f:
+            f.write(f"{quota} {period}")
+        with open(os.path.join(d, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+        return d
+    except OSError as e:
+        print(f"capped rows skipped: cannot limit CPU with a cgroup ({e})", file=sys.stderr)
+        return None
+
+
+def capped(name, cmd, port, capped_rows, quick, share):
+    """Saturation with the server as the bottleneck: see the module doc."""
+    proc = start(cmd, port)
+    group = None
+    try:
+        group = cap_cpu(proc.pid, share)
+        if not group:
+            return
+        for window in CAPPED_WINDOWS:
+            args = [f"127.0.0.1:{port}", "--turn", "alice:alice-pw", "--peer", f"127.0.0.1:{PEER_PORT}",
+                    "--sockets", "40", "--window", str(window), "--echo", str(ECHO_BYTES),
+                    "--secs", "2" if quick else "5"]
+            c0 = cpu_seconds(proc.pid)
+            r = stun_load(args)
+            cpu = cpu_seconds(proc.pid) - c0
+            if r:
+                sent, answered, rate = r
+                loss = 100.0 * (sent - answered) / sent if sent else 100.0
+                capped_rows.append((name, f"echo, closed loop, 40 sockets, window {window}", sent, answered,
+                                    f"{loss:.3f}%", f"{rate:,}/s", f"{cpu:.2f}"))
+        label, args = SCENARIOS[1]
+        if quick:
+            args = [("2000" if a == "25000" else a) for a in args]
+        c0 = cpu_seconds(proc.pid)
+        sent, recv, wall, tx = uclient(args, port)
+        cpu = cpu_seconds(proc.pid) - c0
+        loss = 100.0 * (sent - recv) / sent if sent else 100.0
+        rate = recv / tx if tx else recv / wall
+        capped_rows.append((name, "uclient " + " ".join(args), sent, recv, f"{loss:.2f}%", f"{rate:,.0f}/s",
+                            f"{cpu:.2f}"))
+    finally:
+        proc.kill()
+        proc.wait()
+        if group:
+            try:
+                os.rmdir(group)
+            except OSError:
+                pass
+
+
 def turn_echo(name, proc, port, echo_rows, quick, echo_rate):
     echo(name, "TURN echo via channel", proc.pid, f"127.0.0.1:{port}",
          ["--turn", "alice:alice-pw", "--peer", f"127.0.0.1:{PEER_PORT}"], echo_rows, quick, echo_rate)
@@ -194,7 +280,7 @@ def floor(echo_rows, quick, echo_rate):
             fwd.wait()
 
 
-def median_rows(rows, col):
+def median_rows(rows, col, rate=False):
     """Rows of repeated runs, one per (server, load): the run with the median
     value in column `col`, that column showing the spread of all runs."""
     groups = {}
@@ -205,7 +291,8 @@ def median_rows(rows, col):
         if len(runs) == 1:
             out.append(runs[0])
             continue
-        good = sorted((r for r in runs if r[col] != "-"), key=lambda r: float(r[col]))
+        good = sorted((r for r in runs if r[col] != "-"),
+                      key=lambda r: float(str(r[col]).replace(",", "").rstrip("/s")))
         if not good:
             out.append(runs[0])
             continue
@@ -229,13 +316,14 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--echo-rate", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--cap", type=float, default=0.5)
     a = ap.parse_args()
     only = {w for w in a.only.split(",") if w}
-    unknown = only - {"ours", "coturn", "floor", "uclient", "binding", "echo"}
+    unknown = only - {"ours", "coturn", "floor", "uclient", "binding", "echo", "capped"}
     if unknown:
         sys.exit(f"--only: unknown {', '.join(sorted(unknown))}")
     servers = (only & {"ours", "coturn", "floor"}) or {"ours", "coturn", "floor"}
-    loads = (only & {"uclient", "binding", "echo"}) or {"uclient", "binding", "echo"}
+    loads = (only & {"uclient", "binding", "echo", "capped"}) or {"uclient", "binding", "echo", "capped"}
     STUN_LOAD = build(os.path.join(HERE, "stun-load"), "stun-load")
     FORWARDER = build(os.path.join(ROOT, "bench", "udp-forwarder"), "udp-forwarder")
     ours = shlex.split(a.ours) if a.ours else [os.path.join(ROOT, "target", "release", "switchboard"),
@@ -243,7 +331,7 @@ if __name__ == "__main__":
     peer = subprocess.Popen(LOAD_CPUS + ["turnutils_peer", "-L", "127.0.0.1", "-p", str(PEER_PORT)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     PEER_PID = peer.pid
-    rows, echo_rows = [], []
+    rows, echo_rows, capped_rows = [], [], []
     try:
         for _ in range(max(1, a.repeat)):
             for key, name, cmd, port in (
@@ -253,19 +341,23 @@ if __name__ == "__main__":
             ):
                 if key not in servers:
                     continue
-                p = start(cmd, port)
-                try:
-                    measure(name, p, port, rows, a.quick, loads)
-                    if "echo" in loads:
-                        turn_echo(name, p, port, echo_rows, a.quick, a.echo_rate)
-                finally:
-                    p.kill()
-                    p.wait()
+                if loads & {"uclient", "binding", "echo"}:
+                    p = start(cmd, port)
+                    try:
+                        measure(name, p, port, rows, a.quick, loads)
+                        if "echo" in loads:
+                            turn_echo(name, p, port, echo_rows, a.quick, a.echo_rate)
+                    finally:
+                        p.kill()
+                        p.wait()
+                if "capped" in loads:
+                    capped(name, cmd, port, capped_rows, a.quick, a.cap)
             if "floor" in servers and "echo" in loads:
                 floor(echo_rows, a.quick, a.echo_rate)
     finally:
         peer.kill()
     rows, echo_rows = median_rows(rows, 7), median_rows(echo_rows, 9)
+    capped_rows = median_rows(capped_rows, 5, rate=True)
     spread = " (median of runs; min-max)" if a.repeat > 1 else ""
     if rows:
         print(f"| server | load | sent | received | loss | delivered rate | server CPU s | CPU µs per relayed msg{spread} |")
@@ -280,4 +372,12 @@ if __name__ == "__main__":
               f"| stun-load / peer CPU s | server CPU s | CPU µs per round trip{spread} | CPU µs per relayed msg |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in echo_rows:
+            print("| " + " | ".join(str(x) for x in r) + " |")
+    if capped_rows:
+        print()
+        print(f"Capped: each TURN server limited to {a.cap:g} of a core, load tools on another core.")
+        print()
+        print(f"| server | load | sent | answered | loss | rate{spread} | server CPU s |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in capped_rows:
             print("| " + " | ".join(str(x) for x in r) + " |")
