@@ -6,8 +6,8 @@
 //! alone. As a task, each one also paid a readiness wake-up, a task poll and
 //! the scheduler's bookkeeping, which came to a quarter of the server's CPU
 //! per message (docs/benchmarks-turn.md). A reactor thread takes the ready
-//! sockets straight from `epoll_wait`, reads them all under one lock of the
-//! core, and sends what the core answers.
+//! sockets straight from `epoll_wait`, reads each under the core's lock, and
+//! sends what the core answers (each batch is flushed as it is handled).
 //!
 //! Relay sockets are registered from whichever thread runs the core when it
 //! asks for one (`Event::BindRelay`): mio's `Registry` is shareable.
@@ -120,18 +120,20 @@ impl Reactor {
             }
             let now = Instant::now();
             let unix = unix_secs();
-            let mut core = shared.lock();
             for &token in &ready {
+                // Locked per socket, so that the other reactors and the
+                // TCP/TLS tasks wait at most a few batches for the core.
+                let mut core = shared.lock();
                 let drained = if token == LISTENER {
                     read_listener(&mut core, shared, &self.listener, &mut bufs, now, unix)
                 } else {
                     read_relay(&mut core, shared, token.0, &mut bufs, now)
                 };
+                drop(core);
                 if !drained && !unread.contains(&token) {
                     unread.push(token);
                 }
             }
-            core.flush(shared, now);
         }
     }
 }
