@@ -2,11 +2,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-
-use foldhash::SharedSeed;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+use foldhash::SharedSeed;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 
 use switchboard_stun::attr::{Data, XorPeerAddress};
 use switchboard_stun::{
@@ -68,16 +70,17 @@ struct QueuedTransmit {
 pub(crate) type Map<K, V> = HashMap<K, V, MapHasher>;
 pub(crate) type MapHasher = foldhash::fast::SeedableRandomState;
 
-/// A hasher keyed by the server's random nonce secret, so that its seed is
-/// as unpredictable as the secret without drawing randomness here.
+/// A hasher seeded from the server's random nonce secret, so that the seed
+/// is as unpredictable as the secret without drawing randomness here. The
+/// seed is an HMAC of the secret: whatever timing might reveal of the seed
+/// reveals nothing of the secret that signs nonces.
 fn map_hasher(secret: &[u8]) -> MapHasher {
-    let mut seed = 0u64;
-    for chunk in secret.chunks(8) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        seed = seed.rotate_left(29) ^ u64::from_le_bytes(word);
-    }
-    MapHasher::with_seed(seed, SharedSeed::global_random())
+    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(b"switchboard relay-path map seed");
+    let digest = mac.finalize().into_bytes();
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&digest[..8]);
+    MapHasher::with_seed(u64::from_le_bytes(seed), SharedSeed::global_random())
 }
 
 /// A sans-IO TURN server (RFC 8656) with STUN binding (RFC 8489).
