@@ -124,9 +124,9 @@ impl UdpEndpoint {
 /// every datagram that the relay has no use for: receive timestamps, the
 /// TOS byte (no ECN here), and the destination address except on a
 /// wildcard-bound socket, which needs it to answer from the address the
-/// client reached. Each costs the kernel a copy per datagram: about a tenth
-/// of the server's CPU on paced traffic (docs/benchmarks-turn.md). Best
-/// effort: a socket that keeps them works the same, only slower.
+/// client reached. Each costs the kernel a copy per datagram; together about
+/// 8 % of the server's CPU on paced traffic in A/B runs. Best effort: a
+/// socket that keeps them works the same, only slower.
 #[cfg(target_os = "linux")]
 fn quiet_receive(socket: &std::net::UdpSocket, local: SocketAddr) {
     use nix::sys::socket::{setsockopt, sockopt};
