@@ -29,7 +29,7 @@ use super::udp::{RecvBuffers, SLOTS, UdpEndpoint};
 const LISTENER: Token = Token(0);
 /// Wakes the reactor for shutdown.
 const WAKER: Token = Token(1);
-/// Relay sockets' tokens start here (see `driver::RelaySlots`).
+/// Relay sockets' tokens start here (`IoTable`'s slot index plus this).
 pub(super) const FIRST_RELAY_TOKEN: usize = 2;
 /// `recvmmsg` batches per socket and turn, so that one busy socket cannot
 /// hold the core's lock for long; a socket left unread is read again on the
@@ -149,17 +149,10 @@ fn read_listener(
     unix: u64,
 ) -> bool {
     let local = listener.local;
-    let mut full = false;
-    for _ in 0..BATCHES_PER_TURN {
-        full = false;
+    drain(|| {
         let n = match listener.recv(bufs) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) => {
-                // ICMP errors surface here on some kernels; keep serving.
-                tracing::trace!(error = %e, "turn udp recv");
-                continue;
-            }
+            Err(e) => return Some(Err(e)),
         };
         for (client, dst_ip, bytes) in bufs.datagrams(n) {
             let server = SocketAddr::new(dst_ip.unwrap_or(local.ip()), local.port());
@@ -173,14 +166,8 @@ fn read_listener(
         // One flush per batch bounds what the core queues, and lets runs to
         // one destination leave as one GSO send.
         core.flush(shared, now);
-        if n < SLOTS {
-            return true;
-        }
-        full = true;
-    }
-    // Unread only after a full batch: a socket that keeps failing is left to
-    // its next readiness event rather than spun on.
-    !full
+        Some(Ok(n))
+    })
 }
 
 /// Reads a few batches from a relay socket into the core; true when the
@@ -192,28 +179,40 @@ fn read_relay(
     bufs: &mut RecvBuffers,
     now: Instant,
 ) -> bool {
-    let mut full = false;
-    for _ in 0..BATCHES_PER_TURN {
-        full = false;
+    drain(|| {
         // Looked up per batch: a flush may have released the allocation.
-        let Some(endpoint) = core.io.relay_by_token(token) else {
-            return true;
-        };
+        let endpoint = core.io.relay_by_token(token)?;
         let local = endpoint.local;
         let n = match endpoint.recv(bufs) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(_) => continue,
+            Err(e) => return Some(Err(e)),
         };
         for (peer, _, bytes) in bufs.datagrams(n) {
             core.server.handle_peer(now, local, peer, bytes);
         }
         core.flush(shared, now);
-        if n < SLOTS {
-            return true;
+        Some(Ok(n))
+    })
+}
+
+/// Runs up to [`BATCHES_PER_TURN`] calls of `batch`, which reads one
+/// `recvmmsg` batch into the core and says how many datagrams it took
+/// (`None`: the socket is gone). True when the socket's queue is empty.
+fn drain(mut batch: impl FnMut() -> Option<io::Result<usize>>) -> bool {
+    let mut full = false;
+    for _ in 0..BATCHES_PER_TURN {
+        full = false;
+        match batch() {
+            None => return true,
+            Some(Ok(n)) if n < SLOTS => return true,
+            Some(Ok(_)) => full = true,
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            // ICMP errors surface here on some kernels; keep serving.
+            Some(Err(e)) => tracing::trace!(error = %e, "turn udp recv"),
         }
-        full = true;
     }
+    // Unread only after a full batch: a socket that keeps failing is left to
+    // its next readiness event rather than spun on.
     !full
 }
 
