@@ -137,6 +137,8 @@ export async function startFakeServer(opts = {}) {
     const reply = (frame) => send(s, f.id !== undefined ? { ...frame, reply_to: f.id } : frame);
     switch (f.type) {
       case 'ping':
+        // As switchboard does (PROTOCOL.md §1): what the client confirmed is never replayed.
+        if (Number.isSafeInteger(f.last_seq)) s.replay = s.replay.filter((r) => r.seq > f.last_seq);
         return reply({ type: 'pong' });
       case 'join': {
         if (s.rooms.has(f.room)) return reply({ type: 'error', code: 'already_joined', message: f.room });

@@ -112,3 +112,25 @@ test('close() is a clean leave: the others get bye at once', async () => {
   a.close();
   await bye;
 });
+
+test('a ping confirming last_seq gets its pong, and what follows still resumes', async () => {
+  const a = client({ confirmEvery: 4 });
+  const b = client();
+  await a.join('s5');
+  await b.join('s5');
+  const received = [];
+  a.on('message', (m) => received.push(m.data));
+  for (let i = 0; i < 10; i++) b.message('s5', i, a.peer);
+  await until(() => received.length === 10);
+  const pong = await a.request({ type: 'ping', last_seq: a.lastSeq });
+  assert.equal(pong.type, 'pong');
+  const resumed = waitFor(a, 'resumed', undefined, 10_000);
+  a.options.backoffMinMs = 600;
+  a.attempt = 1;
+  a.dropConnection(4000);
+  b.message('s5', 'while-away', a.peer);
+  await resumed;
+  a.options.backoffMinMs = 50;
+  await until(() => received.length === 11);
+  assert.equal(received[10], 'while-away');
+});

@@ -174,3 +174,25 @@ test('server unreachable: reconnecting with growing backoff, then connects when 
   a.close();
   assert.equal(a.state, 'closed');
 });
+
+test('pings confirm last_seq: after every 64 sequenced frames, and on the ping interval', async () => {
+  // No interval ping during the burst: only the count may trigger a confirmation.
+  const a = client(server.url, { pingIntervalMs: 60_000 });
+  const b = client(server.url);
+  await a.join('r5');
+  await b.join('r5');
+  await until(() => a.lastSeq >= 2); // joined + other_joined
+  const received = [];
+  a.on('message', (m) => received.push(m.data));
+  for (let i = 0; i < 70; i++) b.message('r5', i, a.peer);
+  await until(() => received.length === 70);
+  const pings = () => server.log.filter((l) => l.from === a.peer && l.frame.type === 'ping').map((l) => l.frame);
+  await until(() => pings().length >= 1);
+  // Two frames before the burst, so the 64th handled is the 62nd message, seq 64.
+  assert.deepEqual(pings(), [{ type: 'ping', last_seq: 64 }]);
+  assert.ok(!server.sessions.get(a.session).replay.some((f) => f.seq <= 64), 'the confirmed frames left the replay buffer');
+
+  const c = client(server.url, { pingIntervalMs: 100 });
+  const joined = await c.join('r5');
+  await until(() => server.log.some((l) => l.from === c.peer && l.frame.type === 'ping' && l.frame.last_seq >= joined.seq));
+});

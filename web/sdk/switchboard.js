@@ -15,6 +15,11 @@ const CLOSE_NORMAL = 1000;
 const CLOSE_GOING_AWAY = 1001;
 /** Frames kept for sending while the socket is down. */
 const OUTBOX_LIMIT = 512;
+/**
+ * Sequenced frames handled between two `last_seq` confirmations: without them the server
+ * keeps a busy session's last `session.replay_frames` frames for ever (PROTOCOL.md §1).
+ */
+const CONFIRM_EVERY = 64;
 /** Sent by the server to a socket whose session another socket resumed. */
 export const CLOSE_TAKEN_OVER = 4001;
 
@@ -27,7 +32,8 @@ export const CLOSE_TAKEN_OVER = 4001;
  * @property {typeof WebSocket} [WebSocket] WebSocket implementation (tests in node pass `ws`).
  * @property {number} [backoffMinMs] first reconnect delay (default 250).
  * @property {number} [backoffMaxMs] largest reconnect delay (default 8000).
- * @property {number} [pingIntervalMs] how often to send `ping` while idle (default 10000).
+ * @property {number} [pingIntervalMs] how often to send `ping` (with `last_seq`) (default 10000).
+ * @property {number} [confirmEvery] also ping with `last_seq` after this many sequenced frames (default 64).
  * @property {number} [silenceTimeoutMs] drop and resume a socket silent for this long (default 35000).
  * @property {number} [requestTimeoutMs] how long a request waits for its reply (default 15000).
  *
@@ -121,6 +127,8 @@ export class SignalingClient extends Emitter {
     this.resumeToken = null;
     /** Highest `seq` received in this session. */
     this.lastSeq = 0;
+    /** Sequenced frames handled since the server was last told `last_seq`. */
+    this._unconfirmed = 0;
     /** Rooms we are in, with the meta we joined with, so a lost session can be rebuilt. */
     /** @type {Map<string, object|undefined>} */
     this.rooms = new Map();
@@ -254,8 +262,20 @@ export class SignalingClient extends Emitter {
         this.dropConnection(4000);
         return;
       }
-      if (this.state === 'open') this._write({ type: 'ping' });
+      if (this.state === 'open') this._ping();
     }, every);
+  }
+
+  /**
+   * Pings with the highest seq handled, so that the server can forget those frames. Only
+   * on an open socket: a ping queued in the outbox would be stale by the time it left, and
+   * a resume carries `last_seq` anyway.
+   */
+  _ping() {
+    const ws = this.ws;
+    if (this.state !== 'open' || !ws || ws.readyState !== 1) return;
+    this._unconfirmed = 0;
+    ws.send(JSON.stringify({ type: 'ping', last_seq: this.lastSeq }));
   }
 
   _stopPings() {
@@ -268,13 +288,24 @@ export class SignalingClient extends Emitter {
     if (this._firstFrame) {
       this._firstFrame = false;
       // Anything but `resumed` first means the old session (and its seq numbering) is gone.
-      if (f.type !== 'resumed') this.lastSeq = 0;
+      if (f.type !== 'resumed') {
+        this.lastSeq = 0;
+        this._unconfirmed = 0;
+      }
     }
-    if (typeof f.seq === 'number') {
+    const sequenced = typeof f.seq === 'number';
+    if (sequenced) {
       // A replay may overlap what we already have; never handle a frame twice.
       if (f.seq <= this.lastSeq) return;
       this.lastSeq = f.seq;
     }
+    this._dispatch(f);
+    // Confirmed only once its listeners have run: `last_seq` promises the frame was handled.
+    if (sequenced && ++this._unconfirmed >= (this.options.confirmEvery ?? CONFIRM_EVERY)) this._ping();
+  }
+
+  /** @param {ServerFrame} f */
+  _dispatch(f) {
     this.emit('frame', f);
     switch (f.type) {
       case 'welcome':
@@ -302,6 +333,7 @@ export class SignalingClient extends Emitter {
           this.session = null;
           this.resumeToken = null;
           this.lastSeq = 0;
+          this._unconfirmed = 0;
         }
         break;
       default:
@@ -318,6 +350,7 @@ export class SignalingClient extends Emitter {
     this.resumeToken = f.resume_token;
     this.peer = f.peer;
     this.lastSeq = 0;
+    this._unconfirmed = 0;
     this.iceServers = Array.isArray(f.ice_servers) ? f.ice_servers : [];
     this.attempt = 0;
     this._setState('open');
