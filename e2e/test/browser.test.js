@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { launchBrowser, startServer, REPO } from '../lib/browser.js';
+import { waitConnected, assertFramesGrow, selectedPairs } from '../lib/page.js';
 
 /** @type {Awaited<ReturnType<typeof startServer>>} */
 let server;
@@ -50,72 +51,6 @@ async function openAndJoin(http, room, name, opts = {}) {
 /** The names on the page's tiles, sorted, "(you)" stripped. */
 async function tileNames(page) {
   return page.evaluate(() => [...document.querySelectorAll('#grid .tile .name')].map((n) => n.textContent.replace(' (you)', '')).sort());
-}
-
-/** Waits until the page has `n` peer connections, all 'connected'. */
-async function waitConnected(page, n, timeout = 20_000) {
-  await page.waitForFunction(
-    (n) => {
-      const pcs = Object.values(window.__sb.pcs());
-      return pcs.length === n && pcs.every((pc) => pc.connectionState === 'connected');
-    },
-    n,
-    { timeout },
-  );
-}
-
-/** framesDecoded of every remote video, per peer, read straight from getStats. */
-async function framesDecoded(page) {
-  return page.evaluate(async () => {
-    const out = {};
-    for (const [id, pc] of Object.entries(window.__sb.pcs())) {
-      let frames = 0;
-      (await pc.getStats()).forEach((r) => {
-        if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-      });
-      out[id] = frames;
-    }
-    return out;
-  });
-}
-
-/** Asserts that every remote video's framesDecoded grows over ~1.5 s. */
-async function assertFramesGrow(page) {
-  const before = await framesDecoded(page);
-  await page.waitForFunction(
-    async (before) => {
-      for (const [id, pc] of Object.entries(window.__sb.pcs())) {
-        let frames = 0;
-        (await pc.getStats()).forEach((r) => {
-          if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded ?? 0;
-        });
-        if (!(frames > (before[id] ?? 0) + 10)) return false;
-      }
-      return true;
-    },
-    before,
-    { timeout: 10_000, polling: 250 },
-  );
-}
-
-/** The selected candidate pair's local and remote candidates, per peer. */
-async function selectedPairs(page) {
-  return page.evaluate(async () => {
-    const out = {};
-    for (const [id, pc] of Object.entries(window.__sb.pcs())) {
-      const stats = await pc.getStats();
-      const byId = new Map();
-      stats.forEach((r) => byId.set(r.id, r));
-      let pair = null;
-      stats.forEach((r) => {
-        if (r.type === 'transport' && r.selectedCandidatePairId) pair = byId.get(r.selectedCandidatePairId);
-      });
-      const local = pair && byId.get(pair.localCandidateId);
-      const remote = pair && byId.get(pair.remoteCandidateId);
-      out[id] = local && { localType: local.candidateType, address: local.address, port: local.port, url: local.url ?? null, remoteType: remote?.candidateType };
-    }
-    return out;
-  });
 }
 
 test('two pages, relay only: connected through switchboard, video flowing', async () => {

@@ -237,6 +237,10 @@ async function startPreview() {
       // In a call: swap tracks on every connection without renegotiating; the call's
       // stream object stays the same, with the new tracks in it.
       for (const t of s.getTracks()) await mesh.replaceTrack(t, /** @type {any} */ (t.kind));
+    } else if (mesh) {
+      // Join was pressed before the camera (or its permission prompt) answered: the call
+      // started without media, so its connections take these tracks now and renegotiate.
+      await mesh.setStream(s);
     }
     for (const t of oldTracks) if (!s.getTracks().includes(t)) t.stop();
     state.stream = mesh?.stream ?? s;

@@ -899,6 +899,31 @@ export class Mesh extends Emitter {
     );
   }
 
+  /**
+   * Gives the mesh its local media after join (a camera or permission prompt that answered
+   * late): connections already started add the tracks and renegotiate, peers yet to start
+   * take them when they do. With media already set, it swaps tracks as replaceTrack does.
+   * @param {MediaStream} stream
+   */
+  async setStream(stream) {
+    if (this.stream) {
+      for (const t of stream.getTracks()) await this.replaceTrack(t, /** @type {any} */ (t.kind));
+      return;
+    }
+    this.stream = stream;
+    await Promise.all(
+      [...this.peers.values()].flatMap((p) => {
+        if (!p.started || p.closed) return [];
+        return stream.getTracks().map((track) => {
+          const sender = p.senders[track.kind];
+          if (sender) return sender.replaceTrack(track);
+          p.senders[track.kind] = p.pc.addTrack(track, stream);
+          return undefined;
+        });
+      }),
+    );
+  }
+
   /** Adds an extra track (e.g. a screen share) to every connection; renegotiates. */
   addTrack(/** @type {MediaStreamTrack} */ track, /** @type {MediaStream} */ stream) {
     this.extraTracks.push({ track, stream });
