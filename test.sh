@@ -14,6 +14,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v c++ >/dev/null 2>&1 || need+=(g++) # libfuzzer-sys builds C++
+# The symmetric-NAT browser test (e2e/test/nat.test.js, as root) builds namespaces and NATs.
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

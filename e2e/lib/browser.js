@@ -28,13 +28,22 @@ const CHROMIUM_ARGS = [
 
 /**
  * One chromium with its own fresh profile. Returns the persistent context; close() also
- * removes the profile.
- * @param {{consoleErrors?: string[]}} [opts]
+ * removes the profile. With `netns`, chromium runs inside that network namespace: a
+ * wrapper enters it (`ip netns exec`) and execs chromium, and playwright still drives it
+ * over the inherited pipe, so no debugging port has to cross namespaces.
+ * @param {{consoleErrors?: string[], netns?: string}} [opts]
  */
 export async function launchBrowser(opts = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
+  const chromiumBin = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+  let executablePath = chromiumBin;
+  if (opts.netns) {
+    // Outside the profile: chromium must not find it there, and close() removes both.
+    executablePath = `${dir}.sh`;
+    fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec '${opts.netns}' '${chromiumBin}' "$@"\n`, { mode: 0o755 });
+  }
   const context = await chromium.launchPersistentContext(dir, {
-    executablePath: process.env.CHROMIUM_BIN || '/usr/bin/chromium',
+    executablePath,
     // Our flags exactly: playwright's defaults would add their own headless mode.
     ignoreDefaultArgs: true,
     args: [...CHROMIUM_ARGS, '--remote-debugging-pipe', `--user-data-dir=${dir}`, 'about:blank'],
@@ -45,6 +54,7 @@ export async function launchBrowser(opts = {}) {
   context.close = async () => {
     await close().catch(() => {});
     fs.rmSync(dir, { recursive: true, force: true });
+    if (opts.netns) fs.rmSync(`${dir}.sh`, { force: true });
   };
   if (opts.consoleErrors) {
     const errs = opts.consoleErrors;
@@ -56,15 +66,21 @@ export async function launchBrowser(opts = {}) {
 
 /**
  * Starts the switchboard binary on ephemeral loopback ports and waits for its READY line.
+ * With `netns`, it runs inside that network namespace, listening on `host`.
  * @param {Record<string, string>} [env] extra environment
+ * @param {{netns?: string, host?: string}} [opts]
  * @returns {Promise<{proc: import('node:child_process').ChildProcess, ready: any, http: string, stop: () => Promise<void>, logs: string[]}>}
  */
-export async function startServer(env = {}) {
+export async function startServer(env = {}, opts = {}) {
   const bin = path.resolve(E2E_DIR, process.env.SWITCHBOARD_BIN || '../target/debug/switchboard');
   if (!fs.existsSync(bin)) throw new Error(`switchboard binary not found at ${bin} (build it, or set SWITCHBOARD_BIN)`);
   // SWITCHBOARD_BIN is ours, not a config key: the server would refuse it as unknown.
   const { SWITCHBOARD_BIN: _ours, ...inherited } = process.env;
-  const proc = spawn(bin, ['--http-listen', '127.0.0.1:0', '--turn-listen', '127.0.0.1:0'], {
+  const host = opts.host ?? '127.0.0.1';
+  const args = ['--http-listen', `${host}:0`, '--turn-listen', `${host}:0`];
+  // `ip netns exec` execs the binary itself, so proc is the server and signals reach it.
+  const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, bin, ...args]] : [bin, args];
+  const proc = spawn(cmd, argv, {
     env: {
       ...inherited,
       SWITCHBOARD_TURN__ALLOWED_PEER_RANGES: '["127.0.0.0/8"]',
