@@ -134,7 +134,7 @@ test('symmetric NAT on both sides: connected through switchboard TURN, and only 
       const succeeded = report.pairs.filter((p) => p.state === 'succeeded');
       assert.ok(succeeded.length > 0);
       for (const p of succeeded) assert.ok(/^relay /.test(p.local) || /^relay /.test(p.remote), `a pair without a relay succeeded: ${JSON.stringify(p)}`);
-      console.log(`${await page.evaluate(() => window.__sb.state.name)} selected ${pair.localType} ${pair.address}:${pair.port} -> ${pair.remoteType} ${pair.remoteAddress ?? "(address hidden by chromium)"}`);
+      console.log(`${await page.evaluate(() => window.__sb.state.name)} selected ${pair.localType} ${pair.address}:${pair.port} -> ${pair.remoteType} ${pair.remoteAddress || '(address hidden by chromium)'}`);
     }
   } finally {
     await ann.close();
