@@ -7,10 +7,27 @@ use std::time::{Duration, Instant};
 
 use switchboard_stun::TransactionId;
 
+use switchboard_stun::attr::AddressFamily;
+
 use crate::auth::Seal;
 use crate::output::{FiveTuple, RelayAddress};
 use crate::policy::canonical;
+use crate::refusal::Refusal;
 use crate::server::{Map, MapHasher};
+
+/// Permissions one allocation may hold: a browser needs a handful, and the
+/// cap keeps one client from growing an allocation without bound. A
+/// CreatePermission or ChannelBind that would install more gets 508.
+pub(crate) const MAX_PERMISSIONS_PER_ALLOCATION: usize = 1024;
+
+/// What a successful ChannelBind changed, for the server's gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChannelBound {
+    /// Change in the number of bindings (-1, 0 or 1).
+    pub(crate) channels: i64,
+    /// Whether the binding installed a new permission.
+    pub(crate) new_permission: bool,
+}
 
 /// A bound channel: `number` stands for `peer` in ChannelData.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +117,78 @@ impl Allocation {
     pub(crate) fn relay_for(&self, peer: &SocketAddr) -> Option<&RelayAddress> {
         let v4 = peer.is_ipv4();
         self.relays.iter().find(|r| r.local.is_ipv4() == v4)
+    }
+
+    /// Whether the allocation has a relay of `family`.
+    pub(crate) fn has_family(&self, family: AddressFamily) -> bool {
+        self.relays
+            .iter()
+            .any(|r| AddressFamily::of(&r.local) == family)
+    }
+
+    /// Refuses peers that no relay of this allocation can reach (443).
+    pub(crate) fn check_families(&self, peers: &[SocketAddr]) -> Result<(), Refusal> {
+        if peers.iter().any(|p| self.relay_for(p).is_none()) {
+            return Err(Refusal::PeerAddressFamilyMismatch);
+        }
+        Ok(())
+    }
+
+    /// Moves the expiry (Refresh with a non-zero lifetime).
+    pub(crate) fn refresh(&mut self, now: Instant, lifetime: Duration) -> Instant {
+        self.expires = now + lifetime;
+        self.expires
+    }
+
+    /// CreatePermission: installs or refreshes a permission for each peer's
+    /// IP, or changes nothing and refuses (508) when the new ones would
+    /// take the allocation past [`MAX_PERMISSIONS_PER_ALLOCATION`].
+    /// Returns how many are new.
+    pub(crate) fn permit_all(
+        &mut self,
+        peers: &[SocketAddr],
+        until: Instant,
+    ) -> Result<usize, Refusal> {
+        let mut fresh: Vec<IpAddr> = Vec::new();
+        for ip in peers.iter().map(|p| canonical(p.ip())) {
+            if !self.permissions.contains_key(&ip) && !fresh.contains(&ip) {
+                fresh.push(ip);
+            }
+        }
+        if self.permissions.len() + fresh.len() > MAX_PERMISSIONS_PER_ALLOCATION {
+            return Err(Refusal::PermissionLimit);
+        }
+        for peer in peers {
+            self.permit(peer.ip(), until);
+        }
+        Ok(fresh.len())
+    }
+
+    /// ChannelBind (RFC 8656 §12): binds or refreshes the channel and
+    /// installs or refreshes the peer's permission.
+    pub(crate) fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        now: Instant,
+        channel_until: Instant,
+        permission_until: Instant,
+    ) -> Result<ChannelBound, Refusal> {
+        match self.can_bind(number, peer, now) {
+            Ok(()) => {}
+            Err(BindConflict::ChannelTaken) => {
+                return Err(Refusal::BadRequest("channel bound to another peer"));
+            }
+            Err(BindConflict::PeerTaken) => {
+                return Err(Refusal::BadRequest("peer bound to another channel"));
+            }
+        }
+        let channels = self.bind(number, peer, channel_until);
+        let new_permission = self.permit(peer.ip(), permission_until);
+        Ok(ChannelBound {
+            channels,
+            new_permission,
+        })
     }
 
     /// Installs or refreshes a permission; returns whether it is new.

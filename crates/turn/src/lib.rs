@@ -19,6 +19,7 @@ mod metrics;
 mod nonce;
 mod output;
 pub mod policy;
+mod refusal;
 mod requests;
 mod server;
 
@@ -30,5 +31,6 @@ pub use output::{
     Event, Family, FiveTuple, RelayAddress, RelayRequestId, Source, Transmit, Transport,
 };
 pub use policy::{Cidr, CidrParseError, PeerPolicy};
+pub use refusal::Refusal;
 pub use server::TurnServer;
 pub use switchboard_stun::{FramingError, stream_frame_len};

@@ -20,6 +20,7 @@ use crate::allocation::Allocation;
 use crate::auth::{OFFERED_ALGORITHMS, OFFERED_ALGORITHMS_WIRE, Seal};
 use crate::nonce::{NonceError, has_password_algorithms_bit};
 use crate::output::{Event, Family, FiveTuple, RelayAddress, RelayRequestId, Source};
+use crate::refusal::Refusal;
 use crate::server::{PendingAllocation, Reservation, TurnServer};
 
 /// Who sent an authenticated request.
@@ -27,18 +28,6 @@ struct Authenticated {
     username: Arc<str>,
     seal: Seal,
 }
-
-/// What an error response must carry beyond ERROR-CODE.
-enum Extra<'a> {
-    None,
-    /// REALM, a fresh NONCE and PASSWORD-ALGORITHMS (401, 438).
-    Challenge,
-    /// UNKNOWN-ATTRIBUTES (420).
-    Unknown(&'a [u16]),
-}
-
-/// Permissions one allocation may hold; CreatePermission beyond gets 508.
-const MAX_PERMISSIONS_PER_ALLOCATION: usize = 1024;
 
 impl TurnServer {
     pub(crate) fn turn_request(
@@ -56,12 +45,26 @@ impl TurnServer {
             Method::CHANNEL_BIND,
         ];
         if !known.contains(&method) {
-            self.error(ft, msg, 400, None, Extra::None);
-            return;
+            return self.refuse(ft, msg, &Refusal::BadRequest("unknown method"), None);
         }
-        let Some(auth) = self.authenticate(now, unix_secs, ft, msg) else {
-            return;
+        let auth = match self.authenticate(now, unix_secs, ft, msg) {
+            Ok(auth) => auth,
+            Err(refusal) => return self.refuse(ft, msg, &refusal, None),
         };
+        let seal = auth.seal;
+        let result = self.authenticated_request(now, ft, msg, auth);
+        if let Err(refusal) = result {
+            self.refuse(ft, msg, &refusal, Some(&seal));
+        }
+    }
+
+    fn authenticated_request(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: Authenticated,
+    ) -> Result<(), Refusal> {
         // DONT-FRAGMENT is not supported: the shell cannot set DF per packet.
         let unknown: Vec<u16> = msg
             .unknown_comprehension_required()
@@ -72,28 +75,27 @@ impl TurnServer {
             .map(|t| t.0)
             .collect();
         if !unknown.is_empty() {
-            self.error(ft, msg, 420, Some(&auth.seal), Extra::Unknown(&unknown));
-            return;
+            return Err(Refusal::UnknownAttributes(unknown));
         }
-        match method {
+        let seal = auth.seal;
+        match msg.method() {
             Method::ALLOCATE => self.allocate(now, ft, msg, auth),
-            Method::REFRESH => self.refresh(now, ft, msg, &auth.seal),
-            Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &auth.seal),
-            _ => self.channel_bind(now, ft, msg, &auth.seal),
+            Method::REFRESH => self.refresh(now, ft, msg, &seal),
+            Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &seal),
+            _ => self.channel_bind(now, ft, msg, &seal),
         }
     }
 
-    /// RFC 8489 §9.2.4. Answers the failures itself and returns `None` then.
+    /// RFC 8489 §9.2.4. A refusal here is answered without integrity.
     fn authenticate(
         &mut self,
         now: Instant,
         unix_secs: u64,
         ft: FiveTuple,
         msg: &Message<'_>,
-    ) -> Option<Authenticated> {
+    ) -> Result<Authenticated, Refusal> {
         if !msg.has_message_integrity() && !msg.has_message_integrity_sha256() {
-            self.error(ft, msg, 401, None, Extra::Challenge);
-            return None;
+            return Err(Refusal::Unauthenticated);
         }
         let (Ok(Some(Username(username))), Ok(Some(Realm(realm))), Ok(Some(Nonce(nonce)))) = (
             msg.get::<Username>(),
@@ -101,13 +103,11 @@ impl TurnServer {
             msg.get::<Nonce>(),
         ) else {
             self.metrics.auth_failures += 1;
-            self.error(ft, msg, 400, None, Extra::None);
-            return None;
+            return Err(Refusal::BadRequest("USERNAME, REALM or NONCE missing"));
         };
         let Some(algorithm) = chosen_algorithm(msg, nonce) else {
             self.metrics.auth_failures += 1;
-            self.error(ft, msg, 400, None, Extra::None);
-            return None;
+            return Err(Refusal::BadRequest("password algorithm not as offered"));
         };
         let since_epoch = now.saturating_duration_since(self.epoch);
         match self.nonces.check(nonce, since_epoch, ft.client) {
@@ -115,8 +115,7 @@ impl TurnServer {
             Err(NonceError::Stale | NonceError::Invalid) => {
                 // A nonce of another server instance or an old one: either
                 // way the client just needs a fresh one.
-                self.error(ft, msg, 438, None, Extra::Challenge);
-                return None;
+                return Err(Refusal::StaleNonce);
             }
         }
         // A client that chose SHA-256 speaks RFC 8489 and so must use the
@@ -124,8 +123,9 @@ impl TurnServer {
         // the same malformed request with a fresh nonce.
         if algorithm == PasswordAlgorithm::Sha256 && !msg.has_message_integrity_sha256() {
             self.metrics.auth_failures += 1;
-            self.error(ft, msg, 400, None, Extra::None);
-            return None;
+            return Err(Refusal::BadRequest(
+                "SHA-256 without MESSAGE-INTEGRITY-SHA256",
+            ));
         }
         let existing = self
             .by_client
@@ -137,13 +137,12 @@ impl TurnServer {
             // refusal as another username (RFC 8656 §5, 441).
             if *owner != *username || seal.algorithm() != algorithm {
                 self.metrics.auth_failures += 1;
-                self.error(ft, msg, 441, None, Extra::None);
-                return None;
+                return Err(Refusal::WrongCredentials);
             }
             // The allocation keeps the key it was made with, so an expiring
             // REST credential does not cut a call that is refreshing.
             if let Ok(integrity) = msg.verify_integrity(seal.key.as_bytes()) {
-                return Some(Authenticated {
+                return Ok(Authenticated {
                     username: owner,
                     seal: Seal {
                         key: seal.key,
@@ -152,13 +151,11 @@ impl TurnServer {
                 });
             }
             self.metrics.auth_failures += 1;
-            self.error(ft, msg, 401, None, Extra::Challenge);
-            return None;
+            return Err(Refusal::Unauthenticated);
         }
         if realm != self.config.realm {
             self.metrics.auth_failures += 1;
-            self.error(ft, msg, 401, None, Extra::Challenge);
-            return None;
+            return Err(Refusal::Unauthenticated);
         }
         let keys = self
             .config
@@ -169,21 +166,20 @@ impl TurnServer {
             Some(Seal { key, integrity })
         });
         match found {
-            Some(seal) => Some(Authenticated {
+            Some(seal) => Ok(Authenticated {
                 username: Arc::from(username),
                 seal,
             }),
             None => {
                 self.metrics.auth_failures += 1;
-                self.error(ft, msg, 401, None, Extra::Challenge);
-                None
+                Err(Refusal::Unauthenticated)
             }
         }
     }
 
     /// RFC 8656 §7.2 (Allocate: at least the default) and §7.3 (Refresh:
     /// anything up to the maximum, zero deletes).
-    fn lifetime(&self, msg: &Message<'_>, at_least_default: bool) -> Result<Duration, ()> {
+    fn lifetime(&self, msg: &Message<'_>, at_least_default: bool) -> Result<Duration, Refusal> {
         let max = self.config.max_lifetime;
         match msg.get::<Lifetime>() {
             Ok(Some(Lifetime(0))) if !at_least_default => Ok(Duration::ZERO),
@@ -196,11 +192,17 @@ impl TurnServer {
                 })
             }
             Ok(None) => Ok(self.config.default_lifetime.min(max)),
-            Err(_) => Err(()),
+            Err(_) => Err(Refusal::BadRequest("malformed LIFETIME")),
         }
     }
 
-    fn allocate(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, auth: Authenticated) {
+    fn allocate(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: Authenticated,
+    ) -> Result<(), Refusal> {
         let tid = msg.transaction_id();
         if let Some(&id) = self.by_client.get(&ft) {
             // A retransmitted Allocate gets the success response again.
@@ -210,46 +212,49 @@ impl TurnServer {
                 .is_some_and(|a| a.transaction_id == tid)
             {
                 self.allocate_success(id, now);
-            } else {
-                self.error(ft, msg, 437, Some(&auth.seal), Extra::None);
+                return Ok(());
             }
-            return;
+            return Err(Refusal::AllocationMismatch);
         }
         if let Some(pid) = self.pending_by_client.get(&ft) {
             let same = self
                 .pending
                 .get(pid)
                 .is_some_and(|p| p.transaction_id == tid);
-            if !same {
-                self.error(ft, msg, 437, Some(&auth.seal), Extra::None);
-            }
-            return;
+            // A retransmission while pending is answered once the relay is bound.
+            return if same {
+                Ok(())
+            } else {
+                Err(Refusal::AllocationMismatch)
+            };
         }
-        let key = Some(&auth.seal);
         match msg.get::<RequestedTransport>() {
             Ok(Some(RequestedTransport::UDP)) => {}
-            Ok(Some(_)) => return self.error(ft, msg, 442, key, Extra::None),
-            _ => return self.error(ft, msg, 400, key, Extra::None),
+            Ok(Some(_)) => return Err(Refusal::UnsupportedTransport),
+            _ => {
+                return Err(Refusal::BadRequest(
+                    "REQUESTED-TRANSPORT missing or malformed",
+                ));
+            }
         }
-        let even_port = match msg.get::<EvenPort>() {
-            Ok(p) => p,
-            Err(_) => return self.error(ft, msg, 400, key, Extra::None),
-        };
+        let even_port = msg
+            .get::<EvenPort>()
+            .map_err(|_| Refusal::BadRequest("malformed EVEN-PORT"))?;
         let requested = msg.get::<RequestedAddressFamily>();
         let additional = msg.get::<AdditionalAddressFamily>();
         let (Ok(requested), Ok(additional)) = (requested, additional) else {
-            return self.error(ft, msg, 400, key, Extra::None);
+            return Err(Refusal::BadRequest("malformed address family"));
         };
         let has_token = msg.contains(AttrType::RESERVATION_TOKEN);
         if has_token && (even_port.is_some() || requested.is_some())
             || requested.is_some() && additional.is_some()
         {
-            return self.error(ft, msg, 400, key, Extra::None);
+            return Err(Refusal::BadRequest("conflicting Allocate attributes"));
         }
-        let token = match msg.get::<ReservationToken>() {
-            Ok(t) => t.map(|t| t.0),
-            Err(_) => return self.error(ft, msg, 400, key, Extra::None),
-        };
+        let token = msg
+            .get::<ReservationToken>()
+            .map_err(|_| Refusal::BadRequest("malformed RESERVATION-TOKEN"))?
+            .map(|t| t.0);
         let mut families = Vec::with_capacity(2);
         let mut ipv6_unavailable = false;
         match (requested, additional) {
@@ -262,7 +267,11 @@ impl TurnServer {
                     ipv6_unavailable = true;
                 }
             }
-            (None, Some(_)) => return self.error(ft, msg, 400, key, Extra::None),
+            (None, Some(_)) => {
+                return Err(Refusal::BadRequest(
+                    "ADDITIONAL-ADDRESS-FAMILY other than IPv6",
+                ));
+            }
             _ => families.push(AddressFamily::V4),
         }
         let supported = |f: &AddressFamily| match f {
@@ -270,17 +279,15 @@ impl TurnServer {
             AddressFamily::V6 => self.config.relay_ipv6,
         };
         if !families.iter().all(supported) {
-            return self.error(ft, msg, 440, key, Extra::None);
+            return Err(Refusal::AddressFamilyNotSupported);
         }
-        let Ok(lifetime) = self.lifetime(msg, true) else {
-            return self.error(ft, msg, 400, key, Extra::None);
-        };
+        let lifetime = self.lifetime(msg, true)?;
         let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
-        if self.allocations.len() + self.pending.len() >= self.config.max_allocations
-            || user_count >= self.config.max_allocations_per_user
-        {
-            self.metrics.quota_rejections += 1;
-            return self.error(ft, msg, 486, key, Extra::None);
+        if self.allocations.len() + self.pending.len() >= self.config.max_allocations {
+            return Err(Refusal::ServerQuota);
+        }
+        if user_count >= self.config.max_allocations_per_user {
+            return Err(Refusal::UserQuota);
         }
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         if let Some(token) = token {
@@ -295,7 +302,7 @@ impl TurnServer {
                         });
                     }
                     self.release_quota(&auth.username);
-                    return self.error(ft, msg, 508, key, Extra::None);
+                    return Err(Refusal::ReservationUnusable);
                 }
             };
             let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
@@ -309,7 +316,7 @@ impl TurnServer {
                 tid,
             );
             self.allocate_success(aid, now);
-            return;
+            return Ok(());
         }
         let reserve = matches!(even_port, Some(EvenPort { reserve: true })) && families.len() == 1;
         let even_port = even_port.is_some();
@@ -352,6 +359,7 @@ impl TurnServer {
                 reservation: None,
             },
         );
+        Ok(())
     }
 
     /// The shell's answer to [`Event::BindRelay`]: the bound socket's
@@ -416,13 +424,12 @@ impl TurnServer {
                 self.metrics.relay_bind_failures += 1;
                 if !p.cancelled {
                     let ty = MessageType::new(Method::ALLOCATE, Class::ErrorResponse);
-                    self.error_to(
+                    self.refuse_to(
                         p.five_tuple,
                         ty,
                         p.transaction_id,
-                        508,
+                        &Refusal::RelayUnavailable,
                         Some(&p.seal),
-                        Extra::None,
                     );
                 }
             }
@@ -515,32 +522,34 @@ impl TurnServer {
         });
     }
 
-    fn refresh(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &Seal) {
+    fn refresh(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        key: &Seal,
+    ) -> Result<(), Refusal> {
         let Some(&id) = self.by_client.get(&ft) else {
-            return self.error(ft, msg, 437, Some(key), Extra::None);
+            return Err(Refusal::AllocationMismatch);
         };
-        let Ok(lifetime) = self.lifetime(msg, false) else {
-            return self.error(ft, msg, 400, Some(key), Extra::None);
-        };
+        let lifetime = self.lifetime(msg, false)?;
         match msg.get::<RequestedAddressFamily>() {
             Ok(None) => {}
             Ok(Some(RequestedAddressFamily(family))) => {
-                let has = self.allocations.get(&id).is_some_and(|a| {
-                    a.relays
-                        .iter()
-                        .any(|r| AddressFamily::of(&r.local) == family)
-                });
+                let has = self
+                    .allocations
+                    .get(&id)
+                    .is_some_and(|a| a.has_family(family));
                 if !has {
-                    return self.error(ft, msg, 443, Some(key), Extra::None);
+                    return Err(Refusal::PeerAddressFamilyMismatch);
                 }
             }
-            Err(_) => return self.error(ft, msg, 400, Some(key), Extra::None),
+            Err(_) => return Err(Refusal::BadRequest("malformed REQUESTED-ADDRESS-FAMILY")),
         }
         if lifetime.is_zero() {
             self.delete_allocation(id, false);
         } else if let Some(a) = self.allocations.get_mut(&id) {
-            a.expires = now + lifetime;
-            let at = a.expires;
+            let at = a.refresh(now, lifetime);
             self.schedule(id, at);
         }
         let granted = secs(lifetime);
@@ -553,64 +562,51 @@ impl TurnServer {
                 b.add_lifetime(granted);
             },
         );
+        Ok(())
     }
 
     /// The peers of a CreatePermission or ChannelBind, checked against the
-    /// allocation's families (443) and the policy (403). Answers failures.
-    fn checked_peers(
-        &mut self,
-        ft: FiveTuple,
-        msg: &Message<'_>,
-        key: &Seal,
-        id: u64,
-    ) -> Option<Vec<SocketAddr>> {
+    /// allocation's families (443) and the policy (403).
+    fn checked_peers(&mut self, msg: &Message<'_>, id: u64) -> Result<Vec<SocketAddr>, Refusal> {
         let mut peers = Vec::new();
         for peer in msg.get_all::<XorPeerAddress>() {
             match peer {
                 Ok(XorPeerAddress(addr)) => peers.push(addr),
-                Err(_) => {
-                    self.error(ft, msg, 400, Some(key), Extra::None);
-                    return None;
-                }
+                Err(_) => return Err(Refusal::BadRequest("malformed XOR-PEER-ADDRESS")),
             }
         }
         if peers.is_empty() {
-            self.error(ft, msg, 400, Some(key), Extra::None);
-            return None;
+            return Err(Refusal::BadRequest("no XOR-PEER-ADDRESS"));
         }
-        let alloc = self.allocations.get(&id)?;
-        if peers.iter().any(|p| alloc.relay_for(p).is_none()) {
-            self.error(ft, msg, 443, Some(key), Extra::None);
-            return None;
-        }
+        let alloc = self
+            .allocations
+            .get(&id)
+            .ok_or(Refusal::AllocationMismatch)?;
+        alloc.check_families(&peers)?;
         if peers.iter().any(|p| !self.peer_allowed(*p)) {
-            self.metrics.denied_peers += 1;
-            self.error(ft, msg, 403, Some(key), Extra::None);
-            return None;
+            return Err(Refusal::ForbiddenPeer);
         }
-        Some(peers)
+        Ok(peers)
     }
 
-    fn create_permission(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &Seal) {
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        key: &Seal,
+    ) -> Result<(), Refusal> {
         let Some(&id) = self.by_client.get(&ft) else {
-            return self.error(ft, msg, 437, Some(key), Extra::None);
+            return Err(Refusal::AllocationMismatch);
         };
-        let Some(peers) = self.checked_peers(ft, msg, key, id) else {
-            return;
-        };
+        let peers = self.checked_peers(msg, id)?;
         let until = now + self.config.permission_lifetime;
-        if let Some(a) = self.allocations.get_mut(&id) {
-            // A browser needs a handful; the cap keeps one client from
-            // growing an allocation without bound.
-            if a.permission_count() + peers.len() > MAX_PERMISSIONS_PER_ALLOCATION {
-                return self.error(ft, msg, 508, Some(key), Extra::None);
-            }
-            for peer in peers {
-                if a.permit(peer.ip(), until) {
-                    self.metrics.permissions += 1;
-                }
-            }
-        }
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .ok_or(Refusal::AllocationMismatch)?;
+        let fresh = a.permit_all(&peers, until)?;
+        self.metrics.permissions += fresh as u64;
         self.schedule(id, until);
         self.respond(
             ft,
@@ -619,34 +615,41 @@ impl TurnServer {
             Some(key),
             |_| {},
         );
+        Ok(())
     }
 
-    fn channel_bind(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>, key: &Seal) {
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        key: &Seal,
+    ) -> Result<(), Refusal> {
         let Some(&id) = self.by_client.get(&ft) else {
-            return self.error(ft, msg, 437, Some(key), Extra::None);
+            return Err(Refusal::AllocationMismatch);
         };
         let legacy = self.config.allow_rfc5766_channels;
         let number = match msg.get::<ChannelNumber>() {
             Ok(Some(n)) if n.is_valid() || legacy && (0x5000..=0x7FFE).contains(&n.0) => n.0,
-            _ => return self.error(ft, msg, 400, Some(key), Extra::None),
+            _ => {
+                return Err(Refusal::BadRequest(
+                    "CHANNEL-NUMBER missing or out of range",
+                ));
+            }
         };
-        let Some(peers) = self.checked_peers(ft, msg, key, id) else {
-            return;
-        };
+        let peers = self.checked_peers(msg, id)?;
         let [peer] = peers[..] else {
-            return self.error(ft, msg, 400, Some(key), Extra::None);
+            return Err(Refusal::BadRequest("ChannelBind names one peer"));
         };
-        let Some(a) = self.allocations.get_mut(&id) else {
-            return;
-        };
-        if a.can_bind(number, peer, now).is_err() {
-            return self.error(ft, msg, 400, Some(key), Extra::None);
-        }
         let channel_until = now + self.config.channel_lifetime;
         let permission_until = now + self.config.permission_lifetime;
-        let delta = a.bind(number, peer, channel_until);
-        self.metrics.channels = self.metrics.channels.saturating_add_signed(delta);
-        if a.permit(peer.ip(), permission_until) {
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .ok_or(Refusal::AllocationMismatch)?;
+        let bound = a.bind_channel(number, peer, now, channel_until, permission_until)?;
+        self.metrics.channels = self.metrics.channels.saturating_add_signed(bound.channels);
+        if bound.new_permission {
             self.metrics.permissions += 1;
         }
         self.schedule(id, permission_until.min(channel_until));
@@ -657,57 +660,58 @@ impl TurnServer {
             Some(key),
             |_| {},
         );
+        Ok(())
     }
 
-    fn error(
+    /// Answers `msg` with the error response for `refusal`: the one place
+    /// a refusal becomes bytes on the wire.
+    pub(crate) fn refuse(
         &mut self,
         ft: FiveTuple,
         msg: &Message<'_>,
-        code: u16,
-        key: Option<&Seal>,
-        extra: Extra<'_>,
+        refusal: &Refusal,
+        seal: Option<&Seal>,
     ) {
-        self.error_to(
+        self.refuse_to(
             ft,
             msg.message_type().error(),
             msg.transaction_id(),
-            code,
-            key,
-            extra,
+            refusal,
+            seal,
         );
     }
 
-    fn error_to(
+    fn refuse_to(
         &mut self,
         ft: FiveTuple,
         ty: MessageType,
         tid: TransactionId,
-        code: u16,
-        key: Option<&Seal>,
-        extra: Extra<'_>,
+        refusal: &Refusal,
+        seal: Option<&Seal>,
     ) {
-        let nonce = match extra {
-            Extra::Challenge => Some(
-                self.nonces
-                    .issue(self.latest.saturating_duration_since(self.epoch), ft.client),
-            ),
-            _ => None,
-        };
+        if refusal.is_quota() {
+            self.metrics.quota_rejections += 1;
+        }
+        if *refusal == Refusal::ForbiddenPeer {
+            self.metrics.denied_peers += 1;
+        }
+        let nonce = refusal.is_challenge().then(|| {
+            self.nonces
+                .issue(self.latest.saturating_duration_since(self.epoch), ft.client)
+        });
         let realm = self.config.realm.clone();
-        self.respond(ft, ty, tid, key, |b| {
-            b.add(&ErrorCode::with_default_reason(code));
-            match extra {
-                Extra::Challenge => {
-                    b.add_realm(&realm);
-                    if let Some(n) = &nonce {
-                        b.add_nonce(n.as_bytes());
-                    }
-                    b.add(&PasswordAlgorithms::new(&OFFERED_ALGORITHMS));
-                }
-                Extra::Unknown(types) => {
-                    b.add_unknown_attributes(types);
-                }
-                Extra::None => {}
+        self.respond(ft, ty, tid, seal, |b| {
+            b.add(&ErrorCode {
+                code: refusal.code(),
+                reason: refusal.reason(),
+            });
+            if let Some(n) = &nonce {
+                b.add_realm(&realm);
+                b.add_nonce(n.as_bytes());
+                b.add(&PasswordAlgorithms::new(&OFFERED_ALGORITHMS));
+            }
+            if let Refusal::UnknownAttributes(types) = refusal {
+                b.add_unknown_attributes(types);
             }
         });
     }
