@@ -12,6 +12,7 @@ use switchboard_stun::attr::AddressFamily;
 use crate::auth::Seal;
 use crate::output::{FiveTuple, RelayAddress};
 use crate::policy::canonical;
+use crate::quota::Owner;
 use crate::refusal::Refusal;
 use crate::server::{Map, MapHasher};
 
@@ -62,6 +63,8 @@ pub(crate) enum BindConflict {
 pub(crate) struct Allocation {
     pub(crate) five_tuple: FiveTuple,
     pub(crate) username: Arc<str>,
+    /// Whose quota slot this allocation holds.
+    pub(crate) owner: Owner,
     /// The key that authenticated the Allocate, and the integrity attribute
     /// it came in; later requests must use the same username and password
     /// algorithm (441 otherwise) and are checked with this key.
@@ -90,6 +93,7 @@ impl Allocation {
     pub(crate) fn new(
         five_tuple: FiveTuple,
         username: Arc<str>,
+        owner: Owner,
         seal: Seal,
         relays: Vec<RelayAddress>,
         expires: Instant,
@@ -98,6 +102,7 @@ impl Allocation {
         Self {
             five_tuple,
             username,
+            owner,
             seal,
             relays,
             expires,
@@ -165,7 +170,8 @@ impl Allocation {
     }
 
     /// ChannelBind (RFC 8656 §12): binds or refreshes the channel and
-    /// installs or refreshes the peer's permission.
+    /// installs or refreshes the peer's permission, under the same cap as
+    /// CreatePermission's (508, nothing changed).
     pub(crate) fn bind_channel(
         &mut self,
         number: u16,
@@ -182,6 +188,13 @@ impl Allocation {
             Err(BindConflict::PeerTaken) => {
                 return Err(Refusal::BadRequest("peer bound to another channel"));
             }
+        }
+        // A ChannelBind installs a permission too (RFC 8656 §12): without
+        // this cap, bindings would grow the permissions past it.
+        if !self.permissions.contains_key(&canonical(peer.ip()))
+            && self.permissions.len() >= MAX_PERMISSIONS_PER_ALLOCATION
+        {
+            return Err(Refusal::PermissionLimit);
         }
         let channels = self.bind(number, peer, channel_until);
         let new_permission = self.permit(peer.ip(), permission_until);
@@ -381,6 +394,10 @@ mod tests {
         Allocation::new(
             ft,
             Arc::from("u"),
+            Owner {
+                identity: crate::quota::Identity::new("u", true),
+                source: ft.client.ip(),
+            },
             Seal {
                 key: switchboard_stun::LongTermKey::Md5([0; 16]),
                 integrity: switchboard_stun::IntegrityAlgorithm::HmacSha1,

@@ -79,6 +79,12 @@ impl Credentials {
         self.rest_secrets.push(secret.as_ref().to_vec());
     }
 
+    /// Whether `name` is a configured static user (who wins over a REST
+    /// credential of the same name).
+    pub fn is_static_user(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
     /// Whether any way to authenticate is configured.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.rest_secrets.is_empty()

@@ -31,8 +31,12 @@ pub struct ServerConfig {
     pub channel_lifetime: Duration,
     /// Allocations on the whole server (pending ones included); 486 beyond.
     pub max_allocations: usize,
-    /// Allocations per username; 486 beyond.
+    /// Allocations per identity (a static user's name, or what follows the
+    /// expiry in a REST username); EVEN-PORT reservations count too. 486 beyond.
     pub max_allocations_per_user: usize,
+    /// Allocations per client source (an IPv4 address or an IPv6 /64),
+    /// over all users; reservations count too. 486 beyond; 0 = no cap.
+    pub max_allocations_per_ip: usize,
     /// Peer address policy.
     pub policy: PeerPolicy,
     /// Also accept channel numbers 0x5000–0x7FFE in ChannelBind, as RFC 5766
@@ -61,6 +65,7 @@ impl ServerConfig {
             channel_lifetime: Duration::from_secs(600),
             max_allocations: 10_000,
             max_allocations_per_user: 100,
+            max_allocations_per_ip: 32,
             policy: PeerPolicy::new(),
             allow_rfc5766_channels: false,
             relay_ipv4: true,

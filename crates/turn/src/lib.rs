@@ -19,6 +19,7 @@ mod metrics;
 mod nonce;
 mod output;
 pub mod policy;
+mod quota;
 mod refusal;
 mod requests;
 mod server;

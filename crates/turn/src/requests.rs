@@ -20,6 +20,7 @@ use crate::allocation::Allocation;
 use crate::auth::{OFFERED_ALGORITHMS, OFFERED_ALGORITHMS_WIRE, Seal};
 use crate::nonce::{NonceError, has_password_algorithms_bit};
 use crate::output::{Event, Family, FiveTuple, RelayAddress, RelayRequestId, Source};
+use crate::quota::{Identity, Owner, source_key};
 use crate::refusal::Refusal;
 use crate::server::{PendingAllocation, Reservation, TurnServer};
 
@@ -282,14 +283,11 @@ impl TurnServer {
             return Err(Refusal::AddressFamilyNotSupported);
         }
         let lifetime = self.lifetime(msg, true)?;
-        let user_count = self.per_user.get(&auth.username).copied().unwrap_or(0);
-        if self.allocations.len() + self.pending.len() >= self.config.max_allocations {
-            return Err(Refusal::ServerQuota);
-        }
-        if user_count >= self.config.max_allocations_per_user {
-            return Err(Refusal::UserQuota);
-        }
-        *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
+        let is_static = self.config.credentials.is_static_user(&auth.username);
+        let owner = Owner {
+            identity: Identity::new(&auth.username, is_static),
+            source: source_key(ft.client.ip()),
+        };
         if let Some(token) = token {
             let reserved = match self.reservations.remove(&token) {
                 Some(r) if r.expires > now => r,
@@ -300,16 +298,24 @@ impl TurnServer {
                         self.push_event(Event::ReleaseRelay {
                             local: r.relay.local,
                         });
+                        self.quotas.release(&r.owner);
                     }
-                    self.release_quota(&auth.username);
                     return Err(Refusal::ReservationUnusable);
                 }
             };
+            // The held port's slot passes to the allocation that uses it.
+            self.quotas.release(&reserved.owner);
+            if let Err(refusal) = self.quotas.check(&owner, 1, &self.config) {
+                self.quotas.take(&reserved.owner, 1);
+                self.reservations.insert(token, reserved);
+                return Err(refusal);
+            }
+            self.quotas.take(&owner, 1);
             let secs = u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX);
             let aid = self.install_allocation(
                 now,
                 ft,
-                auth.username,
+                (auth.username, owner),
                 auth.seal,
                 vec![reserved.relay],
                 secs,
@@ -318,7 +324,14 @@ impl TurnServer {
             self.allocate_success(aid, now);
             return Ok(());
         }
-        let reserve = matches!(even_port, Some(EvenPort { reserve: true })) && families.len() == 1;
+        self.quotas.check(&owner, 1, &self.config)?;
+        // A reservation holds a port too, so it takes a second slot; without
+        // room for it the Allocate succeeds without a token, as when the
+        // port cannot be bound.
+        let reserve = matches!(even_port, Some(EvenPort { reserve: true }))
+            && families.len() == 1
+            && self.quotas.check(&owner, 2, &self.config).is_ok();
+        self.quotas.take(&owner, 1 + usize::from(reserve));
         let even_port = even_port.is_some();
         let pid = self.next_id;
         self.next_id += 1;
@@ -347,6 +360,7 @@ impl TurnServer {
                 five_tuple: ft,
                 transaction_id: tid,
                 username: auth.username,
+                owner,
                 seal: auth.seal,
                 lifetime_secs: u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
                 waiting,
@@ -419,7 +433,10 @@ impl TurnServer {
             for relay in p.bound.iter().chain(p.reservation.iter()) {
                 self.push_event(Event::ReleaseRelay { local: relay.local });
             }
-            self.release_quota(&p.username);
+            self.quotas.release(&p.owner);
+            if p.reserve {
+                self.quotas.release(&p.owner);
+            }
             if p.failed {
                 self.metrics.relay_bind_failures += 1;
                 if !p.cancelled {
@@ -435,11 +452,19 @@ impl TurnServer {
             }
             return;
         }
-        let token = p.reservation.map(|relay| self.reserve(relay, now));
+        let token = match p.reservation {
+            Some(relay) => Some(self.reserve(relay, now, p.owner.clone())),
+            None => {
+                if p.reserve {
+                    self.quotas.release(&p.owner);
+                }
+                None
+            }
+        };
         let aid = self.install_allocation(
             now,
             p.five_tuple,
-            p.username,
+            (p.username, p.owner),
             p.seal,
             p.bound,
             p.lifetime_secs,
@@ -454,12 +479,18 @@ impl TurnServer {
 
     /// Holds `relay` for 30 s under a fresh token (RFC 8656 §7.2 suggests
     /// about that long).
-    fn reserve(&mut self, relay: RelayAddress, now: Instant) -> [u8; 8] {
+    fn reserve(&mut self, relay: RelayAddress, now: Instant, owner: Owner) -> [u8; 8] {
         let token = self.nonces.reservation_token(self.next_id);
         self.next_id += 1;
         let expires = now + Duration::from_secs(30);
-        self.reservations
-            .insert(token, Reservation { relay, expires });
+        self.reservations.insert(
+            token,
+            Reservation {
+                relay,
+                expires,
+                owner,
+            },
+        );
         self.reservation_timers.push(Reverse((expires, token)));
         token
     }
@@ -469,7 +500,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         ft: FiveTuple,
-        username: Arc<str>,
+        (username, owner): (Arc<str>, Owner),
         key: Seal,
         relays: Vec<RelayAddress>,
         lifetime_secs: u32,
@@ -478,7 +509,7 @@ impl TurnServer {
         let aid = self.next_id;
         self.next_id += 1;
         let expires = now + Duration::from_secs(u64::from(lifetime_secs));
-        let mut alloc = Allocation::new(ft, username, key, relays, expires, &self.hasher);
+        let mut alloc = Allocation::new(ft, username, owner, key, relays, expires, &self.hasher);
         alloc.transaction_id = tid;
         for relay in &alloc.relays {
             self.by_relay.insert(relay.local, aid);

@@ -21,6 +21,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::nonce::NonceSigner;
 use crate::output::{Event, FiveTuple, RelayAddress, RelayRequestId, Source, Transmit};
+use crate::quota::{Owner, Quotas};
 
 /// Buffers kept for reuse; more than this in flight are simply freed.
 const POOL_LIMIT: usize = 64;
@@ -35,6 +36,7 @@ pub(crate) struct PendingAllocation {
     pub(crate) five_tuple: FiveTuple,
     pub(crate) transaction_id: TransactionId,
     pub(crate) username: Arc<str>,
+    pub(crate) owner: Owner,
     pub(crate) seal: Seal,
     pub(crate) lifetime_secs: u32,
     pub(crate) waiting: Vec<RelayRequestId>,
@@ -44,7 +46,8 @@ pub(crate) struct PendingAllocation {
     pub(crate) cancelled: bool,
     /// ADDITIONAL-ADDRESS-FAMILY asked for IPv6 and the host has none.
     pub(crate) ipv6_unavailable: bool,
-    /// EVEN-PORT with the R bit: also reserve the next port.
+    /// EVEN-PORT with the R bit: also reserve the next port. A second
+    /// quota slot is held for the reservation while this is set.
     pub(crate) reserve: bool,
     /// The request for the reserved port, once asked.
     pub(crate) reservation_request: Option<RelayRequestId>,
@@ -57,6 +60,8 @@ pub(crate) struct PendingAllocation {
 pub(crate) struct Reservation {
     pub(crate) relay: RelayAddress,
     pub(crate) expires: Instant,
+    /// Whose quota slot the held port takes until it is used or expires.
+    pub(crate) owner: Owner,
 }
 
 #[derive(Debug)]
@@ -123,7 +128,7 @@ pub struct TurnServer {
     pub(crate) by_relay: Map<SocketAddr, AllocId>,
     /// Advertised relay addresses (for the peer policy's own-address rule).
     pub(crate) public_relays: Map<SocketAddr, AllocId>,
-    pub(crate) per_user: HashMap<Arc<str>, usize>,
+    pub(crate) quotas: Quotas,
     pub(crate) pending: HashMap<u64, PendingAllocation>,
     pub(crate) pending_by_client: HashMap<FiveTuple, u64>,
     pub(crate) pending_by_request: HashMap<RelayRequestId, u64>,
@@ -164,7 +169,7 @@ impl TurnServer {
             by_relay: Map::with_hasher(hasher.clone()),
             public_relays: Map::with_hasher(hasher.clone()),
             hasher,
-            per_user: HashMap::new(),
+            quotas: Quotas::default(),
             pending: HashMap::new(),
             pending_by_client: HashMap::new(),
             pending_by_request: HashMap::new(),
@@ -293,6 +298,7 @@ impl TurnServer {
                 self.events.push_back(Event::ReleaseRelay {
                     local: r.relay.local,
                 });
+                self.quotas.release(&r.owner);
             }
         }
         while let Some(&Reverse((at, id))) = self.timers.peek() {
@@ -410,21 +416,12 @@ impl TurnServer {
             self.events
                 .push_back(Event::ReleaseRelay { local: relay.local });
         }
-        self.release_quota(&alloc.username);
+        self.quotas.release(&alloc.owner);
         self.metrics.allocations -= 1;
         self.metrics.permissions -= alloc.permission_count() as u64;
         self.metrics.channels -= alloc.channel_count() as u64;
         if expired {
             self.metrics.allocations_expired += 1;
-        }
-    }
-
-    pub(crate) fn release_quota(&mut self, username: &Arc<str>) {
-        if let Some(count) = self.per_user.get_mut(username) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_user.remove(username);
-            }
         }
     }
 

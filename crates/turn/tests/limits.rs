@@ -1,0 +1,277 @@
+//! The limits that keep one client from taking the TURN server for itself
+//! (issue #12: quotas, permission caps, reservations, request size,
+//! challenge rate, the server's own addresses), on the virtual clock.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::*;
+use switchboard_stun::attr::{ChannelNumber, EvenPort, Lifetime, ReservationToken};
+use switchboard_stun::{AttrType, Message, MessageBuilder, Method};
+use switchboard_turn::auth::mint_rest_credential;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// The 401 dance if needed, then an Allocate with `fill`; the answer.
+fn try_allocate(
+    c: &mut Client,
+    h: &mut Harness,
+    fill: impl FnOnce(&mut MessageBuilder<'_>),
+) -> Vec<u8> {
+    if c.nonce.is_none() {
+        let out = h.client_sends(c.ft, &c.plain(Method::ALLOCATE, udp_transport));
+        assert_eq!(error_code(&out[0].bytes), Some(401));
+        c.learn(&out[0].bytes);
+    }
+    c.ask(h, Method::ALLOCATE, fill)
+}
+
+fn rest_client(client: &str, expiry_offset: u64, id: &str) -> Client {
+    let (user, pass) = mint_rest_credential(b"rest-secret", UNIX_NOW + expiry_offset, id);
+    Client::udp(client, &user, &pass)
+}
+
+fn delete(c: &mut Client, h: &mut Harness) {
+    let out = c.ask(h, Method::REFRESH, |b| {
+        b.add(&Lifetime(0));
+    });
+    assert!(is_success(&out));
+}
+
+#[test]
+fn rest_quota_counts_the_identity_not_the_minted_name() {
+    let mut config = common::config();
+    config.max_allocations_per_user = 2;
+    let mut h = Harness::new(config);
+    // Every session mints a fresh "<expiry>:<id>"; the id is who counts.
+    let mut sessions: Vec<Client> = (0..3)
+        .map(|i| rest_client(&format!("198.51.100.7:{}", 4000 + i), 600 + i, "sub-1"))
+        .collect();
+    assert!(is_success(&try_allocate(
+        &mut sessions[0],
+        &mut h,
+        udp_transport
+    )));
+    assert!(is_success(&try_allocate(
+        &mut sessions[1],
+        &mut h,
+        udp_transport
+    )));
+    assert_eq!(
+        error_code(&try_allocate(&mut sessions[2], &mut h, udp_transport)),
+        Some(486)
+    );
+    // Another identity has its own quota.
+    let mut other = rest_client("198.51.100.8:4000", 600, "sub-2");
+    assert!(is_success(&try_allocate(&mut other, &mut h, udp_transport)));
+    // A static user named like the REST id is someone else.
+    let mut config = switchboard_turn::ServerConfig::new(REALM, b"nonce-secret".to_vec());
+    config.credentials.add_user("sub-1", "pw");
+    config.credentials.add_rest_secret("rest-secret");
+    config.max_allocations_per_user = 1;
+    let mut h = Harness::new(config);
+    let mut rest = rest_client("198.51.100.7:4000", 600, "sub-1");
+    let mut stat = Client::udp("198.51.100.7:4001", "sub-1", "pw");
+    assert!(is_success(&try_allocate(&mut rest, &mut h, udp_transport)));
+    assert!(is_success(&try_allocate(&mut stat, &mut h, udp_transport)));
+    assert_eq!(h.server.metrics().quota_rejections, 0);
+}
+
+#[test]
+fn per_source_cap_counts_every_user_from_that_address() {
+    let mut config = common::config();
+    config.max_allocations_per_ip = 3;
+    let mut h = Harness::new(config);
+    let mut clients: Vec<Client> = (0..4)
+        .map(|i| {
+            rest_client(
+                &format!("198.51.100.7:{}", 4000 + i),
+                600,
+                &format!("id-{i}"),
+            )
+        })
+        .collect();
+    for c in &mut clients[..3] {
+        assert!(is_success(&try_allocate(c, &mut h, udp_transport)));
+    }
+    let out = try_allocate(&mut clients[3], &mut h, udp_transport);
+    assert_eq!(error_code(&out), Some(486));
+    assert!(
+        Message::parse(&out)
+            .unwrap()
+            .verify_message_integrity(&clients[3].key())
+            .is_ok()
+    );
+    // Static users count against the same source.
+    let mut alice = Client::udp("198.51.100.7:5000", "alice", "alice-pw");
+    assert_eq!(
+        error_code(&try_allocate(&mut alice, &mut h, udp_transport)),
+        Some(486)
+    );
+    // Another source is not affected.
+    let mut elsewhere = rest_client("198.51.100.9:4000", 600, "id-9");
+    assert!(is_success(&try_allocate(
+        &mut elsewhere,
+        &mut h,
+        udp_transport
+    )));
+    assert_eq!(h.server.metrics().quota_rejections, 2);
+    // Deleting one frees its slot.
+    delete(&mut clients[0], &mut h);
+    assert!(is_success(&clients[3].ask(
+        &mut h,
+        Method::ALLOCATE,
+        udp_transport
+    )));
+
+    // IPv6 sources are counted per /64, which one client can walk freely.
+    let mut config = common::config();
+    config.max_allocations_per_ip = 1;
+    config.policy.allow("2001:db8::/32".parse().unwrap());
+    let mut h = Harness::new(config);
+    let mut first = rest_client("[2001:db8:1:2::1]:4000", 600, "a");
+    let mut same_64 = rest_client("[2001:db8:1:2::ffff]:4000", 600, "b");
+    let mut other_64 = rest_client("[2001:db8:1:3::1]:4000", 600, "c");
+    assert!(is_success(&try_allocate(&mut first, &mut h, udp_transport)));
+    assert_eq!(
+        error_code(&try_allocate(&mut same_64, &mut h, udp_transport)),
+        Some(486)
+    );
+    assert!(is_success(&try_allocate(
+        &mut other_64,
+        &mut h,
+        udp_transport
+    )));
+
+    // 0 turns the cap off.
+    let mut config = common::config();
+    config.max_allocations_per_ip = 0;
+    let mut h = Harness::new(config);
+    for i in 0..40 {
+        let mut c = rest_client(&format!("198.51.100.7:{}", 4000 + i), 600, &format!("{i}"));
+        assert!(is_success(&try_allocate(&mut c, &mut h, udp_transport)));
+    }
+}
+
+#[test]
+fn channel_bind_counts_against_the_permission_cap() {
+    let mut h = Harness::new(config());
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    c.allocate(&mut h);
+    let peer = |n: u32| {
+        let ip = Ipv4Addr::new(93, 184, (n / 250) as u8, (n % 250 + 1) as u8);
+        SocketAddr::from((ip, 7000))
+    };
+    // 1,023 permissions by CreatePermission, then one by ChannelBind: the cap.
+    for batch in 0..8u32 {
+        let answer = c.ask(&mut h, Method::CREATE_PERMISSION, |b| {
+            for i in 0..128u32 {
+                let n = batch * 128 + i;
+                if n < 1023 {
+                    b.add_xor_peer_address(peer(n));
+                }
+            }
+        });
+        assert!(is_success(&answer), "batch {batch}");
+    }
+    let bind = |c: &mut Client, h: &mut Harness, number: u16, p: SocketAddr| {
+        c.ask(h, Method::CHANNEL_BIND, |b| {
+            b.add(&ChannelNumber(number)).add_xor_peer_address(p);
+        })
+    };
+    assert!(is_success(&bind(&mut c, &mut h, 0x4000, peer(1023))));
+    assert_eq!(h.server.metrics().permissions, 1024);
+    // A channel to a peer without a permission would be the 1,025th.
+    assert_eq!(
+        error_code(&bind(&mut c, &mut h, 0x4001, peer(2000))),
+        Some(508)
+    );
+    let m = h.server.metrics();
+    assert_eq!((m.permissions, m.channels), (1024, 1), "nothing changed");
+    // Binding or refreshing a channel to an already permitted peer is fine.
+    assert!(is_success(&bind(&mut c, &mut h, 0x4001, peer(5))));
+    assert!(is_success(&bind(&mut c, &mut h, 0x4000, peer(1023))));
+    // Once permissions expire, there is room again.
+    h.advance(SECS(301));
+    assert!(is_success(&bind(&mut c, &mut h, 0x4002, peer(2000))));
+}
+
+#[test]
+fn reservations_hold_a_quota_slot_until_used_or_expired() {
+    let mut config = common::config();
+    config.max_allocations_per_user = 2;
+    config.max_allocations_per_ip = 3;
+    let mut h = Harness::new(config);
+    let even = |b: &mut MessageBuilder<'_>| {
+        udp_transport(b);
+        b.add(&EvenPort { reserve: true });
+    };
+    let mut rtp = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    let out = try_allocate(&mut rtp, &mut h, even);
+    assert!(is_success(&out));
+    let token = Message::parse(&out)
+        .unwrap()
+        .get::<ReservationToken>()
+        .unwrap()
+        .expect("token")
+        .0;
+    // The allocation and the held port are alice's two slots.
+    let mut more = Client::udp("198.51.100.7:4001", "alice", "alice-pw");
+    assert_eq!(
+        error_code(&try_allocate(&mut more, &mut h, udp_transport)),
+        Some(486)
+    );
+    // ... and two of the source's three.
+    let mut bob = Client::udp("198.51.100.7:4002", "bob", "bob-pw");
+    assert!(is_success(&try_allocate(&mut bob, &mut h, udp_transport)));
+    let mut bob2 = Client::udp("198.51.100.7:4003", "bob", "bob-pw");
+    assert_eq!(
+        error_code(&try_allocate(&mut bob2, &mut h, udp_transport)),
+        Some(486)
+    );
+    // Using the token moves the slot to the new allocation: still two.
+    let out = try_allocate(&mut more, &mut h, |b| {
+        udp_transport(b);
+        b.add(&ReservationToken(token));
+    });
+    assert!(is_success(&out), "{:?}", error_code(&out));
+    let mut third = Client::udp("198.51.100.7:4004", "alice", "alice-pw");
+    assert_eq!(
+        error_code(&try_allocate(&mut third, &mut h, udp_transport)),
+        Some(486)
+    );
+
+    // A reservation nobody uses holds its slot until it expires (30 s).
+    delete(&mut more, &mut h);
+    delete(&mut rtp, &mut h);
+    delete(&mut bob, &mut h);
+    let mut rtp = Client::udp("198.51.100.7:4010", "alice", "alice-pw");
+    assert!(is_success(&try_allocate(&mut rtp, &mut h, even)));
+    let mut late = Client::udp("198.51.100.7:4011", "alice", "alice-pw");
+    assert_eq!(
+        error_code(&try_allocate(&mut late, &mut h, udp_transport)),
+        Some(486)
+    );
+    h.advance(SECS(30));
+    assert!(is_success(&late.ask(
+        &mut h,
+        Method::ALLOCATE,
+        udp_transport
+    )));
+
+    // Without room for a second slot, EVEN-PORT R gets no token.
+    let mut config = common::config();
+    config.max_allocations_per_user = 1;
+    let mut h = Harness::new(config);
+    let mut solo = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    let out = try_allocate(&mut solo, &mut h, even);
+    assert!(is_success(&out));
+    assert!(
+        !Message::parse(&out)
+            .unwrap()
+            .contains(AttrType::RESERVATION_TOKEN)
+    );
+    assert_eq!(h.bind_requests.len(), 1, "no port reserved");
+}
