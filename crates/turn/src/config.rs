@@ -37,6 +37,16 @@ pub struct ServerConfig {
     /// Allocations per client source (an IPv4 address or an IPv6 /64),
     /// over all users; reservations count too. 486 beyond; 0 = no cap.
     pub max_allocations_per_ip: usize,
+    /// Largest STUN request or indication other than a Send indication
+    /// (whose size is the relayed payload's): bigger ones get 400 before
+    /// any HMAC is computed over them. Binding, Allocate and the rest are a
+    /// few hundred bytes; a CreatePermission for 128 IPv4 peers is 1.6 KB.
+    pub max_request_bytes: usize,
+    /// Challenge answers (401 and 438, larger than the request that caused
+    /// them) per second to one source (an IPv4 address or an IPv6 /64),
+    /// in bursts of twice that; beyond, requests are dropped silently and
+    /// counted in [`crate::Metrics::challenges_dropped`]. 0 = no limit.
+    pub challenges_per_ip_per_sec: u32,
     /// Peer address policy.
     pub policy: PeerPolicy,
     /// Also accept channel numbers 0x5000–0x7FFE in ChannelBind, as RFC 5766
@@ -66,6 +76,8 @@ impl ServerConfig {
             max_allocations: 10_000,
             max_allocations_per_user: 100,
             max_allocations_per_ip: 32,
+            max_request_bytes: 2048,
+            challenges_per_ip_per_sec: 32,
             policy: PeerPolicy::new(),
             allow_rfc5766_channels: false,
             relay_ipv4: true,

@@ -14,6 +14,7 @@
 
 mod allocation;
 pub mod auth;
+mod challenge;
 mod config;
 mod metrics;
 mod nonce;

@@ -35,4 +35,9 @@ pub struct Metrics {
     pub bytes_to_clients: u64,
     /// Inputs dropped: undecodable, no allocation, no permission, no channel.
     pub dropped: u64,
+    /// Requests over `max_request_bytes` (answered 400, no HMAC computed).
+    pub oversized_requests: u64,
+    /// Challenges (401, 438) not sent because their source was over
+    /// `challenges_per_ip_per_sec`.
+    pub challenges_dropped: u64,
 }

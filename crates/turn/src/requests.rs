@@ -726,6 +726,14 @@ impl TurnServer {
         if *refusal == Refusal::ForbiddenPeer {
             self.metrics.denied_peers += 1;
         }
+        if refusal.is_challenge()
+            && !self
+                .challenges
+                .allow(source_key(ft.client.ip()), self.latest)
+        {
+            self.metrics.challenges_dropped += 1;
+            return;
+        }
         let nonce = refusal.is_challenge().then(|| {
             self.nonces
                 .issue(self.latest.saturating_duration_since(self.epoch), ft.client)

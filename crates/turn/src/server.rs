@@ -17,11 +17,13 @@ use switchboard_stun::{
 
 use crate::allocation::Allocation;
 use crate::auth::Seal;
+use crate::challenge::ChallengeLimiter;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::nonce::NonceSigner;
 use crate::output::{Event, FiveTuple, RelayAddress, RelayRequestId, Source, Transmit};
 use crate::quota::{Owner, Quotas};
+use crate::refusal::Refusal;
 
 /// Buffers kept for reuse; more than this in flight are simply freed.
 const POOL_LIMIT: usize = 64;
@@ -129,6 +131,7 @@ pub struct TurnServer {
     /// Advertised relay addresses (for the peer policy's own-address rule).
     pub(crate) public_relays: Map<SocketAddr, AllocId>,
     pub(crate) quotas: Quotas,
+    pub(crate) challenges: ChallengeLimiter,
     pub(crate) pending: HashMap<u64, PendingAllocation>,
     pub(crate) pending_by_client: HashMap<FiveTuple, u64>,
     pub(crate) pending_by_request: HashMap<RelayRequestId, u64>,
@@ -159,6 +162,7 @@ impl TurnServer {
     pub fn new(config: ServerConfig, now: Instant) -> Self {
         let nonces = NonceSigner::new(&config.nonce_secret, config.nonce_lifetime);
         let hasher = map_hasher(&config.nonce_secret);
+        let challenges = ChallengeLimiter::new(config.challenges_per_ip_per_sec);
         Self {
             config,
             nonces,
@@ -170,6 +174,7 @@ impl TurnServer {
             public_relays: Map::with_hasher(hasher.clone()),
             hasher,
             quotas: Quotas::default(),
+            challenges,
             pending: HashMap::new(),
             pending_by_client: HashMap::new(),
             pending_by_request: HashMap::new(),
@@ -209,7 +214,7 @@ impl TurnServer {
         match bytes.first().map(|b| b >> 6) {
             Some(0b01) => self.client_channel_data(now, five_tuple, bytes),
             Some(0b00) => match Message::parse(bytes) {
-                Ok(msg) => self.client_message(now, unix_secs, five_tuple, &msg),
+                Ok(msg) => self.client_message(now, unix_secs, five_tuple, &msg, bytes.len()),
                 Err(_) => self.metrics.dropped += 1,
             },
             _ => self.metrics.dropped += 1,
@@ -439,7 +444,21 @@ impl TurnServer {
         unix_secs: u64,
         five_tuple: FiveTuple,
         msg: &Message<'_>,
+        len: usize,
     ) {
+        if len > self.config.max_request_bytes && msg.message_type() != MessageType::SEND_INDICATION
+        {
+            // Refused before anything is computed over it: a failed
+            // credential check would cost an HMAC over all of it.
+            self.metrics.oversized_requests += 1;
+            if msg.class() == Class::Request {
+                let max = self.config.max_request_bytes;
+                self.refuse(five_tuple, msg, &Refusal::TooLarge { len, max }, None);
+            } else {
+                self.metrics.dropped += 1;
+            }
+            return;
+        }
         match (msg.method(), msg.class()) {
             (Method::BINDING, Class::Request) => self.binding(five_tuple, msg),
             (Method::SEND, Class::Indication) => self.send_indication(now, five_tuple, msg),

@@ -275,3 +275,102 @@ fn reservations_hold_a_quota_slot_until_used_or_expired() {
     );
     assert_eq!(h.bind_requests.len(), 1, "no port reserved");
 }
+
+#[test]
+fn oversized_requests_get_400_before_any_credential_check() {
+    let mut h = Harness::new(common::config());
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "wrong-password");
+    let out = h.client_sends(c.ft, &c.plain(Method::ALLOCATE, udp_transport));
+    c.learn(&out[0].bytes);
+    // 3 KB of a comprehension-optional attribute: ignorable, but what a
+    // failed check would have to HMAC.
+    let padded = |b: &mut MessageBuilder<'_>| {
+        udp_transport(b);
+        b.add_raw(AttrType(0x8123), &[0u8; 3000]);
+    };
+    let answer = c.ask(&mut h, Method::ALLOCATE, padded);
+    assert_eq!(error_code(&answer), Some(400));
+    let msg = Message::parse(&answer).unwrap();
+    assert!(!msg.contains(AttrType::NONCE) && !msg.has_message_integrity());
+    let m = h.server.metrics();
+    assert_eq!((m.auth_failures, m.oversized_requests), (0, 1), "no HMAC");
+    // With the right password the same request is still too large.
+    let mut alice = Client::udp("198.51.100.7:4001", "alice", "alice-pw");
+    assert_eq!(
+        error_code(&try_allocate(&mut alice, &mut h, padded)),
+        Some(400)
+    );
+    assert_eq!(h.server.allocation_count(), 0);
+    // Within the limit it goes through.
+    let fits = |b: &mut MessageBuilder<'_>| {
+        udp_transport(b);
+        b.add_raw(AttrType(0x8123), &[0u8; 1500]);
+    };
+    assert!(is_success(&alice.ask(&mut h, Method::ALLOCATE, fits)));
+    // Send indications carry the relayed payload and are not limited.
+    let peer = addr("93.184.216.34:7000");
+    assert!(is_success(&alice.ask(
+        &mut h,
+        Method::CREATE_PERMISSION,
+        |b| {
+            b.add_xor_peer_address(peer);
+        }
+    )));
+    let send = alice.signed_with(switchboard_stun::MessageType::SEND_INDICATION, |b| {
+        b.add_xor_peer_address(peer).add_data(&[7u8; 8000]);
+    });
+    let out = h.client_sends(alice.ft, &send);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].bytes.len(), 8000);
+}
+
+#[test]
+fn challenges_are_rate_limited_per_source() {
+    let mut config = common::config();
+    config.challenges_per_ip_per_sec = 5;
+    let mut h = Harness::new(config);
+    let mut flood = |h: &mut Harness, ip: &str, count: u16| {
+        (0..count)
+            .filter(|i| {
+                let mut c = Client::udp(&format!("{ip}:{}", 10_000 + i), "alice", "bad");
+                let out = h.client_sends(c.ft, &c.plain(Method::ALLOCATE, udp_transport));
+                match out.first() {
+                    Some(answer) => {
+                        assert_eq!(error_code(&answer.bytes), Some(401));
+                        true
+                    }
+                    None => false,
+                }
+            })
+            .count()
+    };
+    // A burst of two seconds' worth, then silence.
+    assert_eq!(flood(&mut h, "198.51.100.7", 50), 10);
+    assert_eq!(h.server.metrics().challenges_dropped, 40);
+    // Another source is not affected.
+    assert_eq!(flood(&mut h, "198.51.100.8", 3), 3);
+    // The bucket refills at the rate.
+    h.advance(SECS(1));
+    assert_eq!(flood(&mut h, "198.51.100.7", 50), 5);
+    // Wrong passwords (401 after the HMAC) and stale nonces (438) draw on
+    // the same bucket.
+    h.advance(SECS(2));
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "bad");
+    let out = h.client_sends(c.ft, &c.plain(Method::ALLOCATE, udp_transport));
+    c.learn(&out[0].bytes);
+    let answered = (0..20)
+        .filter(|_| {
+            let out = h.client_sends(c.ft, &c.signed(Method::ALLOCATE, udp_transport));
+            out.first().map(|s| error_code(&s.bytes)) == Some(Some(401))
+        })
+        .count();
+    assert_eq!(answered, 9);
+    c.nonce = Some(b"forged".to_vec());
+    assert!(
+        h.client_sends(c.ft, &c.signed(Method::ALLOCATE, udp_transport))
+            .is_empty()
+    );
+    // Other answers are not limited: they are no larger than the request.
+    let out = h.client_sends(c.ft, &c.plain(Method::BINDING, |_| {}));
+    assert_eq!(out.len(), 1);
+}
