@@ -329,7 +329,7 @@ fn challenges_are_rate_limited_per_source() {
     let mut config = common::config();
     config.challenges_per_ip_per_sec = 5;
     let mut h = Harness::new(config);
-    let mut flood = |h: &mut Harness, ip: &str, count: u16| {
+    let flood = |h: &mut Harness, ip: &str, count: u16| {
         (0..count)
             .filter(|i| {
                 let mut c = Client::udp(&format!("{ip}:{}", 10_000 + i), "alice", "bad");
