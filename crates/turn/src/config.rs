@@ -1,5 +1,6 @@
 //! Settings of the sans-IO server.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::auth::Credentials;
@@ -49,6 +50,13 @@ pub struct ServerConfig {
     pub challenges_per_ip_per_sec: u32,
     /// Peer address policy.
     pub policy: PeerPolicy,
+    /// This host's addresses: the listeners', `external_ip`, the relay
+    /// addresses. No port on them is an allowed peer (the TURN listener
+    /// itself and every UDP service of the host would be reachable), even
+    /// inside an allowed range, except the exact relay addresses of live
+    /// allocations; loopback ones only follow the policy. The server adds
+    /// the addresses its clients reach it on and its relays get.
+    pub own_addresses: Vec<IpAddr>,
     /// Also accept channel numbers 0x5000–0x7FFE in ChannelBind, as RFC 5766
     /// did (coturn's clients pick from the whole old range). RFC 8656
     /// reserves them, so this is off by default in the core.
@@ -79,6 +87,7 @@ impl ServerConfig {
             max_request_bytes: 2048,
             challenges_per_ip_per_sec: 32,
             policy: PeerPolicy::new(),
+            own_addresses: Vec::new(),
             allow_rfc5766_channels: false,
             relay_ipv4: true,
             relay_ipv6: false,

@@ -511,9 +511,12 @@ impl TurnServer {
         let expires = now + Duration::from_secs(u64::from(lifetime_secs));
         let mut alloc = Allocation::new(ft, username, owner, key, relays, expires, &self.hasher);
         alloc.transaction_id = tid;
+        self.learn_own_address(ft.server.ip());
         for relay in &alloc.relays {
             self.by_relay.insert(relay.local, aid);
             self.public_relays.insert(relay.public, aid);
+            self.learn_own_address(relay.local.ip());
+            self.learn_own_address(relay.public.ip());
         }
         self.by_client.insert(ft, aid);
         self.allocations.insert(aid, alloc);

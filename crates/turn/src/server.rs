@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::nonce::NonceSigner;
 use crate::output::{Event, FiveTuple, RelayAddress, RelayRequestId, Source, Transmit};
+use crate::policy::canonical;
 use crate::quota::{Owner, Quotas};
 use crate::refusal::Refusal;
 
@@ -29,6 +30,9 @@ use crate::refusal::Refusal;
 const POOL_LIMIT: usize = 64;
 /// Capacity of a fresh output buffer: a full-size UDP payload plus headers.
 const BUFFER_CAPACITY: usize = 1600;
+/// Own addresses learned from 5-tuples and relays: a host has a handful,
+/// so this bound is never reached by honest traffic.
+const MAX_OWN_ADDRESSES: usize = 64;
 
 pub(crate) type AllocId = u64;
 
@@ -130,6 +134,8 @@ pub struct TurnServer {
     pub(crate) by_relay: Map<SocketAddr, AllocId>,
     /// Advertised relay addresses (for the peer policy's own-address rule).
     pub(crate) public_relays: Map<SocketAddr, AllocId>,
+    /// This host's IPs, canonical: no peer but a live relay address there.
+    own_ips: Vec<IpAddr>,
     pub(crate) quotas: Quotas,
     pub(crate) challenges: ChallengeLimiter,
     pub(crate) pending: HashMap<u64, PendingAllocation>,
@@ -163,6 +169,10 @@ impl TurnServer {
         let nonces = NonceSigner::new(&config.nonce_secret, config.nonce_lifetime);
         let hasher = map_hasher(&config.nonce_secret);
         let challenges = ChallengeLimiter::new(config.challenges_per_ip_per_sec);
+        let mut own_ips = Vec::new();
+        for &ip in &config.own_addresses {
+            learn_own_ip(&mut own_ips, ip);
+        }
         Self {
             config,
             nonces,
@@ -172,6 +182,7 @@ impl TurnServer {
             by_client: Map::with_hasher(hasher.clone()),
             by_relay: Map::with_hasher(hasher.clone()),
             public_relays: Map::with_hasher(hasher.clone()),
+            own_ips,
             hasher,
             quotas: Quotas::default(),
             challenges,
@@ -430,12 +441,26 @@ impl TurnServer {
         }
     }
 
-    /// Whether relaying to `peer` is allowed: by the policy, or because it
-    /// is one of this server's own relay addresses.
+    /// Whether relaying to `peer` is allowed: one of this server's live
+    /// relay addresses always is; any other port on this host's IPs never
+    /// is (loopback excepted: it is only reachable when the policy opens
+    /// loopback, which already opens the whole host); the rest is the
+    /// policy's call.
     pub(crate) fn peer_allowed(&self, peer: SocketAddr) -> bool {
-        self.config.policy.permits(peer.ip())
-            || self.by_relay.contains_key(&peer)
-            || self.public_relays.contains_key(&peer)
+        if self.by_relay.contains_key(&peer) || self.public_relays.contains_key(&peer) {
+            return true;
+        }
+        let ip = canonical(peer.ip());
+        if !ip.is_loopback() && self.own_ips.contains(&ip) {
+            return false;
+        }
+        self.config.policy.permits(ip)
+    }
+
+    /// Records an address this host answers on (a 5-tuple's server side,
+    /// a relay's local or advertised address).
+    pub(crate) fn learn_own_address(&mut self, ip: IpAddr) {
+        learn_own_ip(&mut self.own_ips, ip);
     }
 
     fn client_message(
@@ -563,6 +588,13 @@ impl TurnServer {
         self.metrics.packets_to_peers += 1;
         self.metrics.bytes_to_peers += data.len() as u64;
         self.queue(Source::Relay(relay), peer, buf);
+    }
+}
+
+fn learn_own_ip(own: &mut Vec<IpAddr>, ip: IpAddr) {
+    let ip = canonical(ip);
+    if !ip.is_unspecified() && !own.contains(&ip) && own.len() < MAX_OWN_ADDRESSES {
+        own.push(ip);
     }
 }
 

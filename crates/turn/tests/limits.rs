@@ -374,3 +374,66 @@ fn challenges_are_rate_limited_per_source() {
     let out = h.client_sends(c.ft, &c.plain(Method::BINDING, |_| {}));
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn the_servers_own_addresses_are_no_peers_but_live_relays_are() {
+    // The harness's server (192.0.2.10), relays (10.0.0.2) and advertised
+    // relays (203.0.113.2) sit in ranges the default policy refuses
+    // anyway: open them, as a public host's addresses would be.
+    let mut config = common::config();
+    for range in ["192.0.2.0/24", "10.0.0.0/8", "203.0.113.0/24"] {
+        config.policy.allow(range.parse().unwrap());
+    }
+    config.own_addresses = vec!["93.184.216.1".parse().unwrap()];
+    let mut h = Harness::new(config);
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    let relayed = c.allocate(&mut h);
+    assert_eq!(relayed, addr("203.0.113.2:50001"));
+    let permit = |c: &mut Client, h: &mut Harness, peer: &str| {
+        error_code(&c.ask(h, Method::CREATE_PERMISSION, |b| {
+            b.add_xor_peer_address(addr(peer));
+        }))
+    };
+    for own in [
+        "192.0.2.10:3478",  // the listener the client reached
+        "192.0.2.10:22",    // any other service on that address
+        "10.0.0.2:53",      // the relay's local address
+        "203.0.113.2:3478", // the advertised (external) address
+        "93.184.216.1:161", // configured by the shell
+    ] {
+        assert_eq!(permit(&mut c, &mut h, own), Some(403), "{own}");
+    }
+    // Neighbours in the opened ranges are fine.
+    assert_eq!(permit(&mut c, &mut h, "192.0.2.11:3478"), None);
+    assert_eq!(permit(&mut c, &mut h, "10.0.0.3:53"), None);
+    // The exact relay addresses of live allocations are allowed peers.
+    let mut d = Client::udp("198.51.100.8:4000", "bob", "bob-pw");
+    let other_relay = d.allocate(&mut h);
+    let other_local = addr("10.0.0.2:50002");
+    assert_eq!(permit(&mut c, &mut h, &other_relay.to_string()), None);
+    assert_eq!(permit(&mut c, &mut h, &other_local.to_string()), None);
+    // A Send indication to another port of that IP is dropped, although
+    // the permission (per IP) is there.
+    let send = |c: &mut Client, h: &mut Harness, peer: SocketAddr| {
+        let ind = c.signed_with(switchboard_stun::MessageType::SEND_INDICATION, |b| {
+            b.add_xor_peer_address(peer).add_data(b"probe");
+        });
+        h.client_sends(c.ft, &ind).len()
+    };
+    assert_eq!(send(&mut c, &mut h, addr("203.0.113.2:3478")), 0);
+    assert_eq!(send(&mut c, &mut h, other_relay), 1);
+    // Once that allocation is gone, its address is just a port on this host.
+    delete(&mut d, &mut h);
+    assert_eq!(send(&mut c, &mut h, other_relay), 0);
+    assert_eq!(permit(&mut c, &mut h, &other_relay.to_string()), Some(403));
+
+    // Loopback follows the policy alone: opening it (as the tests do to
+    // relay between processes on one machine) opens the whole host.
+    let mut config = common::config();
+    config.policy.allow("127.0.0.0/8".parse().unwrap());
+    config.own_addresses = vec!["127.0.0.1".parse().unwrap()];
+    let mut h = Harness::new(config);
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    c.allocate(&mut h);
+    assert_eq!(permit(&mut c, &mut h, "127.0.0.1:9"), None);
+}
