@@ -163,8 +163,9 @@ impl PeerPolicy {
         self.denied.push(range);
     }
 
-    /// Whether relaying to `ip` is permitted by the ranges alone (the server
-    /// additionally allows its own relay addresses).
+    /// Whether relaying to `ip` is permitted by the ranges alone. The
+    /// server decides its own addresses before asking: it refuses every
+    /// port on them but the exact relay addresses of live allocations.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         if self.allowed.iter().any(|r| r.contains(ip)) {

@@ -55,8 +55,19 @@ pub struct TurnSettings {
     pub relay_ports: PortRange,
     /// Allocations on this server; 486 beyond.
     pub max_allocations: usize,
-    /// Allocations per username; 486 beyond.
+    /// Allocations per user: a static user's name, or what follows the
+    /// expiry in a REST username (the peer id or token `sub`); EVEN-PORT
+    /// reservations count too. 486 beyond.
     pub max_allocations_per_user: usize,
+    /// Allocations per client IPv4 address or IPv6 /64, over all users;
+    /// 486 beyond; 0 = no cap.
+    pub max_allocations_per_ip: usize,
+    /// Largest TURN request other than a Send indication; bigger ones get
+    /// 400 before any HMAC is computed.
+    pub max_request_bytes: usize,
+    /// 401 and 438 answers per second to one client IPv4 address or IPv6
+    /// /64 (bursts of twice that); beyond, requests are dropped. 0 = no limit.
+    pub challenges_per_ip_per_sec: u32,
     /// Simultaneous TCP and TLS client connections.
     pub max_connections: usize,
     /// UDP listener sockets sharing the port with SO_REUSEPORT; 0 = one per CPU.
@@ -88,6 +99,9 @@ impl Default for TurnSettings {
             relay_ports: PortRange::default(),
             max_allocations: 10_000,
             max_allocations_per_user: 100,
+            max_allocations_per_ip: 32,
+            max_request_bytes: 2048,
+            challenges_per_ip_per_sec: 32,
             max_connections: 10_000,
             udp_sockets: 0,
             max_lifetime_secs: 3600,

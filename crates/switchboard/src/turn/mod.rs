@@ -166,6 +166,14 @@ impl TurnService {
                 m.relay_bind_failures,
             ),
             ("switchboard_turn_dropped_total", m.dropped),
+            (
+                "switchboard_turn_oversized_requests_total",
+                m.oversized_requests,
+            ),
+            (
+                "switchboard_turn_challenges_dropped_total",
+                m.challenges_dropped,
+            ),
         ];
         for (name, value) in counters {
             metrics::counter!(name).absolute(value);
@@ -349,10 +357,28 @@ fn server_config(settings: &TurnSettings, secrets: &[String]) -> anyhow::Result<
     config.allow_rfc5766_channels = settings.allow_rfc5766_channels;
     config.max_allocations = settings.max_allocations;
     config.max_allocations_per_user = settings.max_allocations_per_user;
+    config.max_allocations_per_ip = settings.max_allocations_per_ip;
+    config.max_request_bytes = settings.max_request_bytes;
+    config.challenges_per_ip_per_sec = settings.challenges_per_ip_per_sec;
+    config.own_addresses = own_addresses(settings);
     config.max_lifetime = Duration::from_secs(settings.max_lifetime_secs.max(1));
     config.default_lifetime = config.default_lifetime.min(config.max_lifetime);
     config.nonce_lifetime = Duration::from_secs(settings.nonce_lifetime_secs.max(1));
     Ok(config)
+}
+
+/// This host's addresses as configured, refused as TURN peers (the core
+/// adds the ones clients reach and relays get, which covers wildcard
+/// listeners).
+fn own_addresses(settings: &TurnSettings) -> Vec<IpAddr> {
+    let relay_ipv6 = settings.relay_ipv6.map(IpAddr::V6);
+    [settings.listen.ip(), settings.tls_listen.ip()]
+        .into_iter()
+        .chain(settings.external_ip)
+        .chain(settings.relay_ip)
+        .chain(relay_ipv6)
+        .filter(|ip| !ip.is_unspecified())
+        .collect()
 }
 
 /// UDP sockets (one per CPU) and a TCP listener on the same port. With port
