@@ -135,10 +135,13 @@ fn interop_settings(relay_ports: &str) -> switchboard::turn::TurnSettings {
     let mut s = settings();
     s.allowed_peer_ranges = vec!["127.0.0.0/8".into()];
     s.rest_secret = Some("interop-secret".into());
-    // RTP/RTCP pairs reserve the port after an even relay port, so the
-    // servers of tests running side by side get disjoint ranges, outside
-    // Linux's ephemeral range (32768-60999) too: otherwise one server's
-    // relay can take the other's reserved port and uclient gets 508.
+    // RTP/RTCP pairs reserve the port after an even relay port. The
+    // server only hands out even ports whose successor it could bind too
+    // (uclient's probe allocations outlive their pairs and keep odd ports
+    // of otherwise free pairs; a pair without its reservation made uclient
+    // ask for token 0 and fail with 508). Disjoint ranges outside Linux's
+    // ephemeral range (32768-60999) keep the two servers of this file and
+    // other processes out of each other's way all the same.
     s.relay_ports = relay_ports.parse().expect("port range");
     s
 }

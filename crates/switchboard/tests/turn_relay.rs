@@ -5,7 +5,9 @@ mod turn_support;
 
 use std::net::SocketAddr;
 
-use switchboard_stun::attr::{ChannelNumber, Data, Lifetime, XorMappedAddress, XorPeerAddress};
+use switchboard_stun::attr::{
+    ChannelNumber, Data, Lifetime, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+};
 use switchboard_stun::{ChannelData, Message, MessageType, Method};
 use turn_support::*;
 
@@ -454,4 +456,95 @@ async fn shutdown_stops_the_udp_reactors() {
     tokio::time::timeout(std::time::Duration::from_secs(10), server.service.closed())
         .await
         .expect("reactor threads and tasks end after shutdown");
+}
+
+/// EVEN-PORT with the R bit (an RTP/RTCP pair): the relay port must come
+/// with the next port reserved, even when some other socket holds the port
+/// after one of the even ports of the range. coturn's uclient, when the
+/// token is missing, asks for token 0 next and gives up on the 508 (the
+/// flaky `turn_interop` run: a uclient probe allocation outlived its pair
+/// and kept the odd port of an otherwise free pair).
+#[tokio::test]
+async fn even_port_allocations_skip_pairs_whose_odd_port_is_taken() {
+    use switchboard_stun::attr::{EvenPort, RequestedTransport, ReservationToken};
+    // A range of two pairs, E..E+3, with E+1 held by a socket of ours.
+    let mut found = None;
+    for _ in 0..200 {
+        let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let odd = held.local_addr().unwrap().port();
+        if odd % 2 == 0 || odd > 65532 {
+            continue;
+        }
+        let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok();
+        if free(odd - 1) && free(odd + 1) && free(odd + 2) {
+            found = Some((held, odd - 1));
+            break;
+        }
+    }
+    let (_held, even) = found.expect("a free pair of pairs");
+    let mut s = settings();
+    s.relay_ports = format!("{even}-{}", even + 3).parse().unwrap();
+    let server = start(&s, None).await;
+    let udp = server.service.local_udp().unwrap();
+    for round in 0..6 {
+        let mut rtp = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+        let answer = rtp
+            .ask(Method::ALLOCATE, |b| {
+                b.add(&RequestedTransport::UDP)
+                    .add(&EvenPort { reserve: true });
+            })
+            .await;
+        assert!(
+            is_success(&answer),
+            "round {round}: {:?}",
+            error_code(&answer)
+        );
+        let msg = Message::parse(&answer).unwrap();
+        let relayed = msg.get::<XorRelayedAddress>().unwrap().unwrap().0;
+        assert_eq!(
+            relayed.port(),
+            even + 2,
+            "round {round}: the only full pair"
+        );
+        let token = msg
+            .get::<ReservationToken>()
+            .unwrap()
+            .unwrap_or_else(|| panic!("round {round}: no RESERVATION-TOKEN"))
+            .0;
+        let mut rtcp = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+        let answer = rtcp
+            .ask(Method::ALLOCATE, |b| {
+                b.add(&RequestedTransport::UDP)
+                    .add(&ReservationToken(token));
+            })
+            .await;
+        assert!(
+            is_success(&answer),
+            "round {round}: {:?}",
+            error_code(&answer)
+        );
+        let msg = Message::parse(&answer).unwrap();
+        let reserved = msg.get::<XorRelayedAddress>().unwrap().unwrap().0;
+        assert_eq!(reserved.port(), even + 3);
+        for client in [&mut rtp, &mut rtcp] {
+            let answer = client
+                .ask(Method::REFRESH, |b| {
+                    b.add(&Lifetime(0));
+                })
+                .await;
+            assert!(is_success(&answer));
+        }
+        // The response leaves just before the sockets close: poll briefly.
+        let mut released = false;
+        for _ in 0..200 {
+            if std::net::UdpSocket::bind(relayed).is_ok()
+                && std::net::UdpSocket::bind(reserved).is_ok()
+            {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(released, "round {round}: relay ports still bound");
+    }
 }

@@ -71,6 +71,7 @@ impl Shared {
                     armed: None,
                     send_failures: 0,
                     train: Train::default(),
+                    spare: None,
                 },
             }),
             timer: Notify::new(),
@@ -156,6 +157,10 @@ pub(super) struct IoTable {
     /// Datagrams or frames dropped on full buffers.
     pub(super) send_failures: u64,
     train: Train,
+    /// The port after an EVEN-PORT relay, bound along with it and held
+    /// until the end of the flush, for the reservation the core asks for
+    /// next (`bind_exact`).
+    spare: Option<UdpEndpoint>,
 }
 
 /// A UDP socket as the server's outputs name it.
@@ -271,6 +276,9 @@ impl IoTable {
                 break;
             }
         }
+        // The core asks for a reservation within the flush that bound its
+        // even port; a spare nobody asked for (EVEN-PORT without R) closes.
+        self.spare = None;
         let next = server.poll_timeout();
         if next != self.armed {
             let earlier = match (next, self.armed) {
@@ -343,7 +351,10 @@ impl IoTable {
         if self.relays.contains_key(&local) {
             return None;
         }
-        let endpoint = UdpEndpoint::relay(local).ok()?;
+        let endpoint = match self.spare.take() {
+            Some(spare) if spare.local == local => spare,
+            _ => UdpEndpoint::relay(local).ok()?,
+        };
         self.register_relay(shared, endpoint)
     }
 
@@ -420,9 +431,28 @@ impl IoTable {
             if self.relays.contains_key(&local) {
                 continue;
             }
+            // An even port is only worth having with the next one free: an
+            // RTP/RTCP client (EVEN-PORT with R) reserves it next, and
+            // without it the Allocate succeeds with no RESERVATION-TOKEN,
+            // which clients such as coturn's uclient answer with an
+            // Allocate for token 0 (508). The next port is taken when a
+            // later allocation outlived the even one, so check it here.
+            let spare = if even_port {
+                let next = SocketAddr::new(ip, port.saturating_add(1));
+                if next.port() > ports.max || self.relays.contains_key(&next) {
+                    continue;
+                }
+                match UdpEndpoint::relay(next) {
+                    Ok(spare) => Some(spare),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
             let Ok(endpoint) = UdpEndpoint::relay(local) else {
                 continue;
             };
+            self.spare = spare;
             return self.register_relay(shared, endpoint);
         }
         tracing::warn!(%ip, %ports, "turn: no free relay port");
