@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use switchboard_signal::{IceServer, SignalCore};
+use switchboard_signal::SignalCore;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,10 +60,10 @@ pub struct AppState {
 
 impl AppState {
     /// The `ice_servers` for a peer reaching us through `host`.
-    pub fn ice_servers(&self, peer: &str, host: &str) -> Vec<IceServer> {
+    pub fn ice_servers(&self, who: crate::turn::MintFor<'_>, host: &str) -> crate::turn::IceGrant {
         match &self.turn {
-            Some(turn) => turn.ice_servers(peer, host),
-            None => Vec::new(),
+            Some(turn) => turn.ice_servers(who, host),
+            None => crate::turn::IceGrant::default(),
         }
     }
 }
@@ -184,6 +184,7 @@ struct TokenQuery {
 
 async fn ice_servers(
     State(app): State<AppState>,
+    axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>,
     axum::extract::Query(q): axum::extract::Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -195,13 +196,26 @@ async fn ice_servers(
         Ok(id) => id,
         Err(e) => return (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
     };
-    let who = identity.user.unwrap_or_else(|| "anonymous".into());
+    // `user` is a verified `sub` here: this endpoint takes no `?user=`.
+    let who = crate::turn::MintFor {
+        source: remote.ip(),
+        user: identity.user.as_deref(),
+        peer: None,
+    };
+    let grant = app.ice_servers(who, &request_host(&headers));
+    if grant.limited {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many TURN credentials; try again later\n",
+        )
+            .into_response();
+    }
     let ttl = app
         .turn
         .as_ref()
         .map_or(0, TurnService::credential_ttl_secs);
     axum::Json(serde_json::json!({
-        "ice_servers": app.ice_servers(&who, &request_host(&headers)),
+        "ice_servers": grant.servers,
         "ttl": ttl,
     }))
     .into_response()
@@ -317,7 +331,13 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
     hub.close_all(1001, "server shutting down");
     tasks.close();
     let limit = Duration::from_secs(cfg.http.shutdown_timeout_secs.max(1));
-    if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(limit, async {
+        tasks.wait().await;
+        turn.closed().await
+    })
+    .await
+    .is_err()
+    {
         tracing::warn!("some connections did not close within {limit:?}; exiting anyway");
     }
     Ok(())

@@ -310,7 +310,19 @@ impl Conn {
         // No span held for the connection's life: a span costs memory per
         // idle connection, and the conn number ties the lines together.
         let user = identity.user.clone();
-        let ice = |peer: &str| app.ice_servers(peer, &host);
+        // Only a verified `sub` names the TURN user; `?user=` proves nothing.
+        let sub = app.auth.enabled().then_some(user.as_deref()).flatten();
+        let ice = |peer: &str| {
+            app.ice_servers(
+                crate::turn::MintFor {
+                    source: remote.ip(),
+                    user: sub,
+                    peer: Some(peer),
+                },
+                &host,
+            )
+            .servers
+        };
         match (&q.resume, &q.resume_token) {
             (Some(session), Some(token)) => {
                 let last_seq = q.last_seq.unwrap_or(0);

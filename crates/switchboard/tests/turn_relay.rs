@@ -142,7 +142,10 @@ async fn relay_over_tls() {
 async fn tls_listener_only_with_a_certificate() {
     let server = start(&settings(), None).await;
     assert!(server.service.local_tls().is_none());
-    let ice = server.service.ice_servers("peer-1", "example.com:8080");
+    let ice = server
+        .service
+        .ice_servers(mint_for(Some("peer-1")), "example.com:8080")
+        .servers;
     assert_eq!(ice.len(), 1);
     assert!(ice[0].urls.iter().all(|u| !u.starts_with("turns:")));
 }
@@ -310,7 +313,10 @@ async fn rest_credentials_from_ice_servers_work() {
     s.rest_secret = Some("shared-secret".into());
     s.public_host = Some("turn.example.org".into());
     let server = start(&s, None).await;
-    let ice = server.service.ice_servers("peer-42", "ignored.example");
+    let ice = server
+        .service
+        .ice_servers(mint_for(Some("peer-42")), "ignored.example")
+        .servers;
     let entry = &ice[0];
     let udp_port = server.service.local_udp().unwrap().port();
     assert_eq!(entry.urls[0], format!("stun:turn.example.org:{udp_port}"));
@@ -341,7 +347,10 @@ async fn rest_credentials_from_ice_servers_work() {
 #[tokio::test]
 async fn random_secret_when_none_is_configured() {
     let server = start(&settings(), None).await;
-    let ice = server.service.ice_servers("p", "127.0.0.1");
+    let ice = server
+        .service
+        .ice_servers(mint_for(Some("p")), "127.0.0.1")
+        .servers;
     let udp = server.service.local_udp().unwrap();
     let mut client = TurnClient::new(
         Conn::udp(udp).await,
@@ -472,7 +481,7 @@ async fn even_port_allocations_skip_pairs_whose_odd_port_is_taken() {
     for _ in 0..200 {
         let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let odd = held.local_addr().unwrap().port();
-        if odd % 2 == 0 || odd > 65532 {
+        if odd.is_multiple_of(2) || odd > 65532 {
             continue;
         }
         let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok();

@@ -76,6 +76,17 @@ pub struct TurnSettings {
     pub max_lifetime_secs: u64,
     /// How long a nonce stays valid.
     pub nonce_lifetime_secs: u64,
+    /// Simultaneous TCP and TLS client connections from one source address
+    /// (an IPv6 /64 counts as one); 0 = no cap beyond `max_connections`.
+    pub max_connections_per_ip: usize,
+    /// A TCP/TLS connection that has no allocation this many seconds after
+    /// it was accepted (TLS handshake included) is closed.
+    pub allocate_within_secs: u64,
+    /// TURN credentials minted (`ice_servers` in `welcome`, GET
+    /// /api/ice-servers) per source address and minute, with a burst of as
+    /// many; beyond, `welcome` carries STUN only and the API answers 429.
+    /// 0 = no limit.
+    pub mint_per_ip_per_minute: u32,
 }
 
 impl Default for TurnSettings {
@@ -106,6 +117,9 @@ impl Default for TurnSettings {
             udp_sockets: 0,
             max_lifetime_secs: 3600,
             nonce_lifetime_secs: 600,
+            max_connections_per_ip: 64,
+            allocate_within_secs: 30,
+            mint_per_ip_per_minute: 60,
         }
     }
 }

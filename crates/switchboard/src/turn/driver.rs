@@ -482,7 +482,12 @@ pub(super) async fn timer_loop(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = shared.shutdown.cancelled() => {
+                // Whatever the core still holds for the wire leaves now.
+                let now = Instant::now();
+                shared.lock().flush(&shared, now);
+                return;
+            }
             () = shared.timer.notified() => continue,
             () = sleep => {}
         }

@@ -11,6 +11,7 @@
 
 mod config;
 mod driver;
+mod per_ip;
 mod reactor;
 mod stream;
 mod udp;
@@ -31,12 +32,39 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{PortRange, PortRangeError, TurnSettings};
 use driver::{RelayPlan, Shared, timer_loop};
+use per_ip::{ConnectionsPerSource, MintLimiter};
 use reactor::Reactor;
 use stream::{StreamContext, accept_loop};
 use udp::UdpEndpoint;
 
 /// Attempts at finding a port free for both UDP and TCP when `listen` has port 0.
 const SHARED_PORT_ATTEMPTS: usize = 16;
+
+/// Longest user id put in a minted username; a longer `sub` (STUN caps
+/// USERNAME at 513 bytes) falls back to the peer id.
+const MAX_MINTED_ID: usize = 256;
+
+/// Whom [`TurnService::ice_servers`] mints a credential for.
+#[derive(Debug, Clone, Copy)]
+pub struct MintFor<'a> {
+    /// The client's address: minting is rate-limited per source.
+    pub source: IpAddr,
+    /// A verified user id (a token's `sub`). Never an unauthenticated
+    /// `?user=`, which anyone could set to spend someone else's quota.
+    pub user: Option<&'a str>,
+    /// The signaling peer id, used when there is no user; without either
+    /// (an anonymous GET /api/ice-servers) a random id is minted.
+    pub peer: Option<&'a str>,
+}
+
+/// What [`TurnService::ice_servers`] hands out.
+#[derive(Debug, Default)]
+pub struct IceGrant {
+    /// The `ice_servers` entries (none when TURN is disabled).
+    pub servers: Vec<IceServer>,
+    /// The source minted too often: `servers` holds the STUN URL alone.
+    pub limited: bool,
+}
 
 /// Handle on the running STUN/TURN service. Cheap to clone.
 #[derive(Clone)]
@@ -52,6 +80,7 @@ struct ServiceInner {
     mint_secret: Vec<u8>,
     credential_ttl_secs: u64,
     public_host: Option<String>,
+    mints: MintLimiter,
     tasks: TaskTracker,
 }
 
@@ -86,30 +115,63 @@ impl TurnService {
         self.inner.credential_ttl_secs
     }
 
-    /// `RTCIceServer` entries for `peer_id`, with a time-limited REST
-    /// credential (`"<expiry>:<peer id>"`). `host` is the host the HTTP
-    /// client used; `turn.public_host` overrides it.
-    pub fn ice_servers(&self, peer_id: &str, host: &str) -> Vec<IceServer> {
+    /// `RTCIceServer` entries with a time-limited REST credential,
+    /// `"<expiry>:<id>"`: the id is the verified user id when there is one,
+    /// so that the per-user allocation quota binds a user across sessions,
+    /// else the peer id (else a random one). Minting is rate-limited per
+    /// source address (`turn.mint_per_ip_per_minute`); a limited source gets
+    /// the STUN URL alone. `host` is the host the HTTP client used;
+    /// `turn.public_host` overrides it.
+    pub fn ice_servers(&self, who: MintFor<'_>, host: &str) -> IceGrant {
         let inner = &*self.inner;
         let (Some(udp), Some(tcp)) = (inner.udp, inner.tcp) else {
-            return Vec::new();
+            return IceGrant::default();
         };
         let host = url_host(inner.public_host.as_deref().unwrap_or(host));
+        let stun = format!("stun:{host}:{}", udp.port());
+        if !inner.mints.allow(who.source, Instant::now()) {
+            tracing::debug!(source = %who.source, "turn: credential minting rate-limited");
+            return IceGrant {
+                servers: vec![IceServer {
+                    urls: vec![stun],
+                    username: None,
+                    credential: None,
+                }],
+                limited: true,
+            };
+        }
         let mut urls = vec![
-            format!("stun:{host}:{}", udp.port()),
+            stun,
             format!("turn:{host}:{}?transport=udp", udp.port()),
             format!("turn:{host}:{}?transport=tcp", tcp.port()),
         ];
         if let Some(tls) = inner.tls {
             urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
         }
+        let random;
+        let id = match (who.user, who.peer) {
+            (Some(user), _) if !user.is_empty() && user.len() <= MAX_MINTED_ID => user,
+            (_, Some(peer)) => peer,
+            _ => {
+                let mut bytes = [0u8; 12];
+                rand::fill(&mut bytes);
+                random = format!(
+                    "anon-{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+                );
+                &random
+            }
+        };
         let expiry = driver::unix_secs().saturating_add(inner.credential_ttl_secs);
-        let (username, credential) = mint_rest_credential(&inner.mint_secret, expiry, peer_id);
-        vec![IceServer {
-            urls,
-            username: Some(username),
-            credential: Some(credential),
-        }]
+        let (username, credential) = mint_rest_credential(&inner.mint_secret, expiry, id);
+        IceGrant {
+            servers: vec![IceServer {
+                urls,
+                username: Some(username),
+                credential: Some(credential),
+            }],
+            limited: false,
+        }
     }
 
     /// A snapshot of the core's counters.
@@ -239,6 +301,7 @@ pub async fn start(
                 mint_secret,
                 credential_ttl_secs: settings.credential_ttl_secs,
                 public_host: settings.public_host.clone(),
+                mints: MintLimiter::new(settings.mint_per_ip_per_minute),
                 tasks,
             }),
         });
@@ -310,7 +373,9 @@ pub async fn start(
     let ctx = StreamContext {
         shared: shared.clone(),
         connections: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+        per_source: ConnectionsPerSource::new(settings.max_connections_per_ip),
         idle_timeout: Duration::from_secs(settings.max_lifetime_secs.max(60) + 60),
+        allocate_within: Duration::from_secs(settings.allocate_within_secs.max(1)),
     };
     tasks.spawn(accept_loop(ctx.clone(), tcp, None));
     if let (Some(listener), Some(tls)) = (tls_listener, tls) {
@@ -331,6 +396,7 @@ pub async fn start(
             mint_secret,
             credential_ttl_secs: settings.credential_ttl_secs,
             public_host: settings.public_host.clone(),
+            mints: MintLimiter::new(settings.mint_per_ip_per_minute),
             tasks,
         }),
     })

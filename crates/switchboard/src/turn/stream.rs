@@ -14,29 +14,35 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 
 use super::driver::{Shared, StreamTx, unix_secs};
+use super::per_ip::ConnectionsPerSource;
 
 /// Frames queued for one stream client before new ones are dropped (and
 /// `driver::STREAM_QUEUE_BYTES` bounds their bytes).
 const STREAM_QUEUE: usize = 512;
-/// Time for a TLS handshake.
+/// Time for a TLS handshake (within the allocation deadline below).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffer; a frame is at most 4 + 65535 + padding bytes.
 const READ_BUFFER: usize = 128 * 1024;
 /// A connection starts with a small buffer and grows it only for a frame
 /// that needs more, so idle or unauthenticated connections stay cheap.
 const FIRST_READ_BUFFER: usize = 4 * 1024;
-/// How long a connection without an allocation may stay silent: an
-/// allocation's refreshes keep a real client well inside the long timeout,
-/// but nothing should hold a connection slot for an hour without one.
-const IDLE_WITHOUT_ALLOCATION: Duration = Duration::from_secs(30);
+/// At shutdown (or once its reading has ended), how long a connection may
+/// take to write what is queued for it and see the client's end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a stream listener serves.
 #[derive(Clone)]
 pub(super) struct StreamContext {
     pub(super) shared: Arc<Shared>,
     pub(super) connections: Arc<Semaphore>,
+    pub(super) per_source: Arc<ConnectionsPerSource>,
     /// A connection silent for this long is closed.
     pub(super) idle_timeout: Duration,
+    /// A connection without an allocation this long after it was accepted
+    /// (or after it lost its allocation) is closed, whatever it sends: an
+    /// allocation's refreshes keep a real client busy, but nothing should
+    /// hold a connection slot by trickling bytes.
+    pub(super) allocate_within: Duration,
 }
 
 /// Accepts TCP (or, with `tls`, TLS) clients until shutdown.
@@ -60,8 +66,13 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
+        let accepted_at = Instant::now();
         let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
             tracing::debug!(%client, "turn: connection limit reached");
+            continue;
+        };
+        let Some(slot) = ctx.per_source.admit(client.ip()) else {
+            tracing::debug!(%client, "turn: connection limit per source reached");
             continue;
         };
         let Ok(server) = stream.local_addr() else {
@@ -71,8 +82,8 @@ pub(super) async fn accept_loop(
         let ctx = ctx.clone();
         let tls = tls.clone();
         ctx.shared.tasks.clone().spawn(async move {
-            let _permit = permit;
-            serve(ctx, stream, client, server, tls).await;
+            let _held = (permit, slot);
+            serve(ctx, stream, client, server, tls, accepted_at).await;
         });
     }
 }
@@ -83,6 +94,7 @@ async fn serve(
     client: SocketAddr,
     server: SocketAddr,
     tls: Option<TlsAcceptor>,
+    accepted_at: Instant,
 ) {
     match tls {
         None => {
@@ -91,10 +103,13 @@ async fn serve(
                 client,
                 server,
             };
-            run_connection(ctx, stream, ft).await;
+            run_connection(ctx, stream, ft, accepted_at).await;
         }
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            // The handshake's time counts against the allocation deadline.
+            let limit = HANDSHAKE_TIMEOUT.min(ctx.allocate_within);
+            let handshake =
+                tokio::time::timeout_at((accepted_at + limit).into(), acceptor.accept(stream));
             let stream = tokio::select! {
                 () = ctx.shared.shutdown.cancelled() => return,
                 done = handshake => match done {
@@ -111,16 +126,16 @@ async fn serve(
                 client,
                 server,
             };
-            run_connection(ctx, stream, ft).await;
+            run_connection(ctx, stream, ft, accepted_at).await;
         }
     }
 }
 
-async fn run_connection<S>(ctx: StreamContext, stream: S, ft: FiveTuple)
+async fn run_connection<S>(ctx: StreamContext, stream: S, ft: FiveTuple, accepted_at: Instant)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_QUEUE);
     let queued = Arc::new(AtomicUsize::new(0));
     ctx.shared.lock().io.streams.insert(
@@ -130,23 +145,67 @@ where
             queued: queued.clone(),
         },
     );
-    tokio::select! {
-        () = ctx.shared.shutdown.cancelled() => {}
-        () = read_frames(&ctx, reader, ft) => {}
-        () = write_frames(writer, rx, &queued) => {}
+    let writing = write_frames(writer, rx, &queued);
+    tokio::pin!(writing);
+    let mut written = false;
+    let shutdown = tokio::select! {
+        () = ctx.shared.shutdown.cancelled() => true,
+        () = read_frames(&ctx, &mut reader, ft, accepted_at) => false,
+        () = &mut writing => {
+            written = true;
+            false
+        }
+    };
+    {
+        // Unregistered, so nothing more is queued for it: the writer ends
+        // after what is already queued.
+        let now = Instant::now();
+        let mut core = ctx.shared.lock();
+        core.io.streams.remove(&ft);
+        core.server.connection_closed(ft);
+        core.flush(&ctx.shared, now);
     }
-    let now = Instant::now();
-    let mut core = ctx.shared.lock();
-    core.io.streams.remove(&ft);
-    core.server.connection_closed(ft);
-    core.flush(&ctx.shared, now);
+    if written {
+        return;
+    }
+    // Answers already queued go out, then our end of the stream closes
+    // (FIN, and close_notify first on TLS), so the client sees an orderly
+    // end after its last response rather than a reset.
+    let drain_until = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    if tokio::time::timeout_at(drain_until, &mut writing)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    if shutdown {
+        // Closing a socket with unread input makes the kernel send a reset
+        // that can overtake the answers: read (and drop) until the client
+        // closes too, within the bound.
+        let _ = tokio::time::timeout_at(drain_until, discard(&mut reader)).await;
+    }
 }
 
-async fn read_frames<R: AsyncRead>(ctx: &StreamContext, reader: R, ft: FiveTuple) {
-    let mut reader = std::pin::pin!(reader);
+/// Reads and drops everything until end of stream or an error.
+async fn discard<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = reader.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(
+    ctx: &StreamContext,
+    reader: &mut R,
+    ft: FiveTuple,
+    accepted_at: Instant,
+) {
     let mut buf = vec![0u8; FIRST_READ_BUFFER];
     let mut filled = 0usize;
-    let mut allocated = false;
+    // Since when the connection has had no allocation; `None` while it has one.
+    let mut unallocated_since = Some(accepted_at);
     loop {
         if filled == buf.len() {
             if buf.len() >= READ_BUFFER {
@@ -154,12 +213,11 @@ async fn read_frames<R: AsyncRead>(ctx: &StreamContext, reader: R, ft: FiveTuple
             }
             buf.resize((buf.len() * 2).min(READ_BUFFER), 0);
         }
-        let idle = if allocated {
-            ctx.idle_timeout
-        } else {
-            IDLE_WITHOUT_ALLOCATION
+        let deadline = match unallocated_since {
+            Some(since) => since + ctx.allocate_within,
+            None => Instant::now() + ctx.idle_timeout,
         };
-        let read = tokio::time::timeout(idle, reader.read(&mut buf[filled..])).await;
+        let read = tokio::time::timeout_at(deadline.into(), reader.read(&mut buf[filled..])).await;
         let n = match read {
             Ok(Ok(0) | Err(_)) | Err(_) => return,
             Ok(Ok(n)) => n,
@@ -191,7 +249,11 @@ async fn read_frames<R: AsyncRead>(ctx: &StreamContext, reader: R, ft: FiveTuple
             start += len;
         }
         if let Some(core) = &core {
-            allocated = core.server.has_allocation(ft);
+            unallocated_since = match (core.server.has_allocation(ft), unallocated_since) {
+                (true, _) => None,
+                (false, Some(since)) => Some(since),
+                (false, None) => Some(now),
+            };
         }
         drop(core);
         buf.copy_within(start..filled, 0);

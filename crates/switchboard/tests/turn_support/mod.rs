@@ -30,6 +30,15 @@ pub fn settings() -> TurnSettings {
     s
 }
 
+/// A mint for signaling peer `peer` from loopback, without a user.
+pub fn mint_for(peer: Option<&str>) -> switchboard::turn::MintFor<'_> {
+    switchboard::turn::MintFor {
+        source: std::net::Ipv4Addr::LOCALHOST.into(),
+        user: None,
+        peer,
+    }
+}
+
 pub struct Running {
     pub service: TurnService,
     pub shutdown: CancellationToken,
