@@ -68,6 +68,16 @@ impl SignalCore {
         meta: Option<&RawValue>,
         reply_to: Option<&RequestId>,
     ) -> Result<(), Refusal> {
+        crate::presence::check_meta(meta, self.config.max_meta_bytes)?;
+        let cap = self.config.max_ringing_per_caller;
+        if cap != 0 && self.ringing_from(sid) >= cap {
+            // Transient, like a rate: the caller may call again once one of
+            // its calls stops ringing.
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                format!("too many ringing calls ({cap} at once)"),
+            ));
+        }
         let rung: Vec<Sid> = self
             .by_user
             .get(to)
@@ -132,6 +142,16 @@ impl SignalCore {
             self.send(r, incoming.clone());
         }
         Ok(())
+    }
+
+    /// How many calls `sid` placed that still ring.
+    fn ringing_from(&self, sid: Sid) -> usize {
+        self.sessions.get(&sid).map_or(0, |s| {
+            s.calls
+                .iter()
+                .filter(|k| self.calls.by_key.get(k).is_some_and(|c| c.caller == sid))
+                .count()
+        })
     }
 
     /// The call, if `sid` is a session of its callee (not its caller).

@@ -81,7 +81,23 @@
 //!   by default; the newest frame is always kept). Without the byte bound
 //!   a flood of large messages would pin `replay_frames` ×
 //!   `max_message_bytes` per recipient. The bodies are copied in (see
-//!   `ReplayBuffer` for why).
+//!   `ReplayBuffer` for why). That eviction happens only while the session
+//!   is connected: a session in its grace period takes a frame only if it
+//!   fits without evicting one; otherwise it ends at once
+//!   ([`EndReason::ReplayFull`]: `bye` now, the frame not counted in
+//!   `delivered`, a `to` message for it answered `no_such_peer`).
+//! - **`ping` with `last_seq`** forgets the frames with `seq <= last_seq`
+//!   and gives the buffer's memory back when it is mostly empty; a
+//!   `last_seq` beyond the last frame sent is a `bad_request` that forgets
+//!   nothing. A later resume from before `last_seq` gets `resume_failed`.
+//! - **Join amplification**: a `meta` (of `join` or `call`) longer than
+//!   `max_meta_bytes` gets `too_large`; a join that would make the room's
+//!   `joined` list longer than `max_room_meta_bytes` gets `full`.
+//! - **Ringing calls**: a caller with `max_ringing_per_caller` calls
+//!   ringing gets `rate_limited` for the next one.
+//! - **Sessions in grace** per user id and per source IP are capped
+//!   (`max_suspended_per_user`, `max_suspended_per_ip`): one more ends the
+//!   oldest of them at once ([`EndReason::TooManySuspended`]).
 //! - **`max_rooms_per_session`**: a join beyond it gets `forbidden`
 //!   ("room limit reached (N rooms per session)"); a call's room does not
 //!   count against it, nor against `rooms.max_peers` or the token's `rooms`.
@@ -96,7 +112,9 @@
 //! - **Rate limit**: one token per text frame or classic event, refused frames
 //!   included; `rate_per_sec = 0` turns it off. Over it, the request is
 //!   dropped and answered by `rate_limited` (with `reply_to` when the frame had
-//!   an `id`). `too_large` is checked first, on the byte length, unparsed.
+//!   an `id` within its first 256 bytes, found by a scan, not a parse: a
+//!   refused frame is never parsed). Then `too_large`, on the byte length,
+//!   unparsed.
 //! - **Classic face**: size is measured on the serialized `data` of a
 //!   `message` (the core serializes it anyway for native recipients). Errors
 //!   are an `error` event `{code, message}`. Ack payloads: `message` →
@@ -108,7 +126,9 @@
 //! [`Config::default`] holds the protocol defaults: `max_peers` 0 (no
 //! limit), `max_rooms_per_session` 16, `max_message_bytes` 65536,
 //! `rate_per_sec` 50, `rate_burst` 200, `resume_grace` 20 s,
-//! `replay_frames` 1024, `ring_timeout` 30 s.
+//! `replay_frames` 1024, `ring_timeout` 30 s, `max_meta_bytes` 4096,
+//! `max_room_meta_bytes` 256 KiB, `max_ringing_per_caller` 4,
+//! `max_suspended_per_user` 8, `max_suspended_per_ip` 128.
 //!
 //! # Seams for a backplane
 //!
@@ -134,6 +154,7 @@ mod wire;
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -169,6 +190,9 @@ pub struct Identity {
     pub name: Option<String>,
     /// Rooms the token may join; `None` means any.
     pub rooms: Option<Vec<String>>,
+    /// The connection's source address, for the per-IP cap on sessions in
+    /// their grace period (`max_suspended_per_ip`). `None`: not counted.
+    pub source_ip: Option<IpAddr>,
 }
 
 /// Which wire face a session speaks. Both share one room registry.
@@ -214,7 +238,26 @@ pub struct Config {
     pub replay_bytes: usize,
     /// `calls.ring_timeout_secs`.
     pub ring_timeout: Duration,
+    /// `limits.max_meta_bytes`: a `join` or `call` whose `meta` is longer
+    /// (as JSON text) gets `too_large`.
+    pub max_meta_bytes: usize,
+    /// `limits.max_room_meta_bytes`: what a room's `joined` may list, in
+    /// bytes (each member costs its meta's length plus
+    /// [`MEMBER_ENTRY_BYTES`]); a join beyond it gets `full`. 0 = no limit.
+    pub max_room_meta_bytes: usize,
+    /// `calls.max_ringing_per_caller`: calls one session may have ringing
+    /// at once; the next `call` gets `rate_limited`. 0 = no limit.
+    pub max_ringing_per_caller: usize,
+    /// `session.max_suspended_per_user`: sessions of one user id in their
+    /// grace period at once; beyond it the oldest ends. 0 = no limit.
+    pub max_suspended_per_user: usize,
+    /// `session.max_suspended_per_ip`: the same per source IP.
+    pub max_suspended_per_ip: usize,
 }
+
+/// What one member adds to `joined` besides its meta: the peer id and the
+/// punctuation around it, rounded up.
+pub const MEMBER_ENTRY_BYTES: usize = 32;
 
 impl Default for Config {
     /// The protocol defaults (PROTOCOL.md), and the shell's for the limits
@@ -232,6 +275,11 @@ impl Default for Config {
             replay_frames: 1024,
             replay_bytes: 1 << 20,
             ring_timeout: Duration::from_secs(30),
+            max_meta_bytes: 4096,
+            max_room_meta_bytes: 256 << 10,
+            max_ringing_per_caller: 4,
+            max_suspended_per_user: 8,
+            max_suspended_per_ip: 128,
         }
     }
 }
@@ -312,6 +360,10 @@ pub struct SignalCore {
     by_peer: HashMap<Box<str>, Sid>,
     /// Native sessions per user id, for direct calls.
     by_user: HashMap<Box<str>, Vec<Sid>>,
+    /// Sessions in their grace period per user id and per source IP, oldest
+    /// first, for the caps on them (only kept when the cap is on).
+    suspended_by_user: HashMap<Box<str>, Vec<Sid>>,
+    suspended_by_ip: HashMap<IpAddr, Vec<Sid>>,
     rooms: Rooms,
     calls: Calls,
     timers: BTreeSet<(Instant, Timer)>,
@@ -378,6 +430,8 @@ impl SignalCore {
             by_session_id: HashMap::new(),
             by_peer: HashMap::new(),
             by_user: HashMap::new(),
+            suspended_by_user: HashMap::new(),
+            suspended_by_ip: HashMap::new(),
             rooms: Rooms::default(),
             calls: Calls::default(),
             timers: BTreeSet::new(),
@@ -407,6 +461,7 @@ impl SignalCore {
         if face == Face::Native {
             self.welcome(sid, conn, ice_servers);
         }
+        self.settle();
     }
 
     /// A new native connection asking to resume `session`. On success:
@@ -428,7 +483,31 @@ impl SignalCore {
         if self.by_conn.contains_key(&conn) {
             self.disconnect(now, conn, Disconnect::Clean);
         }
-        match self.try_resume(conn, session, resume_token, last_seq) {
+        let resumed = self.resume_or_start_over(
+            now,
+            conn,
+            session,
+            resume_token,
+            last_seq,
+            identity,
+            ice_servers,
+        );
+        self.settle();
+        resumed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn resume_or_start_over(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        session: &str,
+        resume_token: &str,
+        last_seq: u64,
+        identity: Identity,
+        ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
+    ) -> bool {
+        match self.try_resume(conn, session, resume_token, last_seq, identity.source_ip) {
             Ok(()) => true,
             Err(failure) => {
                 let (why, reason) = match failure {
@@ -467,6 +546,7 @@ impl SignalCore {
         session: &str,
         token: &str,
         last_seq: u64,
+        source_ip: Option<IpAddr>,
     ) -> Result<(), ResumeFailure> {
         let sid = *self
             .by_session_id
@@ -486,6 +566,8 @@ impl SignalCore {
         if let Some(t) = s.grace_until.take() {
             self.timers.remove(&(t, Timer::Grace(sid)));
         }
+        let (user, old_ip) = (s.user.clone(), s.ip);
+        s.ip = source_ip;
         s.conn = Some(conn);
         self.by_conn.insert(conn, sid);
         self.outbox.unsequenced(conn, wire::resumed(&s.id, &s.peer));
@@ -503,6 +585,7 @@ impl SignalCore {
             peer: s.peer.to_string(),
             replayed,
         });
+        self.forget_suspended(sid, user.as_deref(), old_ip);
         Ok(())
     }
 
@@ -512,6 +595,7 @@ impl SignalCore {
         if let Some(&sid) = self.by_conn.get(&conn) {
             self.counters.requests += 1;
             self.native_text(now, sid, text);
+            self.settle();
         }
     }
 
@@ -538,7 +622,8 @@ impl SignalCore {
             self.counters.error(ErrorCode::RateLimited);
             self.rate_limited.clone()
         };
-        self.outbox.frame(s, body);
+        self.outbox.frame(sid, s, body);
+        self.settle();
     }
 
     /// A classic event (`join`, `message`, `leave`) with its arguments.
@@ -555,6 +640,7 @@ impl SignalCore {
         let sid = *self.by_conn.get(&conn)?;
         self.counters.requests += 1;
         let payload = self.classic_event(now, sid, event, args);
+        self.settle();
         if ack { Some(payload) } else { None }
     }
 
@@ -569,6 +655,7 @@ impl SignalCore {
         s.conn = None;
         if how == Disconnect::Clean || s.face == Face::Classic {
             self.end_session(sid, EndReason::Closed);
+            self.settle();
             return;
         }
         let until = now + self.config.resume_grace;
@@ -579,6 +666,72 @@ impl SignalCore {
             peer: s.peer.to_string(),
             until,
         });
+        self.note_suspended(sid);
+        self.settle();
+    }
+
+    /// Counts a session that just entered its grace period against the caps
+    /// per user and per source IP; over a cap, the oldest in grace ends now,
+    /// so that a reconnect storm cannot pin memory (replay buffers) for the
+    /// whole grace period.
+    fn note_suspended(&mut self, sid: Sid) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let mut over = Vec::new();
+        let cap = self.config.max_suspended_per_user;
+        if cap != 0
+            && let Some(u) = &s.user
+        {
+            let list = self.suspended_by_user.entry(u.clone()).or_default();
+            list.push(sid);
+            if list.len() > cap {
+                over.extend(list.drain(..list.len() - cap));
+            }
+        }
+        let cap = self.config.max_suspended_per_ip;
+        if cap != 0
+            && let Some(ip) = s.ip
+        {
+            let list = self.suspended_by_ip.entry(ip).or_default();
+            list.push(sid);
+            if list.len() > cap {
+                over.extend(list.drain(..list.len() - cap));
+            }
+        }
+        for old in over {
+            self.end_session(old, EndReason::TooManySuspended);
+        }
+    }
+
+    /// The session left its grace period (resumed or ended).
+    fn forget_suspended(&mut self, sid: Sid, user: Option<&str>, ip: Option<IpAddr>) {
+        if let Some(u) = user
+            && let Some(list) = self.suspended_by_user.get_mut(u)
+        {
+            list.retain(|&x| x != sid);
+            if list.is_empty() {
+                self.suspended_by_user.remove(u);
+            }
+        }
+        if let Some(ip) = ip
+            && let Some(list) = self.suspended_by_ip.get_mut(&ip)
+        {
+            list.retain(|&x| x != sid);
+            if list.is_empty() {
+                self.suspended_by_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Ends the sessions in grace whose replay could not take a frame
+    /// during the request just handled: their room hears `bye` now, and a
+    /// late resume gets `resume_failed`. Ending one sends `bye`s, which may
+    /// overflow others, hence the loop.
+    fn settle(&mut self) {
+        while let Some(sid) = self.outbox.overflowed.pop() {
+            self.end_session(sid, EndReason::ReplayFull);
+        }
     }
 
     /// Runs every timer due at `now` (grace expiry, ring timeout).
@@ -601,6 +754,7 @@ impl SignalCore {
                 Timer::Ring(key) => self.ring_timeout(key),
             }
         }
+        self.settle();
     }
 
     /// The next thing to do; call until `None` after every `handle_*`.
@@ -680,6 +834,7 @@ impl SignalCore {
             face,
         });
         let user = identity.user.map(String::into_boxed_str);
+        let ip = identity.source_ip;
         if face == Face::Native
             && let Some(u) = &user
         {
@@ -705,6 +860,7 @@ impl SignalCore {
                 face,
                 conn: Some(conn),
                 user,
+                ip,
                 allowed_rooms,
                 seq: 0,
                 replay: ReplayBuffer::default(),
@@ -744,6 +900,7 @@ impl SignalCore {
         }
         if let Some(t) = s.grace_until {
             self.timers.remove(&(t, Timer::Grace(sid)));
+            self.forget_suspended(sid, s.user.as_deref(), s.ip);
         }
         self.by_session_id.remove(&s.id);
         self.by_peer.remove(&s.peer);

@@ -9,7 +9,7 @@ use crate::outbox::Data;
 use crate::presence::{JoinKind, JoinOutcome};
 use crate::session::Sid;
 use crate::wire::{self, Req};
-use crate::{Face, SignalCore};
+use crate::{Face, Refusal, SignalCore};
 
 impl SignalCore {
     pub(crate) fn native_text(&mut self, now: Instant, sid: Sid, text: &str) {
@@ -19,36 +19,38 @@ impl SignalCore {
         if s.face != Face::Native {
             return;
         }
+        // The token is spent before anything else is looked at, and a
+        // refused frame is not parsed: a client over its rate costs a
+        // bounded scan for its `id`, never a parse of what it sent.
         let allowed = s
             .bucket
             .take(now, self.config.rate_per_sec, self.config.rate_burst);
+        if !allowed {
+            self.counters.error(ErrorCode::RateLimited);
+            let body = match wire::scan_id(text) {
+                Some(id) => wire::error(
+                    ErrorCode::RateLimited,
+                    "too many requests; slow down",
+                    Some(&id),
+                ),
+                None => self.rate_limited.clone(),
+            };
+            self.outbox.frame(sid, s, body);
+            return;
+        }
         // Measured before parsing: an oversized frame costs no parse.
         if text.len() > self.config.max_message_bytes {
             self.counters.error(ErrorCode::TooLarge);
             let body = self.too_large.clone();
-            self.outbox.frame(s, body);
+            self.outbox.frame(sid, s, body);
             return;
         }
-        let parsed = wire::parse(text);
-        if !allowed {
-            self.counters.error(ErrorCode::RateLimited);
-            let body = match &parsed {
-                Ok((Some(id), _)) | Err(wire::BadRequest { id: Some(id), .. }) => wire::error(
-                    ErrorCode::RateLimited,
-                    "too many requests; slow down",
-                    Some(id),
-                ),
-                _ => self.rate_limited.clone(),
-            };
-            self.outbox.frame(s, body);
-            return;
-        }
-        match parsed {
+        match wire::parse(text) {
             Ok((id, req)) => self.native_request(now, sid, id, req),
             Err(bad) => {
                 self.counters.error(ErrorCode::BadRequest);
                 let body = wire::error(ErrorCode::BadRequest, &bad.message, bad.id.as_ref());
-                self.outbox.frame(s, body);
+                self.outbox.frame(sid, s, body);
             }
         }
     }
@@ -73,6 +75,9 @@ impl SignalCore {
                     .map(|n| id.map(|id| wire::ack(n, id)))
             }
             Req::Ping => Ok(Some(wire::Body::new("pong").reply_to(id).finish())),
+            Req::PingConfirm { last_seq } => self
+                .confirm(sid, last_seq)
+                .map(|()| Some(wire::Body::new("pong").reply_to(id).finish())),
             Req::Call { to, meta } => self.call(now, sid, &to, meta, id).map(|()| None),
             Req::Accept { call } => self.accept(sid, &call, id).map(|()| None),
             Req::Decline { call } => self.decline(sid, &call).map(|()| None),
@@ -91,7 +96,28 @@ impl SignalCore {
     /// A sequenced frame to one native session.
     pub(crate) fn send(&mut self, sid: Sid, body: Bytes) {
         if let Some(s) = self.sessions.get_mut(&sid) {
-            self.outbox.frame(s, body);
+            self.outbox.frame(sid, s, body);
         }
+    }
+
+    /// `ping` with `last_seq`: the client has every frame up to it, so
+    /// replay forgets them. A `last_seq` beyond the last frame sent is a
+    /// client bug: `bad_request`, and nothing is forgotten.
+    fn confirm(&mut self, sid: Sid, last_seq: u64) -> Result<(), Refusal> {
+        let s = self
+            .sessions
+            .get_mut(&sid)
+            .ok_or_else(|| Refusal::new(ErrorCode::Internal, "session vanished"))?;
+        if last_seq > s.seq {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "last_seq {last_seq} is beyond the last frame sent ({})",
+                    s.seq
+                ),
+            ));
+        }
+        s.replay.trim(last_seq, s.seq);
+        Ok(())
     }
 }

@@ -147,6 +147,12 @@ pub enum EndReason {
     /// Its owner resumed with the right token, but the frames it lacked were
     /// gone: the session is replaced by a fresh one.
     StartedOver,
+    /// In its grace period, its replay buffer could not take one more frame
+    /// without evicting one it was promised (PROTOCOL.md §1).
+    ReplayFull,
+    /// In its grace period, it was the oldest of too many for its user or
+    /// source IP (`max_suspended_per_user`, `max_suspended_per_ip`).
+    TooManySuspended,
 }
 
 /// Why a resume was refused.
@@ -178,6 +184,8 @@ impl EndReason {
             EndReason::Closed => "closed",
             EndReason::GraceExpired => "grace_expired",
             EndReason::StartedOver => "started_over",
+            EndReason::ReplayFull => "replay_full",
+            EndReason::TooManySuspended => "too_many_suspended",
         }
     }
 }

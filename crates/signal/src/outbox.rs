@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::session::Session;
+use crate::session::{Session, Sid};
 use crate::{ClassicEvent, ConnId, Face, OutFrame, Output, wire};
 
 /// Payload of a room message: raw JSON text, and the parsed value when the
@@ -112,6 +112,9 @@ pub(crate) struct Outbox {
     replay_bytes: usize,
     /// Frames and classic events queued so far, for `Counters::frames`.
     pub(crate) queued: u64,
+    /// Sessions in their grace period whose replay could not take a frame:
+    /// they end as soon as the request at hand is done (`SignalCore::settle`).
+    pub(crate) overflowed: Vec<Sid>,
 }
 
 impl Outbox {
@@ -121,6 +124,7 @@ impl Outbox {
             replay_frames,
             replay_bytes,
             queued: 0,
+            overflowed: Vec::new(),
         }
     }
 
@@ -129,10 +133,24 @@ impl Outbox {
     }
 
     /// A sequenced frame for a native session: numbered, kept for replay,
-    /// and sent now when the session has a connection.
-    pub(crate) fn frame(&mut self, s: &mut Session, body: Bytes) {
+    /// and sent now when the session has a connection. Returns whether the
+    /// session has it: a session in its grace period whose replay is full
+    /// does not (nothing it was promised is evicted); it is marked to end
+    /// at once instead.
+    pub(crate) fn frame(&mut self, sid: Sid, s: &mut Session, body: Bytes) -> bool {
         if s.face != Face::Native {
-            return;
+            return false;
+        }
+        if s.conn.is_none()
+            && (self.overflowed.contains(&sid)
+                || !s
+                    .replay
+                    .fits(body.len(), self.replay_frames, self.replay_bytes))
+        {
+            if !self.overflowed.contains(&sid) {
+                self.overflowed.push(sid);
+            }
+            return false;
         }
         s.seq += 1;
         s.replay.push(&body, self.replay_frames, self.replay_bytes);
@@ -146,6 +164,7 @@ impl Outbox {
                 },
             });
         }
+        true
     }
 
     /// `welcome`, `resumed`, `resume_failed`: outside any session's numbering.
@@ -168,27 +187,29 @@ impl Outbox {
         });
     }
 
-    pub(crate) fn classic(&mut self, s: &Session, event: ClassicEvent) {
-        if let Some(conn) = s.conn {
-            self.queued += 1;
-            self.queue.push_back(Output::Classic { conn, event });
-        }
+    pub(crate) fn classic(&mut self, s: &Session, event: ClassicEvent) -> bool {
+        let Some(conn) = s.conn else {
+            return false;
+        };
+        self.queued += 1;
+        self.queue.push_back(Output::Classic { conn, event });
+        true
     }
 
     pub(crate) fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
         self.queue.push_back(Output::Close { conn, code, reason });
     }
 
-    /// One recipient of a room event, whatever its face.
-    pub(crate) fn deliver(&mut self, s: &mut Session, f: &mut Fanout<'_>) {
+    /// One recipient of a room event, whatever its face; whether it has it.
+    pub(crate) fn deliver(&mut self, sid: Sid, s: &mut Session, f: &mut Fanout<'_>) -> bool {
         match s.face {
             Face::Native => {
                 let body = f.native();
-                self.frame(s, body);
+                self.frame(sid, s, body)
             }
             Face::Classic => {
                 let event = f.classic().clone();
-                self.classic(s, event);
+                self.classic(s, event)
             }
         }
     }

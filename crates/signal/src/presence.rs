@@ -41,6 +41,17 @@ pub(crate) fn check_room_name(name: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// `limits.max_meta_bytes`, on the meta's JSON text.
+pub(crate) fn check_meta(meta: Option<&RawValue>, max: usize) -> Result<(), Refusal> {
+    match meta {
+        Some(m) if m.get().len() > max => Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!("meta over {max} bytes"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn no_session() -> Refusal {
     Refusal::new(ErrorCode::Internal, "session vanished")
 }
@@ -81,11 +92,20 @@ impl SignalCore {
                 format!("room limit reached ({max_rooms} rooms per session)"),
             ));
         }
-        let max_peers = if checked { self.config.max_peers } else { 0 };
-        let rid = match self
-            .rooms
-            .join(name, sid, meta.map(RawValue::to_owned), max_peers)
-        {
+        check_meta(meta, self.config.max_meta_bytes)?;
+        // A call's room holds two: no cap applies.
+        let (max_peers, max_listed) = if checked {
+            (self.config.max_peers, self.config.max_room_meta_bytes)
+        } else {
+            (0, 0)
+        };
+        let rid = match self.rooms.join(
+            name,
+            sid,
+            meta.map(RawValue::to_owned),
+            max_peers,
+            max_listed,
+        ) {
             Ok(rid) => rid,
             Err(Refused::Full) => {
                 self.counters.rooms_full += 1;
@@ -121,7 +141,7 @@ impl SignalCore {
                 if m.sid != sid
                     && let Some(other) = self.sessions.get_mut(&m.sid)
                 {
-                    self.outbox.deliver(other, &mut f);
+                    self.outbox.deliver(m.sid, other, &mut f);
                 }
             }
         }
@@ -184,7 +204,7 @@ impl SignalCore {
         });
         for m in &room.members {
             if let Some(other) = self.sessions.get_mut(&m.sid) {
-                self.outbox.deliver(other, &mut f);
+                self.outbox.deliver(m.sid, other, &mut f);
             }
         }
     }
@@ -211,14 +231,16 @@ impl SignalCore {
                 .get(to)
                 .copied()
                 .filter(|t| self.sessions.get(t).is_some_and(|t| t.is_in(rid)));
-            let Some(target) = target else {
-                return Err(Refusal::new(
-                    ErrorCode::NoSuchPeer,
-                    "no such peer in this room",
-                ));
-            };
-            if let Some(t) = self.sessions.get_mut(&target) {
-                self.outbox.deliver(t, &mut f);
+            let no_such_peer = || Refusal::new(ErrorCode::NoSuchPeer, "no such peer in this room");
+            let target = target.ok_or_else(no_such_peer)?;
+            // A peer in its grace period whose replay is full ends now
+            // rather than lose the frame: for the sender it is gone.
+            let kept = self
+                .sessions
+                .get_mut(&target)
+                .is_some_and(|t| self.outbox.deliver(target, t, &mut f));
+            if !kept {
+                return Err(no_such_peer());
             }
             self.counters.messages += 1;
             self.counters.deliveries += 1;
@@ -230,10 +252,12 @@ impl SignalCore {
         };
         let mut delivered = 0;
         for m in &room.members {
+            // Counted only when the recipient has it (PROTOCOL.md §1, "An
+            // ack is a promise").
             if m.sid != sid
                 && let Some(other) = self.sessions.get_mut(&m.sid)
+                && self.outbox.deliver(m.sid, other, &mut f)
             {
-                self.outbox.deliver(other, &mut f);
                 delivered += 1;
             }
         }

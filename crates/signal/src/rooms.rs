@@ -27,6 +27,14 @@ pub(crate) struct Room {
     pub(crate) members: Vec<Member>,
     /// A call's room: only these two sessions may join.
     private_to: Option<[Sid; 2]>,
+    /// What `joined` lists for this room, in bytes (see [`entry_bytes`]).
+    listed_bytes: usize,
+}
+
+/// What one member adds to its room's `joined`, roughly: its meta and the
+/// peer id with its punctuation.
+pub(crate) fn entry_bytes(meta: Option<&RawValue>) -> usize {
+    meta.map_or(2, |m| m.get().len()) + crate::MEMBER_ENTRY_BYTES
 }
 
 /// Why a join did not happen.
@@ -73,6 +81,7 @@ impl Rooms {
                 name: name.into(),
                 members: Vec::new(),
                 private_to,
+                listed_bytes: 0,
             },
         );
         self.by_name.insert(name.into(), id);
@@ -85,13 +94,15 @@ impl Rooms {
     }
 
     /// Adds `sid` to the room `name`, making the room if needed. The caller
-    /// has checked that `sid` is not in it yet.
+    /// has checked that `sid` is not in it yet. `max_listed` bounds the
+    /// room's `joined` in bytes (0 = no limit), like `max_peers` its count.
     pub(crate) fn join(
         &mut self,
         name: &str,
         sid: Sid,
         meta: Option<Box<RawValue>>,
         max_peers: usize,
+        max_listed: usize,
     ) -> Result<RoomId, Refused> {
         let id = match self.find(name) {
             Some(id) => id,
@@ -103,9 +114,19 @@ impl Rooms {
         if room.private_to.is_some_and(|p| !p.contains(&sid)) {
             return Err(Refused::Private);
         }
-        if max_peers != 0 && room.members.len() >= max_peers {
+        let cost = entry_bytes(meta.as_deref());
+        if (max_peers != 0 && room.members.len() >= max_peers)
+            || (max_listed != 0 && room.listed_bytes + cost > max_listed)
+        {
+            // A room made by this very join must not stay behind empty.
+            if room.members.is_empty()
+                && let Some(room) = self.by_id.remove(&id)
+            {
+                self.by_name.remove(&room.name);
+            }
             return Err(Refused::Full);
         }
+        room.listed_bytes += cost;
         room.members.push(Member { sid, meta });
         Ok(id)
     }
@@ -119,7 +140,10 @@ impl Rooms {
             return false;
         };
         // `remove`, not `swap_remove`: `joined.peers` lists in join order.
-        room.members.remove(pos);
+        let gone = room.members.remove(pos);
+        room.listed_bytes = room
+            .listed_bytes
+            .saturating_sub(entry_bytes(gone.meta.as_deref()));
         if room.members.is_empty()
             && let Some(room) = self.by_id.remove(&id)
         {
@@ -136,9 +160,9 @@ mod tests {
     #[test]
     fn rooms_live_while_they_have_members() {
         let mut r = Rooms::default();
-        let a = r.join("x", Sid(1), None, 2).expect("join");
-        assert_eq!(r.join("x", Sid(2), None, 2), Ok(a));
-        assert_eq!(r.join("x", Sid(3), None, 2), Err(Refused::Full));
+        let a = r.join("x", Sid(1), None, 2, 0).expect("join");
+        assert_eq!(r.join("x", Sid(2), None, 2, 0), Ok(a));
+        assert_eq!(r.join("x", Sid(3), None, 2, 0), Err(Refused::Full));
         assert!(r.leave(a, Sid(1)));
         assert!(!r.leave(a, Sid(1)));
         assert_eq!(r.len(), 1);
@@ -146,8 +170,27 @@ mod tests {
         assert_eq!(r.len(), 0);
         assert!(r.find("x").is_none());
         let p = r.create_private("call", [Sid(1), Sid(2)]);
-        assert_eq!(r.join("call", Sid(3), None, 0), Err(Refused::Private));
-        assert_eq!(r.join("call", Sid(2), None, 0), Ok(p));
+        assert_eq!(r.join("call", Sid(3), None, 0, 0), Err(Refused::Private));
+        assert_eq!(r.join("call", Sid(2), None, 0, 0), Ok(p));
         assert_eq!(r.name(p), "call");
+    }
+
+    #[test]
+    fn the_listing_budget_fills_a_room() {
+        let meta = || {
+            Some(RawValue::from_string(format!("{{\"a\":\"{}\"}}", "x".repeat(92))).expect("json"))
+        };
+        // 100 bytes of meta + 32 a member: two fit in 300 bytes.
+        let mut r = Rooms::default();
+        let a = r.join("x", Sid(1), meta(), 0, 300).expect("join");
+        assert_eq!(r.join("x", Sid(2), meta(), 0, 300), Ok(a));
+        assert_eq!(r.join("x", Sid(3), meta(), 0, 300), Err(Refused::Full));
+        // A member with no meta costs 34 and still fits.
+        assert_eq!(r.join("x", Sid(4), None, 0, 300), Ok(a));
+        assert!(r.leave(a, Sid(1)));
+        assert_eq!(r.join("x", Sid(3), meta(), 0, 300), Ok(a));
+        // A join refused by the budget does not leave an empty room behind.
+        assert_eq!(r.join("y", Sid(5), meta(), 0, 50), Err(Refused::Full));
+        assert!(r.find("y").is_none());
     }
 }

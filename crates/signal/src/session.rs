@@ -22,6 +22,8 @@ pub(crate) struct Session {
     /// `None` during the grace period.
     pub(crate) conn: Option<ConnId>,
     pub(crate) user: Option<Box<str>>,
+    /// The source IP of the session's last connection, when the shell knew it.
+    pub(crate) ip: Option<std::net::IpAddr>,
     /// The token's `rooms` claim; `None` means any room.
     pub(crate) allowed_rooms: Option<Box<[Box<str>]>>,
     /// The `seq` of the last frame queued for this session.
@@ -71,9 +73,29 @@ pub(crate) struct ReplayBuffer {
     bytes: VecDeque<u8>,
     /// The length of each kept body, oldest first.
     lens: VecDeque<u32>,
+    /// The most bytes kept since the last trim: what to shrink to.
+    high: u32,
+}
+
+/// Capacity beyond twice the need that a trim leaves in place: shrinking
+/// small buffers saves little and costs a reallocation.
+const SHRINK_SLACK: usize = 4096;
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 impl ReplayBuffer {
+    /// Whether one more frame of `len` bytes goes in without evicting
+    /// anything. A session in its grace period takes a frame only then:
+    /// what it was promised must stay until it resumes (PROTOCOL.md §1,
+    /// "An ack is a promise"). An empty buffer takes any one frame.
+    pub(crate) fn fits(&self, len: usize, max_frames: usize, max_bytes: usize) -> bool {
+        max_frames != 0
+            && (self.lens.is_empty()
+                || (self.lens.len() < max_frames && self.bytes.len() + len <= max_bytes))
+    }
+
     pub(crate) fn push(&mut self, body: &[u8], max_frames: usize, max_bytes: usize) {
         if max_frames == 0 {
             return;
@@ -101,6 +123,32 @@ impl ReplayBuffer {
         }
         self.bytes.extend(body);
         self.lens.push_back(len);
+        self.high = self.high.max(saturating_u32(self.bytes.len()));
+    }
+
+    /// Forgets the frames with `seq <= last_seq` (the client confirmed
+    /// them), and gives memory back when the buffer is mostly empty. The
+    /// caller has checked `last_seq <= current_seq`.
+    pub(crate) fn trim(&mut self, last_seq: u64, current_seq: u64) {
+        let kept = self.lens.len() as u64;
+        let first = current_seq.saturating_sub(kept) + 1;
+        if last_seq >= first {
+            let drop = usize::try_from((last_seq - first + 1).min(kept)).unwrap_or(usize::MAX);
+            let bytes: usize = self.lens.drain(..drop).map(|n| n as usize).sum();
+            self.bytes.drain(..bytes);
+        }
+        // Shrink only below what the session used since the last trim: a
+        // client that confirms every 64 frames then keeps one steady
+        // allocation instead of regrowing it every time.
+        let want = (self.high as usize).max(self.bytes.len());
+        if self.bytes.capacity() > 2 * want + SHRINK_SLACK {
+            self.bytes.shrink_to(want);
+        }
+        let want_lens = self.lens.len().max(16);
+        if self.lens.capacity() > 2 * want_lens + 16 {
+            self.lens.shrink_to(want_lens);
+        }
+        self.high = saturating_u32(self.bytes.len());
     }
 
     /// The frames with `seq > last_seq`, with their seq, when all of them
@@ -143,6 +191,11 @@ impl ReplayBuffer {
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.bytes.capacity() + self.lens.capacity() * 4
     }
 }
 
@@ -224,6 +277,74 @@ mod tests {
         assert_eq!((r.len(), r.bytes()), (1, 40));
         r.push(&[1; 5], 100, 25);
         assert_eq!((r.len(), r.bytes()), (1, 5));
+    }
+
+    #[test]
+    fn replay_fits_without_evicting() {
+        let mut r = ReplayBuffer::default();
+        assert!(r.fits(100, 2, 10), "an empty buffer takes any one frame");
+        assert!(!r.fits(1, 0, 10), "no replay at all takes nothing");
+        r.push(&[1; 6], 2, 10);
+        assert!(r.fits(4, 2, 10));
+        assert!(!r.fits(5, 2, 10), "bytes");
+        r.push(&[2; 1], 2, 10);
+        assert!(!r.fits(1, 2, 10), "frames");
+    }
+
+    #[test]
+    fn trim_forgets_confirmed_frames_and_gives_memory_back() {
+        let mut r = ReplayBuffer::default();
+        for i in 0..10u8 {
+            r.push(&[i; 1000], 1024, 1 << 20);
+        }
+        // seq 1..=10 kept; the client confirms 4.
+        r.trim(4, 10);
+        assert_eq!((r.len(), r.bytes()), (6, 6000));
+        assert!(r.after(3, 10).is_none(), "confirmed frames are gone");
+        let got: Vec<_> = r
+            .after(4, 10)
+            .expect("fits")
+            .map(|(s, b)| (s, b[0]))
+            .collect();
+        assert_eq!(got.first(), Some(&(5, 4)));
+        assert_eq!(got.len(), 6);
+        // Confirming what is already gone, or nothing new, changes nothing.
+        r.trim(2, 10);
+        assert_eq!(r.len(), 6);
+        r.trim(10, 10);
+        assert_eq!((r.len(), r.bytes()), (0, 0));
+        assert!(r.after(10, 10).is_some_and(|mut f| f.next().is_none()));
+
+        // A burst grows the buffer; two trims later it is small again.
+        let mut r = ReplayBuffer::default();
+        for i in 0..1000u64 {
+            r.push(&[7; 1000], 1024, 1 << 20);
+            if i == 999 {
+                assert!(r.capacity() >= 1_000_000);
+            }
+        }
+        r.trim(1000, 1000);
+        for _ in 0..5 {
+            r.push(&[7; 300], 1024, 1 << 20);
+        }
+        r.trim(1005, 1005);
+        assert!(r.capacity() < 16 * 1024, "capacity {}", r.capacity());
+    }
+
+    #[test]
+    fn steady_confirming_keeps_one_allocation() {
+        let mut r = ReplayBuffer::default();
+        let mut seq = 0;
+        let mut caps = Vec::new();
+        for _ in 0..20 {
+            for _ in 0..64 {
+                r.push(&[1; 300], 1024, 1 << 20);
+                seq += 1;
+            }
+            r.trim(seq, seq);
+            caps.push(r.capacity());
+        }
+        assert!(caps[2..].windows(2).all(|w| w[0] == w[1]), "{caps:?}");
     }
 
     #[test]

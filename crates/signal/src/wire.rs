@@ -29,6 +29,10 @@ pub(crate) enum Req<'a> {
         data: &'a RawValue,
     },
     Ping,
+    /// A ping with `last_seq`: the client has handled every frame up to it.
+    PingConfirm {
+        last_seq: u64,
+    },
     Call {
         to: Cow<'a, str>,
         meta: Option<&'a RawValue>,
@@ -62,6 +66,9 @@ struct Fields<'a> {
     meta: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "raw_some")]
     data: Option<&'a RawValue>,
+    /// Only `ping` reads it.
+    #[serde(default)]
+    last_seq: Option<u64>,
 }
 
 /// `Option<&RawValue>` would read `null` as absent; `data: null` is data.
@@ -134,7 +141,10 @@ pub(crate) fn parse(text: &str) -> Result<(Option<RequestId>, Req<'_>), BadReque
             (None, _) => return Err(missing("room", id)),
             (_, None) => return Err(missing("data", id)),
         },
-        "ping" => Req::Ping,
+        "ping" => match f.last_seq {
+            None => Req::Ping,
+            Some(last_seq) => Req::PingConfirm { last_seq },
+        },
         "call" => match f.to {
             Some(to) => Req::Call { to, meta },
             None => return Err(missing("to", id)),
@@ -155,6 +165,66 @@ pub(crate) fn parse(text: &str) -> Result<(Option<RequestId>, Req<'_>), BadReque
         }
     };
     Ok((id, req))
+}
+
+/// How far [`scan_id`] looks into a frame.
+pub(crate) const ID_SCAN_LIMIT: usize = 256;
+
+/// The request's top-level `id`, found without parsing the frame, for the
+/// `reply_to` of a refusal that must stay cheap (`rate_limited`). Looks at
+/// the first [`ID_SCAN_LIMIT`] bytes only and gives up on anything unusual
+/// (an escaped key or string, a non-integer number): the answer then goes
+/// without `reply_to`.
+pub(crate) fn scan_id(text: &str) -> Option<RequestId> {
+    let b = &text.as_bytes()[..text.len().min(ID_SCAN_LIMIT)];
+    let mut depth = 0u32;
+    let mut i = 0;
+    // Whether the next string at depth 1 is a key (after `{` or `,`).
+    let mut expect_key = false;
+    while i < b.len() {
+        match b[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1 && b[i] == b'{';
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => expect_key = depth == 1,
+            b'"' => {
+                let start = i + 1;
+                let len = b[start..].iter().position(|&c| c == b'"' || c == b'\\')?;
+                let end = start + len;
+                if b.get(end) != Some(&b'"') {
+                    return None;
+                }
+                if depth == 1 && expect_key && &b[start..end] == b"id" {
+                    return id_value(&b[end + 1..]);
+                }
+                expect_key = false;
+                i = end;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The value after `"id"`: `: 12` or `: "x"`, without escapes.
+fn id_value(rest: &[u8]) -> Option<RequestId> {
+    let rest = std::str::from_utf8(rest).ok()?.trim_start();
+    let rest = rest.strip_prefix(':')?.trim_start();
+    if let Some(s) = rest.strip_prefix('"') {
+        let end = s.find(['"', '\\'])?;
+        return (s.as_bytes()[end] == b'"').then(|| RequestId::Str(s[..end].to_owned()));
+    }
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .unwrap_or(rest.len());
+    let after = rest[end..].trim_start();
+    if !(after.starts_with(',') || after.starts_with('}')) {
+        return None;
+    }
+    rest[..end].parse().ok().map(RequestId::Int)
 }
 
 /// Writes one frame body: `{"type":T` then fields, no `seq`.
@@ -410,6 +480,53 @@ mod tests {
                 .contains("duplicate")
         );
         assert!(bad(r#"{"type":"ping","id":1.5}"#).id.is_none());
+    }
+
+    #[test]
+    fn ping_may_confirm() {
+        assert!(matches!(
+            parse(r#"{"type":"ping","last_seq":7}"#),
+            Ok((None, Req::PingConfirm { last_seq: 7 }))
+        ));
+        assert!(
+            bad(r#"{"type":"ping","last_seq":-1}"#)
+                .message
+                .contains("malformed")
+        );
+        assert!(
+            bad(r#"{"type":"ping","last_seq":"3"}"#)
+                .message
+                .contains("malformed")
+        );
+    }
+
+    #[test]
+    fn scans_the_top_level_id_only() {
+        let int = |v| Some(RequestId::Int(v));
+        assert_eq!(scan_id(r#"{"type":"message","id":42,"room":"r"}"#), int(42));
+        assert_eq!(scan_id(r#"{ "id" : -3 }"#), int(-3));
+        assert_eq!(
+            scan_id(r#"{"data":{"id":1},"id":"m1"}"#),
+            Some(RequestId::Str("m1".into()))
+        );
+        assert_eq!(scan_id(r#"{"data":["id",{"id":2}],"x":"id"}"#), None);
+        assert_eq!(scan_id(r#"{"type":"id","room":"id"}"#), None);
+        assert_eq!(scan_id(r#"{"id":1.5}"#), None);
+        assert_eq!(scan_id(r#"{"id":"a\"b"}"#), None);
+        assert_eq!(scan_id(r#"{"k\"id":1,"id":2}"#), None);
+        assert_eq!(scan_id("not json"), None);
+        let far = format!(r#"{{"data":"{}","id":1}}"#, "x".repeat(ID_SCAN_LIMIT));
+        assert_eq!(scan_id(&far), None, "beyond the scan limit");
+        // Whatever the bytes, it never panics.
+        for t in [
+            "{\"id\":",
+            "{\"id\"",
+            "{\"",
+            "{\"id\":\"",
+            "{\"id\":99999999999999999999}",
+        ] {
+            assert_eq!(scan_id(t), None, "{t}");
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::turn::TurnService;
 pub struct ConnLimits {
     /// Bounded outbound queue, in frames.
     pub outbound_queue_frames: usize,
+    /// Bounded outbound queue, in bytes of frame bodies.
+    pub outbound_queue_bytes: usize,
     /// The WebSocket layer's own cap. Frames between `limits.max_message_bytes`
     /// and this get `too_large` from the core and the connection stays open;
     /// beyond it the transport closes the connection (1009), since reading
@@ -116,6 +118,11 @@ fn core_config(cfg: &Config) -> switchboard_signal::Config {
         replay_frames: cfg.session.replay_frames,
         replay_bytes: cfg.session.replay_bytes,
         ring_timeout: Duration::from_secs(cfg.calls.ring_timeout_secs),
+        max_meta_bytes: cfg.limits.max_meta_bytes,
+        max_room_meta_bytes: cfg.limits.max_room_meta_bytes,
+        max_ringing_per_caller: cfg.calls.max_ringing_per_caller,
+        max_suspended_per_user: cfg.session.max_suspended_per_user,
+        max_suspended_per_ip: cfg.session.max_suspended_per_ip,
     }
 }
 
@@ -260,6 +267,9 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
                 .outbound_queue_frames
                 .min(cfg.session.replay_frames / 2)
                 .max(1),
+            // The same in bytes: what was queued but unsent when a slow
+            // reader is closed is still in replay (PROTOCOL.md §1).
+            outbound_queue_bytes: (cfg.session.replay_bytes / 2).max(1),
             transport_max_frame: (cfg.limits.max_message_bytes.saturating_mul(4)).max(1 << 20),
         },
         heartbeat_interval: Duration::from_secs(cfg.session.heartbeat_interval_secs.max(1)),

@@ -92,6 +92,7 @@ impl Authenticator {
             user: Some(data.claims.sub),
             name: data.claims.name,
             rooms: data.claims.rooms,
+            ..Identity::default()
         })
     }
 }

@@ -107,8 +107,14 @@ pub struct SessionConfig {
     pub heartbeat_timeout_secs: u64,
     /// Frames queued for a slow reader before it is closed with 1013. At
     /// most half of `replay_frames` is used, so that a reader closed for
-    /// being slow can still resume without a gap.
+    /// being slow can still resume without a gap. In bytes the queue holds
+    /// at most half of `replay_bytes`.
     pub outbound_queue_frames: usize,
+    /// Sessions of one user id in their grace period at once; one more ends
+    /// the oldest (`bye`). 0 = no limit.
+    pub max_suspended_per_user: usize,
+    /// The same per source IP.
+    pub max_suspended_per_ip: usize,
 }
 
 impl Default for SessionConfig {
@@ -120,6 +126,8 @@ impl Default for SessionConfig {
             heartbeat_interval_secs: 15,
             heartbeat_timeout_secs: 45,
             outbound_queue_frames: 256,
+            max_suspended_per_user: 8,
+            max_suspended_per_ip: 128,
         }
     }
 }
@@ -138,6 +146,12 @@ pub struct LimitsConfig {
     pub rate_burst: u32,
     /// Signaling connections served at once; more get HTTP 503.
     pub max_connections: usize,
+    /// A `join` or `call` whose `meta` (JSON text) is longer gets
+    /// `too_large`.
+    pub max_meta_bytes: usize,
+    /// What one room's `joined` may list (each member's meta plus 32 bytes);
+    /// a join beyond it gets `full`. 0 = no limit.
+    pub max_room_meta_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -148,6 +162,8 @@ impl Default for LimitsConfig {
             rate_per_sec: 50,
             rate_burst: 200,
             max_connections: 19_500,
+            max_meta_bytes: 4096,
+            max_room_meta_bytes: 256 << 10,
         }
     }
 }
@@ -158,12 +174,16 @@ impl Default for LimitsConfig {
 pub struct CallsConfig {
     /// A call nobody answers ends with `no_answer` after this.
     pub ring_timeout_secs: u64,
+    /// Calls one session may have ringing at once; the next gets
+    /// `rate_limited`. 0 = no limit.
+    pub max_ringing_per_caller: usize,
 }
 
 impl Default for CallsConfig {
     fn default() -> Self {
         Self {
             ring_timeout_secs: 30,
+            max_ringing_per_caller: 4,
         }
     }
 }

@@ -92,10 +92,13 @@ impl Hub {
         face: Face,
         ice: impl FnOnce(&str) -> Vec<IceServer>,
     ) {
-        let mut st = self.lock();
-        st.conns.insert(conn, sink);
-        st.core.connect(Instant::now(), conn, identity, face, ice);
-        self.drain(&mut st);
+        let logs = {
+            let mut st = self.lock();
+            st.conns.insert(conn, sink);
+            st.core.connect(Instant::now(), conn, identity, face, ice);
+            self.drain(&mut st)
+        };
+        logs.write();
     }
 
     /// Registers a new connection that resumes a session.
@@ -110,57 +113,71 @@ impl Hub {
         identity: Identity,
         ice: impl FnOnce(&str) -> Vec<IceServer>,
     ) -> bool {
-        let mut st = self.lock();
-        st.conns.insert(conn, sink);
-        let ok = st.core.resume(
-            Instant::now(),
-            conn,
-            session,
-            token,
-            last_seq,
-            identity,
-            ice,
-        );
-        self.drain_replaying(&mut st, Some(conn));
+        let (ok, logs) = {
+            let mut st = self.lock();
+            st.conns.insert(conn, sink);
+            let ok = st.core.resume(
+                Instant::now(),
+                conn,
+                session,
+                token,
+                last_seq,
+                identity,
+                ice,
+            );
+            (ok, self.drain_replaying(&mut st, Some(conn)))
+        };
+        logs.write();
         ok
     }
 
     /// A text frame from a native connection, read at `now` (the caller
     /// has the time already: one clock read per frame is enough).
     pub fn text(&self, now: Instant, conn: ConnId, text: &str) {
-        let mut st = self.lock();
-        st.core.handle_text(now, conn, text);
-        self.drain(&mut st);
+        let logs = {
+            let mut st = self.lock();
+            st.core.handle_text(now, conn, text);
+            self.drain(&mut st)
+        };
+        logs.write();
     }
 
     /// A binary frame from a native connection.
     pub fn binary(&self, conn: ConnId) {
-        let mut st = self.lock();
-        st.core.handle_binary(Instant::now(), conn);
-        self.drain(&mut st);
+        let logs = {
+            let mut st = self.lock();
+            st.core.handle_binary(Instant::now(), conn);
+            self.drain(&mut st)
+        };
+        logs.write();
     }
 
     /// A classic (Socket.IO) event; returns the acknowledgement payload.
     pub fn classic(&self, conn: ConnId, event: &str, args: &[Value], ack: bool) -> Option<Value> {
-        let mut st = self.lock();
-        let reply = st
-            .core
-            .handle_classic(Instant::now(), conn, event, args, ack);
-        self.drain(&mut st);
+        let (reply, logs) = {
+            let mut st = self.lock();
+            let reply = st
+                .core
+                .handle_classic(Instant::now(), conn, event, args, ack);
+            (reply, self.drain(&mut st))
+        };
+        logs.write();
         reply
     }
 
     /// The connection ended. Returns whether the hub still knew it (a
     /// connection is let go once, whoever notices first).
     pub fn disconnect(&self, conn: ConnId, how: Disconnect) -> bool {
-        let mut st = self.lock();
-        if st.conns.remove(&conn).is_some() {
+        let logs = {
+            let mut st = self.lock();
+            if st.conns.remove(&conn).is_none() {
+                return false;
+            }
             st.core.disconnect(Instant::now(), conn, how);
-            self.drain(&mut st);
-            true
-        } else {
-            false
-        }
+            self.drain(&mut st)
+        };
+        logs.write();
+        true
     }
 
     /// Gauges and counters for `/metrics`.
@@ -170,14 +187,16 @@ impl Hub {
     }
 
     /// Moves the core's output into the queues, closing slow readers, until
-    /// the core has nothing more to say; then re-arms the timer.
-    fn drain(&self, st: &mut State) {
-        self.drain_replaying(st, None);
+    /// the core has nothing more to say; then re-arms the timer. Returns
+    /// what to log, for the caller to write once the lock is released.
+    fn drain(&self, st: &mut State) -> Logs {
+        self.drain_replaying(st, None)
     }
 
     /// `drain`, with the frames for `replaying` (a connection that just
     /// resumed) queued as a replay burst.
-    fn drain_replaying(&self, st: &mut State, replaying: Option<ConnId>) {
+    fn drain_replaying(&self, st: &mut State, replaying: Option<ConnId>) -> Logs {
+        let mut logs = Logs::default();
         let mut slow = Vec::new();
         loop {
             while let Some(out) = st.core.poll_output() {
@@ -207,9 +226,9 @@ impl Hub {
                     // client would see a gap that replay cannot fill.
                     if let Some(sink) = st.conns.remove(&conn) {
                         metrics::counter!("switchboard_slow_reader_closes_total").increment(1);
-                        tracing::info!(conn = conn.0, "closing a slow reader (1013)");
                         sink.close(CLOSE_SLOW_READER, "slow reader");
                         slow.push(conn);
+                        logs.slow.push(conn);
                     }
                 }
             }
@@ -221,7 +240,7 @@ impl Hub {
             }
         }
         while let Some(event) = st.core.poll_event() {
-            log_event(&event);
+            logs.events.push(event);
         }
         let next = st.core.poll_timeout();
         if next != st.armed {
@@ -235,6 +254,7 @@ impl Hub {
                 self.timer.notify_one();
             }
         }
+        logs
     }
 
     /// Runs the core's timers until `shutdown`.
@@ -251,11 +271,14 @@ impl Hub {
                 () = shutdown.cancelled() => return,
                 () = self.timer.notified() => continue,
                 () = sleep => {
-                    let mut st = self.lock();
-                    st.core.handle_timeout(Instant::now());
-                    // Force a fresh arm even if the core returns the same instant.
-                    st.armed = None;
-                    self.drain(&mut st);
+                    let logs = {
+                        let mut st = self.lock();
+                        st.core.handle_timeout(Instant::now());
+                        // Force a fresh arm even if the core returns the same instant.
+                        st.armed = None;
+                        self.drain(&mut st)
+                    };
+                    logs.write();
                 }
             }
         }
@@ -266,6 +289,26 @@ impl Hub {
         let st = self.lock();
         for sink in st.conns.values() {
             sink.close(code, reason);
+        }
+    }
+}
+
+/// What a drain has to log. Written after the hub's lock is released, so
+/// that a slow log sink never holds up every connection. Both lists stay
+/// unallocated in the common case (a relayed message logs nothing).
+#[derive(Default)]
+struct Logs {
+    events: Vec<Event>,
+    slow: Vec<ConnId>,
+}
+
+impl Logs {
+    fn write(self) {
+        for conn in self.slow {
+            tracing::info!(conn = conn.0, "closed a slow reader (1013)");
+        }
+        for event in &self.events {
+            log_event(event);
         }
     }
 }

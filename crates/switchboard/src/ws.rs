@@ -61,7 +61,11 @@ pub async fn handler(
         return (StatusCode::FORBIDDEN, e.to_string()).into_response();
     }
     let identity = match app.auth.identify(q.token.as_deref(), q.user.as_deref()) {
-        Ok(id) => id,
+        // The core caps sessions in grace per source IP.
+        Ok(id) => switchboard_signal::Identity {
+            source_ip: Some(remote.ip()),
+            ..id
+        },
         Err(e) => {
             tracing::info!(%remote, "refused: {e}");
             return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
@@ -199,6 +203,9 @@ struct NativeSink {
     queue: Mutex<Queue>,
     /// `session.outbound_queue_frames`.
     cap: usize,
+    /// Half of `session.replay_bytes`: with `cap`, what keeps every queued
+    /// frame in the session's replay buffer when a slow reader is closed.
+    cap_bytes: usize,
     /// Signalled when the queue goes from empty to non-empty, and when the
     /// server closes the connection.
     ready: Notify,
@@ -210,9 +217,12 @@ struct NativeSink {
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<OutFrame>,
-    /// Room granted to a resume's replay burst, on top of `cap`, until the
-    /// queue next runs empty.
+    /// Bytes of the queued frames' bodies.
+    bytes: usize,
+    /// Room granted to a resume's replay burst, on top of `cap` and
+    /// `cap_bytes`, until the queue next runs empty.
     replay_allowance: usize,
+    replay_allowance_bytes: usize,
 }
 
 impl NativeSink {
@@ -227,8 +237,12 @@ impl NativeSink {
     fn pop(&self) -> Option<OutFrame> {
         let mut q = self.queue();
         let frame = q.frames.pop_front();
+        if let Some(f) = &frame {
+            q.bytes -= f.body.len();
+        }
         if q.frames.is_empty() {
             q.replay_allowance = 0;
+            q.replay_allowance_bytes = 0;
             // Give back the memory of a burst once it is written.
             if q.frames.capacity() > 64 {
                 q.frames.shrink_to(8);
@@ -239,12 +253,19 @@ impl NativeSink {
 
     fn push(&self, frame: OutFrame, replayed: bool) -> Result<(), QueueFull> {
         let mut q = self.queue();
+        let len = frame.body.len();
         if replayed {
             q.replay_allowance += 1;
-        } else if q.frames.len() >= self.cap + q.replay_allowance {
+            q.replay_allowance_bytes += len;
+        } else if q.frames.len() >= self.cap + q.replay_allowance
+            // One frame always fits an empty queue, however large.
+            || (!q.frames.is_empty()
+                && q.bytes + len > self.cap_bytes + q.replay_allowance_bytes)
+        {
             return Err(QueueFull);
         }
         let was_empty = q.frames.is_empty();
+        q.bytes += len;
         q.frames.push_back(frame);
         drop(q);
         // The task drains until the queue is empty before it waits, so only
@@ -304,6 +325,7 @@ impl Conn {
         let sink = Arc::new(NativeSink {
             queue: Mutex::new(Queue::default()),
             cap: app.limits.outbound_queue_frames.max(1),
+            cap_bytes: app.limits.outbound_queue_bytes,
             ready: Notify::new(),
             close: OnceLock::new(),
         });

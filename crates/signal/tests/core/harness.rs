@@ -211,6 +211,11 @@ impl H {
         assert_eq!(v.get("reply_to"), reply_to.as_ref(), "{v}");
     }
 
+    /// Puts a frame back at the end of `conn`'s inbox.
+    pub fn inject(&mut self, conn: ConnId, v: Value) {
+        self.inbox.entry(conn).or_default().push_back(v);
+    }
+
     pub fn take(&mut self, conn: ConnId) -> Vec<Value> {
         self.inbox.remove(&conn).map(Vec::from).unwrap_or_default()
     }

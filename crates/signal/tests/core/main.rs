@@ -3,9 +3,11 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod calls;
+mod caps;
 mod classic;
 mod harness;
 mod observe;
+mod promise;
 mod props;
 mod rooms;
 mod sessions;

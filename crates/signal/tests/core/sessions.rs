@@ -175,10 +175,11 @@ fn resume_just_inside_the_buffer_works() {
         ..Config::default()
     });
     let (a, b) = pair(&mut h);
-    h.drop_conn(b.conn, Disconnect::Abrupt);
+    // Sent while b is connected (a session in grace evicts nothing).
     for i in 0..10 {
         h.send(a.conn, json!({"type":"message","room":"r","data":i}));
     }
+    h.drop_conn(b.conn, Disconnect::Abrupt);
     let (conn, ok) = h.resume(&b, 7);
     assert!(ok);
     let frames = h.take(conn);
@@ -197,10 +198,10 @@ fn the_replay_byte_bound_keeps_the_newest_frames_that_fit() {
             ..Config::default()
         });
         let (a, b) = pair(&mut h);
-        h.drop_conn(b.conn, Disconnect::Abrupt);
         for i in 0..10 {
             h.send(a.conn, json!({"type":"message","room":"r","data":[i, big]}));
         }
+        h.drop_conn(b.conn, Disconnect::Abrupt);
         (h, b)
     };
     let (mut h, b) = flooded();
@@ -221,8 +222,8 @@ fn the_replay_byte_bound_keeps_the_newest_frames_that_fit() {
         ..Config::default()
     });
     let (a, b) = pair(&mut h);
-    h.drop_conn(b.conn, Disconnect::Abrupt);
     h.send(a.conn, json!({"type":"message","room":"r","data":big}));
+    h.drop_conn(b.conn, Disconnect::Abrupt);
     let (conn, ok) = h.resume(&b, 1);
     assert!(ok);
     assert_eq!(h.take(conn)[1]["data"], json!(big));
