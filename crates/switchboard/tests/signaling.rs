@@ -641,3 +641,127 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
         .expect("exited in time");
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+/// PROTOCOL.md §1, "An ack is a promise", with the default queue and
+/// replay settings (only the rate limit is raised, so that the test runs
+/// in seconds): a reader that stops reading while 8 KB messages arrive is
+/// closed; every message its sender got `delivered: 1` for then either
+/// reaches it on resume, in order and once, or its session ended visibly
+/// (the sender saw `bye`, the resume gets `resume_failed`), and nothing is
+/// counted after the `bye`.
+#[tokio::test]
+async fn an_ack_is_a_promise_with_the_default_buffers() {
+    let s = server_with(&[
+        ("SWITCHBOARD_LIMITS__RATE_PER_SEC", "1000000"),
+        ("SWITCHBOARD_LIMITS__RATE_BURST", "1000000"),
+    ])
+    .await;
+    let mut sender = Client::connect(&s.ws_url("")).await;
+    let slow = Client::connect(&s.ws_url("")).await;
+    let mut slow = slow;
+    sender.join("r").await;
+    slow.join("r").await;
+    let other = sender.recv_type("other_joined").await;
+    let slow_peer = other["peer"].clone();
+    let (session, token, last) = (slow.session(), slow.resume_token(), slow.last_seq);
+    let blob = "x".repeat(8 * 1024);
+    // Far more than loopback socket buffers, the queue and replay together.
+    const N: u64 = 3000;
+    let mut counted = Vec::new();
+    let mut bye_after: Option<u64> = None;
+    for i in 0..N {
+        sender
+            .send(json!({"type":"message","room":"r","data":{"n":i,"blob":blob},"id":i}))
+            .await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(tokio::time::Instant::now() < deadline, "no ack for {i}");
+            let v = sender.recv().await;
+            if v["type"] == "bye" {
+                assert_eq!(v["peer"], slow_peer, "{v}");
+                bye_after.get_or_insert(i);
+                continue;
+            }
+            assert_eq!(v["reply_to"], i, "{v}");
+            assert_eq!(v["type"], "ack", "{v}");
+            match v["delivered"].as_u64() {
+                Some(1) => {
+                    assert!(bye_after.is_none(), "message {i} counted after the bye");
+                    counted.push(i);
+                }
+                Some(0) => {}
+                other => panic!("delivered {other:?}"),
+            }
+            break;
+        }
+        // A few more after the bye, to see that none is counted.
+        if bye_after.is_some_and(|b| i >= b + 5) {
+            break;
+        }
+    }
+    // An uncounted message means the reader's session ended: the sender
+    // hears `bye` right after that ack.
+    if counted.len() as u64 != N && bye_after.is_none() {
+        let v = sender.recv_type("bye").await;
+        assert_eq!(v["peer"], slow_peer);
+        bye_after = Some(N);
+    }
+    slow.cut();
+    let url = s.ws_url(&format!(
+        "resume={session}&resume_token={token}&last_seq={last}"
+    ));
+    let mut again = Client::connect(&url).await;
+    if bye_after.is_some() {
+        assert_eq!(again.hello["type"], "error", "{}", again.hello);
+        assert_eq!(again.hello["code"], "resume_failed");
+    } else {
+        assert_eq!(again.hello["type"], "resumed", "{}", again.hello);
+        again.last_seq = last;
+        for &i in &counted {
+            let m = again.recv_type("message").await;
+            assert_eq!(m["data"]["n"], i);
+        }
+    }
+}
+
+/// A client that confirms with `last_seq` in its pings can resume from
+/// what it confirmed, not from before it: the server forgot those frames.
+#[tokio::test]
+async fn a_confirmed_session_resumes_from_its_confirmation_only() {
+    let s = server().await;
+    let (mut a, mut b) = pair_in_room(&s, "r").await;
+    for i in 0..10 {
+        a.send(json!({"type":"message","room":"r","data":i})).await;
+        assert_eq!(b.recv_type("message").await["data"], i);
+    }
+    let confirmed = b.last_seq;
+    let pong = b
+        .request(json!({"type":"ping","last_seq":confirmed}), 1)
+        .await;
+    assert_eq!(pong["type"], "pong");
+    // A confirmation of frames never sent is refused.
+    let bad = b
+        .request(json!({"type":"ping","last_seq":confirmed + 100}), 2)
+        .await;
+    assert_eq!(bad["code"], "bad_request", "{bad}");
+    let (session, token, seen) = (b.session(), b.resume_token(), b.last_seq);
+    b.cut();
+    a.send(json!({"type":"message","room":"r","data":"later"}))
+        .await;
+    let url = |from: u64| {
+        s.ws_url(&format!(
+            "resume={session}&resume_token={token}&last_seq={from}"
+        ))
+    };
+    let mut again = Client::connect(&url(confirmed)).await;
+    assert_eq!(again.hello["type"], "resumed", "{}", again.hello);
+    again.last_seq = confirmed;
+    assert_eq!(again.recv().await["type"], "pong");
+    assert_eq!(again.recv().await["code"], "bad_request");
+    assert_eq!(again.recv().await["data"], "later");
+    assert!(again.last_seq > seen);
+    again.cut();
+    let earlier = Client::connect(&url(confirmed - 1)).await;
+    assert_eq!(earlier.hello["type"], "error", "{}", earlier.hello);
+    assert_eq!(earlier.hello["code"], "resume_failed");
+}
