@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::error::LoadError;
-use crate::wire::{ENGINE_PONG, Encoder, Incoming, Protocol, SOCKET_CONNECT, classify};
+use crate::wire::{
+    ENGINE_PONG, Encoder, Incoming, Protocol, SOCKET_CONNECT, classify, confirm, native_seq,
+};
 
 /// Where the run is; every peer task follows it through a watch channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +100,12 @@ fn client_config() -> WebSocketConfig {
 /// Largest burst of frames written before one flush.
 const MAX_BATCH: usize = 64;
 
+/// A native peer confirms what it received (`ping` with `last_seq`) every
+/// this many frames or [`CONFIRM_EVERY`], whichever comes first, like the
+/// SDK: the server's replay buffer then holds only the unconfirmed rest.
+const CONFIRM_FRAMES: u32 = 64;
+const CONFIRM_EVERY: Duration = Duration::from_secs(10);
+
 /// Runs one peer to the end. Errors before the peer is ready count it as
 /// failed; after that they end the peer early and show in its stats.
 pub(crate) async fn run_peer(
@@ -135,6 +143,7 @@ pub(crate) async fn run_peer(
         shared,
         ws,
         stats: PeerStats::default(),
+        confirm: Confirm::default(),
     };
     peer.drive(phase).await;
     Ok(peer.stats)
@@ -248,6 +257,16 @@ struct Peer {
     encoder: Encoder,
     ws: Ws,
     stats: PeerStats,
+    confirm: Confirm,
+}
+
+/// What a native peer has received and not yet confirmed.
+#[derive(Debug, Default)]
+struct Confirm {
+    last_seq: u64,
+    unconfirmed: u32,
+    /// When the oldest unconfirmed frame must be confirmed at the latest.
+    due: Option<tokio::time::Instant>,
 }
 
 impl Peer {
@@ -282,8 +301,21 @@ impl Peer {
                 }
                 window.acquire_many(permits).await
             };
+            let confirm_due = self.confirm.due;
+            let confirm_timer = async {
+                match confirm_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
+                () = confirm_timer => {
+                    if let Err(err) = self.send_confirm().await {
+                        self.note_error(err.to_string());
+                        break;
+                    }
+                }
                 changed = phase_rx.changed() => {
                     if changed.is_err() {
                         break;
@@ -397,7 +429,39 @@ impl Peer {
         Ok(self.stats.sent < limit)
     }
 
+    /// Counts a native frame towards the next confirmation.
+    async fn count_frame(&mut self, text: &str) -> Result<(), LoadError> {
+        if self.shared.protocol != Protocol::Native {
+            return Ok(());
+        }
+        let Some(seq) = native_seq(text) else {
+            return Ok(());
+        };
+        self.confirm.last_seq = seq;
+        self.confirm.unconfirmed += 1;
+        if self.confirm.unconfirmed >= CONFIRM_FRAMES {
+            self.send_confirm().await
+        } else {
+            self.confirm
+                .due
+                .get_or_insert_with(|| tokio::time::Instant::now() + CONFIRM_EVERY);
+            Ok(())
+        }
+    }
+
+    async fn send_confirm(&mut self) -> Result<(), LoadError> {
+        self.confirm.unconfirmed = 0;
+        self.confirm.due = None;
+        send_now(
+            &mut self.ws,
+            self.plan.index,
+            confirm(self.confirm.last_seq),
+        )
+        .await
+    }
+
     async fn on_text(&mut self, text: &str) -> Result<(), LoadError> {
+        self.count_frame(text).await?;
         match classify(self.shared.protocol, text) {
             Incoming::Delivery { sent_at_ns, sender } => {
                 let now_ns = nanos_since(self.shared.base);

@@ -116,6 +116,20 @@ impl Encoder {
     }
 }
 
+/// A native `ping` confirming every frame up to `last_seq` (PROTOCOL.md §1):
+/// the server then forgets them, as the SDK makes it do.
+pub fn confirm(last_seq: u64) -> String {
+    format!(r#"{{"type":"ping","last_seq":{last_seq}}}"#)
+}
+
+/// The `seq` of a native server frame, read from the `{"seq":N,` the
+/// server writes first, without parsing the frame.
+pub fn native_seq(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix(r#"{"seq":"#)?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
 fn json_string(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
 }
@@ -220,6 +234,15 @@ fn classify_socketio(text: &str) -> Incoming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confirms_read_the_seq_cheaply() {
+        assert_eq!(native_seq(r#"{"seq":42,"type":"message"}"#), Some(42));
+        assert_eq!(native_seq(r#"{"type":"welcome"}"#), None);
+        assert_eq!(native_seq(r#"{"seq":"#), None);
+        let ping: Value = serde_json::from_str(&confirm(7)).expect("json");
+        assert_eq!(ping, serde_json::json!({"type":"ping","last_seq":7}));
+    }
 
     #[test]
     fn native_message_round_trip() {
