@@ -361,3 +361,79 @@ fn log_event(event: &Event) {
         other => tracing::debug!(?other, "signaling event"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicUsize;
+
+    use switchboard_signal::Config;
+    use tracing::span;
+
+    use super::*;
+
+    /// Accepts every frame.
+    struct Sink;
+
+    impl ConnSink for Sink {
+        fn send_frame(&self, _frame: OutFrame) -> Result<(), QueueFull> {
+            Ok(())
+        }
+        fn send_classic(&self, _event: ClassicEvent) -> Result<(), QueueFull> {
+            Ok(())
+        }
+        fn close(&self, _code: u16, _reason: &'static str) {}
+    }
+
+    /// A log sink that notes whether the hub's lock is held while it writes.
+    #[derive(Default)]
+    struct Probe {
+        hub: OnceLock<Arc<Hub>>,
+        events: AtomicUsize,
+        under_lock: AtomicUsize,
+    }
+
+    struct ProbeRef(Arc<Probe>);
+
+    impl tracing::Subscriber for ProbeRef {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+            span::Id::from_u64(1)
+        }
+        fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+        fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {
+            if let Some(hub) = self.0.hub.get() {
+                self.0.events.fetch_add(1, Ordering::Relaxed);
+                if hub.state.try_lock().is_err() {
+                    self.0.under_lock.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        fn enter(&self, _: &span::Id) {}
+        fn exit(&self, _: &span::Id) {}
+    }
+
+    #[test]
+    fn lifecycle_logs_are_written_after_the_lock_is_released() {
+        let probe = Arc::new(Probe::default());
+        let hub = Hub::new(SignalCore::new(Config::default(), [3; 32]));
+        let _ = probe.hub.set(hub.clone());
+        tracing::subscriber::with_default(ProbeRef(probe.clone()), || {
+            let conn = hub.next_conn_id();
+            hub.connect(
+                conn,
+                Arc::new(Sink),
+                Identity::default(),
+                Face::Native,
+                |_| Vec::new(),
+            );
+            hub.text(Instant::now(), conn, r#"{"type":"join","room":"r"}"#);
+            hub.disconnect(conn, Disconnect::Clean);
+        });
+        assert!(probe.events.load(Ordering::Relaxed) >= 3);
+        assert_eq!(probe.under_lock.load(Ordering::Relaxed), 0);
+    }
+}
