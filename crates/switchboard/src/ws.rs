@@ -597,3 +597,49 @@ fn text_message(frame: &OutFrame) -> Message {
     // The core only emits JSON it serialized itself, so this is valid UTF-8.
     Message::Text(String::from_utf8(buf).unwrap_or_default().into())
 }
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+
+    fn sink(cap: usize, cap_bytes: usize) -> NativeSink {
+        NativeSink {
+            queue: Mutex::new(Queue::default()),
+            cap,
+            cap_bytes,
+            ready: Notify::new(),
+            close: OnceLock::new(),
+        }
+    }
+
+    fn frame(len: usize) -> OutFrame {
+        OutFrame {
+            seq: Some(1),
+            body: vec![b' '; len].into(),
+        }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_as_well_as_frames() {
+        let s = sink(10, 100);
+        assert!(s.push(frame(40), false).is_ok());
+        assert!(s.push(frame(40), false).is_ok());
+        assert!(s.push(frame(40), false).is_err(), "120 bytes > 100");
+        assert!(s.pop().is_some());
+        assert!(s.push(frame(60), false).is_ok(), "100 bytes fit");
+        while s.pop().is_some() {}
+        // One frame always fits an empty queue, however large.
+        assert!(s.push(frame(500), false).is_ok());
+        assert!(s.push(frame(1), false).is_err());
+        while s.pop().is_some() {}
+        // A resume's burst is allowed on top, until the queue runs empty.
+        for _ in 0..5 {
+            assert!(s.push(frame(100), true).is_ok());
+        }
+        assert!(s.push(frame(90), false).is_ok());
+        assert!(s.push(frame(20), false).is_err());
+        while s.pop().is_some() {}
+        assert!(s.push(frame(100), false).is_ok());
+        assert!(s.push(frame(1), false).is_err(), "the allowance is gone");
+    }
+}
