@@ -221,11 +221,15 @@ async fn ice_servers(
         .turn
         .as_ref()
         .map_or(0, TurnService::credential_ttl_secs);
-    axum::Json(serde_json::json!({
-        "ice_servers": grant.servers,
-        "ttl": ttl,
-    }))
-    .into_response()
+    // The answer holds TURN credentials: no cache may keep or share them.
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({
+            "ice_servers": grant.servers,
+            "ttl": ttl,
+        })),
+    )
+        .into_response()
 }
 
 fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
@@ -256,7 +260,7 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
     let tasks = TaskTracker::new();
     let state = AppState {
         hub: hub.clone(),
-        auth: Arc::new(Authenticator::new(&cfg.auth)),
+        auth: Arc::new(Authenticator::new(&cfg.auth)?),
         turn: Some(turn.clone()),
         connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
         limits: ConnLimits {

@@ -21,6 +21,36 @@ pub enum AuthError {
     Origin(String),
 }
 
+/// Why `[auth]` cannot be used as configured.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthConfigError {
+    /// An empty HMAC key signs tokens anyone can forge: refused rather
+    /// than read as "auth off".
+    #[error(
+        "auth.jwt_secret is set but empty: give a secret of at least {MIN_SECRET_BYTES} bytes, or leave the key unset to run without tokens"
+    )]
+    EmptySecret,
+    /// Short HS256 keys can be brute-forced offline from one token.
+    #[error(
+        "auth.jwt_secret is {0} bytes long: it must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -base64 32`)"
+    )]
+    ShortSecret(usize),
+}
+
+/// RFC 7518 §3.2: an HS256 key must be at least as long as the hash (256
+/// bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Checks `auth.jwt_secret` before anything starts.
+pub fn check_secret(secret: Option<&str>) -> Result<(), AuthConfigError> {
+    match secret.map(str::len) {
+        None => Ok(()),
+        Some(0) => Err(AuthConfigError::EmptySecret),
+        Some(n) if n < MIN_SECRET_BYTES => Err(AuthConfigError::ShortSecret(n)),
+        Some(_) => Ok(()),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
@@ -40,19 +70,23 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// From the `[auth]` section.
-    pub fn new(cfg: &AuthConfig) -> Self {
+    /// From the `[auth]` section; refuses a secret that would make tokens
+    /// forgeable.
+    pub fn new(cfg: &AuthConfig) -> Result<Self, AuthConfigError> {
+        check_secret(cfg.jwt_secret.as_deref())?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token minted for later (`nbf`) must not open the door now.
+        validation.validate_nbf = true;
         validation.leeway = 0;
-        Self {
+        Ok(Self {
             key: cfg
                 .jwt_secret
                 .as_deref()
                 .map(|s| DecodingKey::from_secret(s.as_bytes())),
             validation,
             allowed_origins: cfg.allowed_origins.clone(),
-        }
+        })
     }
 
     /// Whether tokens are required.
@@ -102,8 +136,16 @@ mod tests {
     use super::*;
     use jsonwebtoken::{EncodingKey, Header};
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     fn token(secret: &str, exp: u64) -> String {
-        let claims = serde_json::json!({"sub": "alice", "exp": exp, "rooms": ["r1"]});
+        sign(
+            secret,
+            serde_json::json!({"sub": "alice", "exp": exp, "rooms": ["r1"]}),
+        )
+    }
+
+    fn sign(secret: &str, claims: serde_json::Value) -> String {
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -122,11 +164,12 @@ mod tests {
     #[test]
     fn valid_forged_expired_and_missing_tokens() {
         let auth = Authenticator::new(&AuthConfig {
-            jwt_secret: Some("s3cret".into()),
+            jwt_secret: Some(SECRET.into()),
             allowed_origins: vec![],
-        });
+        })
+        .expect("a long secret");
         let id = auth
-            .identify(Some(&token("s3cret", now() + 60)), None)
+            .identify(Some(&token(SECRET, now() + 60)), None)
             .expect("valid");
         assert_eq!(id.user.as_deref(), Some("alice"));
         assert_eq!(id.rooms, Some(vec!["r1".to_string()]));
@@ -135,7 +178,7 @@ mod tests {
             Err(AuthError::BadToken(_))
         ));
         assert!(matches!(
-            auth.identify(Some(&token("s3cret", now() - 10)), None),
+            auth.identify(Some(&token(SECRET, now() - 10)), None),
             Err(AuthError::BadToken(_))
         ));
         assert!(matches!(
@@ -145,8 +188,39 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_refused_before_its_nbf() {
+        let auth = Authenticator::new(&AuthConfig {
+            jwt_secret: Some(SECRET.into()),
+            allowed_origins: vec![],
+        })
+        .expect("a long secret");
+        let later = serde_json::json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300});
+        assert!(matches!(
+            auth.identify(Some(&sign(SECRET, later)), None),
+            Err(AuthError::BadToken(_))
+        ));
+        let begun = serde_json::json!({"sub": "a", "exp": now() + 600, "nbf": now() - 5});
+        assert!(auth.identify(Some(&sign(SECRET, begun)), None).is_ok());
+    }
+
+    #[test]
+    fn empty_and_short_secrets_are_refused() {
+        let with = |s: &str| {
+            Authenticator::new(&AuthConfig {
+                jwt_secret: Some(s.into()),
+                allowed_origins: vec![],
+            })
+            .err()
+        };
+        assert_eq!(with(""), Some(AuthConfigError::EmptySecret));
+        assert_eq!(with("s3cret"), Some(AuthConfigError::ShortSecret(6)));
+        assert_eq!(with(&SECRET[1..]), Some(AuthConfigError::ShortSecret(31)));
+        assert_eq!(with(SECRET), None);
+    }
+
+    #[test]
     fn open_server_takes_the_user_query() {
-        let auth = Authenticator::new(&AuthConfig::default());
+        let auth = Authenticator::new(&AuthConfig::default()).expect("no secret");
         assert_eq!(
             auth.identify(None, Some("bob"))
                 .expect("open")
@@ -161,7 +235,8 @@ mod tests {
         let auth = Authenticator::new(&AuthConfig {
             jwt_secret: None,
             allowed_origins: vec!["https://app.example".into()],
-        });
+        })
+        .expect("no secret");
         assert!(auth.check_origin(None).is_ok());
         assert!(auth.check_origin(Some("https://app.example")).is_ok());
         assert!(auth.check_origin(Some("https://evil.example")).is_err());

@@ -192,7 +192,7 @@ impl Default for CallsConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HS256 secret; when set, `/ws` needs `?token=JWT`.
+    /// HS256 secret, at least 32 bytes; when set, `/ws` needs `?token=JWT`.
     pub jwt_secret: Option<String>,
     /// Browser origins allowed to connect; empty = any.
     pub allowed_origins: Vec<String>,
@@ -354,7 +354,16 @@ impl Config {
                     .split("__"),
             )
             .merge(cli.overrides());
-        fig.extract().context("invalid configuration")
+        let cfg: Self = fig.extract().context("invalid configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Refuses settings that would start an unsafe server, before anything
+    /// binds.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        crate::auth::check_secret(self.auth.jwt_secret.as_deref())?;
+        Ok(())
     }
 
     /// The effective configuration as TOML, for `--print-config`.

@@ -473,28 +473,31 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// At least 32 bytes, as the server demands.
+const SECRET: &str = "a-test-secret-of-32-bytes-or-more";
+
 #[tokio::test]
 async fn tokens_are_checked_before_the_upgrade() {
-    let s = server_with(&[("SWITCHBOARD_AUTH__JWT_SECRET", "topsecret")]).await;
+    let s = server_with(&[("SWITCHBOARD_AUTH__JWT_SECRET", SECRET)]).await;
     assert_eq!(http_status(&s.ws_url(""), None).await, 401);
     let forged = jwt("not-the-secret", json!({"sub":"eve","exp":unix_now()+600}));
     assert_eq!(
         http_status(&s.ws_url(&format!("token={forged}")), None).await,
         401
     );
-    let expired = jwt("topsecret", json!({"sub":"eve","exp":unix_now()-60}));
+    let expired = jwt(SECRET, json!({"sub":"eve","exp":unix_now()-60}));
     assert_eq!(
         http_status(&s.ws_url(&format!("token={expired}")), None).await,
         401
     );
-    let no_sub = jwt("topsecret", json!({"exp":unix_now()+600}));
+    let no_sub = jwt(SECRET, json!({"exp":unix_now()+600}));
     assert_eq!(
         http_status(&s.ws_url(&format!("token={no_sub}")), None).await,
         401
     );
 
     let good = jwt(
-        "topsecret",
+        SECRET,
         json!({"sub":"alice","exp":unix_now()+600,"rooms":["allowed"]}),
     );
     let mut c = Client::connect(&s.ws_url(&format!("token={good}"))).await;
@@ -502,6 +505,79 @@ async fn tokens_are_checked_before_the_upgrade() {
     assert_eq!(c.join("allowed").await["type"], "joined");
     let e = c.request(json!({"type":"join","room":"secret"}), 1).await;
     assert_eq!(e["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn a_token_is_refused_before_its_nbf() {
+    let s = server_with(&[("SWITCHBOARD_AUTH__JWT_SECRET", SECRET)]).await;
+    let early = jwt(
+        SECRET,
+        json!({"sub":"alice","exp":unix_now()+600,"nbf":unix_now()+300}),
+    );
+    assert_eq!(
+        http_status(&s.ws_url(&format!("token={early}")), None).await,
+        401
+    );
+    let begun = jwt(
+        SECRET,
+        json!({"sub":"alice","exp":unix_now()+600,"nbf":unix_now()-5}),
+    );
+    assert_eq!(
+        http_status(&s.ws_url(&format!("token={begun}")), None).await,
+        101
+    );
+}
+
+/// Runs the binary with `secret` and returns its exit code and stderr, or
+/// `None` when it started serving.
+async fn start_with_secret(secret: &str) -> Option<(Option<i32>, String)> {
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--turn-listen",
+            "127.0.0.1:0",
+        ])
+        .env("SWITCHBOARD_AUTH__JWT_SECRET", secret)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let status = tokio::time::timeout(WAIT, child.wait()).await.ok()?;
+    let out = child.wait_with_output().await.expect("output");
+    Some((
+        status.expect("exit status").code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn an_empty_or_short_secret_stops_the_start() {
+    for (secret, says) in [("", "empty"), ("topsecret", "at least 32 bytes")] {
+        let (code, stderr) = start_with_secret(secret)
+            .await
+            .unwrap_or_else(|| panic!("started with the secret {secret:?}"));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("auth.jwt_secret") && stderr.contains(says),
+            "a clear error: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ice_servers_are_not_cached() {
+    let s = server().await;
+    let (status, head, _) =
+        switchboard_testkit::http_get_full(&s.http, "/api/ice-servers", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\ncache-control: no-store\r\n"),
+        "{head}"
+    );
 }
 
 #[tokio::test]

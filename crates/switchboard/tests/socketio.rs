@@ -182,7 +182,15 @@ async fn a_native_peer_and_a_socketio_peer_share_a_room() {
 
 #[tokio::test]
 async fn a_bad_token_is_refused_at_connect() {
-    let s = Server::start(BIN, &[("SWITCHBOARD_AUTH__JWT_SECRET", "s3cret")], &[]).await;
+    let s = Server::start(
+        BIN,
+        &[(
+            "SWITCHBOARD_AUTH__JWT_SECRET",
+            "a-test-secret-of-32-bytes-or-more",
+        )],
+        &[],
+    )
+    .await;
     let missing = Sio::connect(&s, None).await.err().expect("refused");
     assert!(
         missing["message"]

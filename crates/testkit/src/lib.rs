@@ -263,6 +263,17 @@ impl Client {
 
 /// A plain HTTP/1.1 GET over a real socket: `(status, body)`.
 pub async fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, _, body) = http_get_full(addr, path, headers).await;
+    (status, body)
+}
+
+/// A plain HTTP/1.1 GET over a real socket: `(status, head, body)`, the
+/// head being the status line and headers as sent.
+pub async fn http_get_full(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr))
         .await
@@ -285,9 +296,9 @@ pub async fn http_get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16,
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status line");
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (format!("{h}\r\n"), b.to_string()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
 }

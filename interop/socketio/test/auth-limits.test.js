@@ -8,7 +8,7 @@ const {
   startServer, connectSio, refusedSio, emitAck, closeAll, jwt,
 } = require('../lib/helpers');
 
-const SECRET = 'interop-secret';
+const SECRET = 'interop-secret-of-at-least-32-bytes';
 const now = () => Math.floor(Date.now() / 1000);
 
 describe('with auth.jwt_secret set', () => {
