@@ -284,46 +284,22 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
     tasks.spawn(hub.clone().run_timers(shutdown.clone()));
 
     let app = router(state.clone());
+    let http_limits = crate::serve::HttpLimits::from_config(&cfg);
+    let listener = crate::serve::Listener {
+        router: app,
+        admission: crate::serve::Admission::new(&http_limits),
+        limits: http_limits,
+        tasks: tasks.clone(),
+        stop: shutdown.clone(),
+    };
     let http = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.listen)?)?;
     let http_addr = http.local_addr()?;
-    {
-        let app = app.clone();
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(
-                http,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!("http server: {e}");
-            }
-        });
-    }
+    tasks.spawn(listener.clone().serve_plain(http));
     let https_addr = match &tls {
         Some(tls) => {
-            let listener = bind_tcp(cfg.http.tls_listen)?;
-            let addr = listener.local_addr()?;
-            let handle = axum_server::Handle::new();
-            let server = axum_server::from_tcp_rustls(
-                listener,
-                axum_server::tls_rustls::RustlsConfig::from_config(tls.clone()),
-            )?
-            .handle(handle.clone());
-            let app = app.clone();
-            tasks.spawn(async move {
-                if let Err(e) = server
-                    .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-                    .await
-                {
-                    tracing::error!("https server: {e}");
-                }
-            });
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                stop.cancelled().await;
-                handle.graceful_shutdown(Some(Duration::from_secs(1)));
-            });
+            let https = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.tls_listen)?)?;
+            let addr = https.local_addr()?;
+            tasks.spawn(listener.serve_tls(https, tls.clone()));
             Some(addr)
         }
         None => None,

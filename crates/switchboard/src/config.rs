@@ -51,6 +51,14 @@ pub struct HttpConfig {
     pub tls_listen: SocketAddr,
     /// How long a shutdown waits for connections to close.
     pub shutdown_timeout_secs: u64,
+    /// A request's head must arrive within this; it also bounds how long a
+    /// kept-alive connection may wait for its next request.
+    pub header_timeout_secs: u64,
+    /// An HTTP connection (not an upgraded WebSocket) that moves no byte
+    /// either way for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// The TLS handshake of an HTTPS connection must finish within this.
+    pub tls_handshake_timeout_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +67,11 @@ impl Default for HttpConfig {
             listen: ([0, 0, 0, 0], 8080).into(),
             tls_listen: ([0, 0, 0, 0], 8443).into(),
             shutdown_timeout_secs: 5,
+            header_timeout_secs: 10,
+            // Above Socket.IO's long-poll (25 s ping interval), which holds
+            // a request open without a byte.
+            idle_timeout_secs: 60,
+            tls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -152,6 +165,14 @@ pub struct LimitsConfig {
     /// What one room's `joined` may list (each member's meta plus 32 bytes);
     /// a join beyond it gets `full`. 0 = no limit.
     pub max_room_meta_bytes: usize,
+    /// TCP connections to the HTTP listeners (plain and TLS together,
+    /// WebSockets included) open at once; more are closed at accept.
+    /// 0 = no cap.
+    pub max_http_connections: usize,
+    /// The same per source address (an IPv6 /64 counts as one); 0 = no
+    /// cap. Behind a reverse proxy every client shares its address: raise
+    /// it or set 0 there.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -164,6 +185,10 @@ impl Default for LimitsConfig {
             max_connections: 19_500,
             max_meta_bytes: 4096,
             max_room_meta_bytes: 256 << 10,
+            // Room for every signaling connection plus API and polling
+            // requests beside them.
+            max_http_connections: 20_480,
+            max_connections_per_ip: 256,
         }
     }
 }

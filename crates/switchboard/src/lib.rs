@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod read_ahead;
+pub mod serve;
 pub mod socketio;
 pub mod telemetry;
 pub mod tls;

@@ -35,6 +35,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    raise_fd_limit(&cfg);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,5 +61,25 @@ fn main() -> std::process::ExitCode {
             eprintln!("switchboard: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Every connection and relay socket is a descriptor, and the usual soft
+/// limit (1024) would refuse clients long before any configured cap: take
+/// all the hard limit allows.
+fn raise_fd_limit(cfg: &Config) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => {
+            let want = cfg.limits.max_http_connections as u64 + cfg.turn.max_connections as u64;
+            if n < want {
+                tracing::warn!(
+                    "the open file limit is {n}, below limits.max_http_connections + turn.max_connections ({want}): \
+                     connections beyond it fail at accept; raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+                );
+            } else {
+                tracing::debug!("open file limit: {n}");
+            }
+        }
+        Err(e) => tracing::warn!("could not raise the open file limit: {e}"),
     }
 }

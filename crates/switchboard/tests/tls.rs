@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
 use switchboard_testkit::{Server, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -127,6 +127,117 @@ async fn a_self_signed_development_certificate() {
     // Plain HTTP keeps working beside it.
     let (status, _) = switchboard_testkit::http_get(&s.http, "/healthz", &[]).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_and_wss_outlives_the_header_timeout() {
+    let s = Server::start(
+        BIN,
+        &[
+            ("SWITCHBOARD_HTTP__TLS_HANDSHAKE_TIMEOUT_SECS", "1"),
+            ("SWITCHBOARD_HTTP__HEADER_TIMEOUT_SECS", "1"),
+            ("SWITCHBOARD_HTTP__IDLE_TIMEOUT_SECS", "1"),
+        ],
+        &["--tls-self-signed", "--https-listen", "127.0.0.1:0"],
+    )
+    .await;
+    let https = s.ready["https"].as_str().expect("https").to_string();
+
+    // A client that opens TCP and never says hello.
+    let mut silent = tokio::net::TcpStream::connect(&https)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("the handshake deadline closes the connection");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+
+    // A secure WebSocket, once up, is the application's, not the
+    // handshake's or the header timeout's.
+    let tls = tokio_rustls::TlsConnector::from(insecure_client())
+        .connect(
+            ServerName::try_from("localhost").expect("name"),
+            tokio::net::TcpStream::connect(&https).await.expect("tcp"),
+        )
+        .await
+        .expect("handshake");
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+        .await
+        .expect("wss upgrade");
+    let welcome = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("welcome");
+    assert!(matches!(welcome, Some(Ok(Message::Text(_)))), "{welcome:?}");
+    let quiet = tokio::time::timeout(std::time::Duration::from_secs(3), ws.next()).await;
+    assert!(
+        quiet.is_err(),
+        "the connection stays open and quiet: {quiet:?}"
+    );
+    ws.send(Message::text(r#"{"type":"join","room":"r","id":1}"#))
+        .await
+        .expect("still open");
+    let joined = tokio::time::timeout(WAIT, ws.next()).await.expect("joined");
+    assert!(
+        matches!(&joined, Some(Ok(Message::Text(t))) if t.as_str().contains("joined")),
+        "{joined:?}"
+    );
+}
+
+/// Trusts any certificate: the self-signed one is made at the server's start.
+fn insecure_client() -> Arc<rustls::ClientConfig> {
+    #[derive(Debug)]
+    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            m: &[u8],
+            c: &rustls::pki_types::CertificateDer<'_>,
+            d: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                m,
+                c,
+                d,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth(),
+    )
 }
 
 #[tokio::test]
