@@ -107,7 +107,7 @@ pub struct Bound {
     pub turn_tls: Option<SocketAddr>,
 }
 
-fn core_config(cfg: &Config) -> switchboard_signal::Config {
+pub(crate) fn core_config(cfg: &Config) -> switchboard_signal::Config {
     switchboard_signal::Config {
         max_peers: cfg.rooms.max_peers,
         max_rooms_per_session: cfg.limits.max_rooms_per_session,

@@ -437,12 +437,15 @@ impl Heartbeat {
 /// The connection's one task: writes what the hub queued, reads requests,
 /// pings, and notices silence. Returns how the client left, or `None` when
 /// the server ended the connection.
-async fn run(
+async fn run<S>(
     app: &AppState,
     conn: ConnId,
-    ws: &mut WebSocket,
+    ws: &mut WebSocketStream<S>,
     sink: &NativeSink,
-) -> Option<Disconnect> {
+) -> Option<Disconnect>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let now = Instant::now();
     let mut hb = Heartbeat {
         last_seen: now,
@@ -508,6 +511,10 @@ async fn run(
                 if now >= hb.next_ping {
                     let ping = ws.send(Message::Ping(Default::default()));
                     tokio::pin!(ping);
+                    // A peer that stopped reading leaves the ping unsent
+                    // for ever: it gets until the silence deadline, like
+                    // any other write.
+                    timer.as_mut().reset(hb.silence_deadline());
                     loop {
                         tokio::select! {
                             r = &mut ping => {
@@ -520,6 +527,10 @@ async fn run(
                                 if sink.closing() {
                                     return None;
                                 }
+                            }
+                            () = &mut timer => {
+                                tracing::info!(conn = conn.0, "heartbeat timeout while pinging");
+                                return Some(Disconnect::Abrupt);
                             }
                         }
                     }
@@ -553,10 +564,13 @@ async fn run(
 
 /// Writes every queued frame, flushing once per batch: fewer syscalls
 /// under load, the same latency when idle.
-async fn write_queued(
-    ws: &mut WebSocket,
+async fn write_queued<S>(
+    ws: &mut WebSocketStream<S>,
     sink: &NativeSink,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+) -> Result<(), tokio_tungstenite::tungstenite::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     const BATCH: usize = 256;
     loop {
         let mut n = 0;
@@ -641,5 +655,52 @@ mod sink_tests {
         while s.pop().is_some() {}
         assert!(s.push(frame(100), false).is_ok());
         assert!(s.push(frame(1), false).is_err(), "the allowance is gone");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(interval: Duration, timeout: Duration) -> AppState {
+        let cfg = crate::config::Config::default();
+        let core = switchboard_signal::SignalCore::new(crate::app::core_config(&cfg), [7; 32]);
+        AppState {
+            hub: crate::hub::Hub::new(core),
+            auth: Arc::new(crate::auth::Authenticator::new(&cfg.auth).expect("open")),
+            turn: None,
+            connections: Arc::new(tokio::sync::Semaphore::new(1)),
+            limits: crate::app::ConnLimits {
+                outbound_queue_frames: 8,
+                outbound_queue_bytes: 1 << 16,
+                transport_max_frame: 1 << 20,
+            },
+            heartbeat_interval: interval,
+            heartbeat_timeout: timeout,
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// A peer that stops reading: its ping cannot be written (a one-byte
+    /// pipe nobody drains), and the connection must still end at the
+    /// silence deadline instead of waiting on the write for ever.
+    #[tokio::test]
+    async fn a_ping_to_a_peer_that_stopped_reading_is_bounded() {
+        let app = app(Duration::from_millis(50), Duration::from_millis(300));
+        let (server_io, _client_io) = tokio::io::duplex(1);
+        let mut ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+        let sink = NativeSink {
+            queue: Mutex::new(Queue::default()),
+            cap: 8,
+            cap_bytes: 1 << 16,
+            ready: Notify::new(),
+            close: OnceLock::new(),
+        };
+        let how =
+            tokio::time::timeout(Duration::from_secs(5), run(&app, ConnId(1), &mut ws, &sink))
+                .await
+                .expect("the stalled ping held the connection task");
+        assert_eq!(how, Some(Disconnect::Abrupt));
     }
 }
