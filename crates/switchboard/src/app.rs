@@ -153,6 +153,8 @@ async fn metrics(State(app): State<AppState>) -> Response {
     metrics::gauge!("switchboard_sessions_connected").set(stats.connected as f64);
     metrics::gauge!("switchboard_rooms").set(stats.rooms as f64);
     metrics::gauge!("switchboard_calls_ringing").set(stats.ringing_calls as f64);
+    metrics::counter!("switchboard_log_lines_dropped_total")
+        .absolute(crate::telemetry::dropped_log_lines());
     if let Some(turn) = &app.turn {
         turn.export_metrics();
     }

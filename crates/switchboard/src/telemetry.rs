@@ -1,15 +1,43 @@
 //! Logging (tracing) and metrics (Prometheus) setup.
 
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Keeps the log file writer alive; drop it last.
-pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
+/// Keeps the log writers' threads alive; dropping it flushes what they
+/// hold, so drop it last.
+pub struct LogGuard(#[allow(dead_code)] Vec<WorkerGuard>);
+
+/// Lines a writer may hold while its output is slow; beyond, lines are
+/// dropped and counted (a few MB at most, where 128k lines could be tens).
+const BUFFERED_LINES: usize = 16 * 1024;
+
+/// The dropped-line counters of the writers.
+static DROPPED: OnceLock<Vec<ErrorCounter>> = OnceLock::new();
+
+/// Log lines dropped so far because a writer could not keep up.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED
+        .get()
+        .map_or(0, |c| c.iter().map(|c| c.dropped_lines() as u64).sum())
+}
+
+/// A writer on its own thread: a log line never blocks the thread that
+/// logs (some log under the hub's lock), whatever stderr or the disk does.
+fn non_blocking<W: std::io::Write + Send + 'static>(w: W) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("switchboard-log")
+        .finish(w)
+}
 
 /// Installs the global subscriber: stderr, plus the optional log file.
 pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<LogGuard> {
@@ -17,7 +45,9 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<LogGuard> {
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .map_err(|e| anyhow::anyhow!("log.level {:?}: {e}", cfg.level))?;
     let json = cfg.format == LogFormat::Json;
-    let (file_layer, guard) = match &cfg.file {
+    let mut guards = Vec::new();
+    let mut counters = Vec::new();
+    let file_layer = match &cfg.file {
         Some(path) => {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
             let dir = dir.unwrap_or_else(|| std::path::Path::new("."));
@@ -25,8 +55,9 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<LogGuard> {
                 .file_name()
                 .ok_or_else(|| anyhow::anyhow!("log.file {} has no file name", path.display()))?;
             std::fs::create_dir_all(dir)?;
-            let (writer, guard) =
-                tracing_appender::non_blocking(tracing_appender::rolling::never(dir, name));
+            let (writer, guard) = non_blocking(tracing_appender::rolling::never(dir, name));
+            counters.push(writer.error_counter());
+            guards.push(guard);
             let layer = tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_writer(writer);
@@ -35,11 +66,17 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<LogGuard> {
             } else {
                 layer.boxed()
             };
-            (Some(layer), Some(guard))
+            Some(layer)
         }
-        None => (None, None),
+        None => None,
     };
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = non_blocking(std::io::stderr());
+    counters.push(writer.error_counter());
+    guards.push(guard);
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer);
     let stderr = if json {
         stderr.json().boxed()
     } else {
@@ -51,7 +88,8 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<LogGuard> {
         .with(file_layer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;
-    Ok(LogGuard(guard))
+    let _ = DROPPED.set(counters);
+    Ok(LogGuard(guards))
 }
 
 use tracing_subscriber::Layer as _;

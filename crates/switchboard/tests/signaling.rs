@@ -581,6 +581,31 @@ async fn ice_servers_are_not_cached() {
 }
 
 #[tokio::test]
+async fn a_stderr_nobody_reads_does_not_stall_the_server() {
+    // Debug logging: hyper, tungstenite and the hub write lines for every
+    // connection, and a few dozen connections fill the pipe.
+    let s =
+        Server::start_with_stalled_stderr(BIN, &[("SWITCHBOARD_LOG__LEVEL", "debug")], &[]).await;
+    let mut watcher = Client::connect(&s.ws_url("")).await;
+    watcher.join("r").await;
+    for i in 0..300 {
+        let mut c = tokio::time::timeout(WAIT, Client::connect(&s.ws_url("")))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} stalled: logging blocks the server"));
+        c.join("r").await;
+        watcher.recv_type("other_joined").await;
+        c.close(1000).await;
+        watcher.recv_type("bye").await;
+    }
+    let (status, metrics) = switchboard_testkit::http_get(&s.http, "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("switchboard_log_lines_dropped_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn foreign_browser_origins_are_refused() {
     let s = server_with(&[(
         "SWITCHBOARD_AUTH__ALLOWED_ORIGINS",

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, Command};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -21,6 +21,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A switchboard process started for one test; killed on drop.
 pub struct Server {
     child: Child,
+    /// Held open and never read, for [`Server::start_with_stalled_stderr`].
+    _stderr: Option<ChildStderr>,
     /// The `READY` line's JSON: bound addresses.
     pub ready: Value,
     /// `127.0.0.1:PORT` of the HTTP listener.
@@ -31,6 +33,25 @@ impl Server {
     /// Starts `bin` on 127.0.0.1 with free ports, with extra `env` and
     /// `args`, and waits for its `READY` line.
     pub async fn start(bin: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::start_with(bin, env, args, false).await
+    }
+
+    /// Like [`Server::start`], with stderr a pipe that nobody reads: once
+    /// its buffer (64 KiB) is full, every blocking write to it hangs.
+    pub async fn start_with_stalled_stderr(
+        bin: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        Self::start_with(bin, env, args, true).await
+    }
+
+    async fn start_with(
+        bin: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        stall_stderr: bool,
+    ) -> Server {
         let mut cmd = Command::new(bin);
         cmd.args([
             "--http-listen",
@@ -42,12 +63,17 @@ impl Server {
         .env("SWITCHBOARD_LOG__LEVEL", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(if stall_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        })
         .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawning switchboard");
+        let stderr = child.stderr.take();
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(30), async {
@@ -63,7 +89,12 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let http = ready["http"].as_str().expect("http address").to_string();
-        Server { child, ready, http }
+        Server {
+            child,
+            _stderr: stderr,
+            ready,
+            http,
+        }
     }
 
     /// `ws://127.0.0.1:PORT/ws` plus `query`.
