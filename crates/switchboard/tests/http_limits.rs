@@ -197,3 +197,49 @@ async fn established_websockets_outlive_the_header_and_idle_timeouts() {
     assert_eq!(ack["delivered"], 1);
     assert_eq!(a.recv_type("message").await["data"], json!({"x":1}));
 }
+
+#[tokio::test]
+async fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use tokio::io::AsyncBufReadExt;
+    fn nofile(pid: u32) -> (String, String) {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files")
+            .to_string();
+        let mut f = line["Max open files".len()..].split_whitespace();
+        let soft = f.next().expect("soft").to_string();
+        (soft, f.next().expect("hard").to_string())
+    }
+    let (_, hard) = nofile(std::process::id());
+    if hard.parse::<u64>().is_ok_and(|h| h <= 256) {
+        eprintln!("skipped: the hard open-file limit ({hard}) leaves nothing to raise");
+        return;
+    }
+    // The shell lowers the soft limit the server starts with.
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Sn 256 && exec \"$0\" --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0")
+        .arg(BIN)
+        .env("SWITCHBOARD_LOG__LEVEL", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.expect("read") {
+            if line.starts_with("READY ") {
+                return;
+            }
+        }
+        panic!("exited before READY");
+    })
+    .await
+    .expect("READY within 30 s");
+    let pid = child.id().expect("running");
+    let (soft, hard_now) = nofile(pid);
+    assert_eq!(soft, hard_now, "the soft limit is raised to the hard one");
+}
