@@ -287,6 +287,16 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
 
     let app = router(state.clone());
     let http_limits = crate::serve::HttpLimits::from_config(&cfg);
+    if cfg.limits.max_http_connections != 0
+        && cfg.limits.max_http_connections <= cfg.limits.max_connections
+    {
+        tracing::warn!(
+            "limits.max_http_connections ({}) is not above limits.max_connections ({}): \
+             WebSockets can take every HTTP connection, leaving none for the API",
+            cfg.limits.max_http_connections,
+            cfg.limits.max_connections
+        );
+    }
     let listener = crate::serve::Listener {
         router: app,
         admission: crate::serve::Admission::new(&http_limits),
