@@ -560,9 +560,28 @@ impl TurnServer {
             .and_then(|id| self.allocations.get(id))
             .and_then(|a| a.channel_peer(frame.channel(), now));
         match peer {
-            Some(peer) => self.relay_to_peer(now, five_tuple, peer, frame.data()),
+            Some(peer) if self.own_relay_still_live(peer) => {
+                self.relay_to_peer(now, five_tuple, peer, frame.data());
+            }
+            Some(_) => {
+                self.metrics.denied_peers += 1;
+                self.metrics.dropped += 1;
+            }
             None => self.metrics.dropped += 1,
         }
+    }
+
+    /// A channel's peer passed [`Self::peer_allowed`] when it was bound.
+    /// What can change since is whether a relay address of this server's
+    /// own is still live: once its allocation is gone, it is just a port on
+    /// this host. Only peers on the host's own IPs pay more than a scan of
+    /// that short list.
+    fn own_relay_still_live(&self, peer: SocketAddr) -> bool {
+        let ip = canonical(peer.ip());
+        if ip.is_loopback() || !self.own_ips.contains(&ip) {
+            return true;
+        }
+        self.by_relay.contains_key(&peer) || self.public_relays.contains_key(&peer)
     }
 
     fn relay_to_peer(

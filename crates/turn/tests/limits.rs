@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use switchboard_stun::attr::{ChannelNumber, EvenPort, Lifetime, ReservationToken};
-use switchboard_stun::{AttrType, Message, MessageBuilder, Method};
+use switchboard_stun::{AttrType, ChannelData, Message, MessageBuilder, Method};
 use switchboard_turn::auth::mint_rest_credential;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -422,9 +422,26 @@ fn the_servers_own_addresses_are_no_peers_but_live_relays_are() {
     };
     assert_eq!(send(&mut c, &mut h, addr("203.0.113.2:3478")), 0);
     assert_eq!(send(&mut c, &mut h, other_relay), 1);
+    // A channel to it relays too (found by the turn_server fuzz target: the
+    // channel outlived the relay it pointed at).
+    let bound = c.ask(&mut h, Method::CHANNEL_BIND, |b| {
+        b.add(&ChannelNumber(0x4000))
+            .add_xor_peer_address(other_relay);
+    });
+    assert!(is_success(&bound));
+    let mut frame = Vec::new();
+    ChannelData::new(0x4000, b"probe")
+        .expect("channel data")
+        .encode(&mut frame, false);
+    assert_eq!(h.client_sends(c.ft, &frame).len(), 1);
     // Once that allocation is gone, its address is just a port on this host.
     delete(&mut d, &mut h);
     assert_eq!(send(&mut c, &mut h, other_relay), 0);
+    assert_eq!(
+        h.client_sends(c.ft, &frame).len(),
+        0,
+        "channel to a gone relay"
+    );
     assert_eq!(permit(&mut c, &mut h, &other_relay.to_string()), Some(403));
 
     // Loopback follows the policy alone: opening it (as the tests do to
