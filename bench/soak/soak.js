@@ -36,6 +36,7 @@ const DEFAULTS = {
   turnRate: 200, // round trips per second, all sockets together
   turnSecs: 30,
   seed: 1,
+  fault: 'none', // self-test of the checker: 'loss' or 'dup' must make the run fail
 };
 
 function parseArgs(argv) {
