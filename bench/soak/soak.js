@@ -20,8 +20,8 @@ const DEFAULTS = {
   pid: 0,
   minutes: 60,
   out: '',
-  rooms: 40,
-  msgRate: 2, // messages per second per peer
+  rooms: 60,
+  msgRate: 5, // messages per second per peer
   toShare: 0.3, // share of messages sent with `to`
   payload: 200, // bytes of padding in each message's data
   lifetime: 60, // mean seconds of a peer's connection before its fate
@@ -33,7 +33,7 @@ const DEFAULTS = {
   stunLoad: '',
   turnUser: 'soak:soak-pw',
   turnSockets: 4,
-  turnRate: 200, // round trips per second, all sockets together
+  turnRate: 500, // round trips per second, all sockets together
   turnSecs: 30,
   seed: 1,
   fault: 'none', // self-test of the checker: 'loss' or 'dup' must make the run fail
