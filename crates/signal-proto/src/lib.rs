@@ -624,4 +624,26 @@ mod tests {
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"join"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"ping","id":1.5}"#).is_err());
     }
+
+    /// `fuzz/smoke.sh` (target `signal_client_frame`) found that this
+    /// number did not survive parse → serialize → parse: serde_json's
+    /// default float parsing is not correctly rounded.
+    #[test]
+    fn data_round_trips_numbers_and_key_order() {
+        let text = r#"{"type":"message","room":"r","data":{"z":377777777777777700000000000000000000001731820631,"a":[0.30000000000000004,1e-7,-0.0]}}"#;
+        let frame: ClientFrame = serde_json::from_str(text).unwrap();
+        let again: ClientFrame =
+            serde_json::from_str(&serde_json::to_string(&frame).unwrap()).unwrap();
+        assert_eq!(again, frame);
+        let Request::Message { data, .. } = &frame.request else {
+            panic!("{frame:?}");
+        };
+        let keys: Vec<&str> = data
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["z", "a"]);
+    }
 }

@@ -164,6 +164,7 @@ use rand_chacha::ChaCha20Rng;
 use serde_json::Value;
 pub use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer};
 
+pub use crate::classic::{ClassicArg, ClassicArgs};
 pub use crate::observe::{
     Counters, EVENT_QUEUE_CAP, EndReason, Event, LeaveReason, ResumeFailReason,
 };
@@ -317,8 +318,9 @@ impl OutFrame {
 pub struct ClassicEvent {
     /// `joined`, `otherjoin`, `full`, `message`, `bye`, `leaved`, `error`.
     pub event: &'static str,
-    /// The event's arguments, e.g. `[room, id]` or `[room, data]`.
-    pub args: Vec<Value>,
+    /// The event's arguments, e.g. `[room, id]` or `[room, data]`, as JSON
+    /// text (`data` exactly as its sender wrote it).
+    pub args: ClassicArgs,
 }
 
 /// What the core asks the shell to do.
@@ -629,12 +631,12 @@ impl SignalCore {
     /// A classic event (`join`, `message`, `leave`) with its arguments.
     /// `ack` is true when the client asked for an acknowledgement; the
     /// return value is then the ack's payload (`{"delivered":N}` or an error).
-    pub fn handle_classic(
+    pub fn handle_classic<A: ClassicArg>(
         &mut self,
         now: Instant,
         conn: ConnId,
         event: &str,
-        args: &[Value],
+        args: &[A],
         ack: bool,
     ) -> Option<Value> {
         let sid = *self.by_conn.get(&conn)?;

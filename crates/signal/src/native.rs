@@ -67,10 +67,7 @@ impl SignalCore {
                 .leave(sid, &room)
                 .map(|()| Some(wire::room_only("left", &room, id))),
             Req::Message { room, to, data } => {
-                let data = Data {
-                    raw: data.get(),
-                    value: None,
-                };
+                let data = Data { raw: data.get() };
                 self.message(sid, &room, to.as_deref(), data)
                     .map(|n| id.map(|id| wire::ack(n, id)))
             }

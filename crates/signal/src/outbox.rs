@@ -5,18 +5,17 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::classic::ClassicArgs;
 use crate::session::{Session, Sid};
 use crate::{ClassicEvent, ConnId, Face, OutFrame, Output, wire};
 
-/// Payload of a room message: raw JSON text, and the parsed value when the
-/// sender was a classic client (which is what classic recipients need).
+/// Payload of a room message: the sender's JSON text, relayed verbatim to
+/// both faces.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Data<'a> {
     pub(crate) raw: &'a str,
-    pub(crate) value: Option<&'a Value>,
 }
 
 /// A room event, rendered lazily at most once per face and fan-out.
@@ -83,24 +82,16 @@ impl<'a> Fanout<'a> {
         self.classic.get_or_insert_with(|| match event {
             RoomEvent::OtherJoined { room, peer, .. } => ClassicEvent {
                 event: "otherjoin",
-                args: vec![Value::from(*room), Value::from(*peer)],
+                args: ClassicArgs::strs(room, peer),
             },
             RoomEvent::Bye { room, peer } => ClassicEvent {
                 event: "bye",
-                args: vec![Value::from(*room), Value::from(*peer)],
+                args: ClassicArgs::strs(room, peer),
             },
-            RoomEvent::Message { room, data, .. } => {
-                // Only a mixed room pays this second parse; the raw text
-                // came out of a parser, so it is valid JSON.
-                let value = match data.value {
-                    Some(v) => v.clone(),
-                    None => serde_json::from_str(data.raw).unwrap_or(Value::Null),
-                };
-                ClassicEvent {
-                    event: "message",
-                    args: vec![Value::from(*room), value],
-                }
-            }
+            RoomEvent::Message { room, data, .. } => ClassicEvent {
+                event: "message",
+                args: ClassicArgs::message(room, data.raw),
+            },
         })
     }
 }
@@ -208,6 +199,7 @@ impl Outbox {
                 self.frame(sid, s, body)
             }
             Face::Classic => {
+                // The arguments are shared: this copies a pointer.
                 let event = f.classic().clone();
                 self.classic(s, event)
             }

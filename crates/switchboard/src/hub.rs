@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 use switchboard_signal::{
-    ClassicEvent, ConnId, Counters, Disconnect, Event, Face, IceServer, Identity, OutFrame, Output,
-    SignalCore, Stats,
+    ClassicArg, ClassicEvent, ConnId, Counters, Disconnect, Event, Face, IceServer, Identity,
+    OutFrame, Output, SignalCore, Stats,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -153,7 +153,13 @@ impl Hub {
     }
 
     /// A classic (Socket.IO) event; returns the acknowledgement payload.
-    pub fn classic(&self, conn: ConnId, event: &str, args: &[Value], ack: bool) -> Option<Value> {
+    pub fn classic<A: ClassicArg>(
+        &self,
+        conn: ConnId,
+        event: &str,
+        args: &[A],
+        ack: bool,
+    ) -> Option<Value> {
         let (reply, logs) = {
             let mut st = self.lock();
             let reply = st

@@ -32,6 +32,7 @@
 //! middleware, so a refused client gets a `connect_error` with the reason
 //! and never joins the namespace.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -42,8 +43,8 @@ use std::time::Duration;
 use axum::extract::OriginalUri;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, header};
 use serde::Deserialize;
-use serde::ser::{Serialize, SerializeTuple, Serializer};
-use serde_json::{Value as Json, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::{
@@ -389,8 +390,8 @@ struct ClassicEvents {
 impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
     fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
         await_connected(&s);
-        let args = match event_args(&v) {
-            Ok(args) => args,
+        let (event, args) = match event_args(&v) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 // Answered like the core answers a bad request: an `error`
                 // event, and the same object as the ack when one is asked.
@@ -402,12 +403,8 @@ impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
                 return;
             }
         };
-        let Some((event, args)) = args.split_first() else {
-            return;
-        };
-        let event = event.as_str().unwrap_or_default();
         metrics::counter!("switchboard_socketio_events_in_total").increment(1);
-        let reply = self.hub.classic(self.conn, event, args, ack_id.is_some());
+        let reply = self.hub.classic(self.conn, &event, &args, ack_id.is_some());
         if let Some(reply) = reply {
             let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
             let _ = ack.send(&reply);
@@ -433,20 +430,24 @@ fn await_connected(s: &Socket<LocalAdapter>) {
 
 const CONNECTED_SPINS: u32 = 10_000;
 
-/// The arguments of an event packet, the event name first, from the
-/// packet's JSON text as the common parser keeps it. The classic events
-/// carry JSON only: a packet with binary attachments is refused.
-fn event_args(v: &Value) -> Result<Vec<Json>, EventError> {
+/// The arguments of an event packet, the event name first, each the raw
+/// JSON text cut out of the packet (no value is built: `data` goes on to
+/// the peers as the sender wrote it). The classic events carry JSON only:
+/// a packet with binary attachments is refused.
+fn event_args(v: &Value) -> Result<(Cow<'_, str>, Vec<&RawValue>), EventError> {
     let text = match v {
         Value::Str(text, None) => text,
         Value::Str(text, Some(bins)) if bins.is_empty() => text,
         _ => return Err(EventError::Binary),
     };
-    let args: Vec<Json> = serde_json::from_str(text).map_err(EventError::Json)?;
-    match args.first() {
-        Some(Json::String(_)) => Ok(args),
-        _ => Err(EventError::NoName),
-    }
+    let mut args: Vec<&RawValue> = serde_json::from_str(text).map_err(EventError::Json)?;
+    let first = match args.first() {
+        Some(first) if first.get().starts_with('"') => *first,
+        _ => return Err(EventError::NoName),
+    };
+    let name: Cow<'_, str> = serde_json::from_str(first.get()).map_err(EventError::Json)?;
+    args.remove(0);
+    Ok((name, args))
 }
 
 /// An event packet the core cannot be given.
@@ -495,20 +496,6 @@ struct SioSink {
     _permit: OwnedSemaphorePermit,
 }
 
-/// A classic event's arguments as Socket.IO arguments: socketioxide sends a
-/// tuple as several arguments, anything else as one.
-struct Args<'a>(&'a [Json]);
-
-impl Serialize for Args<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
-        for arg in self.0 {
-            tuple.serialize_element(arg)?;
-        }
-        tuple.end()
-    }
-}
-
 impl ConnSink for SioSink {
     fn send_frame(&self, _frame: OutFrame) -> Result<(), QueueFull> {
         // A classic session never receives native frames.
@@ -516,7 +503,8 @@ impl ConnSink for SioSink {
     }
 
     fn send_classic(&self, event: ClassicEvent) -> Result<(), QueueFull> {
-        match self.socket.emit(event.event, &Args(&event.args)) {
+        // `ClassicArgs` serializes as a tuple: one Socket.IO argument each.
+        match self.socket.emit(event.event, &event.args) {
             Ok(()) => {
                 metrics::counter!("switchboard_socketio_events_out_total").increment(1);
                 Ok(())
@@ -557,17 +545,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_args_keep_every_argument() {
-        let v = Value::Str(r#"["message","r",{"kind":"offer","sdp":"x"}]"#.into(), None);
-        let args = event_args(&v).expect("parses");
-        assert_eq!(
-            args,
-            vec![
-                json!("message"),
-                json!("r"),
-                json!({"kind":"offer","sdp":"x"})
-            ]
+    fn event_args_keep_every_argument_as_its_text() {
+        let v = Value::Str(
+            r#"["mess\u0061ge", "r",{"sdp":"x","kind":1.0e0}]"#.into(),
+            None,
         );
+        let (name, args) = event_args(&v).expect("parses");
+        assert_eq!(name, "message");
+        let texts: Vec<&str> = args.iter().map(|a| a.get()).collect();
+        assert_eq!(texts, [r#""r""#, r#"{"sdp":"x","kind":1.0e0}"#]);
     }
 
     #[test]
@@ -608,14 +594,5 @@ mod tests {
         assert_eq!(req.headers()[header::ORIGIN], "https://app.example");
         let custom: Vec<_> = req.headers().get_all("x-custom").iter().collect();
         assert_eq!(custom, ["a", "b"]);
-    }
-
-    #[test]
-    fn args_serialize_as_a_tuple() {
-        let args = [json!("r"), json!("peer")];
-        assert_eq!(
-            serde_json::to_string(&Args(&args)).expect("serializes"),
-            r#"["r","peer"]"#
-        );
     }
 }

@@ -244,3 +244,93 @@ async fn a_slow_reader_loses_its_place_and_nobody_else_waits() {
     assert_eq!(bye["peer"], slow_id);
     assert_eq!(fast.recv_type("bye").await["peer"], slow_id);
 }
+
+/// Key order, number spellings that no f64 keeps (the fuzz finding of
+/// issue #12), an escape: whoever relays it, a peer gets this very text.
+const DATA: &str = r#"{"z":1,"a":{"y":377777777777777700000000000000000000001731820631,"b":[1.0,-0,1E2,0.30000000000000000001]},"m":"\u00e9"}"#;
+
+/// A native peer read as raw text: `Client` parses frames, which would
+/// hide what this test looks at.
+struct RawNative {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl RawNative {
+    async fn connect(server: &Server) -> RawNative {
+        let (ws, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(server.ws_url("")))
+                .await
+                .expect("connect in time")
+                .expect("websocket upgrade");
+        RawNative { ws }
+    }
+
+    /// The next text frame containing `needle`, skipping others.
+    async fn text_with(&mut self, needle: &str) -> String {
+        for _ in 0..32 {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("stream open")
+                .expect("read");
+            if let Message::Text(t) = msg
+                && t.as_str().contains(needle)
+            {
+                return t.as_str().to_string();
+            }
+        }
+        panic!("no frame with {needle} within 32 frames");
+    }
+}
+
+#[tokio::test]
+async fn relayed_data_keeps_its_text_on_both_faces() {
+    let s = Server::start(BIN, &[], &[]).await;
+    let mut a = Sio::connect(&s, None).await.expect("a connects");
+    let mut b = Sio::connect(&s, None).await.expect("b connects");
+    let mut native = RawNative::connect(&s).await;
+    native
+        .ws
+        .send(Message::text(r#"{"type":"join","room":"r","id":1}"#))
+        .await
+        .expect("send");
+    native.text_with(r#""type":"joined""#).await;
+    for sio in [&mut a, &mut b] {
+        sio.emit("join", &[json!("r")], None).await;
+        sio.expect("joined").await;
+    }
+
+    // classic → classic and classic → native
+    a.send(&format!(r#"429["message","r",{DATA}]"#)).await;
+    assert_eq!(a.ack(9).await, json!({"delivered": 2}));
+    let expected = format!(r#"42["message","r",{DATA}]"#);
+    let mut got = String::new();
+    for _ in 0..8 {
+        got = b.packet().await;
+        if got.starts_with(r#"42["message""#) {
+            break;
+        }
+    }
+    assert_eq!(got, expected);
+    let frame = native.text_with(r#""type":"message""#).await;
+    assert!(frame.ends_with(&format!(r#","data":{DATA}}}"#)), "{frame}");
+
+    // native → classic
+    native
+        .ws
+        .send(Message::text(format!(
+            r#"{{"type":"message","room":"r","data":{DATA}}}"#
+        )))
+        .await
+        .expect("send");
+    for sio in [&mut a, &mut b] {
+        let mut got = String::new();
+        for _ in 0..8 {
+            got = sio.packet().await;
+            if got.starts_with(r#"42["message""#) {
+                break;
+            }
+        }
+        assert_eq!(got, expected);
+    }
+}

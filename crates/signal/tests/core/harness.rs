@@ -231,7 +231,7 @@ impl H {
             .get_mut(&conn)
             .and_then(VecDeque::pop_front)
             .unwrap_or_else(|| panic!("no classic event for {conn:?}"));
-        (e.event.to_string(), e.args)
+        (e.event.to_string(), e.args.to_values())
     }
 
     pub fn quiet_events(&mut self, conn: ConnId) {
