@@ -34,6 +34,10 @@ pub struct ConnLimits {
     /// beyond it the transport closes the connection (1009), since reading
     /// an unbounded frame would cost unbounded memory.
     pub transport_max_frame: usize,
+    /// `limits.socketio_connect_timeout_secs`.
+    pub socketio_connect_timeout: Duration,
+    /// `limits.socketio_pending_per_ip`.
+    pub socketio_pending_per_ip: usize,
 }
 
 /// What every request handler shares.
@@ -277,6 +281,10 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
             // reader is closed is still in replay (PROTOCOL.md §1).
             outbound_queue_bytes: (cfg.session.replay_bytes / 2).max(1),
             transport_max_frame: (cfg.limits.max_message_bytes.saturating_mul(4)).max(1 << 20),
+            socketio_connect_timeout: Duration::from_secs(
+                cfg.limits.socketio_connect_timeout_secs.max(1),
+            ),
+            socketio_pending_per_ip: cfg.limits.socketio_pending_per_ip,
         },
         heartbeat_interval: Duration::from_secs(cfg.session.heartbeat_interval_secs.max(1)),
         heartbeat_timeout: Duration::from_secs(cfg.session.heartbeat_timeout_secs.max(1)),

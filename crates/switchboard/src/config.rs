@@ -173,6 +173,11 @@ pub struct LimitsConfig {
     /// cap. Behind a reverse proxy every client shares its address: raise
     /// it or set 0 there.
     pub max_connections_per_ip: usize,
+    /// A Socket.IO session that has not sent CONNECT after this long is closed.
+    pub socketio_connect_timeout_secs: u64,
+    /// Socket.IO sessions one source address may have open before CONNECT;
+    /// further handshakes get HTTP 429.
+    pub socketio_pending_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -189,6 +194,8 @@ impl Default for LimitsConfig {
             // requests beside them.
             max_http_connections: 20_480,
             max_connections_per_ip: 256,
+            socketio_connect_timeout_secs: 5,
+            socketio_pending_per_ip: 16,
         }
     }
 }

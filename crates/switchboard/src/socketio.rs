@@ -24,9 +24,11 @@
 //!   core synchronously, on the socket's receive path, in arrival order.
 //! - [`Departure`] tells the core at once, before the socket is dropped.
 //!
-//! And one for memory: [`OwnedHead`] copies the request head off hyper's
-//! read buffer, which Engine.IO would otherwise pin for every session
-//! (docs/benchmarks-socketio.md has the figures).
+//! And one for memory: [`Front`] copies the request head off hyper's read
+//! buffer, which Engine.IO would otherwise pin for every session
+//! (docs/benchmarks-socketio.md has the figures). `Front` also refuses
+//! handshakes early: a bad origin, or too many sessions from one address
+//! that have not sent CONNECT (see `front.rs`).
 //!
 //! Admission (origin, token, connection cap) happens in the connect
 //! middleware, so a refused client gets a `connect_error` with the reason
@@ -37,11 +39,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::OriginalUri;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, header};
+use axum::http::header;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -53,12 +53,17 @@ use socketioxide::handler::{
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::service::SocketIoService;
 use socketioxide::socket::{DisconnectReason, Sid, Socket};
-use socketioxide::{SendError, SocketError, SocketIo};
+use socketioxide::{ParserConfig, SendError, SocketError, SocketIo};
 use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, Identity, OutFrame};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::app::AppState;
 use crate::hub::{ConnSink, Hub, QueueFull};
+
+mod front;
+
+pub use front::Front;
+use front::{Gatekeeper, PATH, Ticket};
 
 /// How long a server-side close keeps retrying while the socket's queue is
 /// full (a slow reader): 50 × 100 ms. After that the Engine.IO heartbeat
@@ -89,12 +94,12 @@ async fn sweep_unconfirmed(
         let stale: Vec<ConnId> = {
             let mut map = unconfirmed.lock().unwrap_or_else(|p| p.into_inner());
             let mut stale = Vec::new();
-            map.retain(|_, (conn, admitted, socket)| {
-                if now.duration_since(*admitted) < CONNECT_CHECK {
+            map.retain(|_, p| {
+                if now.duration_since(p.admitted) < CONNECT_CHECK {
                     return true;
                 }
-                if !socket.connected() {
-                    stale.push(*conn);
+                if !p.socket.connected() {
+                    stale.push(p.conn);
                 }
                 false
             });
@@ -112,7 +117,7 @@ async fn sweep_unconfirmed(
 
 /// The Socket.IO layer: it answers `/socket.io/` and passes every other
 /// request through. [`service`] puts it around the router.
-pub fn layer(app: &AppState) -> SocketIoLayer {
+fn layer(app: &AppState, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
     // Engine.IO's client gives up after pingInterval + pingTimeout without a
     // ping; match the native face's heartbeat interval and timeout.
     let ping_timeout = app
@@ -135,6 +140,17 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
         // signaling messages and is the largest single share of an idle
         // connection we control (larger frames grow the buffer as needed).
         .ws_read_buffer_size(1024)
+        // Until CONNECT a session has passed no check but the origin and
+        // the per-address cap of `Front`: it gets a few seconds.
+        .connect_timeout(app.limits.socketio_connect_timeout)
+        // The classic events are JSON: a packet announcing even one binary
+        // attachment closes the connection, before anything is buffered.
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binaries(0)
+                .max_incoming_binary_buf_size(0)
+                .packet_completion_timeout(Duration::from_secs(1)),
+        )
         .build_layer();
     let unconfirmed = Arc::new(Unconfirmed::default());
     tokio::spawn(sweep_unconfirmed(
@@ -142,6 +158,8 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
         unconfirmed.clone(),
         app.shutdown.clone(),
     ));
+    app.tasks
+        .spawn(drain_on_shutdown(io.clone(), keeper, app.shutdown.clone()));
     io.ns(
         "/",
         Admit {
@@ -152,71 +170,48 @@ pub fn layer(app: &AppState) -> SocketIoLayer {
     layer
 }
 
+/// At shutdown the hub closes every connection, which for a Socket.IO
+/// client is a DISCONNECT packet queued behind what it has still to
+/// receive; the client then closes its transport. This waits for that
+/// (a tracked task, so the process waits too), then cuts whatever is left.
+async fn drain_on_shutdown(
+    io: SocketIo,
+    keeper: Arc<Gatekeeper>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    shutdown.cancelled().await;
+    if tokio::time::timeout(SHUTDOWN_DRAIN, keeper.drained())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            left = keeper.live(),
+            "socket.io sessions still open after DISCONNECT; closing them"
+        );
+    }
+    // Bounded too: a transport that cannot flush is not waited for.
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.close()).await;
+}
+
+/// How long shutdown waits for Socket.IO clients to close their transport
+/// after their DISCONNECT (the process' own bound, `http.shutdown_timeout_secs`,
+/// still applies).
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
+
 /// The router behind the Socket.IO layer: `/socket.io/` is answered by
 /// socketioxide, everything else by `routes`. One layer around the whole
 /// router (`Router::layer` would wrap each route apart, each wrap a separate
 /// Engine.IO with its own sessions).
-pub fn service(app: &AppState, routes: axum::Router) -> OwnedHead<SocketIoService<axum::Router>> {
-    OwnedHead(tower::Layer::layer(&layer(app), routes))
-}
-
-/// Gives a Socket.IO request's URI and header values their own small
-/// allocations before socketioxide sees it.
-///
-/// hyper parses them as slices of the connection's read buffer (8 KiB or
-/// more), and Engine.IO keeps the request head for the whole life of the
-/// session (`Socket::req_parts`): without the copy every idle connection
-/// pins that buffer (16 KiB of heap, half of an idle connection's memory).
-#[derive(Debug, Clone)]
-pub struct OwnedHead<S>(S);
-
-impl<S, B> tower::Service<Request<B>> for OwnedHead<S>
-where
-    S: tower::Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if req.uri().path().starts_with(PATH) {
-            own_head(&mut req);
-        }
-        self.0.call(req)
-    }
-}
-
-/// Where socketioxide listens (its default).
-const PATH: &str = "/socket.io";
-
-fn own_head<B>(req: &mut Request<B>) {
-    if let Ok(uri) = Uri::try_from(req.uri().to_string()) {
-        // axum's router put a clone of the URI in the extensions, which the
-        // request head keeps too.
-        if req.extensions().get::<OriginalUri>().is_some() {
-            req.extensions_mut().insert(OriginalUri(uri.clone()));
-        }
-        *req.uri_mut() = uri;
-    }
-    let headers = req.headers();
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        // `from_bytes` copies; a name or value that came through hyper is
-        // valid, so nothing is dropped in practice.
-        let Ok(name) = HeaderName::from_bytes(name.as_str().as_bytes()) else {
-            continue;
-        };
-        let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) else {
-            continue;
-        };
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name, copy);
-    }
-    *req.headers_mut() = owned;
+pub fn service(app: &AppState, routes: axum::Router) -> Front<SocketIoService<axum::Router>> {
+    let keeper = Gatekeeper::new(
+        app.limits.socketio_pending_per_ip.max(1),
+        app.auth.clone(),
+        app.shutdown.clone(),
+    );
+    Front::new(
+        tower::Layer::layer(&layer(app, keeper.clone()), routes),
+        keeper,
+    )
 }
 
 /// What the connect middleware established.
@@ -267,7 +262,15 @@ struct Admit {
 
 /// Sockets admitted by the middleware whose CONNECT answer has not been
 /// confirmed yet, with when they were admitted.
-type Unconfirmed = std::sync::Mutex<HashMap<Sid, (ConnId, tokio::time::Instant, SocketRef)>>;
+type Unconfirmed = std::sync::Mutex<HashMap<Sid, Pending>>;
+
+/// An admitted socket whose CONNECT answer is not confirmed yet.
+struct Pending {
+    conn: ConnId,
+    admitted: tokio::time::Instant,
+    socket: SocketRef,
+    events: ClassicEvents,
+}
 
 impl Admit {
     fn admit(&self, s: &Socket<LocalAdapter>, auth: Option<&Value>) -> Result<Admission, Refused> {
@@ -327,11 +330,16 @@ impl ConnectHandler<LocalAdapter, ClassicFace> for Admit {
     }
 
     fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {
-        // socketioxide calls this once the CONNECT answer is queued.
-        self.unconfirmed
+        // socketioxide calls this once the CONNECT answer is queued and the
+        // socket marked connected: events that came before can run now.
+        let pending = self
+            .unconfirmed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&s.id);
+        if let Some(p) = pending {
+            p.events.open(&s);
+        }
         tracing::info!(
             sid = %s.id,
             transport = ?s.transport_type(),
@@ -356,10 +364,15 @@ impl Admit {
     fn start(&self, socket: SocketRef, admission: Admission) {
         let hub = self.app.hub.clone();
         let conn = hub.next_conn_id();
-        socket.on_fallback(ClassicEvents {
+        if let Some(ticket) = socket.req_parts().extensions.get::<Ticket>() {
+            ticket.connected();
+        }
+        let events = ClassicEvents {
             hub: hub.clone(),
             conn,
-        });
+            gate: Arc::new(std::sync::Mutex::new(Gate::Closed(Vec::new()))),
+        };
+        socket.on_fallback(events.clone());
         socket.on_disconnect(Departure {
             hub: hub.clone(),
             conn,
@@ -367,6 +380,7 @@ impl Admit {
         let (check, sid) = (socket.clone(), socket.id);
         let sink = Arc::new(SioSink {
             socket,
+            tasks: self.app.tasks.clone(),
             _permit: admission.permit,
         });
         hub.connect(conn, sink, admission.identity, Face::Classic, |_| {
@@ -377,19 +391,55 @@ impl Admit {
         self.unconfirmed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sid, (conn, tokio::time::Instant::now(), check));
+            .insert(
+                sid,
+                Pending {
+                    conn,
+                    admitted: tokio::time::Instant::now(),
+                    socket: check,
+                    events,
+                },
+            );
     }
 }
 
 /// Every event of one socket, in arrival order, into the core.
+#[derive(Clone)]
 struct ClassicEvents {
     hub: Arc<Hub>,
     conn: ConnId,
+    gate: Arc<std::sync::Mutex<Gate>>,
 }
 
-impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
-        await_connected(&s);
+/// socketioxide queues its CONNECT answer and only then marks the socket
+/// connected, on its own task; until then every emit to the socket fails.
+/// A client that emits `join` on `connect` can have its event handled in
+/// that window, and its `joined` would be lost. So events wait behind this
+/// gate until the connect handler proper opens it, and run then, in order.
+enum Gate {
+    /// Not connected yet: the events that came, at most [`EARLY_EVENTS`].
+    Closed(Vec<(Value, Option<i64>)>),
+    Open,
+}
+
+/// A client has no reason to send more than its first emit or two before
+/// its CONNECT is answered; past this, early events are dropped.
+const EARLY_EVENTS: usize = 16;
+
+impl ClassicEvents {
+    /// Runs the events that arrived before the socket was connected, then
+    /// lets the others through. Under the gate's lock, so that an event
+    /// coming meanwhile waits its turn.
+    fn open(&self, s: &Arc<Socket<LocalAdapter>>) {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        if let Gate::Closed(early) = std::mem::replace(&mut *gate, Gate::Open) {
+            for (v, ack_id) in early {
+                self.handle(s, v, ack_id);
+            }
+        }
+    }
+
+    fn handle(&self, s: &Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
         let (event, args) = match event_args(&v) {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -398,7 +448,7 @@ impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
                 tracing::debug!(conn = self.conn.0, "unreadable socket.io event: {e}");
                 let refusal = json!({"code": "bad_request", "message": e.to_string()});
                 let _ = s.emit("error", &refusal);
-                let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+                let Ok(ack) = AckSender::from_message_parts(s, &mut v, &ack_id);
                 let _ = ack.send(&refusal);
                 return;
             }
@@ -406,29 +456,28 @@ impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
         metrics::counter!("switchboard_socketio_events_in_total").increment(1);
         let reply = self.hub.classic(self.conn, &event, &args, ack_id.is_some());
         if let Some(reply) = reply {
-            let Ok(ack) = AckSender::from_message_parts(&s, &mut v, &ack_id);
+            let Ok(ack) = AckSender::from_message_parts(s, &mut v, &ack_id);
             let _ = ack.send(&reply);
         }
     }
 }
 
-/// socketioxide queues its CONNECT answer and only then marks the socket
-/// connected, a few instructions later on another thread; until then every
-/// emit to the socket fails. A client that emits `join` on `connect` can
-/// get its event here inside that window, and its `joined` would fail. The
-/// window has no await in it, so yielding the thread a bounded number of
-/// times closes it; a socket that stays unconnected is closing, and its
-/// event is handled as it would be anyway.
-fn await_connected(s: &Socket<LocalAdapter>) {
-    for _ in 0..CONNECTED_SPINS {
-        if s.connected() {
-            return;
+impl MessageHandler<LocalAdapter, ClassicFace> for ClassicEvents {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, v: Value, ack_id: Option<i64>) {
+        {
+            let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+            if let Gate::Closed(early) = &mut *gate {
+                if early.len() < EARLY_EVENTS {
+                    early.push((v, ack_id));
+                } else {
+                    tracing::debug!(conn = self.conn.0, "socket.io event before CONNECT dropped");
+                }
+                return;
+            }
         }
-        std::thread::yield_now();
+        self.handle(&s, v, ack_id);
     }
 }
-
-const CONNECTED_SPINS: u32 = 10_000;
 
 /// The arguments of an event packet, the event name first, each the raw
 /// JSON text cut out of the packet (no value is built: `data` goes on to
@@ -492,6 +541,8 @@ impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
 /// long), so it is safe under the hub's lock.
 struct SioSink {
     socket: SocketRef,
+    /// Closing is a task of its own: tracked, so that shutdown waits for it.
+    tasks: tokio_util::task::TaskTracker,
     /// Held for the connection's life: `limits.max_connections` counts both faces.
     _permit: OwnedSemaphorePermit,
 }
@@ -524,10 +575,10 @@ impl ConnSink for SioSink {
         // Called under the hub's lock, and disconnecting runs `Departure`,
         // which takes that lock: do it on a task.
         let socket = self.socket.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
-        runtime.spawn(async move {
+        }
+        self.tasks.spawn(async move {
             for _ in 0..CLOSE_RETRIES {
                 match socket.clone().disconnect() {
                     Err(SocketError::InternalChannelFull) => {
@@ -578,21 +629,5 @@ mod tests {
             event_args(&Value::Str("{".into(), None)),
             Err(EventError::Json(_))
         ));
-    }
-
-    #[test]
-    fn the_head_is_copied_intact() {
-        let mut req = Request::builder()
-            .uri("/socket.io/?EIO=4&transport=websocket")
-            .header(header::ORIGIN, "https://app.example")
-            .header("x-custom", "a")
-            .header("x-custom", "b")
-            .body(())
-            .expect("request");
-        own_head(&mut req);
-        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
-        assert_eq!(req.headers()[header::ORIGIN], "https://app.example");
-        let custom: Vec<_> = req.headers().get_all("x-custom").iter().collect();
-        assert_eq!(custom, ["a", "b"]);
     }
 }

@@ -3,6 +3,8 @@
 //! `cargo test` covers the face without node (interop/socketio runs the
 //! real socket.io-client).
 
+use std::time::Duration;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard_testkit::{Client, Server, WAIT};
@@ -21,14 +23,7 @@ impl Sio {
     /// Opens the Engine.IO session and connects to `/` with `auth`; returns
     /// the client, or the CONNECT_ERROR payload when refused.
     async fn connect(server: &Server, auth: Option<Value>) -> Result<Sio, Value> {
-        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.http);
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect in time")
-            .expect("websocket upgrade");
-        let mut sio = Sio { ws };
-        let open = sio.packet().await;
-        assert!(open.starts_with('0'), "Engine.IO OPEN first, got {open}");
+        let mut sio = Sio::open(server).await.expect("websocket upgrade");
         let connect = match auth {
             Some(auth) => format!("40{auth}"),
             None => "40".to_string(),
@@ -40,6 +35,41 @@ impl Sio {
         }
         assert!(reply.starts_with("40"), "Socket.IO CONNECT, got {reply}");
         Ok(sio)
+    }
+
+    /// Opens an Engine.IO session only (no Socket.IO CONNECT); the
+    /// handshake's HTTP refusal as an error.
+    async fn open(server: &Server) -> Result<Sio, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.http);
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")?;
+        let mut sio = Sio { ws };
+        let open = sio.packet().await;
+        assert!(open.starts_with('0'), "Engine.IO OPEN first, got {open}");
+        Ok(sio)
+    }
+
+    /// Reads (answering pings) until the server ends the connection;
+    /// returns every packet read, or None when it is still open after `limit`.
+    async fn until_closed(&mut self, limit: Duration) -> Option<Vec<String>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let msg = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return None,
+                Ok(None | Some(Err(_))) => return Some(seen),
+                Ok(Some(Ok(msg))) => msg,
+            };
+            match msg {
+                Message::Text(t) if t.as_str() == "2" => {
+                    let _ = self.ws.send(Message::text("3")).await;
+                }
+                Message::Text(t) => seen.push(t.as_str().to_string()),
+                Message::Close(_) => return Some(seen),
+                _ => {}
+            }
+        }
     }
 
     async fn send(&mut self, text: &str) {
@@ -333,4 +363,78 @@ async fn relayed_data_keeps_its_text_on_both_faces() {
         }
         assert_eq!(got, expected);
     }
+}
+
+#[tokio::test]
+async fn a_session_that_never_connects_is_closed_soon() {
+    let s = Server::start(
+        BIN,
+        &[("SWITCHBOARD_LIMITS__SOCKETIO_CONNECT_TIMEOUT_SECS", "1")],
+        &[],
+    )
+    .await;
+    let mut idle = Sio::open(&s).await.expect("handshake");
+    // It answers pings, so only the connect timeout can end it.
+    assert!(
+        idle.until_closed(WAIT).await.is_some(),
+        "still open after {WAIT:?} without CONNECT"
+    );
+}
+
+#[tokio::test]
+async fn binary_attachments_close_the_connection_unbuffered() {
+    let s = Server::start(BIN, &[], &[]).await;
+    // Before CONNECT: a header announcing many attachments.
+    let mut early = Sio::open(&s).await.expect("handshake");
+    early
+        .send(r#"451000-["message","r",{"_placeholder":true,"num":0}]"#)
+        .await;
+    assert!(early.until_closed(WAIT).await.is_some(), "header accepted");
+    // After CONNECT: one attachment, which the server would buffer.
+    let mut sio = Sio::connect(&s, None).await.expect("connects");
+    sio.emit("join", &[json!("r")], None).await;
+    sio.expect("joined").await;
+    sio.send(r#"451-["message","r",{"_placeholder":true,"num":0}]"#)
+        .await;
+    let _ = sio.ws.send(Message::binary(vec![0u8; 1024])).await;
+    assert!(
+        sio.until_closed(WAIT).await.is_some(),
+        "attachment accepted"
+    );
+}
+
+#[tokio::test]
+async fn sessions_waiting_for_connect_are_capped_per_address() {
+    let s = Server::start(
+        BIN,
+        &[("SWITCHBOARD_LIMITS__SOCKETIO_PENDING_PER_IP", "2")],
+        &[],
+    )
+    .await;
+    let mut first = Sio::open(&s).await.expect("first handshake");
+    let _second = Sio::open(&s).await.expect("second handshake");
+    let refused = Sio::open(&s).await.err().expect("third refused");
+    assert!(refused.to_string().contains("429"), "{refused}");
+    // A session that connects gives its place back.
+    first.send("40").await;
+    assert!(first.packet().await.starts_with("40"));
+    let _third = Sio::open(&s).await.expect("a place again");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_sends_socketio_clients_their_disconnect() {
+    let mut s = Server::start(BIN, &[], &[]).await;
+    let mut a = Sio::connect(&s, None).await.expect("connects");
+    a.emit("join", &[json!("r")], None).await;
+    a.expect("joined").await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let seen = a.until_closed(WAIT).await.expect("closed in time");
+    assert!(seen.iter().any(|p| p == "41"), "no DISCONNECT in {seen:?}");
+    let exit = s.wait_exit(WAIT).await.expect("exited in time");
+    assert!(exit.success(), "exit status {exit:?}");
 }
