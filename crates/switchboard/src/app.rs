@@ -59,6 +59,9 @@ pub struct AppState {
     pub heartbeat_timeout: Duration,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// Cancelled once Socket.IO clients had their DISCONNECT (bounded): the
+    /// HTTP listeners serve until then, for polling clients to fetch it.
+    pub socketio_drained: CancellationToken,
     /// Every connection holds a token of it, so that shutdown can wait for
     /// their goodbyes (the HTTP server does not track upgraded connections).
     pub tasks: TaskTracker,
@@ -289,6 +292,7 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
         heartbeat_interval: Duration::from_secs(cfg.session.heartbeat_interval_secs.max(1)),
         heartbeat_timeout: Duration::from_secs(cfg.session.heartbeat_timeout_secs.max(1)),
         shutdown: shutdown.clone(),
+        socketio_drained: CancellationToken::new(),
         tasks: tasks.clone(),
     };
     tasks.spawn(hub.clone().run_timers(shutdown.clone()));
@@ -310,7 +314,9 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
         admission: crate::serve::Admission::new(&http_limits),
         limits: http_limits,
         tasks: tasks.clone(),
-        stop: shutdown.clone(),
+        // Not `shutdown`: a polling Socket.IO client fetches its DISCONNECT
+        // with one more request, so the listeners serve until that drain.
+        stop: state.socketio_drained.clone(),
     };
     let http = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.listen)?)?;
     let http_addr = http.local_addr()?;

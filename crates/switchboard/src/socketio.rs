@@ -159,7 +159,7 @@ fn layer(app: &AppState, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
         app.shutdown.clone(),
     ));
     app.tasks
-        .spawn(drain_on_shutdown(io.clone(), keeper, app.shutdown.clone()));
+        .spawn(drain_on_shutdown(io.clone(), keeper, app.clone()));
     io.ns(
         "/",
         Admit {
@@ -173,13 +173,12 @@ fn layer(app: &AppState, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
 /// At shutdown the hub closes every connection, which for a Socket.IO
 /// client is a DISCONNECT packet queued behind what it has still to
 /// receive; the client then closes its transport. This waits for that
-/// (a tracked task, so the process waits too), then cuts whatever is left.
-async fn drain_on_shutdown(
-    io: SocketIo,
-    keeper: Arc<Gatekeeper>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    shutdown.cancelled().await;
+/// (a tracked task, so the process waits too), then cuts whatever is left
+/// and lets the HTTP listeners stop: a polling client fetches its
+/// DISCONNECT with a request, which a stopped listener would refuse.
+async fn drain_on_shutdown(io: SocketIo, keeper: Arc<Gatekeeper>, app: AppState) {
+    let _stop_http = app.socketio_drained.clone().drop_guard();
+    app.shutdown.cancelled().await;
     if tokio::time::timeout(SHUTDOWN_DRAIN, keeper.drained())
         .await
         .is_err()
