@@ -143,12 +143,15 @@ fn layer(app: &AppState, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
         // Until CONNECT a session has passed no check but the origin and
         // the per-address cap of `Front`: it gets a few seconds.
         .connect_timeout(app.limits.socketio_connect_timeout)
-        // The classic events are JSON: a packet announcing even one binary
-        // attachment closes the connection, before anything is buffered.
+        // The classic events are JSON. socketioxide would buffer up to
+        // 10,000 attachments and 10 MB per packet, even before CONNECT; one
+        // small attachment is still read, so that a client that sent one by
+        // mistake gets `bad_request` (see `event_args`), and a packet
+        // announcing more, or a larger one, closes the connection.
         .with_parser(
             ParserConfig::common()
-                .max_incoming_binaries(0)
-                .max_incoming_binary_buf_size(0)
+                .max_incoming_binaries(1)
+                .max_incoming_binary_buf_size(MAX_ATTACHMENT_BYTES)
                 .packet_completion_timeout(Duration::from_secs(1)),
         )
         .build_layer();
@@ -192,6 +195,9 @@ async fn drain_on_shutdown(io: SocketIo, keeper: Arc<Gatekeeper>, app: AppState)
     let _ = tokio::time::timeout(Duration::from_secs(1), io.close()).await;
 }
 
+/// The most binary data one packet may carry (it is refused anyway).
+const MAX_ATTACHMENT_BYTES: usize = 1024;
+
 /// How long shutdown waits for Socket.IO clients to close their transport
 /// after their DISCONNECT (the process' own bound, `http.shutdown_timeout_secs`,
 /// still applies).
@@ -204,7 +210,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 pub fn service(app: &AppState, routes: axum::Router) -> Front<SocketIoService<axum::Router>> {
     let keeper = Gatekeeper::new(
         app.limits.socketio_pending_per_ip.max(1),
-        app.auth.clone(),
         app.shutdown.clone(),
     );
     Front::new(

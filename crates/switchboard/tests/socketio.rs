@@ -390,17 +390,21 @@ async fn binary_attachments_close_the_connection_unbuffered() {
         .send(r#"451000-["message","r",{"_placeholder":true,"num":0}]"#)
         .await;
     assert!(early.until_closed(WAIT).await.is_some(), "header accepted");
-    // After CONNECT: one attachment, which the server would buffer.
+    // After CONNECT: two attachments, which the server would buffer.
     let mut sio = Sio::connect(&s, None).await.expect("connects");
     sio.emit("join", &[json!("r")], None).await;
     sio.expect("joined").await;
-    sio.send(r#"451-["message","r",{"_placeholder":true,"num":0}]"#)
+    sio.send(
+        r#"452-["message","r",[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]]"#,
+    )
+    .await;
+    assert!(sio.until_closed(WAIT).await.is_some(), "two accepted");
+    // One, but too large.
+    let mut big = Sio::connect(&s, None).await.expect("connects");
+    big.send(r#"451-["message","r",{"_placeholder":true,"num":0}]"#)
         .await;
-    let _ = sio.ws.send(Message::binary(vec![0u8; 1024])).await;
-    assert!(
-        sio.until_closed(WAIT).await.is_some(),
-        "attachment accepted"
-    );
+    let _ = big.ws.send(Message::binary(vec![0u8; 4096])).await;
+    assert!(big.until_closed(WAIT).await.is_some(), "4 KiB accepted");
 }
 
 #[tokio::test]

@@ -3,10 +3,11 @@
 //! An Engine.IO session exists from its handshake on, before the client
 //! sends Socket.IO CONNECT, and so before the token and the connection cap
 //! are checked: a client that opens sessions and never connects would cost
-//! memory and sockets for free. So a handshake is refused here when its
-//! `Origin` is not allowed, when the server is shutting down, or when its
-//! source address already has `limits.socketio_pending_per_ip` sessions
-//! that have not connected. Sessions that never connect are closed after
+//! memory and sockets for free. So a handshake is refused here when the
+//! server is shutting down, or when its source address already has
+//! `limits.socketio_pending_per_ip` sessions that have not connected. (The
+//! origin is checked at CONNECT, where the client can be told why in a
+//! `connect_error`.) Sessions that never connect are closed after
 //! `limits.socketio_connect_timeout_secs` (socketioxide's connect timeout),
 //! which frees their place.
 //!
@@ -23,14 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::extract::{ConnectInfo, OriginalUri};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::TryFutureExt as _;
 use futures_util::future::{Either, MapOk, Ready, ready};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-
-use crate::auth::Authenticator;
 
 /// Where socketioxide listens (its default).
 pub(super) const PATH: &str = "/socket.io";
@@ -42,22 +41,16 @@ pub(crate) struct Gatekeeper {
     pending_per_ip: usize,
     live: AtomicUsize,
     idle: Notify,
-    auth: Arc<Authenticator>,
     shutdown: CancellationToken,
 }
 
 impl Gatekeeper {
-    pub(super) fn new(
-        pending_per_ip: usize,
-        auth: Arc<Authenticator>,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    pub(super) fn new(pending_per_ip: usize, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Gatekeeper {
             pending: Mutex::new(HashMap::new()),
             pending_per_ip,
             live: AtomicUsize::new(0),
             idle: Notify::new(),
-            auth,
             shutdown,
         })
     }
@@ -158,8 +151,6 @@ impl<S> Front<S> {
 /// Why a handshake was refused.
 #[derive(Debug, thiserror::Error)]
 enum HandshakeRefused {
-    #[error("forbidden: {0}")]
-    Origin(crate::auth::AuthError),
     #[error("too many Socket.IO sessions from this address waiting to connect")]
     TooManyPending,
     #[error("shutting down")]
@@ -169,7 +160,6 @@ enum HandshakeRefused {
 impl HandshakeRefused {
     fn into_response(self) -> Response {
         let status = match self {
-            HandshakeRefused::Origin(_) => StatusCode::FORBIDDEN,
             HandshakeRefused::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
             HandshakeRefused::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -213,14 +203,6 @@ impl<S> Front<S> {
         if self.keeper.shutdown.is_cancelled() {
             return Err(HandshakeRefused::ShuttingDown);
         }
-        let origin = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        self.keeper
-            .auth
-            .check_origin(origin)
-            .map_err(HandshakeRefused::Origin)?;
         let ip = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -283,14 +265,17 @@ mod tests {
     fn the_head_is_copied_intact() {
         let mut req = Request::builder()
             .uri("/socket.io/?EIO=4&transport=websocket")
-            .header(header::ORIGIN, "https://app.example")
+            .header(axum::http::header::ORIGIN, "https://app.example")
             .header("x-custom", "a")
             .header("x-custom", "b")
             .body(())
             .expect("request");
         own_head(&mut req);
         assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
-        assert_eq!(req.headers()[header::ORIGIN], "https://app.example");
+        assert_eq!(
+            req.headers()[axum::http::header::ORIGIN],
+            "https://app.example"
+        );
         let custom: Vec<_> = req.headers().get_all("x-custom").iter().collect();
         assert_eq!(custom, ["a", "b"]);
     }
@@ -307,11 +292,7 @@ mod tests {
 
     #[test]
     fn pending_places_are_capped_per_address_and_given_back() {
-        let keeper = Gatekeeper::new(
-            2,
-            Arc::new(Authenticator::new(&crate::config::AuthConfig::default())),
-            CancellationToken::new(),
-        );
+        let keeper = Gatekeeper::new(2, CancellationToken::new());
         let ip: IpAddr = [192, 0, 2, 1].into();
         let other: IpAddr = [192, 0, 2, 2].into();
         let a = keeper.admit(Some(ip)).expect("first");
