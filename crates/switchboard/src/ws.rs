@@ -674,10 +674,13 @@ mod tests {
                 outbound_queue_frames: 8,
                 outbound_queue_bytes: 1 << 16,
                 transport_max_frame: 1 << 20,
+                socketio_connect_timeout: Duration::from_secs(5),
+                socketio_pending_per_ip: 16,
             },
             heartbeat_interval: interval,
             heartbeat_timeout: timeout,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            socketio_drained: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
         }
     }
