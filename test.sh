@@ -40,6 +40,12 @@ cargo test --workspace 2>&1 | tee -a "$log"
 if [ -f fuzz/Cargo.toml ]; then
   step "fuzz targets build"
   cargo build --manifest-path fuzz/Cargo.toml
+
+  # Coverage-guided and bounded: every target for FUZZ_SECS seconds (a crash, hang or OOM
+  # fails the suite; the input is left in fuzz/artifacts/). Prints "fuzz smoke ok: ..." or
+  # "fuzz smoke FAILED: ...", never a line the tally below reads.
+  step "fuzz smoke"
+  bash fuzz/smoke.sh "${FUZZ_SECS:-15}"
 fi
 
 export SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/switchboard"
