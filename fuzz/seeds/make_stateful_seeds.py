@@ -11,9 +11,9 @@ import struct
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def write(target, name, data):
-    os.makedirs(os.path.join(HERE, target), exist_ok=True)
-    with open(os.path.join(HERE, target, name), "wb") as f:
+def write(target, name, data, under=HERE):
+    os.makedirs(os.path.join(under, target), exist_ok=True)
+    with open(os.path.join(under, target, name), "wb") as f:
         f.write(bytes(data))
 
 
@@ -119,6 +119,16 @@ write("turn_server", "tcp_even_port_quota", [0]
       + [2, 13] + [0, 14, 2] + turn(0, ALLOCATE, signed=False) + turn(0, ALLOCATE)
       + [0, 14, 0])
 
+# Regression (server finding, not fixed here): client 0 binds a channel to client 1's relay
+# address (allowed: it is one of the server's own relays), client 1 deletes its allocation,
+# and client 0's ChannelData still goes to that address, which is now no relay and is
+# refused by the peer policy. Peers 7 and 8 are the relays' public addresses.
+write("turn_server", "channel_to_released_relay", [0]
+      + turn(0, ALLOCATE, signed=False) + turn(0, ALLOCATE)
+      + turn(1, ALLOCATE, signed=False) + turn(1, ALLOCATE)
+      + turn(0, CHANNEL_BIND, peer=8) + [0, 8, 2, 0] + long(b"alive")
+      + turn(1, REFRESH, lifetime=0) + [0, 8, 2, 0] + long(b"dead"),
+      under=os.path.join(HERE, "..", "regressions"))
 
 # --- engineio_packet: [mode] then a polling body, or [kind, len16, bytes]* ---------------
 def ws(s, binary=False):
