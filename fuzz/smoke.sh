@@ -45,8 +45,10 @@ for t in $targets; do
     "$target_dir/$triple/release/$t" "corpus/$t" "${seeds[@]}" \
         -max_total_time="$secs" -rss_limit_mb=1024 -timeout=5 -max_len=8192 \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"artifacts/$t.log" 2>&1 || rc=$?
-    grep -E 'DONE|stat::number_of_executed_units|ERROR|panicked|SUMMARY|Test unit written' \
-        "artifacts/$t.log" | sed 's/^/    /' || true
+    # The summary, and a panic's message (the line after "panicked at").
+    awk '/panicked at/ {n = 3} n > 0 {print; n--; next}
+         /DONE|stat::number_of_executed_units|ERROR|SUMMARY|Test unit written/ {print}' \
+        "artifacts/$t.log" | sed 's/^/    /'
     # libFuzzer exits non-zero on a crash, a timeout or an OOM, and writes the input to
     # artifacts/<target>/ (the full output stays in artifacts/<target>.log).
     if [ "$rc" != 0 ]; then
