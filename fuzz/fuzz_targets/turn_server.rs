@@ -14,8 +14,13 @@
 //!   ChannelData frame (padded, one frame, on TCP); it goes to the client of its 5-tuple;
 //! - a success response to an authenticated request carries integrity under a known key;
 //! - relayed datagrams leave from a relay socket the shell has bound and not released, to
-//!   a peer the script used;
-//! - a relay socket is never released twice, nor one the shell did not bind.
+//!   an address the peer policy allows or the exact address of a live relay;
+//! - a relay socket is never released twice, nor one the shell did not bind;
+//! - the allocation gauge matches the live allocations, within `max_allocations`; no
+//!   permission or channel is counted without an allocation.
+//!
+//! At the end (streams closed, held binds failed, hours passed): no allocation is left and
+//! every relay socket has been released.
 #![no_main]
 
 #[path = "../common/input.rs"]
@@ -43,6 +48,7 @@ const PASSWORD: &str = "fuzz-pw";
 const REST_SECRET: &str = "rest-secret";
 const UNIX_START: u64 = 1_700_000_000;
 const MAX_OPS: usize = 200;
+const MAX_ALLOCATIONS: usize = 3;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse()
@@ -101,7 +107,7 @@ impl Harness {
         config.credentials.add_user(USER, PASSWORD);
         config.credentials.add_rest_secret(REST_SECRET);
         // Small quotas so that a short script reaches them.
-        config.max_allocations = 3;
+        config.max_allocations = MAX_ALLOCATIONS;
         config.max_allocations_per_user = 2;
         config.nonce_lifetime = Duration::from_secs(60);
         config.allow_rfc5766_channels = flags & 1 != 0;
@@ -468,6 +474,24 @@ impl Harness {
         }
     }
 
+    /// Gauges and quotas hold after every step.
+    fn check_counts(&self) {
+        let m = self.server.metrics();
+        let live = self.server.allocation_count();
+        assert_eq!(
+            m.allocations, live as u64,
+            "allocation gauge drifted: {m:?}"
+        );
+        assert!(live <= MAX_ALLOCATIONS, "over max_allocations: {live}");
+        if live == 0 {
+            assert_eq!(
+                (m.permissions, m.channels),
+                (0, 0),
+                "gauges without allocations: {m:?}"
+            );
+        }
+    }
+
     fn client_sends(&mut self, c: usize, bytes: &[u8]) {
         let ft = self.clients[c].ft;
         self.server.handle_client(self.now, self.unix, ft, bytes);
@@ -646,6 +670,7 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         h.step(&mut inp);
+        h.check_counts();
     }
     // Streams close, the shell answers what it held, and every lifetime runs out: nothing
     // may be left allocated, and every relay socket must have been released.
