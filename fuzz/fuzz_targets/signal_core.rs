@@ -5,12 +5,14 @@
 //!
 //! Checked after every operation:
 //! - no panic;
-//! - every native frame is a JSON object with a string `type`, and its `seq` field is the
-//!   frame's seq;
+//! - every native frame is a JSON object (numbers of any size allowed) with a string `type`,
+//!   and its `seq` field is the frame's seq;
 //! - on one connection, `seq` grows by exactly 1; a connection that resumed with `last_seq`
 //!   continues at `last_seq + 1`;
 //! - a replayed frame is byte-identical to the first sending of that seq in that session;
-//! - every classic event's arguments and every ack serialize to JSON.
+//! - every classic event's arguments and every ack serialize to JSON;
+//! - a native sender's message `data` reaches native peers as the same text, and classic
+//!   peers as the same value (issue #12 item 13).
 #![no_main]
 
 #[path = "../common/input.rs"]
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use input::Input;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use switchboard_signal::{Config, ConnId, Disconnect, Face, Identity, Output, SignalCore};
 
 const SLOTS: usize = 4;
@@ -41,6 +44,8 @@ struct Slot {
     session: Option<(String, String)>,
     /// The highest seq this client has seen, as a resume's `last_seq`.
     last_seq: u64,
+    /// Its peer id, from `welcome` or `resumed`.
+    peer: Option<String>,
 }
 
 struct Harness {
@@ -63,6 +68,12 @@ struct Harness {
     closing: Vec<ConnId>,
     /// Connections open as far as the harness knows, slot or not.
     live: BTreeSet<ConnId>,
+    /// The `data` text of the message request being handled, if it is one.
+    sent_data: Option<String>,
+    /// `(from, data text)` of every native `message` frame of the current step.
+    relayed: Vec<(String, String)>,
+    /// The `data` of every classic `message` event of the current step.
+    relayed_classic: Vec<Value>,
 }
 
 // The struct update keeps this compiling when the core's config grows a field.
@@ -104,6 +115,9 @@ impl Harness {
             calls: Vec::new(),
             closing: Vec::new(),
             live: BTreeSet::new(),
+            sent_data: None,
+            relayed: Vec::new(),
+            relayed_classic: Vec::new(),
         }
     }
 
@@ -194,7 +208,7 @@ impl Harness {
     }
 
     /// A native text frame from a template, with fuzzed fields.
-    fn native_frame(&self, inp: &mut Input<'_>) -> String {
+    fn native_frame(&mut self, inp: &mut Input<'_>) -> String {
         let q = |s: &str| Value::from(s).to_string();
         let id = Self::request_id(inp);
         match inp.u8() % 9 {
@@ -214,6 +228,7 @@ impl Harness {
                     _ => String::new(),
                 };
                 let data = self.json(inp);
+                self.sent_data = Some(data.clone());
                 format!(
                     r#"{{"type":"message","room":{}{to},"data":{data}{id}}}"#,
                     q(&room)
@@ -262,6 +277,9 @@ impl Harness {
     fn step(&mut self, inp: &mut Input<'_>) {
         let slot = inp.pick(SLOTS);
         let now = self.now;
+        self.sent_data = None;
+        self.relayed.clear();
+        self.relayed_classic.clear();
         match inp.u8() % 10 {
             0 => {
                 let face = if inp.u8().is_multiple_of(4) {
@@ -282,6 +300,8 @@ impl Harness {
                 if let Some(conn) = self.slots[slot].conn {
                     let text = self.native_frame(inp);
                     self.core.handle_text(now, conn, &text);
+                    self.drain();
+                    self.check_relayed(slot);
                 }
             }
             3 => {
@@ -339,6 +359,31 @@ impl Harness {
             }
         }
         self.drain();
+    }
+
+    /// Issue #12 item 13: a native peer gets the `data` text a native sender sent, byte for
+    /// byte (JSON whitespace around it aside); a classic peer gets the same JSON value, and
+    /// never `null` for data that was not `null`.
+    fn check_relayed(&mut self, slot: usize) {
+        let sent = self.sent_data.take();
+        let relayed = std::mem::take(&mut self.relayed);
+        let relayed_classic = std::mem::take(&mut self.relayed_classic);
+        let (Some(sent), Some(me)) = (sent, &self.slots[slot].peer) else {
+            return;
+        };
+        let sent = sent.trim_matches([' ', '\t', '\n', '\r']);
+        for (from, data) in relayed {
+            if from == *me {
+                assert_eq!(data, sent, "relayed data differs from what was sent");
+            }
+        }
+        // One request relays one message: every classic `message` of this step is it.
+        for data in relayed_classic {
+            match serde_json::from_str::<Value>(sent) {
+                Ok(value) => assert_eq!(data, value, "a classic peer got other data: {sent}"),
+                Err(_) => assert_ne!(data, Value::Null, "a classic peer got null for {sent}"),
+            }
+        }
     }
 
     fn resume(&mut self, inp: &mut Input<'_>, slot: usize) {
@@ -412,19 +457,18 @@ impl Harness {
             Output::Frame { conn, frame } => {
                 let mut text = Vec::new();
                 frame.write_to(&mut text);
-                let v: Value = serde_json::from_slice(&text).unwrap_or_else(|e| {
-                    panic!(
-                        "frame is not JSON ({e}): {}",
-                        String::from_utf8_lossy(&text)
-                    )
-                });
+                let v = Fields::parse(&text);
                 let ty = v
-                    .get("type")
-                    .and_then(Value::as_str)
+                    .str("type")
                     .unwrap_or_else(|| panic!("frame without a type: {v}"));
-                self.learn(conn, ty, &v);
+                self.learn(conn, &ty, &v);
+                if ty == "message"
+                    && let (Some(from), Some(data)) = (v.str("from"), v.raw("data"))
+                {
+                    self.relayed.push((from, data.to_owned()));
+                }
                 if let Some(seq) = frame.seq {
-                    assert_eq!(v.get("seq").and_then(Value::as_u64), Some(seq), "{v}");
+                    assert_eq!(v.u64("seq"), Some(seq), "{v}");
                     if let Some(&prev) = self.seq.get(&conn) {
                         assert_eq!(seq, prev + 1, "seq on {conn:?} after {prev}: {v}");
                     } else if let Some(first) = self.expect_first.remove(&conn) {
@@ -455,14 +499,18 @@ impl Harness {
                 {
                     self.remember_peer(peer);
                 }
+                if event.event == "message" {
+                    let data = event.args.get(1).cloned().unwrap_or(Value::Null);
+                    self.relayed_classic.push(data);
+                }
             }
             Output::Close { conn, .. } => self.closing.push(conn),
         }
     }
 
     /// Ids that later requests may name, and the session a connection speaks for.
-    fn learn(&mut self, conn: ConnId, ty: &str, v: &Value) {
-        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    fn learn(&mut self, conn: ConnId, ty: &str, v: &Fields) {
+        let s = |k: &str| v.str(k);
         match ty {
             "welcome" => {
                 // A fresh session on this connection: its seq starts over.
@@ -474,6 +522,7 @@ impl Harness {
                         if slot.conn == Some(conn) {
                             slot.session = Some((session.clone(), token.clone()));
                             slot.last_seq = 0;
+                            slot.peer = s("peer");
                         }
                     }
                 }
@@ -481,6 +530,11 @@ impl Harness {
             "resumed" => {
                 if let Some(session) = s("session") {
                     self.conn_session.insert(conn, session);
+                }
+                for slot in &mut self.slots {
+                    if slot.conn == Some(conn) {
+                        slot.peer = s("peer");
+                    }
                 }
             }
             _ => {}
@@ -502,6 +556,41 @@ impl Harness {
         if !self.peers.iter().any(|p| p == peer) && self.peers.len() < 16 {
             self.peers.push(peer.to_owned());
         }
+    }
+}
+
+/// A frame's top-level fields as raw JSON text. Not `serde_json::Value`: any valid JSON
+/// must pass, and relayed `data` may hold numbers out of f64's range (`1e400`), which
+/// `Value` refuses but the grammar allows.
+struct Fields {
+    text: String,
+    fields: HashMap<String, Box<RawValue>>,
+}
+
+impl Fields {
+    fn parse(text: &[u8]) -> Self {
+        let text = String::from_utf8(text.to_vec()).expect("a frame is UTF-8");
+        let fields = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("frame is not a JSON object ({e}): {text}"));
+        Fields { text, fields }
+    }
+
+    fn raw(&self, k: &str) -> Option<&str> {
+        self.fields.get(k).map(|r| r.get())
+    }
+
+    fn str(&self, k: &str) -> Option<String> {
+        serde_json::from_str(self.raw(k)?).ok()
+    }
+
+    fn u64(&self, k: &str) -> Option<u64> {
+        serde_json::from_str(self.raw(k)?).ok()
+    }
+}
+
+impl std::fmt::Display for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
     }
 }
 

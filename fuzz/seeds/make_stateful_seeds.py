@@ -82,6 +82,18 @@ write("signal_core", "mixed_faces", [0]
 write("signal_core", "call", [0]
       + connect(0, user=1) + connect(1, user=2) + call(0) + accept(1)
       + message(1, data="[1,2,3]") + advance(0, 40))
+# Issue #12 item 13: a number serde_json's default float parsing would change, relayed.
+write("signal_core", "float_data", [0]
+      + connect(0) + connect(1, user=2) + join(0) + join(1)
+      + message(0, data="377777777777777700000000000000000000001731820631")
+      + message(1, data='{"z":1,"a":[1e400,-0.0]}'))
+# Regression (server finding, not fixed here): a native sender's data holding a number out
+# of f64's range reaches a classic peer as null (outbox.rs parses the raw text into a Value
+# and falls back to Null). Slot 1 is classic.
+write("signal_core", "classic_peer_gets_null", [0]
+      + connect(0) + connect(1, classic=True) + join(0) + classic(1, 4)
+      + message(0, data="[1e400]"),
+      under=os.path.join(HERE, "..", "regressions"))
 write("signal_core", "rate_and_size", [1]
       + connect(0) + join(0) + sum((message(0) for _ in range(12)), [])
       + raw(0, "{" * 200) + [0, 8] + advance(0, 2))
