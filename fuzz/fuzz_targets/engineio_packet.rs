@@ -10,6 +10,8 @@
 //! serializes (native frames parse as JSON objects), and an ack comes exactly when asked.
 #![no_main]
 
+use serde_json::value::RawValue;
+
 #[path = "../common/input.rs"]
 mod input;
 
@@ -100,16 +102,12 @@ impl Harness {
         let (PacketData::Event(v, ack) | PacketData::BinaryEvent(v, ack)) = packet.inner else {
             return;
         };
-        let Ok(args) = event_args(&v) else {
+        let Ok((event, args)) = event_args(&v) else {
             return;
         };
-        let Some((event, args)) = args.split_first() else {
-            return;
-        };
-        let event = event.as_str().unwrap_or_default();
         let reply = self
             .core
-            .handle_classic(self.now, CLIENT, event, args, ack.is_some());
+            .handle_classic(self.now, CLIENT, &event, &args, ack.is_some());
         assert_eq!(reply.is_some(), ack.is_some(), "an ack exactly when asked");
         if let Some(reply) = reply {
             serde_json::to_string(&reply).expect("an ack serializes");
@@ -142,18 +140,21 @@ impl Harness {
 }
 
 /// A copy of `event_args` in crates/switchboard/src/socketio.rs (private there): the
-/// arguments of an event packet, event name first; binary attachments are refused.
-fn event_args(v: &Value) -> Result<Vec<Json>, ()> {
+/// event's name and its arguments as their JSON text; binary attachments are refused.
+fn event_args(v: &Value) -> Result<(String, Vec<&RawValue>), ()> {
     let text = match v {
         Value::Str(text, None) => text,
         Value::Str(text, Some(bins)) if bins.is_empty() => text,
         _ => return Err(()),
     };
-    let args: Vec<Json> = serde_json::from_str(text).map_err(|_| ())?;
-    match args.first() {
-        Some(Json::String(_)) => Ok(args),
-        _ => Err(()),
-    }
+    let mut args: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| ())?;
+    let first = match args.first() {
+        Some(first) if first.get().starts_with('"') => *first,
+        _ => return Err(()),
+    };
+    let name: String = serde_json::from_str(first.get()).map_err(|_| ())?;
+    args.remove(0);
+    Ok((name, args))
 }
 
 fuzz_target!(|data: &[u8]| {
