@@ -162,6 +162,7 @@ use bytes::Bytes;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_json::Value;
+use switchboard_signal_proto::RequestId;
 pub use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer};
 
 pub use crate::classic::{ClassicArg, ClassicArgs};
@@ -376,12 +377,26 @@ pub struct SignalCore {
     /// Answers that are sent often and never change, serialized once.
     rate_limited: Bytes,
     too_large: Bytes,
+    /// Socket.IO recipients of the last `message` fan-out.
+    classic_recipients: u64,
+    /// A native sender's `ack` that waits for its Socket.IO recipients.
+    pending_ack: Option<PendingAck>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Grace(Sid),
     Ring(u64),
+}
+
+/// The `ack` of a native `message` with Socket.IO recipients: the shell
+/// queues their events only as it drains, and may find a queue full.
+#[derive(Debug)]
+pub(crate) struct PendingAck {
+    pub(crate) sid: Sid,
+    pub(crate) id: RequestId,
+    pub(crate) delivered: u64,
+    pub(crate) refused: u64,
 }
 
 /// A request refused with a protocol error.
@@ -442,6 +457,8 @@ impl SignalCore {
             next_sid: 0,
             rate_limited,
             too_large,
+            classic_recipients: 0,
+            pending_ack: None,
         }
     }
 
@@ -456,6 +473,7 @@ impl SignalCore {
         ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
     ) {
         // A reused connection number means the old connection is gone.
+        self.flush_ack();
         if self.by_conn.contains_key(&conn) {
             self.disconnect(now, conn, Disconnect::Clean);
         }
@@ -482,6 +500,7 @@ impl SignalCore {
         identity: Identity,
         ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
     ) -> bool {
+        self.flush_ack();
         if self.by_conn.contains_key(&conn) {
             self.disconnect(now, conn, Disconnect::Clean);
         }
@@ -594,6 +613,7 @@ impl SignalCore {
     /// A text frame from a native connection (size, JSON, rate limit and
     /// every request of §1 and §3 are checked here).
     pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        self.flush_ack();
         if let Some(&sid) = self.by_conn.get(&conn) {
             self.counters.requests += 1;
             self.native_text(now, sid, text);
@@ -603,6 +623,7 @@ impl SignalCore {
 
     /// A binary frame from a native connection: `bad_request`.
     pub fn handle_binary(&mut self, now: Instant, conn: ConnId) {
+        self.flush_ack();
         let Some(&sid) = self.by_conn.get(&conn) else {
             return;
         };
@@ -639,6 +660,7 @@ impl SignalCore {
         args: &[A],
         ack: bool,
     ) -> Option<Value> {
+        self.flush_ack();
         let sid = *self.by_conn.get(&conn)?;
         self.counters.requests += 1;
         let payload = self.classic_event(now, sid, event, args);
@@ -648,6 +670,7 @@ impl SignalCore {
 
     /// The connection ended.
     pub fn disconnect(&mut self, now: Instant, conn: ConnId, how: Disconnect) {
+        self.flush_ack();
         let Some(sid) = self.by_conn.remove(&conn) else {
             return;
         };
@@ -738,6 +761,7 @@ impl SignalCore {
 
     /// Runs every timer due at `now` (grace expiry, ring timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.flush_ack();
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
                 break;
@@ -762,7 +786,33 @@ impl SignalCore {
     /// The next thing to do; call until `None` after every `handle_*`.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(out) = self.outbox.pop() {
+            return Some(out);
+        }
+        // Everything before it is out, Socket.IO recipients included: the
+        // shell has said which of those it could not queue.
+        self.flush_ack();
         self.outbox.pop()
+    }
+
+    /// The shell could not queue an [`Output::Classic`] `message` event it
+    /// just polled (its connection's queue is full, or it is gone). A native
+    /// sender's `ack` is held until such events are drained, and counts only
+    /// the ones that were queued (PROTOCOL.md §1, "An ack is a promise").
+    /// Call it before polling the next output.
+    pub fn classic_refused(&mut self) {
+        self.counters.deliveries = self.counters.deliveries.saturating_sub(1);
+        if let Some(p) = &mut self.pending_ack {
+            p.refused += 1;
+        }
+    }
+
+    /// Sends the held `ack`, if any.
+    fn flush_ack(&mut self) {
+        if let Some(p) = self.pending_ack.take() {
+            let delivered = p.delivered.saturating_sub(p.refused);
+            self.send(p.sid, wire::ack(delivered, &p.id));
+        }
     }
 
     /// The next lifecycle event (sessions, rooms, calls; never one per

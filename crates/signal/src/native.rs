@@ -9,7 +9,7 @@ use crate::outbox::Data;
 use crate::presence::{JoinKind, JoinOutcome};
 use crate::session::Sid;
 use crate::wire::{self, Req};
-use crate::{Face, Refusal, SignalCore};
+use crate::{Face, PendingAck, Refusal, SignalCore};
 
 impl SignalCore {
     pub(crate) fn native_text(&mut self, now: Instant, sid: Sid, text: &str) {
@@ -68,8 +68,22 @@ impl SignalCore {
                 .map(|()| Some(wire::room_only("left", &room, id))),
             Req::Message { room, to, data } => {
                 let data = Data { raw: data.get() };
-                self.message(sid, &room, to.as_deref(), data)
-                    .map(|n| id.map(|id| wire::ack(n, id)))
+                self.classic_recipients = 0;
+                match (self.message(sid, &room, to.as_deref(), data), id) {
+                    // A Socket.IO recipient has the message only once the
+                    // shell could queue it: the ack waits for the drain
+                    // (see `poll_output` and `classic_refused`).
+                    (Ok(n), Some(id)) if self.classic_recipients > 0 => {
+                        self.pending_ack = Some(PendingAck {
+                            sid,
+                            id: id.clone(),
+                            delivered: n,
+                            refused: 0,
+                        });
+                        Ok(None)
+                    }
+                    (result, _) => result.map(|n| id.map(|id| wire::ack(n, id))),
+                }
             }
             Req::Ping => Ok(Some(wire::Body::new("pong").reply_to(id).finish())),
             Req::PingConfirm { last_seq } => self

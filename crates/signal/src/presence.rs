@@ -9,7 +9,7 @@ use switchboard_signal_proto::{ErrorCode, RequestId};
 use crate::outbox::{Data, Fanout, RoomEvent};
 use crate::rooms::{Refused, RoomId};
 use crate::session::Sid;
-use crate::{Event, LeaveReason, Refusal, SignalCore, wire};
+use crate::{Event, Face, LeaveReason, Refusal, SignalCore, wire};
 
 /// How a join went when it was not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +242,11 @@ impl SignalCore {
             if !kept {
                 return Err(no_such_peer());
             }
+            self.classic_recipients = u64::from(
+                self.sessions
+                    .get(&target)
+                    .is_some_and(|t| t.face == Face::Classic),
+            );
             self.counters.messages += 1;
             self.counters.deliveries += 1;
             return Ok(1);
@@ -251,6 +256,7 @@ impl SignalCore {
             return Ok(0);
         };
         let mut delivered = 0;
+        let mut classic = 0;
         for m in &room.members {
             // Counted only when the recipient has it (PROTOCOL.md §1, "An
             // ack is a promise").
@@ -259,8 +265,10 @@ impl SignalCore {
                 && self.outbox.deliver(m.sid, other, &mut f)
             {
                 delivered += 1;
+                classic += u64::from(other.face == Face::Classic);
             }
         }
+        self.classic_recipients = classic;
         self.counters.deliveries += delivered;
         Ok(delivered)
     }

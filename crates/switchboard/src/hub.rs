@@ -162,10 +162,22 @@ impl Hub {
     ) -> Option<Value> {
         let (reply, logs) = {
             let mut st = self.lock();
-            let reply = st
+            let mut reply = st
                 .core
                 .handle_classic(Instant::now(), conn, event, args, ack);
-            (reply, self.drain(&mut st))
+            let logs = self.drain(&mut st);
+            // The core counted every recipient it handed a `message` to;
+            // those whose queue refused it do not have it.
+            if logs.refused_messages > 0
+                && let Some(n) = reply
+                    .as_mut()
+                    .and_then(|r| r.get_mut("delivered"))
+                    .filter(|n| n.is_u64())
+            {
+                let count = n.as_u64().unwrap_or(0);
+                *n = Value::from(count.saturating_sub(logs.refused_messages));
+            }
+            (reply, logs)
         };
         logs.write();
         reply
@@ -217,7 +229,14 @@ impl Hub {
                         (conn, queued)
                     }
                     Output::Classic { conn, event } => {
-                        (conn, st.conns.get(&conn).map(|s| s.send_classic(event)))
+                        let message = event.event == "message";
+                        let queued = st.conns.get(&conn).map(|s| s.send_classic(event));
+                        if message && !matches!(queued, Some(Ok(()))) {
+                            // Before the next poll: a held ack counts it out.
+                            st.core.classic_refused();
+                            logs.refused_messages += 1;
+                        }
+                        (conn, queued)
                     }
                     Output::Close { conn, code, reason } => {
                         if let Some(sink) = st.conns.remove(&conn) {
@@ -306,6 +325,8 @@ impl Hub {
 struct Logs {
     events: Vec<Event>,
     slow: Vec<ConnId>,
+    /// Classic `message` events that no queue took in this drain.
+    refused_messages: u64,
 }
 
 impl Logs {

@@ -275,6 +275,97 @@ async fn a_slow_reader_loses_its_place_and_nobody_else_waits() {
     assert_eq!(fast.recv_type("bye").await["peer"], slow_id);
 }
 
+/// The ack of the message that a Socket.IO reader's full queue refused
+/// counts only the readers that have it (issue #12, item 13), for a native
+/// sender and for a Socket.IO sender; before, it counted the refused one
+/// too, and only the messages after the `bye` said 1.
+#[tokio::test]
+async fn the_ack_of_a_message_a_full_socketio_queue_refused_does_not_count_it() {
+    let s = Server::start(
+        BIN,
+        &[
+            ("SWITCHBOARD_SESSION__OUTBOUND_QUEUE_FRAMES", "8"),
+            ("SWITCHBOARD_LIMITS__RATE_PER_SEC", "0"),
+        ],
+        &[],
+    )
+    .await;
+    for classic_sender in [false, true] {
+        let room = if classic_sender { "b" } else { "a" };
+        let mut native = Client::connect(&s.ws_url("")).await;
+        let mut fast = Client::connect(&s.ws_url("")).await;
+        let mut slow = Sio::connect(&s, None).await.expect("connects");
+        let mut sio_sender = Sio::connect(&s, None).await.expect("connects");
+        // Only the sender and two readers: a third reader that stopped
+        // reading would be one more slow reader.
+        if !classic_sender {
+            native.join(room).await;
+        }
+        fast.join(room).await;
+        slow.emit("join", &[json!(room)], None).await;
+        let slow_id = slow.expect("joined").await[1].clone();
+        if classic_sender {
+            sio_sender.emit("join", &[json!(room)], None).await;
+            sio_sender.expect("joined").await;
+        }
+        let blob = "x".repeat(60_000);
+        // `slow` reads nothing from here: its socket buffers fill, then its
+        // Socket.IO queue. Bounded: 600 × 60 KB is far more than both hold.
+        let mut acks = Vec::new();
+        let mut bye_after = None;
+        for i in 0..600u32 {
+            let data = json!({"i":i,"blob":blob});
+            let delivered = if classic_sender {
+                sio_sender
+                    .emit("message", &[json!(room), data], Some(i))
+                    .await;
+                sio_sender.ack(i).await["delivered"].clone()
+            } else {
+                let ack = native
+                    .request(
+                        json!({"type":"message","room":room,"data":data}),
+                        u64::from(i),
+                    )
+                    .await;
+                ack["delivered"].clone()
+            };
+            // `fast` sees the `bye` between this message and the next one;
+            // it must not see it before the message whose ack left the
+            // slow reader out.
+            let mut bye_first = false;
+            let mut m = Value::Null;
+            for _ in 0..8 {
+                let f = fast.recv().await;
+                match f["type"].as_str() {
+                    Some("message") => {
+                        m = f;
+                        break;
+                    }
+                    Some("bye") => bye_first = true,
+                    _ => {}
+                }
+            }
+            assert_eq!(m["data"]["i"], i);
+            assert!(
+                !bye_first,
+                "the bye came before message {i}, acked {delivered} (Socket.IO sender: {classic_sender})"
+            );
+            acks.push(delivered);
+            if acks.last() != Some(&json!(2)) {
+                bye_after = Some(i);
+                break;
+            }
+        }
+        let i = bye_after.expect("the slow reader queue filled within 600 messages");
+        assert_eq!(acks.last(), Some(&json!(1)), "message {i}");
+        assert!(acks[..acks.len() - 1].iter().all(|d| d == &json!(2)));
+        assert_eq!(fast.recv_type("bye").await["peer"], slow_id);
+        if !classic_sender {
+            assert_eq!(native.recv_type("bye").await["peer"], slow_id);
+        }
+    }
+}
+
 /// Key order, number spellings that no f64 keeps (the fuzz finding of
 /// issue #12), an escape: whoever relays it, a peer gets this very text.
 const DATA: &str = r#"{"z":1,"a":{"y":377777777777777700000000000000000000001731820631,"b":[1.0,-0,1E2,0.30000000000000000001]},"m":"\u00e9"}"#;

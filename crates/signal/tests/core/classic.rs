@@ -155,3 +155,63 @@ fn classic_size_and_rate_limits() {
     assert_eq!(ack["code"], "rate_limited");
     assert_eq!(h.event(c).1[0]["code"], "rate_limited");
 }
+
+/// A Socket.IO recipient has a message only once the shell could queue its
+/// event: when the shell reports it could not (`classic_refused`), a native
+/// sender's ack does not count it (issue #12, item 13).
+#[test]
+fn a_native_ack_counts_only_the_socketio_events_the_shell_queued() {
+    let mut h = H::default();
+    let n = h.connect();
+    h.join(&n, "r");
+    let m = h.connect();
+    h.join(&m, "r");
+    let c = h.classic();
+    let cid = classic_join(&mut h, c, "r");
+    h.pump();
+    let send = |h: &mut H, i: u64, to: Option<&str>| {
+        let mut msg = json!({"type":"message","room":"r","data":{"i":i},"id":i});
+        if let Some(to) = to {
+            msg["to"] = json!(to);
+        }
+        let text = msg.to_string();
+        let now = h.now;
+        h.core.handle_text(now, n.conn, &text);
+    };
+    let ack_of = |h: &mut H, refuse: bool| -> Value {
+        let mut ack = None;
+        while let Some(out) = h.core.poll_output() {
+            match out {
+                switchboard_signal::Output::Classic { event, .. }
+                    if refuse && event.event == "message" =>
+                {
+                    h.core.classic_refused();
+                }
+                switchboard_signal::Output::Frame { conn, frame } if conn == n.conn => {
+                    let mut wire = Vec::new();
+                    frame.write_to(&mut wire);
+                    let v: Value = serde_json::from_slice(&wire).expect("json");
+                    if v["type"] == "ack" {
+                        ack = Some(v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ack.expect("an ack")
+    };
+    send(&mut h, 1, None);
+    assert_eq!(ack_of(&mut h, false)["delivered"], 2);
+    send(&mut h, 2, None);
+    let ack = ack_of(&mut h, true);
+    assert_eq!(
+        (ack["delivered"].clone(), ack["reply_to"].clone()),
+        (json!(1), json!(2))
+    );
+    // A `to` message for the Socket.IO peer alone: nobody has it.
+    send(&mut h, 3, Some(&cid));
+    assert_eq!(ack_of(&mut h, true)["delivered"], 0);
+    send(&mut h, 4, Some(&cid));
+    assert_eq!(ack_of(&mut h, false)["delivered"], 1);
+    h.take(m.conn);
+}
