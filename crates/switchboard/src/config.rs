@@ -59,6 +59,9 @@ pub struct HttpConfig {
     pub idle_timeout_secs: u64,
     /// The TLS handshake of an HTTPS connection must finish within this.
     pub tls_handshake_timeout_secs: u64,
+    /// TCP_NODELAY on accepted connections: a small frame goes out at once
+    /// instead of waiting for the client's delayed ACK.
+    pub tcp_nodelay: bool,
 }
 
 impl Default for HttpConfig {
@@ -72,6 +75,7 @@ impl Default for HttpConfig {
             // a request open without a byte.
             idle_timeout_secs: 60,
             tls_handshake_timeout_secs: 10,
+            tcp_nodelay: true,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// `limits.max_connections_per_ip`, 0 = no cap.
     pub max_per_ip: u32,
+    /// `http.tcp_nodelay`.
+    pub nodelay: bool,
 }
 
 impl HttpLimits {
@@ -58,6 +60,7 @@ impl HttpLimits {
             tls_handshake_timeout: secs(cfg.http.tls_handshake_timeout_secs),
             max_connections: cfg.limits.max_http_connections,
             max_per_ip: u32::try_from(cfg.limits.max_connections_per_ip).unwrap_or(u32::MAX),
+            nodelay: cfg.http.tcp_nodelay,
         }
     }
 }
@@ -346,9 +349,11 @@ impl Listener {
                 Ok(pair) => {
                     // Signaling frames are small and latency-bound: without
                     // this, Nagle holds a frame back until the client's
-                    // delayed ACK (40 ms on Linux), which the soak run saw
-                    // as a 36 ms delivery p99.
-                    let _ = pair.0.set_nodelay(true);
+                    // delayed ACK (40 ms on Linux, up to 200 ms elsewhere),
+                    // which the soak run saw as a 36 ms delivery p99.
+                    if self.limits.nodelay {
+                        let _ = pair.0.set_nodelay(true);
+                    }
                     return Some(pair);
                 }
                 Err(e) if is_per_connection(&e) => {}
@@ -460,6 +465,7 @@ mod tests {
             tls_handshake_timeout: Duration::from_secs(1),
             max_connections: total,
             max_per_ip: per_ip,
+            nodelay: true,
         }
     }
 
