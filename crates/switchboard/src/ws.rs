@@ -234,6 +234,14 @@ impl NativeSink {
         self.close.get().is_some()
     }
 
+    /// A quarter of the queue is taken: time to write rather than read
+    /// more, or a client that pipelines requests with large answers (joins
+    /// of big rooms) would be closed as a slow reader for our batching.
+    fn filling(&self) -> bool {
+        let q = self.queue();
+        q.frames.len() * 4 >= self.cap || q.bytes * 4 >= self.cap_bytes
+    }
+
     fn pop(&self) -> Option<OutFrame> {
         let mut q = self.queue();
         let frame = q.frames.pop_front();
@@ -565,7 +573,7 @@ where
                     });
                 }
             }
-            if handled == READ_BATCH {
+            if handled == READ_BATCH || sink.filling() {
                 break;
             }
             // Only what is ready now: never wait here with answers queued.

@@ -870,3 +870,49 @@ async fn a_confirmed_session_resumes_from_its_confirmation_only() {
     assert_eq!(earlier.hello["type"], "error", "{}", earlier.hello);
     assert_eq!(earlier.hello["code"], "resume_failed");
 }
+
+/// The connection task handles the requests a read burst holds before it
+/// writes their answers; it must stop reading while a quarter of the queue
+/// is taken, or a client that pipelines requests would be closed as a slow
+/// reader (1013) for the server's own batching.
+#[tokio::test]
+async fn pipelined_requests_are_answered_without_a_slow_reader_close() {
+    use futures_util::{SinkExt, StreamExt};
+    let s = server_with(&[
+        ("SWITCHBOARD_SESSION__OUTBOUND_QUEUE_FRAMES", "8"),
+        ("SWITCHBOARD_LIMITS__RATE_PER_SEC", "0"),
+    ])
+    .await;
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(s.ws_url("")))
+        .await
+        .expect("connect in time")
+        .expect("upgrade");
+    // The welcome first, then 32 pings in one write: one read burst.
+    let welcome = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("welcome");
+    assert!(matches!(welcome, Some(Ok(Message::Text(_)))));
+    for i in 0..32 {
+        let ping = json!({"type":"ping","id":i}).to_string();
+        ws.feed(Message::text(ping)).await.expect("feed");
+    }
+    ws.flush().await.expect("flush");
+    let mut pongs = 0;
+    for _ in 0..64 {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame in time")
+        {
+            Some(Ok(Message::Text(t))) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("json");
+                assert_eq!(v["type"], "pong", "{v}");
+                pongs += 1;
+                if pongs == 32 {
+                    break;
+                }
+            }
+            other => panic!("the connection ended after {pongs} pongs: {other:?}"),
+        }
+    }
+    assert_eq!(pongs, 32);
+}
