@@ -246,7 +246,7 @@ impl SignalCore {
                         format!("data over {} bytes", self.config.max_message_bytes),
                     ));
                 }
-                let delivered = self.message(sid, &room, None, Data { raw: &raw })?;
+                let delivered = self.message(sid, &room, None, Data { raw: &raw })?.count;
                 Ok(json!({ "delivered": delivered }))
             }
             other => Err(Refusal::new(

@@ -377,8 +377,6 @@ pub struct SignalCore {
     /// Answers that are sent often and never change, serialized once.
     rate_limited: Bytes,
     too_large: Bytes,
-    /// Socket.IO recipients of the last `message` fan-out.
-    classic_recipients: u64,
     /// A native sender's `ack` that waits for its Socket.IO recipients.
     pending_ack: Option<PendingAck>,
 }
@@ -457,7 +455,6 @@ impl SignalCore {
             next_sid: 0,
             rate_limited,
             too_large,
-            classic_recipients: 0,
             pending_ack: None,
         }
     }

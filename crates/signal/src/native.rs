@@ -68,21 +68,20 @@ impl SignalCore {
                 .map(|()| Some(wire::room_only("left", &room, id))),
             Req::Message { room, to, data } => {
                 let data = Data { raw: data.get() };
-                self.classic_recipients = 0;
                 match (self.message(sid, &room, to.as_deref(), data), id) {
                     // A Socket.IO recipient has the message only once the
                     // shell could queue it: the ack waits for the drain
                     // (see `poll_output` and `classic_refused`).
-                    (Ok(n), Some(id)) if self.classic_recipients > 0 => {
+                    (Ok(d), Some(id)) if d.classic > 0 => {
                         self.pending_ack = Some(PendingAck {
                             sid,
                             id: id.clone(),
-                            delivered: n,
+                            delivered: d.count,
                             refused: 0,
                         });
                         Ok(None)
                     }
-                    (result, _) => result.map(|n| id.map(|id| wire::ack(n, id))),
+                    (result, _) => result.map(|d| id.map(|id| wire::ack(d.count, id))),
                 }
             }
             Req::Ping => Ok(Some(wire::Body::new("pong").reply_to(id).finish())),

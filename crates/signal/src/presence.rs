@@ -11,6 +11,15 @@ use crate::rooms::{Refused, RoomId};
 use crate::session::Sid;
 use crate::{Event, Face, LeaveReason, Refusal, SignalCore, wire};
 
+/// Whom a message was queued for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// Recipients that have it: what `delivered` counts.
+    pub(crate) count: u64,
+    /// Of those, Socket.IO ones: the shell may yet find their queue full.
+    pub(crate) classic: u64,
+}
+
 /// How a join went when it was not an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JoinOutcome {
@@ -217,7 +226,7 @@ impl SignalCore {
         name: &str,
         to: Option<&str>,
         data: Data<'_>,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<Delivery, Refusal> {
         let s = self.sessions.get(&sid).ok_or_else(no_session)?;
         let rid = self
             .rooms
@@ -242,18 +251,20 @@ impl SignalCore {
             if !kept {
                 return Err(no_such_peer());
             }
-            self.classic_recipients = u64::from(
-                self.sessions
-                    .get(&target)
-                    .is_some_and(|t| t.face == Face::Classic),
-            );
+            let classic = self
+                .sessions
+                .get(&target)
+                .is_some_and(|t| t.face == Face::Classic);
             self.counters.messages += 1;
             self.counters.deliveries += 1;
-            return Ok(1);
+            return Ok(Delivery {
+                count: 1,
+                classic: u64::from(classic),
+            });
         }
         self.counters.messages += 1;
         let Some(room) = self.rooms.get(rid) else {
-            return Ok(0);
+            return Ok(Delivery::default());
         };
         let mut delivered = 0;
         let mut classic = 0;
@@ -268,8 +279,10 @@ impl SignalCore {
                 classic += u64::from(other.face == Face::Classic);
             }
         }
-        self.classic_recipients = classic;
         self.counters.deliveries += delivered;
-        Ok(delivered)
+        Ok(Delivery {
+            count: delivered,
+            classic,
+        })
     }
 }
