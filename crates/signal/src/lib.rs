@@ -142,6 +142,7 @@
 
 mod calls;
 mod classic;
+pub mod cluster;
 mod idmap;
 mod native;
 mod observe;

@@ -1,0 +1,453 @@
+//! The backplane contract (PROTOCOL.md §6): what a node's core asks of the
+//! cluster and what it hears back, as plain values.
+//!
+//! A clustered core (see [`SignalCore::clustered`](crate::SignalCore::clustered))
+//! emits [`Command`]s as [`Output::Backplane`](crate::Output::Backplane) and
+//! takes [`Push`]es through [`SignalCore::handle_push`](crate::SignalCore::handle_push).
+//! Between them sits a *store*: one serial authority that owns what no node
+//! can decide alone (who sits in a room, which node owns a session, a
+//! session's undelivered frames). [`store::Store`] is that authority in
+//! memory: the simulated cluster of the tests talks to it over a bus, and
+//! the Redis backplane of the shell implements the same commands as Lua
+//! scripts, so it is also the reference the Redis code is checked against.
+//!
+//! # What the transport must guarantee
+//! - The commands of one node reach the store in the order they were
+//!   emitted, and the store applies each one atomically (Redis: one
+//!   connection per node, one script per command).
+//! - The pushes to one node arrive in the order the store produced them
+//!   (Redis: every push, answers included, is published on the node's own
+//!   channel, which one subscriber connection reads).
+//! - Either may stop (a partition, Redis down): the shell then calls
+//!   [`SignalCore::backplane_down`](crate::SignalCore::backplane_down), and
+//!   [`SignalCore::backplane_up`](crate::SignalCore::backplane_up) when it is
+//!   back; the core resyncs from there.
+//!
+//! # Why the promise holds across nodes
+//! A node counts a delivery in an ack only after the store has confirmed
+//! that the recipient's session is still owned by the node that queued the
+//! frame, and that the frame was written before that confirmation (commands
+//! are in order): [`Command::Publish`]'s `local` list and [`Command::Report`]
+//! are checked by the store, never taken on trust. A session taken over by
+//! another node (a resume elsewhere) or adopted after a node's death carries
+//! every frame that was counted for it.
+
+pub mod store;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchboard_signal_proto::CallEndReason;
+
+use crate::Face;
+
+/// A node of the cluster (`cluster.node_id`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub Arc<str>);
+
+impl NodeId {
+    /// A node id from its text.
+    pub fn new(id: &str) -> Self {
+        NodeId(id.into())
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Numbers a command whose answer the node waits for; unique per node.
+pub type ReqId = u64;
+
+/// Shared text: ids, room names, metas and message data cross the
+/// backplane without a copy per recipient.
+pub type Text = Arc<str>;
+
+/// Something that happened in a room, for the peers on other nodes. Each
+/// node renders it for its own sessions (native frame or classic event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// `peer` joined with `meta` (JSON text; `None` shown as `{}`).
+    OtherJoined {
+        /// Its peer id.
+        peer: Text,
+        /// Its join's `meta`.
+        meta: Option<Text>,
+    },
+    /// `peer` left or its session ended.
+    Bye {
+        /// Its peer id.
+        peer: Text,
+    },
+    /// A room message from `from`: `data` is the sender's JSON text.
+    Message {
+        /// The sender's peer id.
+        from: Text,
+        /// The message's `data`, as the sender wrote it.
+        data: Text,
+    },
+}
+
+/// Caps a seat claim checks, from the joining node's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SeatLimits {
+    /// `rooms.max_peers`; 0 = no limit.
+    pub max_peers: usize,
+    /// `limits.max_room_meta_bytes` on the room's listing; 0 = no limit.
+    pub max_listed: usize,
+}
+
+/// What a session is, as the store keeps it for a resume on another node
+/// or an adoption after its node died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub session: Text,
+    /// Resume token. The store holds it so that any node can check a
+    /// resume; nodes authenticate to each other only through the store.
+    pub token: Text,
+    /// Peer id.
+    pub peer: Text,
+    /// User id, for direct calls.
+    pub user: Option<Text>,
+    /// Wire face.
+    pub face: Face,
+    /// The `seq` of the last frame the session was sent.
+    pub seq: u64,
+    /// Kept frames, oldest first, with their `seq` (in a [`Push::Took`],
+    /// only those after the resume's `last_seq`).
+    pub frames: Vec<(u64, Bytes)>,
+    /// The rooms it is in, in join order.
+    pub rooms: Vec<Text>,
+}
+
+/// What a node asks of the store. Emitted in order; see the module doc for
+/// what the transport guarantees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// The node is alive (every command also counts as one). Emitted every
+    /// third of `node_timeout`.
+    Heartbeat,
+    /// A new session lives on this node.
+    Register(SessionRecord),
+    /// Claim a seat in `room` for `session`: answered by
+    /// [`Push::JoinAnswer`]. The other members' nodes get
+    /// [`RoomEvent::OtherJoined`] when it is granted.
+    Join {
+        /// Answer's key.
+        req: ReqId,
+        /// The joining session.
+        session: Text,
+        /// The room.
+        room: Text,
+        /// The join's `meta` as JSON text.
+        meta: Option<Text>,
+        /// The caps to check.
+        limits: SeatLimits,
+        /// A call's room: only these two peers may sit in it.
+        private: Option<[Text; 2]>,
+    },
+    /// `session` leaves `room`: the others' nodes get [`RoomEvent::Bye`].
+    Leave {
+        /// The leaving session.
+        session: Text,
+        /// The room.
+        room: Text,
+    },
+    /// Fan `event` out to the nodes of the room's other members (or of the
+    /// member whose peer id is `to`). With `req`, answered by
+    /// [`Push::Published`], which also counts `local` (sessions of this
+    /// node that got it) and `classic`.
+    Publish {
+        /// Answer's key; `None` when nobody waits for a count.
+        req: Option<ReqId>,
+        /// The room.
+        room: Text,
+        /// Only this peer, when set.
+        to: Option<Text>,
+        /// What happened.
+        event: RoomEvent,
+        /// Native sessions on this node that have the frame.
+        local: Vec<Text>,
+        /// Socket.IO recipients on this node that have it.
+        classic: u64,
+    },
+    /// A sequenced frame a session of this node got: kept for a resume
+    /// elsewhere, within the replay bounds.
+    Persist {
+        /// The session.
+        session: Text,
+        /// Its `seq`.
+        seq: u64,
+        /// The frame without `seq`.
+        body: Bytes,
+    },
+    /// The client confirmed every frame up to `last_seq`.
+    Trim {
+        /// The session.
+        session: Text,
+        /// The confirmed `seq`.
+        last_seq: u64,
+    },
+    /// How many of a [`Push::Deliver`] or [`Push::Ring`] with a `req` this
+    /// node's sessions got: the store counts those it still owns and
+    /// answers `to` with [`Push::Counted`].
+    Report {
+        /// The node that waits.
+        to: NodeId,
+        /// Its key.
+        req: ReqId,
+        /// Native sessions that have the frame.
+        sessions: Vec<Text>,
+        /// Socket.IO recipients that have it.
+        classic: u64,
+    },
+    /// The session is over for good: its seats go (with `bye`s) and so
+    /// does everything the store kept of it.
+    End {
+        /// The session.
+        session: Text,
+    },
+    /// A resume on this node of a session the node does not hold:
+    /// answered by [`Push::Took`]; the old owner gets [`Push::Taken`].
+    Take {
+        /// Answer's key.
+        req: ReqId,
+        /// The session id the client named.
+        session: Text,
+        /// The resume token it gave.
+        token: Text,
+        /// Its `last_seq`.
+        last_seq: u64,
+    },
+    /// Take over the sessions of a dead node (the first asker gets them):
+    /// answered by [`Push::Adopted`].
+    Adopt {
+        /// Answer's key.
+        req: ReqId,
+        /// The dead node.
+        dead: NodeId,
+    },
+    /// Ring `user`'s native sessions on every node (but `except`): each
+    /// node gets [`Push::Ring`]; answered by [`Push::Published`].
+    Ring {
+        /// Answer's key.
+        req: ReqId,
+        /// The call id.
+        call: Text,
+        /// The callee's user id.
+        user: Text,
+        /// The caller's own session, never rung.
+        except: Text,
+        /// The `incoming_call` frame.
+        body: Bytes,
+    },
+    /// A message for one node (the calls' conversation).
+    Tell {
+        /// The node.
+        to: NodeId,
+        /// What to tell it.
+        msg: NodeMsg,
+    },
+    /// After a partition or a Redis restart: every session this node holds,
+    /// as it is now. The store makes itself agree and answers
+    /// [`Push::Resynced`] with the sessions that are no longer this node's.
+    Resync {
+        /// The node's sessions.
+        sessions: Vec<SessionRecord>,
+    },
+}
+
+/// How a seat claim went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeatOutcome {
+    /// Seated; the other members, in join order, with their metas.
+    Seated {
+        /// `(peer, meta)` of each other member.
+        peers: Vec<(Text, Option<Text>)>,
+    },
+    /// At capacity.
+    Full,
+    /// A private call room that is not this peer's.
+    Forbidden,
+}
+
+/// How a [`Command::Take`] went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOutcome {
+    /// The session is this node's now; `frames` are those after `last_seq`.
+    Taken(SessionRecord),
+    /// No such session, a wrong token, or a Socket.IO session.
+    Unknown,
+    /// The right token, but the frames after `last_seq` are gone: the
+    /// session is this node's, to end (`bye`) and start over.
+    Gap(SessionRecord),
+}
+
+/// What the store tells a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Push {
+    /// The answer to [`Command::Join`].
+    JoinAnswer {
+        /// The command's key.
+        req: ReqId,
+        /// How it went.
+        outcome: SeatOutcome,
+    },
+    /// The answer to [`Command::Publish`] or [`Command::Ring`]: `counted`
+    /// of the local recipients are confirmed, and each of `nodes` will
+    /// answer with a [`Push::Counted`] (or die).
+    Published {
+        /// The command's key.
+        req: ReqId,
+        /// Confirmed local recipients.
+        counted: u64,
+        /// The nodes that got the event.
+        nodes: Vec<NodeId>,
+    },
+    /// A room event from another node, for this node's members of `room`
+    /// (only the one with peer id `to`, when set).
+    Deliver {
+        /// The publishing node, which waits for a [`Command::Report`] when
+        /// `req` is set.
+        from: NodeId,
+        /// Its key.
+        req: Option<ReqId>,
+        /// The room.
+        room: Text,
+        /// Only this peer, when set.
+        to: Option<Text>,
+        /// What happened.
+        event: RoomEvent,
+    },
+    /// One node's confirmed count for `req`.
+    Counted {
+        /// The command's key.
+        req: ReqId,
+        /// The node that reported.
+        from: NodeId,
+        /// Its confirmed recipients.
+        count: u64,
+    },
+    /// The answer to [`Command::Take`].
+    Took {
+        /// The command's key.
+        req: ReqId,
+        /// How it went.
+        outcome: TakeOutcome,
+    },
+    /// A session of this node was resumed elsewhere: forget it without a
+    /// `bye` (and close its connection, if any).
+    Taken {
+        /// The session.
+        session: Text,
+    },
+    /// The answer to [`Command::Adopt`]: these sessions are this node's
+    /// now, as they were when their node died.
+    Adopted {
+        /// The command's key.
+        req: ReqId,
+        /// The sessions (every kept frame included).
+        sessions: Vec<SessionRecord>,
+    },
+    /// A node stopped refreshing its heartbeat.
+    NodeDied {
+        /// The node.
+        node: NodeId,
+    },
+    /// A call for `user`'s sessions on this node (but `except`).
+    Ring {
+        /// The caller's node, which waits for a [`Command::Report`].
+        from: NodeId,
+        /// Its key.
+        req: ReqId,
+        /// The call id.
+        call: Text,
+        /// The callee's user id.
+        user: Text,
+        /// The caller's session.
+        except: Text,
+        /// The `incoming_call` frame.
+        body: Bytes,
+    },
+    /// A [`Command::Tell`] from another node.
+    Told {
+        /// The node that told.
+        from: NodeId,
+        /// What it said.
+        msg: NodeMsg,
+    },
+    /// The answer to [`Command::Resync`]: these sessions are not this
+    /// node's any more (resumed elsewhere, or adopted while the node was
+    /// cut off).
+    Resynced {
+        /// Their ids.
+        lost: Vec<Text>,
+    },
+    /// The store had declared this node dead: its commands are ignored
+    /// until it resyncs.
+    Dead,
+}
+
+/// What nodes say to each other about a ringing call. The caller's node
+/// decides; the callee's nodes ask and carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeMsg {
+    /// Callee's node → caller's node: `session` (peer `peer`) accepts.
+    Accept {
+        /// The call.
+        call: Text,
+        /// The accepting session.
+        session: Text,
+        /// Its peer id.
+        peer: Text,
+    },
+    /// Callee's node → caller's node: `session` declines.
+    Decline {
+        /// The call.
+        call: Text,
+        /// The declining session.
+        session: Text,
+    },
+    /// Caller's node → the accepting session's node: it won; join `room`
+    /// (private to the two peers).
+    Won {
+        /// The call.
+        call: Text,
+        /// The winning session.
+        session: Text,
+        /// The call's room.
+        room: Text,
+        /// The caller's peer id, the room's other seat.
+        caller: Text,
+    },
+    /// Caller's node → an accepting or declining session's node: the call
+    /// no longer rings (`no_such_call`).
+    Lost {
+        /// The call.
+        call: Text,
+        /// The session that asked.
+        session: Text,
+    },
+    /// Caller's node → every node that rang: the call is over for the
+    /// sessions rung there (but `except`).
+    Ended {
+        /// The call.
+        call: Text,
+        /// Why.
+        reason: CallEndReason,
+        /// The session that answered or declined, told otherwise.
+        except: Option<Text>,
+    },
+    /// Callee's node → caller's node: no session rung on this node is left.
+    RingGone {
+        /// The call.
+        call: Text,
+    },
+}

@@ -1,0 +1,955 @@
+//! The store in memory: the serial authority behind the backplane. The
+//! simulated cluster of the tests runs it behind a bus with delays and
+//! partitions; the Redis backplane implements the same commands as Lua
+//! scripts, checked against this one.
+//!
+//! Sans-IO like the cores: [`Store::handle`] takes a command with the node
+//! it came from and the time, [`Store::poll`] gives the pushes in order,
+//! [`Store::handle_timeout`] declares nodes dead.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{
+    Command, NodeId, Push, ReqId, RoomEvent, SeatLimits, SeatOutcome, SessionRecord, TakeOutcome,
+    Text,
+};
+use crate::Face;
+
+/// Bounds of the store, the same as the nodes' (one config for the fleet).
+#[derive(Debug, Clone, Copy)]
+pub struct StoreConfig {
+    /// `session.replay_frames`.
+    pub replay_frames: usize,
+    /// `session.replay_bytes`.
+    pub replay_bytes: usize,
+    /// `cluster.node_timeout_secs`.
+    pub node_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            replay_frames: 1024,
+            replay_bytes: 1 << 20,
+            node_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NodeState {
+    last_seen: Instant,
+    dead: bool,
+    /// Told [`Push::Dead`] since it died: once is enough.
+    told_dead: bool,
+}
+
+#[derive(Debug)]
+struct Stored {
+    token: Text,
+    peer: Text,
+    user: Option<Text>,
+    face: Face,
+    owner: NodeId,
+    seq: u64,
+    frames: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+    rooms: Vec<Text>,
+}
+
+impl Stored {
+    fn record(&self, session: &Text, after: u64) -> SessionRecord {
+        SessionRecord {
+            session: session.clone(),
+            token: self.token.clone(),
+            peer: self.peer.clone(),
+            user: self.user.clone(),
+            face: self.face,
+            seq: self.seq,
+            frames: self
+                .frames
+                .iter()
+                .filter(|(s, _)| *s > after)
+                .cloned()
+                .collect(),
+            rooms: self.rooms.clone(),
+        }
+    }
+
+    fn keep(&mut self, seq: u64, body: Bytes, cfg: &StoreConfig) {
+        if seq <= self.seq || cfg.replay_frames == 0 {
+            self.seq = self.seq.max(seq);
+            return;
+        }
+        self.seq = seq;
+        while !self.frames.is_empty()
+            && (self.frames.len() >= cfg.replay_frames
+                || self.bytes + body.len() > cfg.replay_bytes)
+        {
+            if let Some((_, old)) = self.frames.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+        self.bytes += body.len();
+        self.frames.push_back((seq, body));
+    }
+
+    fn trim(&mut self, last_seq: u64) {
+        while self.frames.front().is_some_and(|(s, _)| *s <= last_seq) {
+            if let Some((_, old)) = self.frames.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    /// Whether every frame after `last_seq` is kept (or the client is
+    /// ahead of what was written: the old node sent frames it had not
+    /// written yet, and the client has them).
+    fn covers(&self, last_seq: u64) -> bool {
+        if last_seq >= self.seq {
+            return true;
+        }
+        let first = self.frames.front().map_or(self.seq + 1, |(s, _)| *s);
+        last_seq + 1 >= first
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    session: Text,
+    peer: Text,
+    meta: Option<Text>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    members: Vec<Member>,
+    listed: usize,
+    private: Option<[Text; 2]>,
+}
+
+fn listed_cost(meta: Option<&Text>) -> usize {
+    meta.map_or(2, |m| m.len()) + crate::MEMBER_ENTRY_BYTES
+}
+
+/// The cluster's shared state and its rules.
+#[derive(Debug)]
+pub struct Store {
+    cfg: StoreConfig,
+    nodes: HashMap<NodeId, NodeState>,
+    sessions: HashMap<Text, Stored>,
+    rooms: HashMap<Text, Room>,
+    /// Native sessions per user id.
+    users: HashMap<Text, Vec<Text>>,
+    out: VecDeque<(NodeId, Push)>,
+}
+
+impl Store {
+    /// An empty store.
+    #[must_use]
+    pub fn new(cfg: StoreConfig) -> Self {
+        Store {
+            cfg,
+            nodes: HashMap::new(),
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            users: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next push and the node it is for.
+    pub fn poll(&mut self) -> Option<(NodeId, Push)> {
+        self.out.pop_front()
+    }
+
+    /// Sessions, for tests: how many the store keeps.
+    #[must_use]
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Members of `room` as `(peer, owner node)`, for tests.
+    #[must_use]
+    pub fn members(&self, room: &str) -> Vec<(Text, NodeId)> {
+        self.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.members
+                .iter()
+                .filter_map(|m| {
+                    let owner = self.sessions.get(&m.session)?.owner.clone();
+                    Some((m.peer.clone(), owner))
+                })
+                .collect()
+        })
+    }
+
+    /// When [`Store::handle_timeout`] must next run.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.nodes
+            .values()
+            .filter(|n| !n.dead)
+            .map(|n| n.last_seen + self.cfg.node_timeout)
+            .min()
+    }
+
+    /// Declares dead every node silent for `node_timeout`: the others hear
+    /// [`Push::NodeDied`], and its sessions wait for an adopter.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.cfg.node_timeout;
+        let mut died: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.dead && n.last_seen + timeout <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        died.sort();
+        for node in died {
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.dead = true;
+                n.told_dead = false;
+            }
+            for other in self.alive() {
+                self.out
+                    .push_back((other, Push::NodeDied { node: node.clone() }));
+            }
+        }
+    }
+
+    fn alive(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.dead)
+            .map(|(id, _)| id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn is_alive(&self, node: &NodeId) -> bool {
+        self.nodes.get(node).is_some_and(|n| !n.dead)
+    }
+
+    fn push(&mut self, to: &NodeId, push: Push) {
+        if self.is_alive(to) {
+            self.out.push_back((to.clone(), push));
+        }
+    }
+
+    /// Whether `session` is `node`'s.
+    fn owns(&self, node: &NodeId, session: &str) -> bool {
+        self.sessions.get(session).is_some_and(|s| &s.owner == node)
+    }
+
+    /// The live nodes (but `except`) that own a member of `room`, in order.
+    fn room_nodes(&self, room: &Room, except: &NodeId) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = Vec::new();
+        for m in &room.members {
+            if let Some(s) = self.sessions.get(&m.session)
+                && &s.owner != except
+                && self.is_alive(&s.owner)
+                && !nodes.contains(&s.owner)
+            {
+                nodes.push(s.owner.clone());
+            }
+        }
+        nodes
+    }
+
+    /// Applies one command of `from`, atomically.
+    pub fn handle(&mut self, now: Instant, from: &NodeId, cmd: Command) {
+        let node = self.nodes.entry(from.clone()).or_insert(NodeState {
+            last_seen: now,
+            dead: false,
+            told_dead: false,
+        });
+        if node.dead {
+            if let Command::Resync { sessions } = cmd {
+                node.dead = false;
+                node.last_seen = now;
+                self.resync(from, sessions);
+            } else if !node.told_dead {
+                node.told_dead = true;
+                self.out.push_back((from.clone(), Push::Dead));
+            }
+            return;
+        }
+        node.last_seen = now;
+        match cmd {
+            Command::Heartbeat => {}
+            Command::Register(rec) => self.register(from, rec),
+            Command::Join {
+                req,
+                session,
+                room,
+                meta,
+                limits,
+                private,
+            } => {
+                let outcome = self.join(from, &session, &room, meta, limits, private);
+                self.push(from, Push::JoinAnswer { req, outcome });
+            }
+            Command::Leave { session, room } => {
+                if self.owns(from, &session) {
+                    self.unseat(from, &session, &room);
+                }
+            }
+            Command::Publish {
+                req,
+                room,
+                to,
+                event,
+                local,
+                classic,
+            } => self.publish(from, req, room, to, event, &local, classic),
+            Command::Persist { session, seq, body } => {
+                let cfg = self.cfg;
+                if let Some(s) = self.sessions.get_mut(&session)
+                    && &s.owner == from
+                {
+                    s.keep(seq, body, &cfg);
+                }
+            }
+            Command::Trim { session, last_seq } => {
+                if let Some(s) = self.sessions.get_mut(&session)
+                    && &s.owner == from
+                {
+                    s.trim(last_seq);
+                }
+            }
+            Command::Report {
+                to,
+                req,
+                sessions,
+                classic,
+            } => {
+                let count = self.count_owned(from, &sessions) + classic;
+                self.push(
+                    &to,
+                    Push::Counted {
+                        req,
+                        from: from.clone(),
+                        count,
+                    },
+                );
+            }
+            Command::End { session } => {
+                if self.owns(from, &session) {
+                    self.end(from, &session);
+                }
+            }
+            Command::Take {
+                req,
+                session,
+                token,
+                last_seq,
+            } => {
+                let outcome = self.take(from, &session, &token, last_seq);
+                self.push(from, Push::Took { req, outcome });
+            }
+            Command::Adopt { req, dead } => {
+                let sessions = self.adopt(from, &dead);
+                self.push(from, Push::Adopted { req, sessions });
+            }
+            Command::Ring {
+                req,
+                call,
+                user,
+                except,
+                body,
+            } => self.ring(from, req, call, user, except, body),
+            Command::Tell { to, msg } => self.push(
+                &to,
+                Push::Told {
+                    from: from.clone(),
+                    msg,
+                },
+            ),
+            Command::Resync { sessions } => self.resync(from, sessions),
+        }
+    }
+
+    fn count_owned(&self, node: &NodeId, sessions: &[Text]) -> u64 {
+        sessions.iter().filter(|s| self.owns(node, s)).count() as u64
+    }
+
+    fn register(&mut self, from: &NodeId, rec: SessionRecord) {
+        if self.sessions.contains_key(&rec.session) {
+            return;
+        }
+        if rec.face == Face::Native
+            && let Some(u) = &rec.user
+        {
+            self.users
+                .entry(u.clone())
+                .or_default()
+                .push(rec.session.clone());
+        }
+        let mut stored = Stored {
+            token: rec.token,
+            peer: rec.peer,
+            user: rec.user,
+            face: rec.face,
+            owner: from.clone(),
+            seq: 0,
+            frames: VecDeque::new(),
+            bytes: 0,
+            rooms: Vec::new(),
+        };
+        for (seq, body) in rec.frames {
+            stored.keep(seq, body, &self.cfg);
+        }
+        stored.seq = stored.seq.max(rec.seq);
+        self.sessions.insert(rec.session, stored);
+    }
+
+    fn join(
+        &mut self,
+        from: &NodeId,
+        session: &Text,
+        name: &Text,
+        meta: Option<Text>,
+        limits: SeatLimits,
+        private: Option<[Text; 2]>,
+    ) -> SeatOutcome {
+        let Some(s) = self.sessions.get(session) else {
+            return SeatOutcome::Forbidden;
+        };
+        if &s.owner != from {
+            return SeatOutcome::Forbidden;
+        }
+        let peer = s.peer.clone();
+        let room = self.rooms.entry(name.clone()).or_default();
+        if room.members.is_empty() && room.private.is_none() {
+            room.private.clone_from(&private);
+        }
+        let allowed = match (&room.private, &private) {
+            (None, None) => true,
+            (Some(p), Some(_)) => p.contains(&peer),
+            _ => false,
+        };
+        let cost = listed_cost(meta.as_ref());
+        let outcome = if !allowed {
+            SeatOutcome::Forbidden
+        } else if room.members.iter().any(|m| &m.session == session) {
+            // Already seated (a repeated command): the same answer again.
+            SeatOutcome::Seated {
+                peers: room
+                    .members
+                    .iter()
+                    .filter(|m| &m.session != session)
+                    .map(|m| (m.peer.clone(), m.meta.clone()))
+                    .collect(),
+            }
+        } else if (limits.max_peers != 0 && room.members.len() >= limits.max_peers)
+            || (limits.max_listed != 0 && room.listed + cost > limits.max_listed)
+        {
+            SeatOutcome::Full
+        } else {
+            let peers = room
+                .members
+                .iter()
+                .map(|m| (m.peer.clone(), m.meta.clone()))
+                .collect();
+            room.members.push(Member {
+                session: session.clone(),
+                peer: peer.clone(),
+                meta: meta.clone(),
+            });
+            room.listed += cost;
+            if let Some(s) = self.sessions.get_mut(session) {
+                s.rooms.push(name.clone());
+            }
+            let event = RoomEvent::OtherJoined { peer, meta };
+            self.route(from, name, None, None, event);
+            return SeatOutcome::Seated { peers };
+        };
+        if self.rooms.get(name).is_some_and(|r| r.members.is_empty()) {
+            self.rooms.remove(name);
+        }
+        outcome
+    }
+
+    /// Sends `event` to the nodes (but `from`) with members in `room`;
+    /// returns them.
+    fn route(
+        &mut self,
+        from: &NodeId,
+        room: &Text,
+        req: Option<ReqId>,
+        to: Option<&Text>,
+        event: RoomEvent,
+    ) -> Vec<NodeId> {
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let nodes = match to {
+            None => self.room_nodes(r, from),
+            Some(peer) => r
+                .members
+                .iter()
+                .find(|m| &m.peer == peer)
+                .and_then(|m| self.sessions.get(&m.session))
+                .map(|s| s.owner.clone())
+                .filter(|o| o != from && self.is_alive(o))
+                .into_iter()
+                .collect(),
+        };
+        for n in &nodes {
+            self.out.push_back((
+                n.clone(),
+                Push::Deliver {
+                    from: from.clone(),
+                    req,
+                    room: room.clone(),
+                    to: to.cloned(),
+                    event: event.clone(),
+                },
+            ));
+        }
+        nodes
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        from: &NodeId,
+        req: Option<ReqId>,
+        room: Text,
+        to: Option<Text>,
+        event: RoomEvent,
+        local: &[Text],
+        classic: u64,
+    ) {
+        let counted = self.count_owned(from, local) + classic;
+        let nodes = self.route(from, &room, req, to.as_ref(), event);
+        if let Some(req) = req {
+            self.push(
+                from,
+                Push::Published {
+                    req,
+                    counted,
+                    nodes,
+                },
+            );
+        }
+    }
+
+    fn unseat(&mut self, from: &NodeId, session: &Text, name: &Text) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let Some(pos) = room.members.iter().position(|m| &m.session == session) else {
+            return;
+        };
+        let gone = room.members.remove(pos);
+        room.listed = room.listed.saturating_sub(listed_cost(gone.meta.as_ref()));
+        if room.members.is_empty() {
+            self.rooms.remove(name);
+        } else {
+            self.route(from, name, None, None, RoomEvent::Bye { peer: gone.peer });
+        }
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.rooms.retain(|r| r != name);
+        }
+    }
+
+    fn end(&mut self, from: &NodeId, session: &Text) {
+        let rooms = self
+            .sessions
+            .get(session)
+            .map(|s| s.rooms.clone())
+            .unwrap_or_default();
+        for room in &rooms {
+            self.unseat(from, session, room);
+        }
+        if let Some(s) = self.sessions.remove(session)
+            && let Some(u) = &s.user
+            && let Some(list) = self.users.get_mut(u)
+        {
+            list.retain(|x| x != session);
+            if list.is_empty() {
+                self.users.remove(u);
+            }
+        }
+    }
+
+    fn take(&mut self, from: &NodeId, session: &Text, token: &str, last_seq: u64) -> TakeOutcome {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return TakeOutcome::Unknown;
+        };
+        if s.face != Face::Native || !token_eq(&s.token, token) {
+            return TakeOutcome::Unknown;
+        }
+        let old = std::mem::replace(&mut s.owner, from.clone());
+        let covered = s.covers(last_seq);
+        if covered {
+            s.seq = s.seq.max(last_seq);
+        }
+        let record = s.record(session, last_seq);
+        if &old != from {
+            self.push(
+                &old,
+                Push::Taken {
+                    session: session.clone(),
+                },
+            );
+        }
+        if covered {
+            TakeOutcome::Taken(record)
+        } else {
+            TakeOutcome::Gap(record)
+        }
+    }
+
+    fn adopt(&mut self, from: &NodeId, dead: &NodeId) -> Vec<SessionRecord> {
+        if self.is_alive(dead) || !self.nodes.contains_key(dead) {
+            return Vec::new();
+        }
+        let mut ids: Vec<Text> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| &s.owner == dead)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.owner = from.clone();
+                out.push(s.record(&id, 0));
+            }
+        }
+        out
+    }
+
+    fn ring(
+        &mut self,
+        from: &NodeId,
+        req: ReqId,
+        call: Text,
+        user: Text,
+        except: Text,
+        body: Bytes,
+    ) {
+        let mut nodes: Vec<NodeId> = Vec::new();
+        for sid in self.users.get(&user).into_iter().flatten() {
+            if *sid == except {
+                continue;
+            }
+            if let Some(s) = self.sessions.get(sid)
+                && self.is_alive(&s.owner)
+                && !nodes.contains(&s.owner)
+            {
+                nodes.push(s.owner.clone());
+            }
+        }
+        for n in &nodes {
+            self.out.push_back((
+                n.clone(),
+                Push::Ring {
+                    from: from.clone(),
+                    req,
+                    call: call.clone(),
+                    user: user.clone(),
+                    except: except.clone(),
+                    body: body.clone(),
+                },
+            ));
+        }
+        self.push(
+            from,
+            Push::Published {
+                req,
+                counted: 0,
+                nodes,
+            },
+        );
+    }
+
+    fn resync(&mut self, from: &NodeId, sessions: Vec<SessionRecord>) {
+        let mut lost = Vec::new();
+        let mut held: Vec<Text> = Vec::with_capacity(sessions.len());
+        for rec in sessions {
+            match self.sessions.get(&rec.session) {
+                Some(s) if &s.owner == from => {
+                    held.push(rec.session.clone());
+                    let stale: Vec<Text> = s
+                        .rooms
+                        .iter()
+                        .filter(|r| !rec.rooms.contains(r))
+                        .cloned()
+                        .collect();
+                    for room in stale {
+                        self.unseat(from, &rec.session, &room);
+                    }
+                    let cfg = self.cfg;
+                    if let Some(s) = self.sessions.get_mut(&rec.session) {
+                        s.frames.clear();
+                        s.bytes = 0;
+                        s.seq = 0;
+                        for (seq, body) in rec.frames {
+                            s.keep(seq, body, &cfg);
+                        }
+                        s.seq = s.seq.max(rec.seq);
+                    }
+                }
+                _ => lost.push(rec.session),
+            }
+        }
+        // What the store still gives this node but the node no longer has
+        // ended while the two could not talk.
+        let mut gone: Vec<Text> = self
+            .sessions
+            .iter()
+            .filter(|(id, s)| &s.owner == from && !held.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        gone.sort();
+        for id in gone {
+            self.end(from, &id);
+        }
+        self.push(from, Push::Resynced { lost });
+    }
+}
+
+fn token_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(session: &str, peer: &str) -> SessionRecord {
+        SessionRecord {
+            session: session.into(),
+            token: "t".into(),
+            peer: peer.into(),
+            user: None,
+            face: Face::Native,
+            seq: 0,
+            frames: Vec::new(),
+            rooms: Vec::new(),
+        }
+    }
+
+    fn join(req: ReqId, session: &str, room: &str, max_peers: usize) -> Command {
+        Command::Join {
+            req,
+            session: session.into(),
+            room: room.into(),
+            meta: None,
+            limits: SeatLimits {
+                max_peers,
+                max_listed: 0,
+            },
+            private: None,
+        }
+    }
+
+    #[test]
+    fn seats_are_claimed_atomically_and_the_others_hear_of_it() {
+        let t = Instant::now();
+        let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+        let mut st = Store::new(StoreConfig::default());
+        st.handle(t, &a, Command::Register(rec("s1", "p1")));
+        st.handle(t, &b, Command::Register(rec("s2", "p2")));
+        st.handle(t, &b, Command::Register(rec("s3", "p3")));
+        st.handle(t, &a, join(1, "s1", "r", 2));
+        st.handle(t, &b, join(2, "s2", "r", 2));
+        st.handle(t, &b, join(3, "s3", "r", 2));
+        let pushes: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        assert!(matches!(
+            &pushes[0],
+            (n, Push::JoinAnswer { req: 1, outcome: SeatOutcome::Seated { peers } }) if n == &a && peers.is_empty()
+        ));
+        assert!(matches!(
+            &pushes[1],
+            (n, Push::Deliver { event: RoomEvent::OtherJoined { .. }, .. }) if n == &a
+        ));
+        assert!(matches!(
+            &pushes[2],
+            (n, Push::JoinAnswer { req: 2, outcome: SeatOutcome::Seated { peers } }) if n == &b && peers.len() == 1
+        ));
+        assert!(matches!(
+            &pushes[3],
+            (
+                _,
+                Push::JoinAnswer {
+                    req: 3,
+                    outcome: SeatOutcome::Full
+                }
+            )
+        ));
+    }
+
+    #[test]
+    fn a_take_moves_the_session_and_its_frames() {
+        let t = Instant::now();
+        let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+        let mut st = Store::new(StoreConfig::default());
+        st.handle(t, &a, Command::Register(rec("s1", "p1")));
+        for seq in 1..=3 {
+            st.handle(
+                t,
+                &a,
+                Command::Persist {
+                    session: "s1".into(),
+                    seq,
+                    body: Bytes::from(vec![b'x'; seq as usize]),
+                },
+            );
+        }
+        st.handle(
+            t,
+            &b,
+            Command::Take {
+                req: 9,
+                session: "s1".into(),
+                token: "t".into(),
+                last_seq: 1,
+            },
+        );
+        let pushes: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        assert!(matches!(&pushes[0], (n, Push::Taken { .. }) if n == &a));
+        match &pushes[1] {
+            (
+                n,
+                Push::Took {
+                    outcome: TakeOutcome::Taken(r),
+                    ..
+                },
+            ) if n == &b => {
+                assert_eq!(r.frames.iter().map(|f| f.0).collect::<Vec<_>>(), [2, 3]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The old owner's late frames are not the session's any more.
+        st.handle(
+            t,
+            &a,
+            Command::Persist {
+                session: "s1".into(),
+                seq: 4,
+                body: Bytes::from_static(b"late"),
+            },
+        );
+        st.handle(
+            t,
+            &b,
+            Command::Take {
+                req: 10,
+                session: "s1".into(),
+                token: "t".into(),
+                last_seq: 3,
+            },
+        );
+        match st.poll() {
+            Some((
+                _,
+                Push::Took {
+                    outcome: TakeOutcome::Taken(r),
+                    ..
+                },
+            )) => {
+                assert!(r.frames.is_empty());
+                assert_eq!(r.seq, 3);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_silent_node_dies_and_its_sessions_are_adopted_once() {
+        let t = Instant::now();
+        let (a, b, c) = (NodeId::new("a"), NodeId::new("b"), NodeId::new("c"));
+        let mut st = Store::new(StoreConfig::default());
+        st.handle(t, &a, Command::Register(rec("s1", "p1")));
+        st.handle(t, &b, Command::Heartbeat);
+        st.handle(t, &c, Command::Heartbeat);
+        let later = t + Duration::from_secs(10);
+        st.handle(later, &b, Command::Heartbeat);
+        st.handle(later, &c, Command::Heartbeat);
+        st.handle_timeout(later);
+        let died: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        assert_eq!(died.len(), 2, "{died:?}");
+        st.handle(
+            later,
+            &b,
+            Command::Adopt {
+                req: 1,
+                dead: a.clone(),
+            },
+        );
+        st.handle(
+            later,
+            &c,
+            Command::Adopt {
+                req: 1,
+                dead: a.clone(),
+            },
+        );
+        let got: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        assert!(
+            matches!(&got[0], (n, Push::Adopted { sessions, .. }) if n == &b && sessions.len() == 1)
+        );
+        assert!(
+            matches!(&got[1], (n, Push::Adopted { sessions, .. }) if n == &c && sessions.is_empty())
+        );
+        // The dead node is told so, once, until it resyncs.
+        st.handle(later, &a, Command::Heartbeat);
+        st.handle(later, &a, Command::Heartbeat);
+        let got: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        assert_eq!(got, vec![(a.clone(), Push::Dead)]);
+        st.handle(
+            later,
+            &a,
+            Command::Resync {
+                sessions: vec![rec("s1", "p1")],
+            },
+        );
+        assert_eq!(
+            st.poll(),
+            Some((
+                a,
+                Push::Resynced {
+                    lost: vec!["s1".into()]
+                }
+            ))
+        );
+    }
+
+    #[test]
+    fn replay_is_bounded_like_the_nodes() {
+        let mut s = Stored {
+            token: "t".into(),
+            peer: "p".into(),
+            user: None,
+            face: Face::Native,
+            owner: NodeId::new("a"),
+            seq: 0,
+            frames: VecDeque::new(),
+            bytes: 0,
+            rooms: Vec::new(),
+        };
+        let cfg = StoreConfig {
+            replay_frames: 3,
+            replay_bytes: 25,
+            node_timeout: Duration::from_secs(1),
+        };
+        for seq in 1..=5 {
+            s.keep(seq, Bytes::from(vec![0; 10]), &cfg);
+        }
+        assert_eq!(s.frames.iter().map(|f| f.0).collect::<Vec<_>>(), [4, 5]);
+        assert!(s.covers(3) && s.covers(9) && !s.covers(2));
+        s.trim(4);
+        assert_eq!(s.frames.len(), 1);
+        assert_eq!(s.bytes, 10);
+    }
+}
