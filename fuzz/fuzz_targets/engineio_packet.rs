@@ -133,6 +133,9 @@ impl Harness {
                     serde_json::to_string(&event.args).expect("classic arguments serialize");
                 }
                 Output::Close { .. } => {}
+                Output::Backplane(_) | Output::ClassicReply { .. } => {
+                    panic!("a node alone has no backplane")
+                }
             }
         }
         while self.core.poll_event().is_some() {}

@@ -504,6 +504,9 @@ impl Harness {
                 }
             }
             Output::Close { conn, .. } => self.closing.push(conn),
+            Output::Backplane(_) | Output::ClassicReply { .. } => {
+                panic!("a node alone has no backplane")
+            }
         }
     }
 

@@ -145,12 +145,15 @@ pub enum ErrorCode {
     ResumeFailed,
     /// A server fault.
     Internal,
+    /// The cluster backplane is unreachable (PROTOCOL.md §6): what needs
+    /// the other nodes is refused until it is back.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order: `ALL[code.index()] == code`. For
     /// per-code counters (`[u64; ErrorCode::ALL.len()]`).
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::NotInRoom,
@@ -162,6 +165,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::ResumeFailed,
         ErrorCode::Internal,
+        ErrorCode::Unavailable,
     ];
 
     /// This code's position in [`ErrorCode::ALL`].
@@ -179,6 +183,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 8,
             ErrorCode::ResumeFailed => 9,
             ErrorCode::Internal => 10,
+            ErrorCode::Unavailable => 11,
         }
     }
 
@@ -197,6 +202,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

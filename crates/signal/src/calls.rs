@@ -7,6 +7,9 @@ use std::time::Instant;
 use serde_json::value::RawValue;
 use switchboard_signal_proto::{CallEndReason, ErrorCode, RequestId};
 
+use crate::cluster::NodeId;
+use crate::cluster_calls::CallOp;
+use crate::clustered::Reply;
 use crate::idmap::IdMap;
 use crate::presence::{JoinKind, JoinOutcome};
 use crate::session::Sid;
@@ -15,13 +18,18 @@ use crate::{Event, Refusal, SignalCore, Timer};
 
 #[derive(Debug)]
 pub(crate) struct Call {
-    id: Box<str>,
-    caller: Sid,
+    pub(crate) id: Box<str>,
+    pub(crate) caller: Sid,
     callee_user: Box<str>,
     /// The callee's sessions that got `incoming_call` and are still alive.
     rung: Vec<Sid>,
-    meta: Option<Box<RawValue>>,
+    pub(crate) meta: Option<Box<RawValue>>,
     deadline: Instant,
+    /// In a cluster: the nodes where it rings (the rung sessions are
+    /// theirs to know), and whether the ringing was confirmed (`ringing`
+    /// sent).
+    pub(crate) nodes: Vec<NodeId>,
+    pub(crate) confirmed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -43,7 +51,17 @@ impl Calls {
         self.next
     }
 
-    fn find(&self, id: &str) -> Option<(u64, &Call)> {
+    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut Call> {
+        self.by_key.get_mut(&key)
+    }
+
+    pub(crate) fn keys(&self) -> Vec<u64> {
+        let mut keys: Vec<u64> = self.by_key.keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    pub(crate) fn find(&self, id: &str) -> Option<(u64, &Call)> {
         let key = *self.by_id.get(id)?;
         Some((key, self.by_key.get(&key)?))
     }
@@ -77,6 +95,9 @@ impl SignalCore {
                 ErrorCode::RateLimited,
                 format!("too many ringing calls ({cap} at once)"),
             ));
+        }
+        if self.cluster.is_some() {
+            return self.cluster_call(now, sid, to, meta, reply_to);
         }
         let rung: Vec<Sid> = self
             .by_user
@@ -114,6 +135,8 @@ impl SignalCore {
             rung: rung.clone(),
             meta: meta.map(RawValue::to_owned),
             deadline,
+            nodes: Vec::new(),
+            confirmed: true,
         });
         self.timers.insert((deadline, Timer::Ring(key)));
         self.counters.calls += 1;
@@ -144,6 +167,33 @@ impl SignalCore {
         Ok(())
     }
 
+    /// A caller-side call for a clustered core, ringing from `now`.
+    pub(crate) fn new_cluster_call(
+        &mut self,
+        now: Instant,
+        sid: Sid,
+        id: &str,
+        to: &str,
+        meta: Option<&RawValue>,
+    ) -> u64 {
+        let deadline = now + self.config.ring_timeout;
+        let key = self.calls.insert(Call {
+            id: id.into(),
+            caller: sid,
+            callee_user: to.into(),
+            rung: Vec::new(),
+            meta: meta.map(RawValue::to_owned),
+            deadline,
+            nodes: Vec::new(),
+            confirmed: false,
+        });
+        self.timers.insert((deadline, Timer::Ring(key)));
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.calls.push(key);
+        }
+        key
+    }
+
     /// How many calls `sid` placed that still ring.
     fn ringing_from(&self, sid: Sid) -> usize {
         self.sessions.get(&sid).map_or(0, |s| {
@@ -165,7 +215,7 @@ impl SignalCore {
     }
 
     /// Stops the ringing: the call, its timer and every session's note of it.
-    fn finish_call(&mut self, key: u64) -> Option<Call> {
+    pub(crate) fn finish_call(&mut self, key: u64) -> Option<Call> {
         let call = self.calls.remove(key)?;
         self.timers.remove(&(call.deadline, Timer::Ring(key)));
         for party in call.rung.iter().chain(std::iter::once(&call.caller)) {
@@ -176,7 +226,14 @@ impl SignalCore {
         Some(call)
     }
 
-    fn end_for(&mut self, call: &Call, reason: CallEndReason, to: impl IntoIterator<Item = Sid>) {
+    pub(crate) fn end_for(
+        &mut self,
+        call: &Call,
+        reason: CallEndReason,
+        to: impl IntoIterator<Item = Sid>,
+    ) {
+        // In a cluster the rung sessions are the other nodes' to tell.
+        self.tell_ring_nodes(call, reason, None);
         // For the others rung, an accept is `answered_elsewhere`; for the
         // call itself it is `CallAccepted`, already reported.
         if reason != CallEndReason::AnsweredElsewhere {
@@ -197,6 +254,9 @@ impl SignalCore {
         id: &str,
         reply_to: Option<&RequestId>,
     ) -> Result<(), Refusal> {
+        if self.cluster.is_some() {
+            return self.cluster_answer(sid, id, CallOp::Accept, reply_to);
+        }
         let key = self.callee_call(sid, id)?;
         let call = self.finish_call(key).ok_or_else(no_such_call)?;
         let room = loop {
@@ -217,13 +277,17 @@ impl SignalCore {
                 .str("room", &room)
                 .finish(),
         );
-        if let Ok(JoinOutcome::Joined(_)) =
-            self.join(call.caller, &room, call.meta.as_deref(), JoinKind::Call)
-        {
+        if let Ok(JoinOutcome::Joined(_)) = self.join(
+            call.caller,
+            &room,
+            call.meta.as_deref(),
+            JoinKind::Call,
+            Reply::Native(None),
+        ) {
             let body = self.joined_body(rid, call.caller, None);
             self.send(call.caller, body);
         }
-        let joined = self.join(sid, &room, None, JoinKind::Call);
+        let joined = self.join(sid, &room, None, JoinKind::Call, Reply::Native(None));
         if let Ok(JoinOutcome::Joined(_)) = joined {
             let body = self.joined_body(rid, sid, reply_to);
             self.send(sid, body);
@@ -233,7 +297,15 @@ impl SignalCore {
         joined.map(|_| ())
     }
 
-    pub(crate) fn decline(&mut self, sid: Sid, id: &str) -> Result<(), Refusal> {
+    pub(crate) fn decline(
+        &mut self,
+        sid: Sid,
+        id: &str,
+        reply_to: Option<&RequestId>,
+    ) -> Result<(), Refusal> {
+        if self.cluster.is_some() {
+            return self.cluster_answer(sid, id, CallOp::Decline, reply_to);
+        }
         let key = self.callee_call(sid, id)?;
         let call = self.finish_call(key).ok_or_else(no_such_call)?;
         self.send(

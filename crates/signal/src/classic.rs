@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use switchboard_signal_proto::ErrorCode;
 
+use crate::clustered::Reply;
 use crate::outbox::Data;
 use crate::presence::{JoinKind, JoinOutcome};
 use crate::session::Sid;
@@ -76,7 +77,7 @@ impl ClassicArgs {
         ClassicArgs::new(vec![string_arg(room), data])
     }
 
-    fn values(args: &[Value]) -> Self {
+    pub(crate) fn values(args: &[Value]) -> Self {
         ClassicArgs::new(
             args.iter()
                 .map(|v| {
@@ -167,6 +168,7 @@ impl SignalCore {
         sid: Sid,
         event: &str,
         args: &[A],
+        ack: bool,
     ) -> Value {
         let Some(s) = self.sessions.get_mut(&sid) else {
             return json!({"code": "internal", "message": "no session"});
@@ -177,16 +179,21 @@ impl SignalCore {
         let allowed = s
             .bucket
             .take(now, self.config.rate_per_sec, self.config.rate_burst);
+        // A clustered core answers every ack through `Output::ClassicReply`,
+        // in the order the events came: some wait for the store.
+        let ticket = if ack { self.classic_ticket(sid) } else { None };
+        let reply = Reply::Classic(ticket);
         let result = if allowed {
-            self.classic_request(sid, event, args)
+            self.classic_request(now, sid, event, args, reply.clone())
         } else {
             Err(Refusal::new(
                 ErrorCode::RateLimited,
                 "too many requests; slow down",
             ))
         };
-        match result {
-            Ok(ack) => ack,
+        let payload = match result {
+            Ok(Some(ack)) => ack,
+            Ok(None) => return Value::Null,
             Err(e) => {
                 self.counters.error(e.code);
                 let object = error_object(&e);
@@ -203,15 +210,24 @@ impl SignalCore {
                 }
                 ack
             }
+        };
+        if ticket.is_some() {
+            self.classic_ready(sid, ticket, payload);
+            return Value::Null;
         }
+        payload
     }
 
+    /// Runs one event: `Some(ack payload)` now, or `None` when a clustered
+    /// core answers it later through `reply`.
     fn classic_request<A: ClassicArg>(
         &mut self,
+        now: Instant,
         sid: Sid,
         event: &str,
         args: &[A],
-    ) -> Result<Value, Refusal> {
+        reply: Reply,
+    ) -> Result<Option<Value>, Refusal> {
         let peer = |core: &Self| {
             core.sessions
                 .get(&sid)
@@ -220,21 +236,22 @@ impl SignalCore {
         match event {
             "join" => {
                 let room = room_arg(args)?;
-                let outcome = self.join(sid, &room, None, JoinKind::Request)?;
+                let outcome = self.join(sid, &room, None, JoinKind::Request, reply)?;
                 let id = peer(self);
                 let (name, ack) = match outcome {
                     JoinOutcome::Joined(_) => ("joined", json!({"ok": true})),
                     JoinOutcome::Full => ("full", json!({"full": true})),
+                    JoinOutcome::Pending => return Ok(None),
                 };
                 self.emit(sid, name, ClassicArgs::strs(&room, &id));
-                Ok(ack)
+                Ok(Some(ack))
             }
             "leave" => {
                 let room = room_arg(args)?;
                 self.leave(sid, &room)?;
                 let id = peer(self);
                 self.emit(sid, "leaved", ClassicArgs::strs(&room, &id));
-                Ok(json!({"ok": true}))
+                Ok(Some(json!({"ok": true})))
             }
             "message" => {
                 let room = room_arg(args)?;
@@ -246,8 +263,12 @@ impl SignalCore {
                         format!("data over {} bytes", self.config.max_message_bytes),
                     ));
                 }
+                if self.cluster.is_some() {
+                    self.cluster_message(now, sid, &room, None, Data { raw: &raw }, reply)?;
+                    return Ok(None);
+                }
                 let delivered = self.message(sid, &room, None, Data { raw: &raw })?.count;
-                Ok(json!({ "delivered": delivered }))
+                Ok(Some(json!({ "delivered": delivered })))
             }
             other => Err(Refusal::new(
                 ErrorCode::BadRequest,

@@ -43,6 +43,8 @@
 //!             // close `conn` with `code` and `reason`
 //!             # let _ = (conn, code, reason);
 //!         }
+//!         // Only from a clustered core (`SignalCore::clustered`).
+//!         Output::Backplane(_) | Output::ClassicReply { .. } => {}
 //!     }
 //! }
 //! while let Some(event) = core.poll_event() {
@@ -130,19 +132,39 @@
 //! `max_room_meta_bytes` 256 KiB, `max_ringing_per_caller` 4,
 //! `max_suspended_per_user` 8, `max_suspended_per_ip` 128.
 //!
-//! # Seams for a backplane
+//! # One node of a cluster
 //!
-//! Room membership lives behind `rooms::Rooms` (find, join with capacity
-//! check, leave, members) and delivery behind `outbox::Outbox` (number,
-//! keep for replay, queue). A Redis backplane (DESIGN.md, "Scaling past one
-//! machine") replaces the first with a check-and-join script and feeds the
-//! second from per-room channels; request handling stays as it is.
+//! [`SignalCore::clustered`] makes a core that shares rooms, calls and
+//! sessions with other nodes through a store ([`cluster`], PROTOCOL.md §6).
+//! The shell then also hands every [`Output::Backplane`] command to the
+//! backplane in order, feeds the store's pushes to
+//! [`SignalCore::handle_push`], answers every `Persist` and `Resumed` with
+//! [`SignalCore::persisted`], and says when the backplane comes and goes
+//! ([`SignalCore::backplane_up`], [`SignalCore::backplane_down`]). The node
+//! stays the authority for its own connections and asks the store only
+//! what needs the others; a core made with [`SignalCore::new`] never takes
+//! those paths, so a node alone runs as it always did.
+//!
+//! What changes for a client in a cluster, where PROTOCOL.md is silent:
+//! - A frame reaches a native connection only once the store has it (one
+//!   store round trip later), so that a resume on any node finds every
+//!   frame the client may lack, and `seq` never forks between nodes.
+//! - `ack`s and classic acknowledgements wait for the store's count of
+//!   every node's recipients; classic acknowledgements then come as
+//!   [`Output::ClassicReply`], in the order of the events.
+//! - A resume that only the store can decide while it is out of reach is
+//!   closed with 1013 (try again) rather than answered `resume_failed`.
+//! - While the store is out of reach, an `ack` counts the recipients on
+//!   this node whose connection took the frame.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 mod calls;
 mod classic;
 pub mod cluster;
+mod cluster_calls;
+mod cluster_sessions;
+mod clustered;
 mod idmap;
 mod native;
 mod observe;
@@ -156,6 +178,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -170,6 +193,8 @@ pub use crate::classic::{ClassicArg, ClassicArgs};
 pub use crate::observe::{
     Counters, EVENT_QUEUE_CAP, EndReason, Event, LeaveReason, ResumeFailReason,
 };
+
+pub use crate::clustered::ClusterConfig;
 
 use crate::calls::Calls;
 use crate::idmap::IdMap;
@@ -351,6 +376,19 @@ pub enum Output {
         /// Close reason.
         reason: &'static str,
     },
+    /// A command for the cluster's store (only from a
+    /// [`SignalCore::clustered`] core): hand it to the backplane in order.
+    Backplane(cluster::Command),
+    /// The acknowledgement payload of a classic event that
+    /// [`SignalCore::handle_classic`] could not answer at once (a clustered
+    /// core waits for the store). They come in the order of the events, per
+    /// connection: answer the oldest unanswered acknowledgement of `conn`.
+    ClassicReply {
+        /// Which connection.
+        conn: ConnId,
+        /// The payload, as `handle_classic` would have returned it.
+        payload: Value,
+    },
 }
 
 /// The signaling state machine: sessions, rooms, replay buffers, calls.
@@ -360,13 +398,13 @@ pub struct SignalCore {
     rng: ChaCha20Rng,
     sessions: IdMap<Sid, Session>,
     by_conn: IdMap<ConnId, Sid>,
-    by_session_id: HashMap<Box<str>, Sid>,
-    by_peer: HashMap<Box<str>, Sid>,
+    by_session_id: HashMap<Arc<str>, Sid>,
+    by_peer: HashMap<Arc<str>, Sid>,
     /// Native sessions per user id, for direct calls.
-    by_user: HashMap<Box<str>, Vec<Sid>>,
+    by_user: HashMap<Arc<str>, Vec<Sid>>,
     /// Sessions in their grace period per user id and per source IP, oldest
     /// first, for the caps on them (only kept when the cap is on).
-    suspended_by_user: HashMap<Box<str>, Vec<Sid>>,
+    suspended_by_user: HashMap<Arc<str>, Vec<Sid>>,
     suspended_by_ip: HashMap<IpAddr, Vec<Sid>>,
     rooms: Rooms,
     calls: Calls,
@@ -380,12 +418,19 @@ pub struct SignalCore {
     too_large: Bytes,
     /// A native sender's `ack` that waits for its Socket.IO recipients.
     pending_ack: Option<PendingAck>,
+    /// Set when the core is one node of a cluster (see [`cluster`]).
+    cluster: Option<Box<clustered::Clustered>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Grace(Sid),
     Ring(u64),
+    /// A clustered core's heartbeat to the store.
+    Heartbeat,
+    /// A call rung on this node by another node's caller: forgotten if the
+    /// caller's node never says how it ended.
+    RemoteRing(u64),
 }
 
 /// The `ack` of a native `message` with Socket.IO recipients: the shell
@@ -415,7 +460,10 @@ impl Refusal {
     }
 }
 
-const TAKEN_OVER: u16 = 4001;
+pub(crate) const TAKEN_OVER: u16 = 4001;
+/// "Try again later": a resume the store must decide while it is out of
+/// reach.
+pub(crate) const BACKPLANE_DOWN: u16 = 1013;
 
 /// Why a resume was refused.
 #[derive(Debug, Clone, Copy)]
@@ -457,7 +505,18 @@ impl SignalCore {
             rate_limited,
             too_large,
             pending_ack: None,
+            cluster: None,
         }
+    }
+
+    /// A core that is one node of a cluster: rooms, calls and sessions are
+    /// shared through a store it talks to with [`Output::Backplane`] and
+    /// [`SignalCore::handle_push`]. It starts cut off: call
+    /// [`SignalCore::backplane_up`] once the backplane is reachable.
+    pub fn clustered(config: Config, seed: [u8; 32], cluster: ClusterConfig) -> Self {
+        let mut core = SignalCore::new(config, seed);
+        core.cluster = Some(Box::new(clustered::Clustered::new(cluster)));
+        core
     }
 
     /// A new connection with a fresh session. Native: queues `welcome`
@@ -526,14 +585,36 @@ impl SignalCore {
         identity: Identity,
         ice_servers: impl FnOnce(&str) -> Vec<IceServer>,
     ) -> bool {
-        match self.try_resume(conn, session, resume_token, last_seq, identity.source_ip) {
+        if self.cluster_down() && !self.by_session_id.contains_key(session) {
+            // Only the store knows this session, and it is out of reach:
+            // the client tries again (maybe on another node) rather than
+            // lose its session to a `resume_failed`.
+            self.outbox
+                .close(conn, BACKPLANE_DOWN, "cluster backplane unreachable");
+            return false;
+        }
+        if self.cluster_takes(session, last_seq) {
+            // Another node's session: the store decides, the answer comes
+            // as a push. The fresh session a failure would start needs its
+            // ICE servers now, while the shell's closure is at hand.
+            let peer = self.fresh_peer_id();
+            let ice = ice_servers(&peer);
+            self.cluster_take(conn, session, resume_token, last_seq, identity, peer, ice);
+            return false;
+        }
+        let rooms = identity.rooms.as_deref();
+        match self.try_resume(
+            conn,
+            session,
+            resume_token,
+            last_seq,
+            identity.source_ip,
+            rooms,
+        ) {
             Ok(()) => true,
             Err(failure) => {
-                let (why, reason) = match failure {
-                    ResumeFailure::Unknown => (
-                        "no such session, or a wrong resume token; join again",
-                        ResumeFailReason::Unknown,
-                    ),
+                let reason = match failure {
+                    ResumeFailure::Unknown => ResumeFailReason::Unknown,
                     ResumeFailure::Gap(sid) => {
                         // The owner proved itself and starts over: its old
                         // presence goes now rather than at grace expiry.
@@ -541,40 +622,64 @@ impl SignalCore {
                             self.outbox.close(old, TAKEN_OVER, "taken over");
                         }
                         self.end_session(sid, EndReason::StartedOver);
-                        (
-                            "the frames after last_seq are no longer kept; join again",
-                            ResumeFailReason::FramesLost,
-                        )
+                        ResumeFailReason::FramesLost
                     }
                 };
-                self.counters.resumes_failed += 1;
-                self.counters.error(ErrorCode::ResumeFailed);
-                self.events.push(Event::ResumeFailed { conn, reason });
-                let body = wire::error(ErrorCode::ResumeFailed, why, None);
-                self.outbox.unsequenced(conn, body);
-                let sid = self.new_session(now, conn, identity, Face::Native);
-                self.welcome(sid, conn, ice_servers);
+                let peer = self.fresh_peer_id();
+                let ice = ice_servers(&peer);
+                self.start_over(now, conn, reason, identity, peer, &ice);
                 false
             }
         }
     }
 
-    fn try_resume(
+    /// `resume_failed`, then a fresh session's `welcome` on `conn`.
+    pub(crate) fn start_over(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: ResumeFailReason,
+        identity: Identity,
+        peer: Arc<str>,
+        ice: &[IceServer],
+    ) {
+        let why = match reason {
+            ResumeFailReason::FramesLost => {
+                "the frames after last_seq are no longer kept; join again"
+            }
+            _ => "no such session, or a wrong resume token; join again",
+        };
+        self.counters.resumes_failed += 1;
+        self.counters.error(ErrorCode::ResumeFailed);
+        self.events.push(Event::ResumeFailed { conn, reason });
+        let body = wire::error(ErrorCode::ResumeFailed, why, None);
+        self.outbox.unsequenced(conn, body);
+        let sid = self.new_session_as(now, conn, identity, Face::Native, peer);
+        if let Some(s) = self.sessions.get(&sid) {
+            let body = wire::welcome(&s.id, &s.resume_token, &s.peer, ice);
+            self.outbox.unsequenced(conn, body);
+        }
+    }
+
+    pub(crate) fn try_resume(
         &mut self,
         conn: ConnId,
         session: &str,
         token: &str,
         last_seq: u64,
         source_ip: Option<IpAddr>,
+        allowed_rooms: Option<&[String]>,
     ) -> Result<(), ResumeFailure> {
         let sid = *self
             .by_session_id
             .get(session)
             .ok_or(ResumeFailure::Unknown)?;
-        let s = self.sessions.get_mut(&sid).ok_or(ResumeFailure::Unknown)?;
+        let s = self.sessions.get(&sid).ok_or(ResumeFailure::Unknown)?;
         if s.face != Face::Native || !s.token_matches(token) {
             return Err(ResumeFailure::Unknown);
         }
+        self.resumes_here(sid, last_seq);
+        let s = self.sessions.get_mut(&sid).ok_or(ResumeFailure::Unknown)?;
         if s.replay.after(last_seq, s.seq).is_none() {
             return Err(ResumeFailure::Gap(sid));
         }
@@ -584,6 +689,11 @@ impl SignalCore {
         }
         if let Some(t) = s.grace_until.take() {
             self.timers.remove(&(t, Timer::Grace(sid)));
+        }
+        if self.cluster.is_some() {
+            // A session adopted from a dead node came without its token's
+            // rooms: the resuming connection's token says them again.
+            s.allowed_rooms = allowed_rooms.map(|r| r.iter().map(|x| x.as_str().into()).collect());
         }
         let (user, old_ip) = (s.user.clone(), s.ip);
         s.ip = source_ip;
@@ -650,6 +760,8 @@ impl SignalCore {
     /// A classic event (`join`, `message`, `leave`) with its arguments.
     /// `ack` is true when the client asked for an acknowledgement; the
     /// return value is then the ack's payload (`{"delivered":N}` or an error).
+    /// A clustered core returns `None` and answers every acknowledgement
+    /// later, in order, with [`Output::ClassicReply`].
     pub fn handle_classic<A: ClassicArg>(
         &mut self,
         now: Instant,
@@ -661,15 +773,20 @@ impl SignalCore {
         self.flush_ack();
         let sid = *self.by_conn.get(&conn)?;
         self.counters.requests += 1;
-        let payload = self.classic_event(now, sid, event, args);
+        let payload = self.classic_event(now, sid, event, args, ack);
         self.settle();
-        if ack { Some(payload) } else { None }
+        if ack && self.cluster.is_none() {
+            Some(payload)
+        } else {
+            None
+        }
     }
 
     /// The connection ended.
     pub fn disconnect(&mut self, now: Instant, conn: ConnId, how: Disconnect) {
         self.flush_ack();
         let Some(sid) = self.by_conn.remove(&conn) else {
+            self.take_abandoned(conn);
             return;
         };
         let Some(s) = self.sessions.get_mut(&sid) else {
@@ -776,6 +893,8 @@ impl SignalCore {
                     }
                 }
                 Timer::Ring(key) => self.ring_timeout(key),
+                Timer::Heartbeat => self.heartbeat(now),
+                Timer::RemoteRing(key) => self.remote_ring_expired(key),
             }
         }
         self.settle();
@@ -799,6 +918,9 @@ impl SignalCore {
     /// the ones that were queued (PROTOCOL.md §1, "An ack is a promise").
     /// Call it before polling the next output.
     pub fn classic_refused(&mut self) {
+        if self.held_refused() {
+            return;
+        }
         self.counters.deliveries = self.counters.deliveries.saturating_sub(1);
         if let Some(p) = &mut self.pending_ack {
             p.refused += 1;
@@ -807,6 +929,7 @@ impl SignalCore {
 
     /// Sends the held `ack`, if any.
     fn flush_ack(&mut self) {
+        self.flush_held();
         if let Some(p) = self.pending_ack.take() {
             let delivered = p.delivered.saturating_sub(p.refused);
             self.send(p.sid, wire::ack(delivered, &p.id));
@@ -860,21 +983,38 @@ impl SignalCore {
     }
 
     fn new_session(&mut self, now: Instant, conn: ConnId, identity: Identity, face: Face) -> Sid {
-        self.next_sid += 1;
-        let sid = Sid(self.next_sid);
-        let id = loop {
-            let id = self.random_id(12);
-            if !self.by_session_id.contains_key(id.as_str()) {
-                break id.into_boxed_str();
-            }
-        };
-        let peer = loop {
+        let peer = self.fresh_peer_id();
+        self.new_session_as(now, conn, identity, face, peer)
+    }
+
+    /// A peer id no live session has (nor, in a cluster, very likely any
+    /// other node's: 64 random bits).
+    fn fresh_peer_id(&mut self) -> Arc<str> {
+        loop {
             let peer = self.random_id(8);
             if !self.by_peer.contains_key(peer.as_str()) {
-                break peer.into_boxed_str();
+                break peer.into();
+            }
+        }
+    }
+
+    fn new_session_as(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        identity: Identity,
+        face: Face,
+        peer: Arc<str>,
+    ) -> Sid {
+        self.next_sid += 1;
+        let sid = Sid(self.next_sid);
+        let id: Arc<str> = loop {
+            let id = self.random_id(12);
+            if !self.by_session_id.contains_key(id.as_str()) {
+                break id.into();
             }
         };
-        let resume_token = self.random_id(32).into_boxed_str();
+        let resume_token: Arc<str> = self.random_id(32).into();
         self.counters.sessions_started += 1;
         self.events.push(Event::SessionStarted {
             conn,
@@ -883,7 +1023,7 @@ impl SignalCore {
             user: identity.user.clone(),
             face,
         });
-        let user = identity.user.map(String::into_boxed_str);
+        let user: Option<Arc<str>> = identity.user.map(Into::into);
         let ip = identity.source_ip;
         if face == Face::Native
             && let Some(u) = &user
@@ -913,6 +1053,7 @@ impl SignalCore {
                 ip,
                 allowed_rooms,
                 seq: 0,
+                epoch: 0,
                 replay: ReplayBuffer::default(),
                 grace_until: None,
                 bucket: TokenBucket::full(now, self.config.rate_burst),
@@ -920,6 +1061,7 @@ impl SignalCore {
                 calls: Vec::new(),
             },
         );
+        self.registered(sid);
         sid
     }
 
@@ -968,10 +1110,13 @@ impl SignalCore {
         for &rid in &s.rooms {
             self.depart(rid, sid, &s.peer, LeaveReason::SessionEnded(reason));
         }
+        // In a cluster the store takes the seats with the session, telling
+        // the other nodes' members.
+        self.cluster_session_ended(sid, &s.id);
         self.counters.sessions_ended += 1;
         self.events.push(Event::SessionEnded {
-            session: s.id.into(),
-            peer: s.peer.into(),
+            session: s.id.to_string(),
+            peer: s.peer.to_string(),
             reason,
         });
     }

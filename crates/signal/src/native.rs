@@ -5,6 +5,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use switchboard_signal_proto::{ErrorCode, RequestId};
 
+use crate::clustered::Reply;
 use crate::outbox::Data;
 use crate::presence::{JoinKind, JoinOutcome};
 use crate::session::Sid;
@@ -58,14 +59,24 @@ impl SignalCore {
     fn native_request(&mut self, now: Instant, sid: Sid, id: Option<RequestId>, req: Req<'_>) {
         let id = id.as_ref();
         let result = match req {
-            Req::Join { room, meta } => match self.join(sid, &room, meta, JoinKind::Request) {
-                Ok(JoinOutcome::Joined(rid)) => Ok(Some(self.joined_body(rid, sid, id))),
-                Ok(JoinOutcome::Full) => Ok(Some(wire::room_only("full", &room, id))),
-                Err(e) => Err(e),
-            },
+            Req::Join { room, meta } => {
+                let reply = Reply::Native(id.cloned());
+                match self.join(sid, &room, meta, JoinKind::Request, reply) {
+                    Ok(JoinOutcome::Joined(rid)) => Ok(Some(self.joined_body(rid, sid, id))),
+                    Ok(JoinOutcome::Full) => Ok(Some(wire::room_only("full", &room, id))),
+                    Ok(JoinOutcome::Pending) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
             Req::Leave { room } => self
                 .leave(sid, &room)
                 .map(|()| Some(wire::room_only("left", &room, id))),
+            Req::Message { room, to, data } if self.cluster.is_some() => {
+                let data = Data { raw: data.get() };
+                let reply = Reply::Native(id.cloned());
+                self.cluster_message(now, sid, &room, to.as_deref(), data, reply)
+                    .map(|()| None)
+            }
             Req::Message { room, to, data } => {
                 let data = Data { raw: data.get() };
                 match (self.message(sid, &room, to.as_deref(), data), id) {
@@ -90,7 +101,7 @@ impl SignalCore {
                 .map(|()| Some(wire::Body::new("pong").reply_to(id).finish())),
             Req::Call { to, meta } => self.call(now, sid, &to, meta, id).map(|()| None),
             Req::Accept { call } => self.accept(sid, &call, id).map(|()| None),
-            Req::Decline { call } => self.decline(sid, &call).map(|()| None),
+            Req::Decline { call } => self.decline(sid, &call, id).map(|()| None),
             Req::Cancel { call } => self.cancel(sid, &call).map(|()| None),
         };
         match result {
@@ -128,6 +139,10 @@ impl SignalCore {
             ));
         }
         s.replay.trim(last_seq, s.seq);
+        if self.cluster.as_ref().is_some_and(|c| c.up) {
+            let session = s.id.clone();
+            self.command(crate::cluster::Command::Trim { session, last_seq });
+        }
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::classic::ClassicArgs;
+use crate::cluster::Command;
 use crate::session::{Session, Sid};
 use crate::{ClassicEvent, ConnId, Face, OutFrame, Output, wire};
 
@@ -106,6 +107,31 @@ pub(crate) struct Outbox {
     /// Sessions in their grace period whose replay could not take a frame:
     /// they end as soon as the request at hand is done (`SignalCore::settle`).
     pub(crate) overflowed: Vec<Sid>,
+    /// A clustered core that reaches its store: every sequenced frame is
+    /// written there first, and what goes to native connections waits in
+    /// the gate until the store has it.
+    gate: Option<Gate>,
+}
+
+/// Frames and closes for native connections, in order, each waiting until
+/// the store has applied every `Persist` emitted before it (its own one
+/// included). A client then never holds a `seq` the store does not: a
+/// resume on any node, even after this one dies, finds every frame the
+/// client may lack, and numbering never forks. A frame whose own `Persist`
+/// the store refused (its session was taken by another node meanwhile) is
+/// dropped: it is that node's to send.
+#[derive(Debug, Default)]
+struct Gate {
+    /// `(ticket, own, output)`: released once `done >= ticket`; `own` when
+    /// the ticket is the frame's own `Persist`.
+    waiting: VecDeque<(u64, bool, Output)>,
+    /// `Persist` commands emitted, and answered.
+    sent: u64,
+    done: u64,
+    /// The session of each `Persist` not answered yet, oldest first.
+    owners: VecDeque<Sid>,
+    /// Tickets the store refused, not yet passed.
+    refused: Vec<u64>,
 }
 
 impl Outbox {
@@ -116,7 +142,102 @@ impl Outbox {
             replay_bytes,
             queued: 0,
             overflowed: Vec::new(),
+            gate: None,
         }
+    }
+
+    /// Turns writing to the store on (the backplane is up) or off (it is
+    /// down: what waits goes out now, unwritten; the node serves alone).
+    pub(crate) fn set_persist(&mut self, on: bool) {
+        if on {
+            self.gate.get_or_insert_with(Gate::default);
+            return;
+        }
+        if let Some(gate) = self.gate.take() {
+            self.queue
+                .extend(gate.waiting.into_iter().map(|(_, _, o)| o));
+        }
+    }
+
+    /// The store answered the oldest unanswered `Persist` (or `Resumed`).
+    /// Returns its session when refused: the session is another node's
+    /// now, and the caller purges its connection before [`Outbox::release`]
+    /// lets out what waited for this answer.
+    pub(crate) fn persisted(&mut self, ok: bool) -> Option<Sid> {
+        let gate = self.gate.as_mut()?;
+        if gate.done >= gate.sent {
+            return None;
+        }
+        gate.done += 1;
+        let owner = gate.owners.pop_front();
+        if ok {
+            return None;
+        }
+        gate.refused.push(gate.done);
+        owner
+    }
+
+    /// Lets out, in order, what no unanswered command holds back.
+    pub(crate) fn release(&mut self) {
+        let Some(gate) = &mut self.gate else {
+            return;
+        };
+        while gate
+            .waiting
+            .front()
+            .is_some_and(|(t, _, _)| *t <= gate.done)
+        {
+            let Some((ticket, own, out)) = gate.waiting.pop_front() else {
+                break;
+            };
+            if !(own && gate.refused.contains(&ticket)) {
+                self.queue.push_back(out);
+            }
+        }
+        let done = gate.done;
+        gate.refused
+            .retain(|&t| t > done || gate.waiting.iter().any(|w| w.0 == t));
+    }
+
+    /// Forgets what waits for `conn` and closes it now: its session moved
+    /// to another node, and frames this node could not write to the store
+    /// must not reach the client (that node numbers its own).
+    pub(crate) fn purge(&mut self, conn: ConnId, code: u16, reason: &'static str) {
+        if let Some(gate) = &mut self.gate {
+            gate.waiting.retain(|(_, _, out)| {
+                !matches!(out, Output::Frame { conn: c, .. } | Output::Close { conn: c, .. } if *c == conn)
+            });
+        }
+        self.queue.push_back(Output::Close { conn, code, reason });
+    }
+
+    /// An output for a native connection: through the gate when there is one.
+    fn out(&mut self, out: Output) {
+        match &mut self.gate {
+            Some(gate) if gate.done < gate.sent => {
+                let ticket = gate.sent;
+                gate.waiting.push_back((ticket, false, out));
+            }
+            _ => self.queue.push_back(out),
+        }
+    }
+
+    pub(crate) fn push(&mut self, out: Output) {
+        self.queue.push_back(out);
+    }
+
+    pub(crate) fn backplane(&mut self, cmd: Command) {
+        self.queue.push_back(Output::Backplane(cmd));
+    }
+
+    /// A command about `sid` whose answer, like a `Persist`'s, what is
+    /// queued after it for native connections waits for.
+    pub(crate) fn gated_command(&mut self, sid: Sid, cmd: Command) {
+        if let Some(gate) = &mut self.gate {
+            gate.sent += 1;
+            gate.owners.push_back(sid);
+        }
+        self.queue.push_back(Output::Backplane(cmd));
     }
 
     pub(crate) fn pop(&mut self) -> Option<Output> {
@@ -145,15 +266,36 @@ impl Outbox {
         }
         s.seq += 1;
         s.replay.push(&body, self.replay_frames, self.replay_bytes);
+        let Some(gate) = &mut self.gate else {
+            if let Some(conn) = s.conn {
+                self.queued += 1;
+                self.queue.push_back(Output::Frame {
+                    conn,
+                    frame: OutFrame {
+                        seq: Some(s.seq),
+                        body,
+                    },
+                });
+            }
+            return true;
+        };
+        gate.sent += 1;
+        gate.owners.push_back(sid);
+        self.queue.push_back(Output::Backplane(Command::Persist {
+            session: s.id.clone(),
+            epoch: s.epoch,
+            seq: s.seq,
+            body: body.clone(),
+            sent: s.conn.is_some(),
+        }));
         if let Some(conn) = s.conn {
             self.queued += 1;
-            self.queue.push_back(Output::Frame {
-                conn,
-                frame: OutFrame {
-                    seq: Some(s.seq),
-                    body,
-                },
-            });
+            let frame = OutFrame {
+                seq: Some(s.seq),
+                body,
+            };
+            gate.waiting
+                .push_back((gate.sent, true, Output::Frame { conn, frame }));
         }
         true
     }
@@ -161,7 +303,7 @@ impl Outbox {
     /// `welcome`, `resumed`, `resume_failed`: outside any session's numbering.
     pub(crate) fn unsequenced(&mut self, conn: ConnId, body: Bytes) {
         self.queued += 1;
-        self.queue.push_back(Output::Frame {
+        self.out(Output::Frame {
             conn,
             frame: OutFrame { seq: None, body },
         });
@@ -169,7 +311,7 @@ impl Outbox {
 
     pub(crate) fn replayed(&mut self, conn: ConnId, seq: u64, body: Bytes) {
         self.queued += 1;
-        self.queue.push_back(Output::Frame {
+        self.out(Output::Frame {
             conn,
             frame: OutFrame {
                 seq: Some(seq),
@@ -188,7 +330,7 @@ impl Outbox {
     }
 
     pub(crate) fn close(&mut self, conn: ConnId, code: u16, reason: &'static str) {
-        self.queue.push_back(Output::Close { conn, code, reason });
+        self.out(Output::Close { conn, code, reason });
     }
 
     /// One recipient of a room event, whatever its face; whether it has it.

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_signal_proto::{ErrorCode, RequestId};
 
+use crate::clustered::Reply;
 use crate::outbox::{Data, Fanout, RoomEvent};
 use crate::rooms::{Refused, RoomId};
 use crate::session::Sid;
@@ -25,6 +26,8 @@ pub(crate) struct Delivery {
 pub(crate) enum JoinOutcome {
     Joined(RoomId),
     Full,
+    /// A clustered core asked the store; the answer finishes it.
+    Pending,
 }
 
 /// Whether a join is an ordinary one (all limits apply) or a call's.
@@ -61,11 +64,11 @@ pub(crate) fn check_meta(meta: Option<&RawValue>, max: usize) -> Result<(), Refu
     }
 }
 
-fn no_session() -> Refusal {
+pub(crate) fn no_session() -> Refusal {
     Refusal::new(ErrorCode::Internal, "session vanished")
 }
 
-fn not_in_room() -> Refusal {
+pub(crate) fn not_in_room() -> Refusal {
     Refusal::new(ErrorCode::NotInRoom, "you are not in this room")
 }
 
@@ -76,6 +79,7 @@ impl SignalCore {
         name: &str,
         meta: Option<&RawValue>,
         kind: JoinKind,
+        reply: Reply,
     ) -> Result<JoinOutcome, Refusal> {
         let s = self.sessions.get(&sid).ok_or_else(no_session)?;
         let checked = kind == JoinKind::Request;
@@ -102,6 +106,10 @@ impl SignalCore {
             ));
         }
         check_meta(meta, self.config.max_meta_bytes)?;
+        if self.cluster.is_some() {
+            self.cluster_join(sid, name, meta, kind, None, reply)?;
+            return Ok(JoinOutcome::Pending);
+        }
         // A call's room holds two: no cap applies.
         let (max_peers, max_listed) = if checked {
             (self.config.max_peers, self.config.max_room_meta_bytes)
@@ -186,6 +194,7 @@ impl SignalCore {
             .ok_or_else(not_in_room)?;
         s.rooms.retain(|&r| r != rid);
         let peer = s.peer.clone();
+        self.cluster_left(sid, name);
         self.depart(rid, sid, &peer, LeaveReason::Requested);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! request-rate bucket. Kept small: an idle session allocates no frames.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,19 +16,22 @@ pub(crate) struct Sid(pub(crate) u64);
 
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) id: Box<str>,
-    pub(crate) resume_token: Box<str>,
-    pub(crate) peer: Box<str>,
+    pub(crate) id: Arc<str>,
+    pub(crate) resume_token: Arc<str>,
+    pub(crate) peer: Arc<str>,
     pub(crate) face: Face,
     /// `None` during the grace period.
     pub(crate) conn: Option<ConnId>,
-    pub(crate) user: Option<Box<str>>,
+    pub(crate) user: Option<Arc<str>>,
     /// The source IP of the session's last connection, when the shell knew it.
     pub(crate) ip: Option<std::net::IpAddr>,
     /// The token's `rooms` claim; `None` means any room.
     pub(crate) allowed_rooms: Option<Box<[Box<str>]>>,
     /// The `seq` of the last frame queued for this session.
     pub(crate) seq: u64,
+    /// In a cluster, which move of the session this copy is
+    /// (`cluster::SessionRecord::epoch`).
+    pub(crate) epoch: u32,
     pub(crate) replay: ReplayBuffer,
     pub(crate) grace_until: Option<Instant>,
     pub(crate) bucket: TokenBucket,
@@ -183,7 +187,6 @@ impl ReplayBuffer {
         )
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lens.len()
     }

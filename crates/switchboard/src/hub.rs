@@ -244,6 +244,9 @@ impl Hub {
                         }
                         continue;
                     }
+                    // Only a clustered core (`SignalCore::clustered`) says
+                    // these; this hub drives a node alone.
+                    Output::Backplane(_) | Output::ClassicReply { .. } => continue,
                 };
                 if let Some(Err(QueueFull)) = queued {
                     // Detach at once: a later frame of this same drain must

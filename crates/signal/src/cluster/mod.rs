@@ -66,6 +66,10 @@ pub type ReqId = u64;
 /// backplane without a copy per recipient.
 pub type Text = Arc<str>;
 
+/// A session id with the [`SessionRecord::epoch`] of the node's copy: what
+/// the store checks before it counts or keeps anything for a session.
+pub type Copy = (Text, u32);
+
 /// Something that happened in a room, for the peers on other nodes. Each
 /// node renders it for its own sessions (native frame or classic event).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +126,19 @@ pub struct SessionRecord {
     pub frames: Vec<(u64, Bytes)>,
     /// The rooms it is in, in join order.
     pub rooms: Vec<Text>,
+    /// Which move of the session this copy belongs to: every take and
+    /// adoption starts a new one. A node may hold a copy of an older move
+    /// for a moment (it learns of the move later); the store neither counts
+    /// nor keeps what such a copy got, even on the same node.
+    pub epoch: u32,
+    /// Set when the session moved to a node (adopted from a dead one, or
+    /// taken by a resume whose connection is gone) and no frame has reached
+    /// a live connection of it since: the `seq` the store had then. The
+    /// node it moved from may still have served the client, cut off from
+    /// the store, with frames the store never got: the frames after `base`
+    /// are numbered for now only, and follow the client's `last_seq` when
+    /// it resumes (see [`Command::Take`]).
+    pub base: Option<u64>,
 }
 
 /// What a node asks of the store. Emitted in order; see the module doc for
@@ -171,20 +188,32 @@ pub enum Command {
         to: Option<Text>,
         /// What happened.
         event: RoomEvent,
-        /// Native sessions on this node that have the frame.
-        local: Vec<Text>,
+        /// Native sessions on this node that have the frame: counted when
+        /// still this node's copy, and never sent it again through another
+        /// node (one just taken over may already have it).
+        local: Vec<Copy>,
         /// Socket.IO recipients on this node that have it.
         classic: u64,
     },
     /// A sequenced frame a session of this node got: kept for a resume
-    /// elsewhere, within the replay bounds.
+    /// elsewhere, within the replay bounds. The only command whose outcome
+    /// the node needs (through
+    /// [`SignalCore::persisted`](crate::SignalCore::persisted), in order):
+    /// the frame goes to the client only once the store has it, and not at
+    /// all when the store refuses it (the session is another node's now).
     Persist {
         /// The session.
         session: Text,
+        /// The copy's epoch.
+        epoch: u32,
         /// Its `seq`.
         seq: u64,
         /// The frame without `seq`.
         body: Bytes,
+        /// Whether it goes to a live connection of the session. Frames kept
+        /// for a session with none, after it moved here (see `base`), are
+        /// numbered for now only.
+        sent: bool,
     },
     /// The client confirmed every frame up to `last_seq`.
     Trim {
@@ -202,7 +231,7 @@ pub enum Command {
         /// Its key.
         req: ReqId,
         /// Native sessions that have the frame.
-        sessions: Vec<Text>,
+        sessions: Vec<Copy>,
         /// Socket.IO recipients that have it.
         classic: u64,
     },
@@ -213,7 +242,11 @@ pub enum Command {
         session: Text,
     },
     /// A resume on this node of a session the node does not hold:
-    /// answered by [`Push::Took`]; the old owner gets [`Push::Taken`].
+    /// answered by [`Push::Took`]; the old owner gets [`Push::Taken`]. A
+    /// session adopted from a dead node may be resumed with a `last_seq`
+    /// beyond what the store has (that node, cut off from the store, served
+    /// its clients alone before it died): the frames kept since the
+    /// adoption are then numbered after it.
     Take {
         /// Answer's key.
         req: ReqId,
@@ -223,6 +256,21 @@ pub enum Command {
         token: Text,
         /// Its `last_seq`.
         last_seq: u64,
+    },
+    /// A session of this node resumed here: its frames reach a live
+    /// connection again. For one that came here without a connection (see
+    /// [`SessionRecord::base`]), the frames kept since are numbered after
+    /// `last_seq` when it is beyond `base`, as a take does; `seq` is the
+    /// session's after that. Answered like a `Persist`.
+    Resumed {
+        /// The session.
+        session: Text,
+        /// The copy's epoch.
+        epoch: u32,
+        /// The client's `last_seq`.
+        last_seq: u64,
+        /// The session's `seq` after the resume.
+        seq: u64,
     },
     /// Take over the sessions of a dead node (the first asker gets them):
     /// answered by [`Push::Adopted`].
@@ -253,12 +301,17 @@ pub enum Command {
         /// What to tell it.
         msg: NodeMsg,
     },
-    /// After a partition or a Redis restart: every session this node holds,
-    /// as it is now. The store makes itself agree and answers
+    /// At start, after a partition or a Redis restart: every session this
+    /// node holds, as it is now. The store makes itself agree and answers
     /// [`Push::Resynced`] with the sessions that are no longer this node's.
+    /// A store that lost everything (a Redis restart without persistence:
+    /// its `generation` is not the one the node last saw) takes the node's
+    /// sessions back as they are, seats included.
     Resync {
         /// The node's sessions.
         sessions: Vec<SessionRecord>,
+        /// The store's generation in the node's last [`Push::Resynced`].
+        generation: Option<u64>,
     },
 }
 
@@ -311,7 +364,8 @@ pub enum Push {
         nodes: Vec<NodeId>,
     },
     /// A room event from another node, for this node's members of `room`
-    /// (only the one with peer id `to`, when set).
+    /// named in `sessions` (those the store gave this node when it routed
+    /// it: a session that moved here since was another node's to serve).
     Deliver {
         /// The publishing node, which waits for a [`Command::Report`] when
         /// `req` is set.
@@ -320,10 +374,10 @@ pub enum Push {
         req: Option<ReqId>,
         /// The room.
         room: Text,
-        /// Only this peer, when set.
-        to: Option<Text>,
         /// What happened.
         event: RoomEvent,
+        /// The recipients on this node.
+        sessions: Vec<Text>,
     },
     /// One node's confirmed count for `req`.
     Counted {
@@ -388,6 +442,8 @@ pub enum Push {
     Resynced {
         /// Their ids.
         lost: Vec<Text>,
+        /// The store's generation: new each time it starts empty.
+        generation: u64,
     },
     /// The store had declared this node dead: its commands are ignored
     /// until it resyncs.

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{
-    Command, NodeId, Push, ReqId, RoomEvent, SeatLimits, SeatOutcome, SessionRecord, TakeOutcome,
-    Text,
+    Command, Copy, NodeId, Push, ReqId, RoomEvent, SeatLimits, SeatOutcome, SessionRecord,
+    TakeOutcome, Text,
 };
 use crate::Face;
 
@@ -58,6 +58,14 @@ struct Stored {
     frames: VecDeque<(u64, Bytes)>,
     bytes: usize,
     rooms: Vec<Text>,
+    /// Bumped by every take and adoption (see `SessionRecord::epoch`).
+    epoch: u32,
+    /// Set when the session moved (a take, an adoption) until a frame
+    /// reaches a live connection of it: its `seq` then. The node it moved
+    /// from may have served the client alone, cut off from the store; the
+    /// client's `last_seq` says how far, and the frames kept since (never
+    /// sent: no connection had them) are numbered after it.
+    base: Option<u64>,
 }
 
 impl Stored {
@@ -76,6 +84,8 @@ impl Stored {
                 .cloned()
                 .collect(),
             rooms: self.rooms.clone(),
+            epoch: self.epoch,
+            base: self.base,
         }
     }
 
@@ -95,6 +105,23 @@ impl Stored {
         }
         self.bytes += body.len();
         self.frames.push_back((seq, body));
+    }
+
+    /// A client resumes from `last_seq`: beyond `base`, the node the
+    /// session moved from had sent it frames it never wrote, and what was
+    /// kept since follows them.
+    fn renumber(&mut self, last_seq: u64) {
+        let Some(base) = self.base.take() else {
+            return;
+        };
+        if last_seq <= base {
+            return;
+        }
+        let shift = last_seq - base;
+        for (seq, _) in self.frames.iter_mut().filter(|(seq, _)| *seq > base) {
+            *seq += shift;
+        }
+        self.seq += shift;
     }
 
     fn trim(&mut self, last_seq: u64) {
@@ -139,6 +166,7 @@ fn listed_cost(meta: Option<&Text>) -> usize {
 #[derive(Debug)]
 pub struct Store {
     cfg: StoreConfig,
+    generation: u64,
     nodes: HashMap<NodeId, NodeState>,
     sessions: HashMap<Text, Stored>,
     rooms: HashMap<Text, Room>,
@@ -151,8 +179,16 @@ impl Store {
     /// An empty store.
     #[must_use]
     pub fn new(cfg: StoreConfig) -> Self {
+        Store::with_generation(cfg, 1)
+    }
+
+    /// An empty store that says it is `generation` (a store restarted empty
+    /// must not say the same as before; Redis keeps a random one).
+    #[must_use]
+    pub fn with_generation(cfg: StoreConfig, generation: u64) -> Self {
         Store {
             cfg,
+            generation,
             nodes: HashMap::new(),
             sessions: HashMap::new(),
             rooms: HashMap::new(),
@@ -241,42 +277,43 @@ impl Store {
     }
 
     /// Whether `session` is `node`'s.
+    /// Whether `copy` is `node`'s copy of the session's current move.
+    fn holds(&self, node: &NodeId, copy: &Copy) -> bool {
+        self.sessions
+            .get(&copy.0)
+            .is_some_and(|s| &s.owner == node && s.epoch == copy.1)
+    }
+
     fn owns(&self, node: &NodeId, session: &str) -> bool {
         self.sessions.get(session).is_some_and(|s| &s.owner == node)
     }
 
-    /// The live nodes (but `except`) that own a member of `room`, in order.
-    fn room_nodes(&self, room: &Room, except: &NodeId) -> Vec<NodeId> {
-        let mut nodes: Vec<NodeId> = Vec::new();
-        for m in &room.members {
-            if let Some(s) = self.sessions.get(&m.session)
-                && &s.owner != except
-                && self.is_alive(&s.owner)
-                && !nodes.contains(&s.owner)
-            {
-                nodes.push(s.owner.clone());
-            }
-        }
-        nodes
-    }
-
-    /// Applies one command of `from`, atomically.
-    pub fn handle(&mut self, now: Instant, from: &NodeId, cmd: Command) {
+    /// Applies one command of `from`, atomically. Returns whether it was
+    /// applied: `false` for a `Persist` or `Resumed` of a session that is
+    /// not `from`'s
+    /// (the node answers [`SignalCore::persisted`](crate::SignalCore::persisted)
+    /// with it) and for anything from a node declared dead.
+    pub fn handle(&mut self, now: Instant, from: &NodeId, cmd: Command) -> bool {
         let node = self.nodes.entry(from.clone()).or_insert(NodeState {
             last_seen: now,
             dead: false,
             told_dead: false,
         });
         if node.dead {
-            if let Command::Resync { sessions } = cmd {
+            if let Command::Resync {
+                sessions,
+                generation,
+            } = cmd
+            {
                 node.dead = false;
                 node.last_seen = now;
-                self.resync(from, sessions);
+                self.resync(from, sessions, generation);
+                return true;
             } else if !node.told_dead {
                 node.told_dead = true;
                 self.out.push_back((from.clone(), Push::Dead));
             }
-            return;
+            return false;
         }
         node.last_seen = now;
         match cmd {
@@ -306,12 +343,24 @@ impl Store {
                 local,
                 classic,
             } => self.publish(from, req, room, to, event, &local, classic),
-            Command::Persist { session, seq, body } => {
+            Command::Persist {
+                session,
+                epoch,
+                seq,
+                body,
+                sent,
+            } => {
                 let cfg = self.cfg;
-                if let Some(s) = self.sessions.get_mut(&session)
-                    && &s.owner == from
-                {
-                    s.keep(seq, body, &cfg);
+                match self.sessions.get_mut(&session) {
+                    // A copy of this move that skipped a `seq` lost one the
+                    // store refused: it has forked, and keeps nothing more.
+                    Some(s) if &s.owner == from && s.epoch == epoch && seq == s.seq + 1 => {
+                        s.keep(seq, body, &cfg);
+                        if sent {
+                            s.base = None;
+                        }
+                    }
+                    _ => return false,
                 }
             }
             Command::Trim { session, last_seq } => {
@@ -351,6 +400,19 @@ impl Store {
                 let outcome = self.take(from, &session, &token, last_seq);
                 self.push(from, Push::Took { req, outcome });
             }
+            Command::Resumed {
+                session,
+                epoch,
+                last_seq,
+                seq,
+            } => match self.sessions.get_mut(&session) {
+                Some(s) if &s.owner == from && s.epoch == epoch => {
+                    s.renumber(last_seq);
+                    s.seq = s.seq.max(seq);
+                    s.base = None;
+                }
+                _ => return false,
+            },
             Command::Adopt { req, dead } => {
                 let sessions = self.adopt(from, &dead);
                 self.push(from, Push::Adopted { req, sessions });
@@ -369,12 +431,16 @@ impl Store {
                     msg,
                 },
             ),
-            Command::Resync { sessions } => self.resync(from, sessions),
+            Command::Resync {
+                sessions,
+                generation,
+            } => self.resync(from, sessions, generation),
         }
+        true
     }
 
-    fn count_owned(&self, node: &NodeId, sessions: &[Text]) -> u64 {
-        sessions.iter().filter(|s| self.owns(node, s)).count() as u64
+    fn count_owned(&self, node: &NodeId, sessions: &[Copy]) -> u64 {
+        sessions.iter().filter(|c| self.holds(node, c)).count() as u64
     }
 
     fn register(&mut self, from: &NodeId, rec: SessionRecord) {
@@ -399,6 +465,8 @@ impl Store {
             frames: VecDeque::new(),
             bytes: 0,
             rooms: Vec::new(),
+            epoch: rec.epoch,
+            base: None,
         };
         for (seq, body) in rec.frames {
             stored.keep(seq, body, &self.cfg);
@@ -465,7 +533,7 @@ impl Store {
                 s.rooms.push(name.clone());
             }
             let event = RoomEvent::OtherJoined { peer, meta };
-            self.route(from, name, None, None, event);
+            self.route(from, name, None, None, event, &[]);
             return SeatOutcome::Seated { peers };
         };
         if self.rooms.get(name).is_some_and(|r| r.members.is_empty()) {
@@ -483,31 +551,47 @@ impl Store {
         req: Option<ReqId>,
         to: Option<&Text>,
         event: RoomEvent,
+        skip: &[Copy],
     ) -> Vec<NodeId> {
         let Some(r) = self.rooms.get(room) else {
             return Vec::new();
         };
-        let nodes = match to {
-            None => self.room_nodes(r, from),
-            Some(peer) => r
-                .members
-                .iter()
-                .find(|m| &m.peer == peer)
-                .and_then(|m| self.sessions.get(&m.session))
-                .map(|s| s.owner.clone())
-                .filter(|o| o != from && self.is_alive(o))
-                .into_iter()
-                .collect(),
+        let subject = match &event {
+            RoomEvent::OtherJoined { peer, .. } | RoomEvent::Bye { peer } => peer,
+            RoomEvent::Message { from, .. } => from,
         };
-        for n in &nodes {
+        // Each node gets the very sessions that are its members now: one
+        // that moves in later (a resume, an adoption) must not get what was
+        // routed to another node for it.
+        let mut by_node: Vec<(NodeId, Vec<Text>)> = Vec::new();
+        for m in &r.members {
+            if &m.peer == subject
+                || skip.iter().any(|c| c.0 == m.session)
+                || to.is_some_and(|t| t != &m.peer)
+            {
+                continue;
+            }
+            let Some(s) = self.sessions.get(&m.session) else {
+                continue;
+            };
+            if &s.owner == from || !self.is_alive(&s.owner) {
+                continue;
+            }
+            match by_node.iter_mut().find(|(n, _)| n == &s.owner) {
+                Some((_, list)) => list.push(m.session.clone()),
+                None => by_node.push((s.owner.clone(), vec![m.session.clone()])),
+            }
+        }
+        let nodes: Vec<NodeId> = by_node.iter().map(|(n, _)| n.clone()).collect();
+        for (n, sessions) in by_node {
             self.out.push_back((
-                n.clone(),
+                n,
                 Push::Deliver {
                     from: from.clone(),
                     req,
                     room: room.clone(),
-                    to: to.cloned(),
                     event: event.clone(),
+                    sessions,
                 },
             ));
         }
@@ -522,11 +606,11 @@ impl Store {
         room: Text,
         to: Option<Text>,
         event: RoomEvent,
-        local: &[Text],
+        local: &[Copy],
         classic: u64,
     ) {
         let counted = self.count_owned(from, local) + classic;
-        let nodes = self.route(from, &room, req, to.as_ref(), event);
+        let nodes = self.route(from, &room, req, to.as_ref(), event, local);
         if let Some(req) = req {
             self.push(
                 from,
@@ -551,7 +635,14 @@ impl Store {
         if room.members.is_empty() {
             self.rooms.remove(name);
         } else {
-            self.route(from, name, None, None, RoomEvent::Bye { peer: gone.peer });
+            self.route(
+                from,
+                name,
+                None,
+                None,
+                RoomEvent::Bye { peer: gone.peer },
+                &[],
+            );
         }
         if let Some(s) = self.sessions.get_mut(session) {
             s.rooms.retain(|r| r != name);
@@ -586,9 +677,13 @@ impl Store {
             return TakeOutcome::Unknown;
         }
         let old = std::mem::replace(&mut s.owner, from.clone());
+        s.epoch = s.epoch.wrapping_add(1);
+        s.renumber(last_seq);
         let covered = s.covers(last_seq);
         if covered {
             s.seq = s.seq.max(last_seq);
+            // Until the taker sends it a frame, its connection may be gone.
+            s.base = Some(s.seq);
         }
         let record = s.record(session, last_seq);
         if &old != from {
@@ -621,6 +716,9 @@ impl Store {
         for id in ids {
             if let Some(s) = self.sessions.get_mut(&id) {
                 s.owner = from.clone();
+                s.epoch = s.epoch.wrapping_add(1);
+                // Adopted twice before a resume: the first base holds.
+                s.base = Some(s.base.map_or(s.seq, |b| b.min(s.seq)));
                 out.push(s.record(&id, 0));
             }
         }
@@ -671,12 +769,16 @@ impl Store {
         );
     }
 
-    fn resync(&mut self, from: &NodeId, sessions: Vec<SessionRecord>) {
+    fn resync(&mut self, from: &NodeId, sessions: Vec<SessionRecord>, generation: Option<u64>) {
+        if generation.is_some_and(|g| g != self.generation) {
+            self.restore(from, sessions);
+            return;
+        }
         let mut lost = Vec::new();
         let mut held: Vec<Text> = Vec::with_capacity(sessions.len());
         for rec in sessions {
             match self.sessions.get(&rec.session) {
-                Some(s) if &s.owner == from => {
+                Some(s) if &s.owner == from && s.epoch == rec.epoch => {
                     held.push(rec.session.clone());
                     let stale: Vec<Text> = s
                         .rooms
@@ -696,7 +798,16 @@ impl Store {
                             s.keep(seq, body, &cfg);
                         }
                         s.seq = s.seq.max(rec.seq);
+                        // The node's frames replace the store's, numbering
+                        // and all.
+                        s.base = rec.base;
                     }
+                }
+                // Started while the node could not reach the store (it
+                // joined nothing then): new here.
+                None if rec.rooms.is_empty() => {
+                    held.push(rec.session.clone());
+                    self.register(from, rec);
                 }
                 _ => lost.push(rec.session),
             }
@@ -713,7 +824,52 @@ impl Store {
         for id in gone {
             self.end(from, &id);
         }
-        self.push(from, Push::Resynced { lost });
+        self.push(
+            from,
+            Push::Resynced {
+                lost,
+                generation: self.generation,
+            },
+        );
+    }
+
+    /// The store started empty (Redis restarted): the node's sessions come
+    /// back as they were, seats and all. Nobody is told `other_joined`:
+    /// every node restores its own, and nobody heard `bye`.
+    fn restore(&mut self, from: &NodeId, sessions: Vec<SessionRecord>) {
+        let mut lost = Vec::new();
+        for rec in sessions {
+            if self.sessions.contains_key(&rec.session) {
+                // Resumed on a node that restored first: that one has it.
+                lost.push(rec.session);
+                continue;
+            }
+            let (session, peer, rooms) = (rec.session.clone(), rec.peer.clone(), rec.rooms.clone());
+            let base = rec.base;
+            self.register(from, rec);
+            for name in rooms {
+                let room = self.rooms.entry(name.clone()).or_default();
+                room.listed += listed_cost(None);
+                room.members.push(Member {
+                    session: session.clone(),
+                    peer: peer.clone(),
+                    meta: None,
+                });
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.rooms.push(name);
+                }
+            }
+            if let Some(s) = self.sessions.get_mut(&session) {
+                s.base = base;
+            }
+        }
+        self.push(
+            from,
+            Push::Resynced {
+                lost,
+                generation: self.generation,
+            },
+        );
     }
 }
 
@@ -736,6 +892,8 @@ mod tests {
             seq: 0,
             frames: Vec::new(),
             rooms: Vec::new(),
+            epoch: 0,
+            base: None,
         }
     }
 
@@ -801,8 +959,10 @@ mod tests {
                 &a,
                 Command::Persist {
                     session: "s1".into(),
+                    epoch: 0,
                     seq,
                     body: Bytes::from(vec![b'x'; seq as usize]),
+                    sent: true,
                 },
             );
         }
@@ -836,8 +996,10 @@ mod tests {
             &a,
             Command::Persist {
                 session: "s1".into(),
+                epoch: 0,
                 seq: 4,
                 body: Bytes::from_static(b"late"),
+                sent: true,
             },
         );
         st.handle(
@@ -912,6 +1074,7 @@ mod tests {
             &a,
             Command::Resync {
                 sessions: vec![rec("s1", "p1")],
+                generation: Some(1),
             },
         );
         assert_eq!(
@@ -919,7 +1082,8 @@ mod tests {
             Some((
                 a,
                 Push::Resynced {
-                    lost: vec!["s1".into()]
+                    lost: vec!["s1".into()],
+                    generation: 1,
                 }
             ))
         );
@@ -937,6 +1101,8 @@ mod tests {
             frames: VecDeque::new(),
             bytes: 0,
             rooms: Vec::new(),
+            epoch: 0,
+            base: None,
         };
         let cfg = StoreConfig {
             replay_frames: 3,

@@ -167,6 +167,8 @@ impl H {
                     self.events.entry(conn).or_default().push_back(event);
                 }
                 Output::Close { conn, code, reason } => self.closes.push((conn, code, reason)),
+                Output::Backplane(cmd) => panic!("a node alone has no backplane: {cmd:?}"),
+                Output::ClassicReply { .. } => panic!("a node alone answers classic acks at once"),
             }
         }
     }

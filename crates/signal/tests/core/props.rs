@@ -150,6 +150,9 @@ impl World {
                     }
                 }
                 Output::Classic { .. } => {}
+                Output::Backplane(_) | Output::ClassicReply { .. } => {
+                    panic!("a node alone has no backplane")
+                }
                 Output::Close { conn, code, .. } => {
                     assert_eq!(code, 4001);
                     self.expect.remove(&conn);

@@ -1,0 +1,9 @@
+//! The clustered core on a simulated bus (PROTOCOL.md §6): three nodes and
+//! the in-memory store, with delays, reordering between nodes, partitions
+//! and deaths, on a virtual clock.
+
+mod calls;
+mod faults;
+mod props;
+mod rooms;
+mod sim;
