@@ -1,0 +1,634 @@
+//! The async client: a writer connection that runs the node's commands in
+//! order, a subscriber connection on the node's channel, and a ticker for
+//! heartbeats and sweeps.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::{AsyncConnectionConfig, Client, Cmd};
+use switchboard_signal::cluster::store::StoreConfig;
+use switchboard_signal::cluster::{Command, NodeId, Push};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::codec::{self, Args as _};
+
+/// The Lua store, with the core's constant filled in.
+fn script_source() -> String {
+    include_str!("store.lua").replace(
+        "__MEMBER_ENTRY_BYTES__",
+        &switchboard_signal::MEMBER_ENTRY_BYTES.to_string(),
+    )
+}
+
+/// Ops sent in one pipeline at most: bounds the time one round trip holds
+/// the queue.
+const BATCH: usize = 512;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How the client runs. [`Settings::new`] gives the defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Key and channel prefix (default `sb`): nodes sharing a prefix are one
+    /// cluster.
+    pub prefix: String,
+    /// Replay bounds and node timeout, the same on every node.
+    pub store: StoreConfig,
+    /// Send [`Command::Heartbeat`] every third of `node_timeout` (turn off
+    /// if the core emits its own).
+    pub heartbeat: bool,
+    /// Run [`RedisBackplane::sweep`] every third of `node_timeout`.
+    pub sweep: bool,
+    /// How long a connect, a pipeline or a ping may take before the link
+    /// counts as down.
+    pub response_timeout: Duration,
+    /// Capacity of the event channel handed to the caller.
+    pub events: usize,
+    /// Capacity of the command queue; a command that finds it full is
+    /// dropped and the link goes down and up (the core resyncs).
+    pub queue: usize,
+}
+
+impl Settings {
+    /// Defaults around `store`: prefix `sb`, heartbeats and sweeps on, 5 s
+    /// timeouts, 4096 events, 65536 queued commands.
+    #[must_use]
+    pub fn new(store: StoreConfig) -> Self {
+        Settings {
+            prefix: "sb".to_owned(),
+            store,
+            heartbeat: true,
+            sweep: true,
+            response_timeout: Duration::from_secs(5),
+            events: 4096,
+            queue: 65536,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings::new(StoreConfig::default())
+    }
+}
+
+/// Why the backplane failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis refused or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Redis did not answer within `response_timeout`.
+    #[error("redis did not answer in time")]
+    Timeout,
+    /// The subscription on the node channel ended.
+    #[error("the subscription was cut")]
+    Disconnected,
+    /// The command queue was full: a command was dropped.
+    #[error("the command queue is full")]
+    QueueFull,
+    /// The command is of a kind this version cannot carry.
+    #[error(transparent)]
+    Unsupported(#[from] codec::Unsupported),
+    /// Commands were dropped while the link was down.
+    #[error("the backplane was down")]
+    Down,
+    /// The client's tasks are gone.
+    #[error("the backplane client is closed")]
+    Closed,
+    /// Bad settings.
+    #[error("invalid settings: {0}")]
+    Settings(&'static str),
+}
+
+/// What the client hands the caller, in order.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A push from the store for this node.
+    Push(Push),
+    /// The link to Redis failed: commands are dropped and pushes may be
+    /// lost until [`Event::Up`] (call `backplane_down` on the core).
+    Down(Error),
+    /// The link is back (call `backplane_up`: the core resyncs).
+    Up,
+}
+
+enum Op {
+    Cmd(Cmd),
+    Flush(oneshot::Sender<Result<(), Error>>),
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Reader,
+    Writer,
+}
+
+#[derive(Default)]
+struct LinkState {
+    reader: bool,
+    writer: bool,
+    reported: bool,
+}
+
+/// Whether both connections are up, and what the caller was last told.
+struct Link {
+    state: Mutex<LinkState>,
+    up: AtomicBool,
+    overflow: AtomicBool,
+    events: mpsc::Sender<Event>,
+}
+
+impl Link {
+    /// Only the side whose flag went false can send `Down`, and only it can
+    /// set it true again, after its send: `Down` and `Up` never overtake
+    /// each other in the channel.
+    async fn down(&self, side: Side, err: Error) {
+        let tell = {
+            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match side {
+                Side::Reader => s.reader = false,
+                Side::Writer => s.writer = false,
+            }
+            let tell = s.reported;
+            s.reported = false;
+            self.up.store(false, Ordering::SeqCst);
+            tell
+        };
+        if tell {
+            tracing::warn!(error = %err, "backplane down");
+            let _ = self.events.send(Event::Down(err)).await;
+        } else {
+            tracing::debug!(error = %err, "backplane still down");
+        }
+    }
+
+    async fn up(&self, side: Side) {
+        let tell = {
+            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match side {
+                Side::Reader => s.reader = true,
+                Side::Writer => s.writer = true,
+            }
+            let tell = s.reader && s.writer && !s.reported;
+            if tell {
+                s.reported = true;
+                self.up.store(true, Ordering::SeqCst);
+            }
+            tell
+        };
+        if tell {
+            tracing::info!("backplane up");
+            let _ = self.events.send(Event::Up).await;
+        }
+    }
+}
+
+/// One node's client of the Redis backplane. Dropping it stops its tasks
+/// (call [`RedisBackplane::flush`] first to have every command applied).
+pub struct RedisBackplane {
+    node: NodeId,
+    prefix: String,
+    fixed: [String; 3],
+    sha: String,
+    ops: mpsc::Sender<Op>,
+    link: Arc<Link>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("node", &self.node)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisBackplane {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    f: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(Error::Timeout),
+    }
+}
+
+async fn open_writer(
+    client: &Client,
+    script: &str,
+    limit: Duration,
+) -> Result<MultiplexedConnection, Error> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(limit)
+        .set_response_timeout(limit);
+    let mut conn = with_timeout(
+        limit,
+        client.get_multiplexed_async_connection_with_config(&config),
+    )
+    .await?;
+    // After a Redis restart the script cache is empty: load it on every
+    // connect, before the first EVALSHA.
+    let _: String = with_timeout(
+        limit,
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(script)
+            .query_async(&mut conn),
+    )
+    .await?;
+    Ok(conn)
+}
+
+async fn open_reader(
+    client: &Client,
+    channel: &str,
+    limit: Duration,
+) -> Result<(PubSubSink, PubSubStream), Error> {
+    let pubsub = with_timeout(limit, client.get_async_pubsub()).await?;
+    let (mut sink, stream) = pubsub.split();
+    with_timeout(limit, sink.subscribe(channel)).await?;
+    Ok((sink, stream))
+}
+
+fn backoff(b: &mut Duration) -> Duration {
+    let now = *b;
+    *b = (*b * 2).min(BACKOFF_MAX);
+    now
+}
+
+impl RedisBackplane {
+    /// Connects node `node` to the Redis at `url` (`redis://[:password@]host[:port][/db]`,
+    /// or `rediss://` with the `tls` feature). Returns once both connections
+    /// are up; from then on failures are [`Event::Down`]s, and the client
+    /// reconnects by itself.
+    ///
+    /// # Errors
+    /// A bad URL or settings, or Redis unreachable at start.
+    pub async fn connect(
+        url: &str,
+        node: NodeId,
+        settings: Settings,
+    ) -> Result<(RedisBackplane, mpsc::Receiver<Event>), Error> {
+        if settings.prefix.is_empty() {
+            return Err(Error::Settings("empty prefix"));
+        }
+        if node.0.is_empty() {
+            return Err(Error::Settings("empty node id"));
+        }
+        if settings.store.node_timeout < Duration::from_millis(3) {
+            return Err(Error::Settings("node_timeout below 3 ms"));
+        }
+        if settings.events == 0 || settings.queue == 0 {
+            return Err(Error::Settings("zero capacity"));
+        }
+        let client = Client::open(url)?;
+        let script = script_source();
+        let sha = redis::Script::new(&script).get_hash().to_owned();
+        let limit = settings.response_timeout;
+        let channel = format!("{}:node:{}", settings.prefix, node);
+        let conn = open_writer(&client, &script, limit).await?;
+        let sub = open_reader(&client, &channel, limit).await?;
+
+        let (events, events_rx) = mpsc::channel(settings.events);
+        let (ops, ops_rx) = mpsc::channel(settings.queue);
+        let link = Arc::new(Link {
+            state: Mutex::new(LinkState {
+                reader: true,
+                writer: true,
+                reported: true,
+            }),
+            up: AtomicBool::new(true),
+            overflow: AtomicBool::new(false),
+            events: events.clone(),
+        });
+        let store = settings.store;
+        let fixed = [
+            store.replay_frames.to_string(),
+            store.replay_bytes.to_string(),
+            store.node_timeout.as_millis().to_string(),
+        ];
+        let mut bp = RedisBackplane {
+            node,
+            prefix: settings.prefix.clone(),
+            fixed,
+            sha,
+            ops,
+            link: link.clone(),
+            tasks: Vec::new(),
+        };
+        let every = store.node_timeout / 3;
+        bp.tasks.push(tokio::spawn(writer(
+            client.clone(),
+            script,
+            limit,
+            conn,
+            ops_rx,
+            link.clone(),
+        )));
+        bp.tasks.push(tokio::spawn(reader(
+            client, channel, limit, every, sub, events, link,
+        )));
+        if settings.heartbeat || settings.sweep {
+            let heartbeat = settings
+                .heartbeat
+                .then(|| bp.script_call(&Command::Heartbeat));
+            let heartbeat = heartbeat.transpose()?;
+            let sweep = settings.sweep.then(|| bp.sweep_call());
+            bp.tasks.push(tokio::spawn(ticker(
+                bp.ops.clone(),
+                every,
+                heartbeat,
+                sweep,
+            )));
+        }
+        Ok((bp, events_rx))
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    fn base(&self, node: &str, op_args: impl FnOnce(&mut Cmd)) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(0).arg(&self.prefix).arg(node);
+        for f in &self.fixed {
+            cmd.arg(f);
+        }
+        op_args(&mut cmd);
+        cmd
+    }
+
+    fn script_call(&self, cmd: &Command) -> Result<Cmd, Error> {
+        let mut res = Ok(());
+        let call = self.base(&self.node.0, |c| res = codec::command_args(cmd, c));
+        res?;
+        Ok(call)
+    }
+
+    fn sweep_call(&self) -> Cmd {
+        self.base("", |c| c.text("sweep"))
+    }
+
+    fn enqueue(&self, op: Op) -> Result<(), Error> {
+        match self.ops.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // A lost command leaves the store and the core disagreeing:
+                // the writer turns this into a down/up, and the core resyncs.
+                self.link.overflow.store(true, Ordering::SeqCst);
+                Err(Error::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        }
+    }
+
+    /// Queues `cmd`; commands run in the order they were sent, and their
+    /// answers come back as [`Event::Push`]es. While the link is down they
+    /// are dropped (the core resyncs after [`Event::Up`]).
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`], [`Error::Closed`], or [`Error::Unsupported`].
+    pub fn send(&self, cmd: &Command) -> Result<(), Error> {
+        let call = self.script_call(cmd)?;
+        self.enqueue(Op::Cmd(call))
+    }
+
+    /// Queues a sweep: every node silent for `node_timeout` (by Redis' clock)
+    /// is declared dead, and the live nodes get [`Push::NodeDied`]. Any node
+    /// may run it; the ticker does, every third of `node_timeout`, unless
+    /// [`Settings::sweep`] is off.
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`] or [`Error::Closed`].
+    pub fn sweep(&self) -> Result<(), Error> {
+        self.enqueue(Op::Cmd(self.sweep_call()))
+    }
+
+    /// Waits until every command sent before has been applied by Redis.
+    ///
+    /// # Errors
+    /// [`Error::Down`] when some were dropped because the link was down;
+    /// [`Error::Closed`].
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Flush(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// Fails the flushes and drops the commands of `batch`.
+fn drop_batch(batch: Vec<Op>) {
+    let mut dropped = 0usize;
+    for op in batch {
+        match op {
+            Op::Cmd(_) => dropped += 1,
+            Op::Flush(tx) => {
+                let _ = tx.send(Err(Error::Down));
+            }
+        }
+    }
+    if dropped > 0 {
+        tracing::debug!(dropped, "backplane commands dropped while down");
+    }
+}
+
+fn drain(rx: &mut mpsc::Receiver<Op>) {
+    let mut batch = Vec::new();
+    while let Ok(op) = rx.try_recv() {
+        batch.push(op);
+    }
+    drop_batch(batch);
+}
+
+async fn writer(
+    client: Client,
+    script: String,
+    limit: Duration,
+    conn: MultiplexedConnection,
+    mut rx: mpsc::Receiver<Op>,
+    link: Arc<Link>,
+) {
+    let mut conn = Some(conn);
+    let mut wait = BACKOFF_MIN;
+    loop {
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => match open_writer(&client, &script, limit).await {
+                Ok(c) => {
+                    // What was queued while down belongs to before the
+                    // resync that follows `Up`.
+                    drain(&mut rx);
+                    wait = BACKOFF_MIN;
+                    link.up(Side::Writer).await;
+                    c
+                }
+                Err(e) => {
+                    link.down(Side::Writer, e).await;
+                    tokio::time::sleep(backoff(&mut wait)).await;
+                    continue;
+                }
+            },
+        };
+        loop {
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            if link.overflow.swap(false, Ordering::SeqCst) {
+                drop_batch(batch);
+                drain(&mut rx);
+                link.down(Side::Writer, Error::QueueFull).await;
+                link.up(Side::Writer).await;
+                continue;
+            }
+            if !link.up.load(Ordering::SeqCst) {
+                // The subscriber is down: nothing may be applied whose
+                // answers would be lost; check our own connection meanwhile.
+                drop_batch(batch);
+                if let Err(e) =
+                    with_timeout(limit, redis::cmd("PING").query_async::<()>(&mut c)).await
+                {
+                    link.down(Side::Writer, e).await;
+                    break;
+                }
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            let mut flushes = Vec::new();
+            for op in batch {
+                match op {
+                    Op::Cmd(cmd) => {
+                        pipe.add_command(cmd).ignore();
+                    }
+                    Op::Flush(tx) => flushes.push(tx),
+                }
+            }
+            match with_timeout(limit, pipe.query_async::<()>(&mut c)).await {
+                Ok(()) => {
+                    for tx in flushes {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    for tx in flushes {
+                        let _ = tx.send(Err(Error::Down));
+                    }
+                    link.down(Side::Writer, e).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn reader(
+    client: Client,
+    channel: String,
+    limit: Duration,
+    every: Duration,
+    sub: (PubSubSink, PubSubStream),
+    events: mpsc::Sender<Event>,
+    link: Arc<Link>,
+) {
+    let mut sub = Some(sub);
+    let mut wait = BACKOFF_MIN;
+    loop {
+        let (mut sink, mut stream) = match sub.take() {
+            Some(s) => s,
+            None => match open_reader(&client, &channel, limit).await {
+                Ok(s) => {
+                    wait = BACKOFF_MIN;
+                    link.up(Side::Reader).await;
+                    s
+                }
+                Err(e) => {
+                    link.down(Side::Reader, e).await;
+                    tokio::time::sleep(backoff(&mut wait)).await;
+                    continue;
+                }
+            },
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else {
+                        link.down(Side::Reader, Error::Disconnected).await;
+                        break;
+                    };
+                    let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
+                    match codec::decode_push(payload) {
+                        Ok(push) => {
+                            if events.send(Event::Push(push)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, len = msg.get_payload_bytes().len(),
+                                channel = %channel, "malformed backplane push dropped");
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    // A half-open connection delivers nothing and ends
+                    // nothing: only an answer proves it alive.
+                    if let Err(e) = with_timeout(limit, sink.ping::<redis::Value>()).await {
+                        link.down(Side::Reader, e).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn ticker(
+    ops: mpsc::Sender<Op>,
+    every: Duration,
+    heartbeat: Option<Cmd>,
+    sweep: Option<Cmd>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Skipped when the queue is full: that already means down.
+        if let Some(h) = &heartbeat {
+            let _ = ops.try_send(Op::Cmd(h.clone()));
+        }
+        if let Some(s) = &sweep {
+            let _ = ops.try_send(Op::Cmd(s.clone()));
+        }
+    }
+}

@@ -1,0 +1,923 @@
+//! The wire format between the nodes and the Lua store: [`Push`]es as pub/sub
+//! payloads, [`Command`]s as script arguments.
+//!
+//! A payload is a run of *atoms*: `<decimal length>:<bytes>`, or `-` for
+//! `None`. A number is an atom holding decimal text; a list is its count,
+//! then its items; an enum is a one-letter tag, then its fields. Why not
+//! JSON: bodies are arbitrary bytes (JSON would need escaping or base64),
+//! Redis' Lua `cjson` turns numbers into doubles printed with 14 digits, and
+//! the scripts must build payloads themselves; an atom is one string
+//! concatenation in Lua, and decoding here is a cursor over the payload with
+//! zero-copy slices for bodies. A malformed payload is a [`DecodeError`],
+//! never a panic.
+//!
+//! Command arguments are one script argument per field (binary-safe, so no
+//! framing): options as `-` or `+value`, lists as a count then the items,
+//! a [`RoomEvent`] or [`NodeMsg`] as one argument holding its atoms, which
+//! the script copies into the push unread.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use switchboard_signal::CallEndReason;
+use switchboard_signal::Face;
+use switchboard_signal::cluster::{
+    Command, NodeId, NodeMsg, Push, RoomEvent, SeatOutcome, SessionRecord, TakeOutcome, Text,
+};
+
+/// Why a payload from Redis was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// It ends in the middle of a field.
+    #[error("payload truncated")]
+    Truncated,
+    /// A length or number that is not decimal, or too large.
+    #[error("bad number in payload")]
+    BadNumber,
+    /// Text that is not UTF-8.
+    #[error("text field is not UTF-8")]
+    BadUtf8,
+    /// A `None` where a value is required.
+    #[error("missing field")]
+    Missing,
+    /// An unknown tag.
+    #[error("unknown tag {0:?}")]
+    UnknownTag(String),
+    /// Bytes left after the push.
+    #[error("trailing bytes after the push")]
+    Trailing,
+}
+
+/// Appends atoms to a payload.
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn atom(&mut self, b: &[u8]) {
+        let mut len = String::new();
+        let _ = write!(len, "{}:", b.len());
+        self.0.extend_from_slice(len.as_bytes());
+        self.0.extend_from_slice(b);
+    }
+    fn text(&mut self, s: &str) {
+        self.atom(s.as_bytes());
+    }
+    fn opt(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.text(s),
+            None => self.0.push(b'-'),
+        }
+    }
+    fn num(&mut self, n: u64) {
+        self.text(&n.to_string());
+    }
+}
+
+/// Reads atoms off a payload.
+struct Reader {
+    buf: Bytes,
+    pos: usize,
+}
+
+impl Reader {
+    fn opt_bytes(&mut self) -> Result<Option<Bytes>, DecodeError> {
+        let rest = self.buf.get(self.pos..).ok_or(DecodeError::Truncated)?;
+        match rest.first() {
+            None => return Err(DecodeError::Truncated),
+            Some(b'-') => {
+                self.pos += 1;
+                return Ok(None);
+            }
+            Some(_) => {}
+        }
+        let colon = rest
+            .iter()
+            .take(21)
+            .position(|&b| b == b':')
+            .ok_or(DecodeError::BadNumber)?;
+        let len = parse_u64(&rest[..colon])?;
+        let start = self.pos + colon + 1;
+        let len = usize::try_from(len).map_err(|_| DecodeError::BadNumber)?;
+        let end = start.checked_add(len).ok_or(DecodeError::BadNumber)?;
+        if end > self.buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        self.pos = end;
+        Ok(Some(self.buf.slice(start..end)))
+    }
+    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        self.opt_bytes()?.ok_or(DecodeError::Missing)
+    }
+    fn opt_text(&mut self) -> Result<Option<Text>, DecodeError> {
+        self.opt_bytes()?
+            .map(|b| {
+                std::str::from_utf8(&b)
+                    .map(Text::from)
+                    .map_err(|_| DecodeError::BadUtf8)
+            })
+            .transpose()
+    }
+    fn text(&mut self) -> Result<Text, DecodeError> {
+        self.opt_text()?.ok_or(DecodeError::Missing)
+    }
+    fn node(&mut self) -> Result<NodeId, DecodeError> {
+        Ok(NodeId(self.text()?))
+    }
+    fn num(&mut self) -> Result<u64, DecodeError> {
+        parse_u64(&self.bytes()?)
+    }
+    /// A list's length, bounded by what is left (every item takes at least
+    /// one byte), so that a forged count cannot make us allocate.
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.num()?;
+        let left = self.buf.len().saturating_sub(self.pos);
+        match usize::try_from(n) {
+            Ok(n) if n <= left => Ok(n),
+            _ => Err(DecodeError::Truncated),
+        }
+    }
+    fn tag(&mut self) -> Result<u8, DecodeError> {
+        let b = self.bytes()?;
+        match b.as_ref() {
+            [t] => Ok(*t),
+            other => Err(DecodeError::UnknownTag(
+                String::from_utf8_lossy(other).into_owned(),
+            )),
+        }
+    }
+}
+
+fn parse_u64(b: &[u8]) -> Result<u64, DecodeError> {
+    if b.is_empty() || b.len() > 20 || !b.iter().all(u8::is_ascii_digit) {
+        return Err(DecodeError::BadNumber);
+    }
+    b.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)
+            .and_then(|a| a.checked_add(u64::from(d - b'0')))
+            .ok_or(DecodeError::BadNumber)
+    })
+}
+
+fn unknown(tag: u8) -> DecodeError {
+    DecodeError::UnknownTag(char::from(tag).to_string())
+}
+
+fn face_tag(face: Face) -> &'static str {
+    match face {
+        Face::Native => "n",
+        Face::Classic => "c",
+    }
+}
+
+fn reason_str(r: CallEndReason) -> &'static str {
+    r.as_str()
+}
+
+fn parse_reason(s: &str) -> Result<CallEndReason, DecodeError> {
+    Ok(match s {
+        "answered_elsewhere" => CallEndReason::AnsweredElsewhere,
+        "declined" => CallEndReason::Declined,
+        "cancelled" => CallEndReason::Cancelled,
+        "no_answer" => CallEndReason::NoAnswer,
+        "gone" => CallEndReason::Gone,
+        other => return Err(DecodeError::UnknownTag(other.to_owned())),
+    })
+}
+
+fn write_event(w: &mut Writer, e: &RoomEvent) {
+    match e {
+        RoomEvent::OtherJoined { peer, meta } => {
+            w.text("J");
+            w.text(peer);
+            w.opt(meta.as_deref());
+        }
+        RoomEvent::Bye { peer } => {
+            w.text("B");
+            w.text(peer);
+        }
+        RoomEvent::Message { from, data } => {
+            w.text("M");
+            w.text(from);
+            w.text(data);
+        }
+    }
+}
+
+fn read_event(r: &mut Reader) -> Result<RoomEvent, DecodeError> {
+    Ok(match r.tag()? {
+        b'J' => RoomEvent::OtherJoined {
+            peer: r.text()?,
+            meta: r.opt_text()?,
+        },
+        b'B' => RoomEvent::Bye { peer: r.text()? },
+        b'M' => RoomEvent::Message {
+            from: r.text()?,
+            data: r.text()?,
+        },
+        t => return Err(unknown(t)),
+    })
+}
+
+/// `None` for a message kind this version does not know (`NodeMsg` is
+/// non-exhaustive).
+fn write_msg(w: &mut Writer, m: &NodeMsg) -> Option<()> {
+    match m {
+        NodeMsg::Accept {
+            call,
+            session,
+            peer,
+        } => {
+            w.text("A");
+            w.text(call);
+            w.text(session);
+            w.text(peer);
+        }
+        NodeMsg::Decline { call, session } => {
+            w.text("D");
+            w.text(call);
+            w.text(session);
+        }
+        NodeMsg::Won {
+            call,
+            session,
+            room,
+            caller,
+        } => {
+            w.text("W");
+            w.text(call);
+            w.text(session);
+            w.text(room);
+            w.text(caller);
+        }
+        NodeMsg::Lost { call, session } => {
+            w.text("L");
+            w.text(call);
+            w.text(session);
+        }
+        NodeMsg::Ended {
+            call,
+            reason,
+            except,
+        } => {
+            w.text("E");
+            w.text(call);
+            w.text(reason_str(*reason));
+            w.opt(except.as_deref());
+        }
+        NodeMsg::RingGone { call } => {
+            w.text("G");
+            w.text(call);
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+fn read_msg(r: &mut Reader) -> Result<NodeMsg, DecodeError> {
+    Ok(match r.tag()? {
+        b'A' => NodeMsg::Accept {
+            call: r.text()?,
+            session: r.text()?,
+            peer: r.text()?,
+        },
+        b'D' => NodeMsg::Decline {
+            call: r.text()?,
+            session: r.text()?,
+        },
+        b'W' => NodeMsg::Won {
+            call: r.text()?,
+            session: r.text()?,
+            room: r.text()?,
+            caller: r.text()?,
+        },
+        b'L' => NodeMsg::Lost {
+            call: r.text()?,
+            session: r.text()?,
+        },
+        b'E' => NodeMsg::Ended {
+            call: r.text()?,
+            reason: parse_reason(&r.text()?)?,
+            except: r.opt_text()?,
+        },
+        b'G' => NodeMsg::RingGone { call: r.text()? },
+        t => return Err(unknown(t)),
+    })
+}
+
+fn write_record(w: &mut Writer, rec: &SessionRecord) {
+    w.text(&rec.session);
+    w.text(&rec.token);
+    w.text(&rec.peer);
+    w.opt(rec.user.as_deref());
+    w.text(face_tag(rec.face));
+    w.num(rec.seq);
+    w.num(rec.frames.len() as u64);
+    for (seq, body) in &rec.frames {
+        w.num(*seq);
+        w.atom(body);
+    }
+    w.num(rec.rooms.len() as u64);
+    for room in &rec.rooms {
+        w.text(room);
+    }
+}
+
+fn read_record(r: &mut Reader) -> Result<SessionRecord, DecodeError> {
+    let session = r.text()?;
+    let token = r.text()?;
+    let peer = r.text()?;
+    let user = r.opt_text()?;
+    let face = match r.tag()? {
+        b'n' => Face::Native,
+        b'c' => Face::Classic,
+        t => return Err(unknown(t)),
+    };
+    let seq = r.num()?;
+    let n = r.count()?;
+    let mut frames = Vec::with_capacity(n);
+    for _ in 0..n {
+        frames.push((r.num()?, r.bytes()?));
+    }
+    let n = r.count()?;
+    let mut rooms = Vec::with_capacity(n);
+    for _ in 0..n {
+        rooms.push(r.text()?);
+    }
+    Ok(SessionRecord {
+        session,
+        token,
+        peer,
+        user,
+        face,
+        seq,
+        frames,
+        rooms,
+    })
+}
+
+/// A push as the scripts publish it. `None` for a push kind this version
+/// cannot carry (`Push` is non-exhaustive). The scripts build the same
+/// bytes; this one serves tests and tools.
+#[must_use]
+pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
+    let mut w = Writer::default();
+    match push {
+        Push::JoinAnswer { req, outcome } => {
+            w.text("J");
+            w.num(*req);
+            match outcome {
+                SeatOutcome::Seated { peers } => {
+                    w.text("S");
+                    w.num(peers.len() as u64);
+                    for (peer, meta) in peers {
+                        w.text(peer);
+                        w.opt(meta.as_deref());
+                    }
+                }
+                SeatOutcome::Full => w.text("F"),
+                SeatOutcome::Forbidden => w.text("X"),
+            }
+        }
+        Push::Published {
+            req,
+            counted,
+            nodes,
+        } => {
+            w.text("P");
+            w.num(*req);
+            w.num(*counted);
+            w.num(nodes.len() as u64);
+            for n in nodes {
+                w.text(&n.0);
+            }
+        }
+        Push::Deliver {
+            from,
+            req,
+            room,
+            to,
+            event,
+        } => {
+            w.text("D");
+            w.text(&from.0);
+            w.opt(req.map(|r| r.to_string()).as_deref());
+            w.text(room);
+            w.opt(to.as_deref());
+            write_event(&mut w, event);
+        }
+        Push::Counted { req, from, count } => {
+            w.text("C");
+            w.num(*req);
+            w.text(&from.0);
+            w.num(*count);
+        }
+        Push::Took { req, outcome } => {
+            w.text("K");
+            w.num(*req);
+            match outcome {
+                TakeOutcome::Unknown => w.text("U"),
+                TakeOutcome::Taken(rec) => {
+                    w.text("T");
+                    write_record(&mut w, rec);
+                }
+                TakeOutcome::Gap(rec) => {
+                    w.text("G");
+                    write_record(&mut w, rec);
+                }
+            }
+        }
+        Push::Taken { session } => {
+            w.text("T");
+            w.text(session);
+        }
+        Push::Adopted { req, sessions } => {
+            w.text("A");
+            w.num(*req);
+            w.num(sessions.len() as u64);
+            for rec in sessions {
+                write_record(&mut w, rec);
+            }
+        }
+        Push::NodeDied { node } => {
+            w.text("N");
+            w.text(&node.0);
+        }
+        Push::Ring {
+            from,
+            req,
+            call,
+            user,
+            except,
+            body,
+        } => {
+            w.text("R");
+            w.text(&from.0);
+            w.num(*req);
+            w.text(call);
+            w.text(user);
+            w.text(except);
+            w.atom(body);
+        }
+        Push::Told { from, msg } => {
+            w.text("M");
+            w.text(&from.0);
+            write_msg(&mut w, msg)?;
+        }
+        Push::Resynced { lost } => {
+            w.text("Y");
+            w.num(lost.len() as u64);
+            for s in lost {
+                w.text(s);
+            }
+        }
+        Push::Dead => w.text("X"),
+        _ => return None,
+    }
+    Some(w.0)
+}
+
+/// A push from a node channel's payload.
+///
+/// # Errors
+/// Any malformed payload: truncated, an unknown tag, a non-decimal number,
+/// text that is not UTF-8, or bytes left over.
+pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
+    let mut r = Reader {
+        buf: payload,
+        pos: 0,
+    };
+    let push = match r.tag()? {
+        b'J' => {
+            let req = r.num()?;
+            let outcome = match r.tag()? {
+                b'S' => {
+                    let n = r.count()?;
+                    let mut peers = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        peers.push((r.text()?, r.opt_text()?));
+                    }
+                    SeatOutcome::Seated { peers }
+                }
+                b'F' => SeatOutcome::Full,
+                b'X' => SeatOutcome::Forbidden,
+                t => return Err(unknown(t)),
+            };
+            Push::JoinAnswer { req, outcome }
+        }
+        b'P' => {
+            let req = r.num()?;
+            let counted = r.num()?;
+            let n = r.count()?;
+            let mut nodes = Vec::with_capacity(n);
+            for _ in 0..n {
+                nodes.push(r.node()?);
+            }
+            Push::Published {
+                req,
+                counted,
+                nodes,
+            }
+        }
+        b'D' => {
+            let from = r.node()?;
+            let req = r.opt_bytes()?.map(|b| parse_u64(&b)).transpose()?;
+            Push::Deliver {
+                from,
+                req,
+                room: r.text()?,
+                to: r.opt_text()?,
+                event: read_event(&mut r)?,
+            }
+        }
+        b'C' => Push::Counted {
+            req: r.num()?,
+            from: r.node()?,
+            count: r.num()?,
+        },
+        b'K' => {
+            let req = r.num()?;
+            let outcome = match r.tag()? {
+                b'U' => TakeOutcome::Unknown,
+                b'T' => TakeOutcome::Taken(read_record(&mut r)?),
+                b'G' => TakeOutcome::Gap(read_record(&mut r)?),
+                t => return Err(unknown(t)),
+            };
+            Push::Took { req, outcome }
+        }
+        b'T' => Push::Taken { session: r.text()? },
+        b'A' => {
+            let req = r.num()?;
+            let n = r.count()?;
+            let mut sessions = Vec::with_capacity(n);
+            for _ in 0..n {
+                sessions.push(read_record(&mut r)?);
+            }
+            Push::Adopted { req, sessions }
+        }
+        b'N' => Push::NodeDied { node: r.node()? },
+        b'R' => Push::Ring {
+            from: r.node()?,
+            req: r.num()?,
+            call: r.text()?,
+            user: r.text()?,
+            except: r.text()?,
+            body: r.bytes()?,
+        },
+        b'M' => Push::Told {
+            from: r.node()?,
+            msg: read_msg(&mut r)?,
+        },
+        b'Y' => {
+            let n = r.count()?;
+            let mut lost = Vec::with_capacity(n);
+            for _ in 0..n {
+                lost.push(r.text()?);
+            }
+            Push::Resynced { lost }
+        }
+        b'X' => Push::Dead,
+        t => return Err(unknown(t)),
+    };
+    if r.pos != r.buf.len() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(push)
+}
+
+/// A command this version cannot carry (`Command` is non-exhaustive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported backplane command")]
+pub struct Unsupported;
+
+/// Receives script arguments (a `redis::Cmd`, or a list in tests).
+pub(crate) trait Args {
+    fn arg(&mut self, a: &[u8]);
+    fn text(&mut self, s: &str) {
+        self.arg(s.as_bytes());
+    }
+    fn num(&mut self, n: u64) {
+        self.text(&n.to_string());
+    }
+    fn opt(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.text(&format!("+{s}")),
+            None => self.arg(b"-"),
+        }
+    }
+    fn list(&mut self, items: &[Text]) {
+        self.num(items.len() as u64);
+        for i in items {
+            self.text(i);
+        }
+    }
+    fn record(&mut self, rec: &SessionRecord) {
+        self.text(&rec.session);
+        self.text(&rec.token);
+        self.text(&rec.peer);
+        self.opt(rec.user.as_deref());
+        self.text(face_tag(rec.face));
+        self.num(rec.seq);
+        self.num(rec.frames.len() as u64);
+        for (seq, body) in &rec.frames {
+            self.num(*seq);
+            self.arg(body);
+        }
+        self.list(&rec.rooms);
+    }
+}
+
+impl Args for redis::Cmd {
+    fn arg(&mut self, a: &[u8]) {
+        redis::Cmd::arg(self, a);
+    }
+}
+
+impl Args for Vec<Vec<u8>> {
+    fn arg(&mut self, a: &[u8]) {
+        self.push(a.to_vec());
+    }
+}
+
+/// Writes the op name and arguments of `cmd` (after the fixed ones).
+pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Unsupported> {
+    match cmd {
+        Command::Heartbeat => out.text("heartbeat"),
+        Command::Register(rec) => {
+            out.text("register");
+            out.record(rec);
+        }
+        Command::Join {
+            req,
+            session,
+            room,
+            meta,
+            limits,
+            private,
+        } => {
+            out.text("join");
+            out.num(*req);
+            out.text(session);
+            out.text(room);
+            out.opt(meta.as_deref());
+            out.num(limits.max_peers as u64);
+            out.num(limits.max_listed as u64);
+            match private {
+                Some([a, b]) => {
+                    out.num(2);
+                    out.text(a);
+                    out.text(b);
+                }
+                None => out.num(0),
+            }
+        }
+        Command::Leave { session, room } => {
+            out.text("leave");
+            out.text(session);
+            out.text(room);
+        }
+        Command::Publish {
+            req,
+            room,
+            to,
+            event,
+            local,
+            classic,
+        } => {
+            out.text("publish");
+            out.opt(req.map(|r| r.to_string()).as_deref());
+            out.text(room);
+            out.opt(to.as_deref());
+            let mut w = Writer::default();
+            write_event(&mut w, event);
+            out.arg(&w.0);
+            out.list(local);
+            out.num(*classic);
+        }
+        Command::Persist { session, seq, body } => {
+            out.text("persist");
+            out.text(session);
+            out.num(*seq);
+            out.arg(body);
+        }
+        Command::Trim { session, last_seq } => {
+            out.text("trim");
+            out.text(session);
+            out.num(*last_seq);
+        }
+        Command::Report {
+            to,
+            req,
+            sessions,
+            classic,
+        } => {
+            out.text("report");
+            out.text(&to.0);
+            out.num(*req);
+            out.list(sessions);
+            out.num(*classic);
+        }
+        Command::End { session } => {
+            out.text("end");
+            out.text(session);
+        }
+        Command::Take {
+            req,
+            session,
+            token,
+            last_seq,
+        } => {
+            out.text("take");
+            out.num(*req);
+            out.text(session);
+            out.text(token);
+            out.num(*last_seq);
+        }
+        Command::Adopt { req, dead } => {
+            out.text("adopt");
+            out.num(*req);
+            out.text(&dead.0);
+        }
+        Command::Ring {
+            req,
+            call,
+            user,
+            except,
+            body,
+        } => {
+            out.text("ring");
+            out.num(*req);
+            out.text(call);
+            out.text(user);
+            out.text(except);
+            out.arg(body);
+        }
+        Command::Tell { to, msg } => {
+            let mut w = Writer::default();
+            write_msg(&mut w, msg).ok_or(Unsupported)?;
+            out.text("tell");
+            out.text(&to.0);
+            out.arg(&w.0);
+        }
+        Command::Resync { sessions } => {
+            out.text("resync");
+            out.num(sessions.len() as u64);
+            for rec in sessions {
+                out.record(rec);
+            }
+        }
+        _ => return Err(Unsupported),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> SessionRecord {
+        SessionRecord {
+            session: "s1".into(),
+            token: "tok".into(),
+            peer: "p1".into(),
+            user: Some("ü".into()),
+            face: Face::Native,
+            seq: 7,
+            frames: vec![
+                (6, Bytes::from_static(b"{\"a\":1}")),
+                (7, Bytes::from_static(b"\0\xff:-")),
+            ],
+            rooms: vec!["r1".into(), "".into()],
+        }
+    }
+
+    fn samples() -> Vec<Push> {
+        vec![
+            Push::JoinAnswer {
+                req: 1,
+                outcome: SeatOutcome::Seated {
+                    peers: vec![("a".into(), None), ("b".into(), Some("{}".into()))],
+                },
+            },
+            Push::JoinAnswer {
+                req: u64::MAX,
+                outcome: SeatOutcome::Full,
+            },
+            Push::JoinAnswer {
+                req: 0,
+                outcome: SeatOutcome::Forbidden,
+            },
+            Push::Published {
+                req: 3,
+                counted: 2,
+                nodes: vec![NodeId::new("b"), NodeId::new("c")],
+            },
+            Push::Deliver {
+                from: NodeId::new("a"),
+                req: None,
+                room: "r".into(),
+                to: Some("p".into()),
+                event: RoomEvent::Message {
+                    from: "x".into(),
+                    data: "\"12:3\"".into(),
+                },
+            },
+            Push::Deliver {
+                from: NodeId::new("a"),
+                req: Some(4),
+                room: "r".into(),
+                to: None,
+                event: RoomEvent::OtherJoined {
+                    peer: "x".into(),
+                    meta: None,
+                },
+            },
+            Push::Counted {
+                req: 5,
+                from: NodeId::new("b"),
+                count: 9,
+            },
+            Push::Took {
+                req: 6,
+                outcome: TakeOutcome::Taken(rec()),
+            },
+            Push::Took {
+                req: 6,
+                outcome: TakeOutcome::Gap(rec()),
+            },
+            Push::Took {
+                req: 6,
+                outcome: TakeOutcome::Unknown,
+            },
+            Push::Taken {
+                session: "s".into(),
+            },
+            Push::Adopted {
+                req: 8,
+                sessions: vec![rec(), rec()],
+            },
+            Push::NodeDied {
+                node: NodeId::new("z"),
+            },
+            Push::Ring {
+                from: NodeId::new("a"),
+                req: 2,
+                call: "c".into(),
+                user: "u".into(),
+                except: "s".into(),
+                body: Bytes::from_static(b"{}"),
+            },
+            Push::Told {
+                from: NodeId::new("a"),
+                msg: NodeMsg::Ended {
+                    call: "c".into(),
+                    reason: CallEndReason::NoAnswer,
+                    except: None,
+                },
+            },
+            Push::Resynced {
+                lost: vec!["s".into()],
+            },
+            Push::Dead,
+        ]
+    }
+
+    #[test]
+    fn every_push_round_trips() {
+        for p in samples() {
+            let bytes = encode_push(&p).expect("encodable");
+            assert_eq!(decode_push(Bytes::from(bytes)), Ok(p));
+        }
+    }
+
+    #[test]
+    fn every_prefix_and_garbage_is_an_error_not_a_panic() {
+        for p in samples() {
+            let bytes = encode_push(&p).expect("encodable");
+            for cut in 0..bytes.len() {
+                assert!(decode_push(Bytes::copy_from_slice(&bytes[..cut])).is_err());
+            }
+            let mut more = bytes.clone();
+            more.push(b'-');
+            assert_eq!(decode_push(Bytes::from(more)), Err(DecodeError::Trailing));
+            // Flip each byte: an error or some other push, never a panic.
+            for i in 0..bytes.len() {
+                let mut b = bytes.clone();
+                b[i] ^= 0x5a;
+                let _ = decode_push(Bytes::from(b));
+            }
+        }
+        for junk in [
+            &b"99999999999999999999999:x"[..],
+            b"1:A1:12:999999999999",
+            b"1:Y20:99999999999999999999",
+            b"1:Y1:3",
+            b":",
+            b"-",
+            b"",
+            b"\xff\xfe",
+        ] {
+            assert!(decode_push(Bytes::from_static(junk)).is_err(), "{junk:?}");
+        }
+    }
+}

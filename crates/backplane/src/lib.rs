@@ -1,0 +1,63 @@
+//! The backplane contract of `switchboard_signal::cluster` on Redis 7.
+//!
+//! Each [`Command`](switchboard_signal::cluster::Command) of a node is one
+//! `EVALSHA` of one Lua script (`store.lua`, loaded at every connect) that
+//! applies it atomically with the semantics of the in-memory reference,
+//! [`Store`](switchboard_signal::cluster::store::Store); every
+//! [`Push`](switchboard_signal::cluster::Push) for node `N`, answers included,
+//! is `PUBLISH`ed on `{prefix}:node:{N}`, which `N`'s one subscriber
+//! connection reads, so each node sees its pushes in the order the store
+//! produced them. A node's commands go in order over one multiplexed
+//! connection, pipelined (up to 512 per round trip), and need no reply.
+//! Node liveness uses Redis' clock (`TIME`), so the nodes' clocks may
+//! disagree. The keys name rooms and sessions, so this needs one Redis (or
+//! a primary with replicas), not Redis Cluster.
+//!
+//! # What each command costs in Redis
+//! One script call each (in a pipeline), plus the `PUBLISH`es below; `k` is
+//! the number of *other* live nodes with members in the room (a room's
+//! event crosses once per node, not once per recipient).
+//!
+//! | command | publishes |
+//! | --- | --- |
+//! | `Heartbeat`, `Register`, `Persist`, `Trim` | 0 |
+//! | `Join` | 1 answer + `k` (`other_joined`, when seated) |
+//! | `Leave` | `k` (`bye`) |
+//! | `Publish` | `k` (1 with `to`) + 1 answer when it has a `req` |
+//! | `Report`, `Tell`, `Adopt` | 1 |
+//! | `End` | `k` per room it was in |
+//! | `Take` | 1 answer + 1 `Taken` to the old owner |
+//! | `Ring` | 1 per node with a session of the user + 1 answer |
+//! | `Resync` | 1 answer + `k` per stale room |
+//! | any command of a node declared dead | 1 (`Dead`, once) |
+//!
+//! The client adds per node, every third of `node_timeout`: one `Heartbeat`
+//! and one sweep script call (the sweep publishes one `NodeDied` per live
+//! node per death). So a room message from node A that reaches one peer on
+//! node B, counted in an ack, costs: `Publish` (A) + `Persist` (B) +
+//! `Report` (B) = 3 script calls and 3 `PUBLISH`es (`Deliver` to B,
+//! `Published` to A, `Counted` to A), plus a `Trim` once the client confirms.
+//!
+//! # Redis memory per session
+//! A session is a hash (token, peer, user, face, owner, seq, bytes), an
+//! entry in its owner's sorted set, and, when it has a user id, an entry in
+//! that user's list: about 0.4 KiB with short ids (`MEMORY USAGE`, Redis
+//! 7.0, small encodings). Each room it sits in adds a list entry and two
+//! hash fields (about 80 bytes plus its `meta`). Its unconfirmed frames are
+//! a list of `seq:body` strings: each frame's bytes plus about 15, at most
+//! `session.replay_frames` frames and `session.replay_bytes` bytes (1024 /
+//! 1 MiB by default). A busy session whose client confirms (`ping` with
+//! `last_seq`) every few seconds holds only the frames of those seconds.
+//!
+//! # Encoding
+//! See [`codec`]: length-prefixed atoms, built in Lua by concatenation and
+//! decoded here without copying bodies; a malformed payload is logged and
+//! dropped.
+
+#![warn(missing_docs)]
+
+mod client;
+pub mod codec;
+
+pub use client::{Error, Event, RedisBackplane, Settings};
+pub use switchboard_signal::cluster::store::StoreConfig;

@@ -1,0 +1,453 @@
+-- The backplane store on Redis: one call applies one command of one node,
+-- atomically, with exactly the semantics of
+-- switchboard_signal::cluster::store::Store::handle (read it side by side).
+-- Every push is PUBLISHed on its node's channel, answers included, so that
+-- one subscriber per node sees them in the order they were produced.
+--
+-- ARGV: prefix, node, replay_frames, replay_bytes, node_timeout_ms, op,
+-- then the op's arguments (see codec.rs, `command_args`). No KEYS: the key
+-- names depend on the data (rooms, sessions), so this runs on one Redis
+-- (or a primary and its replicas), not on Redis Cluster.
+--
+-- Payloads are "atoms": `<decimal length>:<bytes>`, or `-` for None.
+-- Numbers are atoms holding decimal text; a list is its count, then items.
+-- Lua numbers are doubles: seq and counts are exact up to 2^53.
+
+local P = ARGV[1]
+local NODE = ARGV[2]
+local MAXF = tonumber(ARGV[3])
+local MAXB = tonumber(ARGV[4])
+local TIMEOUT = tonumber(ARGV[5])
+local OP = ARGV[6]
+local MEMBER = __MEMBER_ENTRY_BYTES__
+
+local K_SEEN = P .. ':seen' -- zset: live node -> last seen (ms, Redis clock)
+local K_LIVE = P .. ':live' -- zset, scores 0: live nodes in byte order
+local K_DEAD = P .. ':dead' -- hash: dead node -> '1' once told so
+local function ks(s) return P .. ':s:' .. s end -- hash: a session
+local function kf(s) return P .. ':f:' .. s end -- list: its kept frames
+local function ksr(s) return P .. ':sr:' .. s end -- list: its rooms
+local function ko(n) return P .. ':o:' .. n end -- zset 0: a node's sessions
+local function kr(r) return P .. ':r:' .. r end -- list: a room's members
+local function kri(r) return P .. ':ri:' .. r end -- hash: listed, pa, pb, p:S, m:S
+local function ku(u) return P .. ':u:' .. u end -- list: a user's native sessions
+
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- Encoding.
+local function fmt(x) return string.format('%d', x) end
+local function a(s) return #s .. ':' .. s end
+local function o(s) if s then return a(s) end return '-' end
+local function n(x) return a(fmt(x)) end
+
+-- Arguments, read in order.
+local argi = 6
+local function nx() argi = argi + 1; return ARGV[argi] end
+local function nnum() return tonumber(nx()) end
+local function nopt()
+  local v = nx()
+  if v == '-' then return nil end
+  return string.sub(v, 2)
+end
+
+local function read_record()
+  local r = { session = nx(), token = nx(), peer = nx(), user = nopt(), face = nx(), seq = nnum() }
+  local frames = {}
+  for i = 1, nnum() do frames[i] = { nnum(), nx() } end
+  r.frames = frames
+  local rooms = {}
+  for i = 1, nnum() do rooms[i] = nx() end
+  r.rooms = rooms
+  return r
+end
+
+-- Nodes.
+local function alive(node) return redis.call('ZSCORE', K_LIVE, node) ~= false end
+local function send(node, payload) redis.call('PUBLISH', P .. ':node:' .. node, payload) end
+local function push(node, payload) if alive(node) then send(node, payload) end end
+
+-- Sessions.
+local function owner(s) return redis.call('HGET', ks(s), 'owner') end
+local function owns(node, s) return owner(s) == node end
+local function set_owner(s, old, new)
+  redis.call('HSET', ks(s), 'owner', new)
+  if old then redis.call('ZREM', ko(old), s) end
+  redis.call('ZADD', ko(new), 0, s)
+end
+
+local function frame_seq(e)
+  local c = string.find(e, ':', 1, true)
+  return tonumber(string.sub(e, 1, c - 1)), c
+end
+
+local function get_seq(s) return tonumber(redis.call('HGET', ks(s), 'seq')) or 0 end
+
+-- Stored::keep.
+local function keep(s, seq, body)
+  local cur = get_seq(s)
+  if seq <= cur or MAXF == 0 then
+    if seq > cur then redis.call('HSET', ks(s), 'seq', fmt(seq)) end
+    return
+  end
+  local bytes = tonumber(redis.call('HGET', ks(s), 'bytes')) or 0
+  local len = redis.call('LLEN', kf(s))
+  while len > 0 and (len >= MAXF or bytes + #body > MAXB) do
+    local old = redis.call('LPOP', kf(s))
+    local _, c = frame_seq(old)
+    bytes = bytes - (#old - c)
+    len = len - 1
+  end
+  redis.call('RPUSH', kf(s), fmt(seq) .. ':' .. body)
+  redis.call('HSET', ks(s), 'seq', fmt(seq), 'bytes', fmt(bytes + #body))
+end
+
+-- Stored::trim.
+local function trim(s, last)
+  local bytes = tonumber(redis.call('HGET', ks(s), 'bytes')) or 0
+  local dropped = false
+  while true do
+    local e = redis.call('LINDEX', kf(s), 0)
+    if not e then break end
+    local seq, c = frame_seq(e)
+    if seq > last then break end
+    redis.call('LPOP', kf(s))
+    bytes = bytes - (#e - c)
+    dropped = true
+  end
+  if dropped then redis.call('HSET', ks(s), 'bytes', fmt(bytes)) end
+end
+
+-- Stored::covers.
+local function covers(s, last)
+  local cur = get_seq(s)
+  if last >= cur then return true end
+  local first = cur + 1
+  local e = redis.call('LINDEX', kf(s), 0)
+  if e then first = frame_seq(e) end
+  return last + 1 >= first
+end
+
+-- Stored::record, encoded.
+local function record(s, after)
+  local h = redis.call('HMGET', ks(s), 'token', 'peer', 'user', 'face', 'seq')
+  local parts = { a(s), a(h[1]), a(h[2]), o(h[3]), a(h[4]), a(h[5]) }
+  local kept = {}
+  for _, e in ipairs(redis.call('LRANGE', kf(s), 0, -1)) do
+    local seq, c = frame_seq(e)
+    if seq > after then
+      kept[#kept + 1] = n(seq) .. a(string.sub(e, c + 1))
+    end
+  end
+  parts[#parts + 1] = n(#kept)
+  parts[#parts + 1] = table.concat(kept)
+  local rooms = redis.call('LRANGE', ksr(s), 0, -1)
+  parts[#parts + 1] = n(#rooms)
+  for _, r in ipairs(rooms) do parts[#parts + 1] = a(r) end
+  return table.concat(parts)
+end
+
+local function count_owned(node, sessions)
+  local c = 0
+  for _, s in ipairs(sessions) do
+    if owns(node, s) then c = c + 1 end
+  end
+  return c
+end
+
+-- Store::route: the event to the nodes (but `from`) with members in the
+-- room (or the one whose peer is `to`); returns them.
+local function route(from, room, req, to, event)
+  local nodes = {}
+  local members = redis.call('LRANGE', kr(room), 0, -1)
+  if to == nil then
+    local seen = {}
+    for _, m in ipairs(members) do
+      local ow = owner(m)
+      if ow and ow ~= from and not seen[ow] and alive(ow) then
+        seen[ow] = true
+        nodes[#nodes + 1] = ow
+      end
+    end
+  else
+    for _, m in ipairs(members) do
+      if redis.call('HGET', kri(room), 'p:' .. m) == to then
+        local ow = owner(m)
+        if ow and ow ~= from and alive(ow) then nodes[1] = ow end
+        break
+      end
+    end
+  end
+  if #nodes > 0 then
+    local payload = a('D') .. a(from) .. o(req) .. a(room) .. o(to) .. event
+    for _, nd in ipairs(nodes) do send(nd, payload) end
+  end
+  return nodes
+end
+
+local function node_list(nodes)
+  local parts = { n(#nodes) }
+  for _, nd in ipairs(nodes) do parts[#parts + 1] = a(nd) end
+  return table.concat(parts)
+end
+
+local function listed_cost(meta)
+  if meta then return #meta + MEMBER end
+  return 2 + MEMBER
+end
+
+-- Store::unseat.
+local function unseat(from, s, room)
+  if redis.call('LREM', kr(room), 1, s) == 0 then return end
+  local h = redis.call('HMGET', kri(room), 'p:' .. s, 'm:' .. s, 'listed')
+  local listed = (tonumber(h[3]) or 0) - listed_cost(h[2])
+  if listed < 0 then listed = 0 end
+  if redis.call('LLEN', kr(room)) == 0 then
+    redis.call('DEL', kri(room))
+  else
+    redis.call('HDEL', kri(room), 'p:' .. s, 'm:' .. s)
+    redis.call('HSET', kri(room), 'listed', fmt(listed))
+    route(from, room, nil, nil, a('B') .. a(h[1] or ''))
+  end
+  redis.call('LREM', ksr(s), 0, room)
+end
+
+-- Store::end.
+local function end_session(from, s)
+  for _, room in ipairs(redis.call('LRANGE', ksr(s), 0, -1)) do
+    unseat(from, s, room)
+  end
+  local h = redis.call('HMGET', ks(s), 'owner', 'user')
+  if not h[1] then return end
+  if h[2] then redis.call('LREM', ku(h[2]), 0, s) end
+  redis.call('ZREM', ko(h[1]), s)
+  redis.call('DEL', ks(s), kf(s), ksr(s))
+end
+
+-- Store::register.
+local function register(from, r)
+  if redis.call('EXISTS', ks(r.session)) == 1 then return end
+  local s = r.session
+  if r.face == 'n' and r.user then redis.call('RPUSH', ku(r.user), s) end
+  redis.call('HSET', ks(s), 'token', r.token, 'peer', r.peer, 'face', r.face,
+    'owner', from, 'seq', '0', 'bytes', '0')
+  if r.user then redis.call('HSET', ks(s), 'user', r.user) end
+  redis.call('ZADD', ko(from), 0, s)
+  for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
+  if r.seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(r.seq)) end
+end
+
+-- Store::join; returns the encoded outcome.
+local function join(from, s, room, meta, max_peers, max_listed, private)
+  if not owns(from, s) then return a('X') end
+  local peer = redis.call('HGET', ks(s), 'peer')
+  local members = redis.call('LRANGE', kr(room), 0, -1)
+  local rp = private
+  if #members > 0 then
+    local h = redis.call('HMGET', kri(room), 'pa', 'pb')
+    if h[1] then rp = { h[1], h[2] } else rp = nil end
+  end
+  local allowed
+  if rp == nil and private == nil then
+    allowed = true
+  elseif rp ~= nil and private ~= nil then
+    allowed = rp[1] == peer or rp[2] == peer
+  else
+    allowed = false
+  end
+  if not allowed then return a('X') end
+  local listed = tonumber(redis.call('HGET', kri(room), 'listed')) or 0
+  local cost = listed_cost(meta)
+  local seated = false
+  for _, m in ipairs(members) do
+    if m == s then seated = true end
+  end
+  if not seated and ((max_peers ~= 0 and #members >= max_peers)
+      or (max_listed ~= 0 and listed + cost > max_listed)) then
+    return a('F')
+  end
+  local parts = {}
+  local count = 0
+  for _, m in ipairs(members) do
+    if m ~= s then
+      local h = redis.call('HMGET', kri(room), 'p:' .. m, 'm:' .. m)
+      parts[#parts + 1] = a(h[1] or '') .. o(h[2])
+      count = count + 1
+    end
+  end
+  if not seated then
+    redis.call('RPUSH', kr(room), s)
+    redis.call('HSET', kri(room), 'p:' .. s, peer, 'listed', fmt(listed + cost))
+    if meta then redis.call('HSET', kri(room), 'm:' .. s, meta) end
+    if #members == 0 and private then
+      redis.call('HSET', kri(room), 'pa', private[1], 'pb', private[2])
+    end
+    redis.call('RPUSH', ksr(s), room)
+    route(from, room, nil, nil, a('J') .. a(peer) .. o(meta))
+  end
+  return a('S') .. n(count) .. table.concat(parts)
+end
+
+-- Store::take; returns the encoded outcome.
+local function take(from, s, token, last)
+  local h = redis.call('HMGET', ks(s), 'face', 'token', 'owner', 'seq')
+  if not h[1] or h[1] ~= 'n' or h[2] ~= token then return a('U') end
+  local old = h[3]
+  set_owner(s, old, from)
+  local covered = covers(s, last)
+  if covered and last > tonumber(h[4]) then
+    redis.call('HSET', ks(s), 'seq', fmt(last))
+  end
+  local rec = record(s, last)
+  if old ~= from then push(old, a('T') .. a(s)) end
+  if covered then return a('T') .. rec end
+  return a('G') .. rec
+end
+
+-- Store::adopt; returns the encoded records.
+local function adopt(from, dead)
+  if alive(dead) or redis.call('HEXISTS', K_DEAD, dead) == 0 then return n(0) end
+  local ids = redis.call('ZRANGE', ko(dead), 0, -1)
+  local parts = { n(#ids) }
+  for _, s in ipairs(ids) do
+    set_owner(s, dead, from)
+    parts[#parts + 1] = record(s, 0)
+  end
+  return table.concat(parts)
+end
+
+-- Store::ring.
+local function ring(from, req, call, user, except, body)
+  local nodes, seen = {}, {}
+  for _, s in ipairs(redis.call('LRANGE', ku(user), 0, -1)) do
+    if s ~= except then
+      local ow = owner(s)
+      if ow and not seen[ow] and alive(ow) then
+        seen[ow] = true
+        nodes[#nodes + 1] = ow
+      end
+    end
+  end
+  local payload = a('R') .. a(from) .. a(req) .. a(call) .. a(user) .. a(except) .. a(body)
+  for _, nd in ipairs(nodes) do send(nd, payload) end
+  push(from, a('P') .. a(req) .. n(0) .. node_list(nodes))
+end
+
+-- Store::resync.
+local function resync(from)
+  local lost, held = {}, {}
+  for _ = 1, nnum() do
+    local r = read_record()
+    local s = r.session
+    if owns(from, s) then
+      held[s] = true
+      local want = {}
+      for _, room in ipairs(r.rooms) do want[room] = true end
+      for _, room in ipairs(redis.call('LRANGE', ksr(s), 0, -1)) do
+        if not want[room] then unseat(from, s, room) end
+      end
+      redis.call('DEL', kf(s))
+      redis.call('HSET', ks(s), 'seq', '0', 'bytes', '0')
+      for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
+      if r.seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(r.seq)) end
+    else
+      lost[#lost + 1] = s
+    end
+  end
+  -- What the store still gives this node but the node no longer has ended
+  -- while the two could not talk.
+  for _, s in ipairs(redis.call('ZRANGE', ko(from), 0, -1)) do
+    if not held[s] then end_session(from, s) end
+  end
+  local parts = { a('Y'), n(#lost) }
+  for _, s in ipairs(lost) do parts[#parts + 1] = a(s) end
+  push(from, table.concat(parts))
+end
+
+-- Store::handle_timeout.
+if OP == 'sweep' then
+  for _, nd in ipairs(redis.call('ZRANGE', K_LIVE, 0, -1)) do
+    local seen = tonumber(redis.call('ZSCORE', K_SEEN, nd)) or 0
+    if seen + TIMEOUT <= NOW then
+      redis.call('ZREM', K_LIVE, nd)
+      redis.call('ZREM', K_SEEN, nd)
+      redis.call('HSET', K_DEAD, nd, '0')
+      local payload = a('N') .. a(nd)
+      for _, other in ipairs(redis.call('ZRANGE', K_LIVE, 0, -1)) do send(other, payload) end
+    end
+  end
+  return 0
+end
+
+-- Store::handle.
+local dead = redis.call('HGET', K_DEAD, NODE)
+if dead then
+  if OP == 'resync' then
+    redis.call('HDEL', K_DEAD, NODE)
+    redis.call('ZADD', K_LIVE, 0, NODE)
+    redis.call('ZADD', K_SEEN, NOW, NODE)
+    resync(NODE)
+  elseif dead == '0' then
+    redis.call('HSET', K_DEAD, NODE, '1')
+    send(NODE, a('X'))
+  end
+  return 0
+end
+redis.call('ZADD', K_LIVE, 0, NODE)
+redis.call('ZADD', K_SEEN, NOW, NODE)
+
+if OP == 'heartbeat' then
+  return 0
+elseif OP == 'register' then
+  register(NODE, read_record())
+elseif OP == 'join' then
+  local req, s, room, meta = nx(), nx(), nx(), nopt()
+  local max_peers, max_listed = nnum(), nnum()
+  local private = nil
+  if nnum() == 2 then private = { nx(), nx() } end
+  local outcome = join(NODE, s, room, meta, max_peers, max_listed, private)
+  push(NODE, a('J') .. a(req) .. outcome)
+elseif OP == 'leave' then
+  local s, room = nx(), nx()
+  if owns(NODE, s) then unseat(NODE, s, room) end
+elseif OP == 'publish' then
+  local req, room, to, event = nopt(), nx(), nopt(), nx()
+  local loc = {}
+  for i = 1, nnum() do loc[i] = nx() end
+  local counted = count_owned(NODE, loc) + nnum()
+  local nodes = route(NODE, room, req, to, event)
+  if req then push(NODE, a('P') .. a(req) .. n(counted) .. node_list(nodes)) end
+elseif OP == 'persist' then
+  local s, seq, body = nx(), nnum(), nx()
+  if owns(NODE, s) then keep(s, seq, body) end
+elseif OP == 'trim' then
+  local s, last = nx(), nnum()
+  if owns(NODE, s) then trim(s, last) end
+elseif OP == 'report' then
+  local to, req = nx(), nx()
+  local sessions = {}
+  for i = 1, nnum() do sessions[i] = nx() end
+  local count = count_owned(NODE, sessions) + nnum()
+  push(to, a('C') .. a(req) .. a(NODE) .. n(count))
+elseif OP == 'end' then
+  local s = nx()
+  if owns(NODE, s) then end_session(NODE, s) end
+elseif OP == 'take' then
+  local req, s, token, last = nx(), nx(), nx(), nnum()
+  local outcome = take(NODE, s, token, last)
+  push(NODE, a('K') .. a(req) .. outcome)
+elseif OP == 'adopt' then
+  local req, dead_node = nx(), nx()
+  local recs = adopt(NODE, dead_node)
+  push(NODE, a('A') .. a(req) .. recs)
+elseif OP == 'ring' then
+  ring(NODE, nx(), nx(), nx(), nx(), nx())
+elseif OP == 'tell' then
+  local to, msg = nx(), nx()
+  push(to, a('M') .. a(NODE) .. msg)
+elseif OP == 'resync' then
+  resync(NODE)
+else
+  return redis.error_reply('unknown op ' .. tostring(OP))
+end
+return 0
