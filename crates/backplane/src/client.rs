@@ -53,6 +53,10 @@ pub struct Settings {
     /// Capacity of the command queue; a command that finds it full is
     /// dropped and the link goes down and up (the core resyncs).
     pub queue: usize,
+    /// For `rediss://`: the PEM of the CA that signed Redis' certificate,
+    /// trusted instead of the system's roots.
+    #[cfg(feature = "tls")]
+    pub tls_root_ca: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -68,6 +72,8 @@ impl Settings {
             response_timeout: Duration::from_secs(5),
             events: 4096,
             queue: 65536,
+            #[cfg(feature = "tls")]
+            tls_root_ca: None,
         }
     }
 }
@@ -268,6 +274,29 @@ async fn open_reader(
     Ok((sink, stream))
 }
 
+#[cfg(feature = "tls")]
+fn open_client(url: &str, settings: &Settings) -> Result<Client, Error> {
+    // rustls needs a process-wide provider when more than one is compiled
+    // in; ring is the workspace's. Already installed (by us or the shell)
+    // is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(match &settings.tls_root_ca {
+        Some(ca) => Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        )?,
+        None => Client::open(url)?,
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+fn open_client(url: &str, _settings: &Settings) -> Result<Client, Error> {
+    Ok(Client::open(url)?)
+}
+
 fn backoff(b: &mut Duration) -> Duration {
     let now = *b;
     *b = (*b * 2).min(BACKOFF_MAX);
@@ -299,7 +328,7 @@ impl RedisBackplane {
         if settings.events == 0 || settings.queue == 0 {
             return Err(Error::Settings("zero capacity"));
         }
-        let client = Client::open(url)?;
+        let client = open_client(url, &settings)?;
         let script = script_source();
         let sha = redis::Script::new(&script).get_hash().to_owned();
         let limit = settings.response_timeout;

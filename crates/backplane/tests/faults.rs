@@ -266,3 +266,119 @@ async fn heartbeats_keep_nodes_alive_and_a_silent_one_dies() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("sb-backplane-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let (redis, tls_port) = RedisServer::start_tls(&cert, &key);
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+
+    // Not signed by a system root: refused, as an error.
+    let err = RedisBackplane::connect(&url, NodeId::new("a"), quiet(StoreConfig::default()))
+        .await
+        .expect_err("an unknown CA");
+    assert!(matches!(err, Error::Redis(_)), "{err}");
+
+    let mut settings = quiet(StoreConfig::default());
+    settings.tls_root_ca = Some(ck.cert.pem().into_bytes());
+    let (bp, mut rx) = RedisBackplane::connect(&url, NodeId::new("a"), settings)
+        .await
+        .expect("connect over TLS");
+    bp.send(&Command::Register(rec("s1"))).expect("send");
+    bp.send(&join(1, "s1")).expect("send");
+    assert!(matches!(
+        next_push(&mut rx).await,
+        Push::JoinAnswer { req: 1, .. }
+    ));
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn used_memory(admin: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(admin)
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory")
+}
+
+/// The figures of the crate doc: what a session costs in Redis.
+#[tokio::test]
+async fn redis_memory_per_session() {
+    let redis = RedisServer::start();
+    let (bp, _rx) = RedisBackplane::connect(
+        &redis.url(),
+        NodeId::new("node-1"),
+        quiet(StoreConfig::default()),
+    )
+    .await
+    .expect("connect");
+    let mut admin = redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin");
+    bp.send(&Command::Heartbeat).expect("send");
+    bp.flush().await.expect("flush");
+    const N: u64 = 2000;
+    let record = |i: u64| SessionRecord {
+        session: format!("{i:016x}{i:016x}").into(),
+        token: format!("{i:032x}{i:032x}").into(),
+        peer: format!("{i:016x}").into(),
+        user: Some(format!("user-{i}").into()),
+        face: Face::Native,
+        seq: 0,
+        frames: Vec::new(),
+        rooms: Vec::new(),
+    };
+    let before = used_memory(&mut admin).await;
+    for i in 0..N {
+        bp.send(&Command::Register(record(i))).expect("send");
+    }
+    bp.flush().await.expect("flush");
+    let records = used_memory(&mut admin).await;
+    for i in 0..N {
+        let s = record(i).session;
+        bp.send(&Command::Join {
+            req: i,
+            session: s,
+            room: format!("room-{}", i / 2).into(),
+            meta: None,
+            limits: SeatLimits::default(),
+            private: None,
+        })
+        .expect("send");
+    }
+    bp.flush().await.expect("flush");
+    let seated = used_memory(&mut admin).await;
+    for i in 0..N {
+        for seq in 1..=10 {
+            bp.send(&Command::Persist {
+                session: record(i).session,
+                seq,
+                body: vec![b'x'; 300].into(),
+            })
+            .expect("send");
+        }
+    }
+    bp.flush().await.expect("flush");
+    let framed = used_memory(&mut admin).await;
+    let per = |a: i64, b: i64| (b - a) / N as i64;
+    eprintln!(
+        "per session: record {} B, a room seat {} B, 10 frames of 300 B {} B",
+        per(before, records),
+        per(records, seated),
+        per(seated, framed)
+    );
+    assert!(per(before, records) < 2048);
+    assert!(per(seated, framed) < 10 * 300 * 2);
+}

@@ -34,6 +34,34 @@ impl RedisServer {
 
     /// Starts one on `port` (a restart keeps the port the clients know).
     pub fn start_on(port: u16, password: Option<String>) -> Self {
+        Self::spawn(port, password, &[])
+    }
+
+    /// Starts one that also serves TLS on the returned port, with the PEM
+    /// files `cert` and `key` (its plain port answers the readiness PING).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> (Self, u16) {
+        let tls_port = free_port();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let server = Self::spawn(
+            free_port(),
+            None,
+            &[
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &cert,
+                "--tls-auth-clients",
+                "no",
+            ],
+        );
+        (server, tls_port)
+    }
+
+    fn spawn(port: u16, password: Option<String>, extra: &[&str]) -> Self {
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--port",
@@ -50,6 +78,7 @@ impl RedisServer {
         if let Some(p) = &password {
             cmd.args(["--requirepass", p]);
         }
+        cmd.args(extra);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
