@@ -534,6 +534,11 @@ async fn persist_trim_bounds_and_take() {
     )
     .await;
     c.cmd("b", take(11, "s3", "tok-s3", 4)).await;
+    // Exactly at the byte bound is within it.
+    c.cmd("a", Command::Register(rec("s4", "p4", None))).await;
+    c.cmd("a", persist("s4", 1, &[b'a'; 10])).await;
+    c.cmd("a", persist("s4", 2, &[b'b'; 15])).await;
+    c.cmd("b", take(12, "s4", "tok-s4", 0)).await;
     let got = c.check().await;
     let took = |n: &str| -> Vec<TakeOutcome> {
         got[&NodeId::new(n)]
@@ -552,6 +557,7 @@ async fn persist_trim_bounds_and_take() {
     assert!(matches!(&b[4], TakeOutcome::Gap(_)));
     assert!(matches!(&b[5], TakeOutcome::Taken(r) if r.frames.len() == 2 && r.seq == 12));
     assert_eq!(b[6], TakeOutcome::Unknown);
+    assert!(matches!(&b[7], TakeOutcome::Taken(r) if r.frames.len() == 2));
     let cn = took("c");
     assert!(
         matches!(&cn[0], TakeOutcome::Taken(r) if r.frames.iter().map(|f| f.0).collect::<Vec<_>>() == [5, 6, 7])
@@ -733,4 +739,175 @@ async fn ring_reaches_the_users_nodes() {
         counted: 0,
         nodes: vec![NodeId::new("a"), NodeId::new("b")],
     }));
+}
+
+/// Random commands of 3 nodes over a few sessions, rooms and users, with
+/// their odd cases (not owned, unknown, wrong token, duplicates); every
+/// push must match the reference's.
+#[tokio::test]
+async fn random_interleavings_match_the_reference() {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    let cfg = StoreConfig {
+        replay_frames: 4,
+        replay_bytes: 64,
+        ..StoreConfig::default()
+    };
+    for seed in 0..4u64 {
+        let mut c = Cluster::new(cfg, &["a", "b", "c"]).await;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes = ["a", "b", "c"];
+        let pick = |rng: &mut ChaCha8Rng, n: usize| rng.random_range(0..n);
+        // Where each session most likely lives, so that most commands come
+        // from its owner (a take moves it).
+        let mut home: Vec<usize> = (0..8).map(|i| i % 3).collect();
+        for step in 0..600u64 {
+            let i = pick(&mut rng, 8);
+            let node = if pick(&mut rng, 5) == 0 {
+                nodes[pick(&mut rng, 3)]
+            } else {
+                nodes[home[i]]
+            };
+            let s = format!("s{i}");
+            let room = format!("r{}", pick(&mut rng, 3));
+            let peer = |i: usize| format!("p{i}");
+            let cmd = match pick(&mut rng, 20) {
+                0..=2 => {
+                    let mut r = rec(&format!("s{i}"), &peer(i), Some(["u", "v"][i % 2]));
+                    if i == 7 {
+                        r.face = Face::Classic;
+                    }
+                    r.seq = rng.random_range(0..4);
+                    r.frames = (1..=r.seq)
+                        .map(|q| (q, Bytes::from(vec![b'f'; 20])))
+                        .collect();
+                    Command::Register(r)
+                }
+                3..=7 => {
+                    let private = (pick(&mut rng, 4) == 0).then(|| {
+                        [
+                            peer(pick(&mut rng, 8)).into(),
+                            peer(pick(&mut rng, 8)).into(),
+                        ]
+                    });
+                    Command::Join {
+                        req: step,
+                        session: s.into(),
+                        room: room.into(),
+                        meta: (pick(&mut rng, 2) == 0).then(|| "{\"m\":1}".into()),
+                        limits: cap(pick(&mut rng, 4), [0, 80, 120][pick(&mut rng, 3)]),
+                        private,
+                    }
+                }
+                8 => Command::Leave {
+                    session: s.into(),
+                    room: room.into(),
+                },
+                9..=11 => Command::Publish {
+                    req: (pick(&mut rng, 3) != 0).then_some(step),
+                    room: room.into(),
+                    to: (pick(&mut rng, 3) == 0).then(|| peer(pick(&mut rng, 8)).into()),
+                    event: msg("px", "\"d\""),
+                    local: (0..pick(&mut rng, 3))
+                        .map(|_| format!("s{}", pick(&mut rng, 8)).into())
+                        .collect(),
+                    classic: rng.random_range(0..3),
+                },
+                12 | 13 => Command::Persist {
+                    session: s.into(),
+                    seq: rng.random_range(0..12),
+                    body: Bytes::from(vec![b'b'; pick(&mut rng, 40)]),
+                },
+                14 => Command::Trim {
+                    session: s.into(),
+                    last_seq: rng.random_range(0..12),
+                },
+                15 => Command::Report {
+                    to: NodeId::new(nodes[pick(&mut rng, 3)]),
+                    req: step,
+                    sessions: vec![s.into()],
+                    classic: 1,
+                },
+                16 => Command::End { session: s.into() },
+                17 => Command::Take {
+                    req: step,
+                    token: if pick(&mut rng, 5) == 0 {
+                        "bad".into()
+                    } else {
+                        if let Some(n) = nodes.iter().position(|n| *n == node) {
+                            home[i] = n;
+                        }
+                        format!("tok-{s}").into()
+                    },
+                    session: s.into(),
+                    last_seq: rng.random_range(0..12),
+                },
+                18 => Command::Ring {
+                    req: step,
+                    call: format!("k{step}").into(),
+                    user: ["u", "v", "w"][pick(&mut rng, 3)].into(),
+                    except: s.into(),
+                    body: Bytes::from_static(b"{}"),
+                },
+                _ if pick(&mut rng, 4) != 0 => Command::Heartbeat,
+                _ => {
+                    let mut mine = Vec::new();
+                    for i in 0..8 {
+                        if pick(&mut rng, 3) != 0 {
+                            continue;
+                        }
+                        let mut r = rec(&format!("s{i}"), &peer(i), None);
+                        r.rooms = vec![format!("r{}", pick(&mut rng, 3)).into()];
+                        r.seq = 3;
+                        r.frames = vec![(3, Bytes::from_static(b"x"))];
+                        mine.push(r);
+                    }
+                    Command::Resync { sessions: mine }
+                }
+            };
+            c.cmd(node, cmd).await;
+        }
+        let got = c.check().await;
+        // The walk must reach the interesting cases, not only refusals.
+        let mut kinds = std::collections::BTreeMap::new();
+        for p in got.values().flatten() {
+            let kind = match p {
+                Push::JoinAnswer { outcome, .. } => match outcome {
+                    SeatOutcome::Seated { .. } => "seated",
+                    SeatOutcome::Full => "full",
+                    SeatOutcome::Forbidden => "forbidden",
+                },
+                Push::Took { outcome, .. } => match outcome {
+                    TakeOutcome::Taken(_) => "taken",
+                    TakeOutcome::Gap(_) => "gap",
+                    TakeOutcome::Unknown => "unknown",
+                },
+                Push::Deliver { .. } => "deliver",
+                Push::Taken { .. } => "taken-away",
+                Push::Ring { .. } => "ring",
+                Push::Counted { .. } => "counted",
+                Push::Resynced { .. } => "resynced",
+                Push::Published { .. } => "published",
+                _ => "other",
+            };
+            *kinds.entry(kind).or_insert(0) += 1;
+        }
+        eprintln!("seed {seed}: {kinds:?}");
+        for k in [
+            "seated",
+            "full",
+            "forbidden",
+            "taken",
+            "gap",
+            "unknown",
+            "deliver",
+            "ring",
+        ] {
+            assert!(
+                kinds.contains_key(k),
+                "seed {seed} never got {k}: {kinds:?}"
+            );
+        }
+    }
 }
