@@ -453,7 +453,8 @@ impl RedisBackplane {
         self.enqueue(Op::Cmd(self.sweep_call()))
     }
 
-    /// Waits until every command sent before has been applied by Redis.
+    /// Waits until every command sent before has been applied by Redis
+    /// (while Redis is unreachable, until the client has reconnected).
     ///
     /// # Errors
     /// [`Error::Down`] when some were dropped because the link was down;

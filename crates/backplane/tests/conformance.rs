@@ -569,7 +569,8 @@ async fn persist_trim_bounds_and_take() {
 #[tokio::test]
 async fn node_death_adoption_dead_and_resync() {
     let cfg = StoreConfig {
-        node_timeout: Duration::from_millis(800),
+        // Long enough that a loaded machine never lets b or c look silent.
+        node_timeout: Duration::from_millis(1500),
         ..StoreConfig::default()
     };
     let mut c = Cluster::new(cfg, &["a", "b", "c"]).await;
