@@ -1,9 +1,21 @@
 //! The async client: a writer connection that runs the node's commands in
 //! order, a subscriber connection on the node's channel, and a ticker for
 //! heartbeats and sweeps.
+//!
+//! # Why commands carry the link events their sender had seen
+//! The node counts the answers to its `Persist`s and `Resumed`s to match
+//! them with the commands, and starts counting afresh at every
+//! `backplane_up`. An answer from before a down/up must never be taken for
+//! one after it, so every command is tagged with how many link events
+//! ([`Event::Up`], [`Event::Down`]) the caller had read through [`Events`]
+//! when it sent it, and runs only if that is every link event the client
+//! has sent and the last was `Up`. The answers go out under the lock that
+//! orders the link events, and only if no link event came in between: so
+//! the caller reads an [`Event::Applied`] in the same up period as it sent
+//! its command.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +24,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Cmd};
 use switchboard_signal::cluster::store::StoreConfig;
 use switchboard_signal::cluster::{Command, NodeId, Push};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::codec::{self, Args as _};
@@ -112,23 +124,81 @@ pub enum Error {
     /// Bad settings.
     #[error("invalid settings: {0}")]
     Settings(&'static str),
+    /// Redis answered a pipeline with something the scripts never return.
+    #[error("unexpected reply from Redis")]
+    BadReply,
 }
 
-/// What the client hands the caller, in order.
+/// What the client hands the caller, through [`Events`].
+///
+/// The first event is always [`Event::Up`]; then `Down` and `Up` alternate.
+/// Pushes come in the order the store produced them, and `Applied`
+/// answers in the order their commands were sent; the two streams are
+/// read off two connections, so a push and an answer may come in either
+/// order.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event {
-    /// A push from the store for this node.
+    /// A push from the store for this node (call `handle_push`).
     Push(Push),
-    /// The link to Redis failed: commands are dropped and pushes may be
-    /// lost until [`Event::Up`] (call `backplane_down` on the core).
+    /// Whether the store applied the oldest unanswered
+    /// [`Command::Persist`] or [`Command::Resumed`] sent since the last
+    /// [`Event::Up`] (call `persisted`). Every one that is not dropped by
+    /// a [`Event::Down`] gets exactly one, in order.
+    Applied(bool),
+    /// The link to Redis failed: commands are dropped, pushes may be lost
+    /// and unanswered commands get no answer until [`Event::Up`] (call
+    /// `backplane_down` on the core).
     Down(Error),
-    /// The link is back (call `backplane_up`: the core resyncs).
+    /// The link is up, at connect and after a [`Event::Down`] (call
+    /// `backplane_up`: the core resyncs). Commands sent before the caller
+    /// read it are dropped.
     Up,
 }
 
+/// The client's events, in order. Read them here (not through another
+/// channel): the client learns from it which link events the caller has
+/// seen (see [`RedisBackplane::send`]). Both methods are cancel-safe.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+    seen: Arc<AtomicU64>,
+}
+
+impl Events {
+    /// The next event; `None` once the client is dropped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        let ev = self.rx.recv().await;
+        self.note(ev.as_ref());
+        ev
+    }
+
+    /// The next event if one is ready.
+    ///
+    /// # Errors
+    /// Empty, or disconnected once the client is dropped.
+    pub fn try_recv(&mut self) -> Result<Event, mpsc::error::TryRecvError> {
+        let ev = self.rx.try_recv();
+        self.note(ev.as_ref().ok());
+        ev
+    }
+
+    fn note(&self, ev: Option<&Event>) {
+        if matches!(ev, Some(Event::Up | Event::Down(_))) {
+            self.seen.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 enum Op {
-    Cmd(Cmd),
+    Cmd {
+        call: Cmd,
+        /// The link events the caller had read when it sent it; `None` for
+        /// the ticker's, which run whenever the link is up.
+        tag: Option<u64>,
+        /// Whether the caller waits for [`Event::Applied`].
+        answered: bool,
+    },
     Flush(oneshot::Sender<Result<(), Error>>),
 }
 
@@ -147,29 +217,37 @@ struct LinkState {
 
 /// Whether both connections are up, and what the caller was last told.
 struct Link {
+    /// Held while a link event or an answer goes into the channel, so that
+    /// the check of `emitted` and the send are one step.
     state: Mutex<LinkState>,
-    up: AtomicBool,
+    /// Link events sent so far: odd while the caller was last told `Up`.
+    emitted: AtomicU64,
     overflow: AtomicBool,
     events: mpsc::Sender<Event>,
+    /// Wakes a side whose connection must prove itself (see `down`).
+    recheck_reader: Notify,
+    recheck_writer: Notify,
 }
 
 impl Link {
-    /// Only the side whose flag went false can send `Down`, and only it can
-    /// set it true again, after its send: `Down` and `Up` never overtake
-    /// each other in the channel.
     async fn down(&self, side: Side, err: Error) {
-        let tell = {
-            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match side {
-                Side::Reader => s.reader = false,
-                Side::Writer => s.writer = false,
-            }
-            let tell = s.reported;
+        let mut s = self.state.lock().await;
+        match side {
+            Side::Reader => s.reader = false,
+            Side::Writer => s.writer = false,
+        }
+        if s.reported {
             s.reported = false;
-            self.up.store(false, Ordering::SeqCst);
-            tell
-        };
-        if tell {
+            // Whatever cut one connection (Redis killed and restarted) may
+            // have cut the other without its noticing yet: it answers a
+            // PING before the next `Up`, not after.
+            s.reader = false;
+            s.writer = false;
+            match side {
+                Side::Reader => self.recheck_writer.notify_one(),
+                Side::Writer => self.recheck_reader.notify_one(),
+            }
+            self.emitted.fetch_add(1, Ordering::SeqCst);
             tracing::warn!(error = %err, "backplane down");
             let _ = self.events.send(Event::Down(err)).await;
         } else {
@@ -177,23 +255,42 @@ impl Link {
         }
     }
 
+    async fn is_confirmed(&self, side: Side) -> bool {
+        let s = self.state.lock().await;
+        match side {
+            Side::Reader => s.reader,
+            Side::Writer => s.writer,
+        }
+    }
+
     async fn up(&self, side: Side) {
-        let tell = {
-            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match side {
-                Side::Reader => s.reader = true,
-                Side::Writer => s.writer = true,
-            }
-            let tell = s.reader && s.writer && !s.reported;
-            if tell {
-                s.reported = true;
-                self.up.store(true, Ordering::SeqCst);
-            }
-            tell
-        };
-        if tell {
+        let mut s = self.state.lock().await;
+        match side {
+            Side::Reader => s.reader = true,
+            Side::Writer => s.writer = true,
+        }
+        if s.reader && s.writer && !s.reported {
+            s.reported = true;
+            self.emitted.fetch_add(1, Ordering::SeqCst);
             tracing::info!("backplane up");
             let _ = self.events.send(Event::Up).await;
+        }
+    }
+
+    /// Hands the caller the answers of commands that ran while `emitted`
+    /// was `at`; none if a link event came since (the caller dropped its
+    /// count of unanswered commands then).
+    async fn answers(&self, at: u64, answers: Vec<bool>) {
+        if answers.is_empty() {
+            return;
+        }
+        let _s = self.state.lock().await;
+        if self.emitted.load(Ordering::SeqCst) != at {
+            tracing::debug!(n = answers.len(), "answers from before a down dropped");
+            return;
+        }
+        for ok in answers {
+            let _ = self.events.send(Event::Applied(ok)).await;
         }
     }
 }
@@ -207,6 +304,8 @@ pub struct RedisBackplane {
     sha: String,
     ops: mpsc::Sender<Op>,
     link: Arc<Link>,
+    /// Link events the caller has read ([`Events`]).
+    seen: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -306,8 +405,8 @@ fn backoff(b: &mut Duration) -> Duration {
 impl RedisBackplane {
     /// Connects node `node` to the Redis at `url` (`redis://[:password@]host[:port][/db]`,
     /// or `rediss://` with the `tls` feature). Returns once both connections
-    /// are up; from then on failures are [`Event::Down`]s, and the client
-    /// reconnects by itself.
+    /// are up, with [`Event::Up`] waiting in [`Events`]; from then on
+    /// failures are [`Event::Down`]s, and the client reconnects by itself.
     ///
     /// # Errors
     /// A bad URL or settings, or Redis unreachable at start.
@@ -315,7 +414,7 @@ impl RedisBackplane {
         url: &str,
         node: NodeId,
         settings: Settings,
-    ) -> Result<(RedisBackplane, mpsc::Receiver<Event>), Error> {
+    ) -> Result<(RedisBackplane, Events), Error> {
         if settings.prefix.is_empty() {
             return Err(Error::Settings("empty prefix"));
         }
@@ -338,16 +437,21 @@ impl RedisBackplane {
 
         let (events, events_rx) = mpsc::channel(settings.events);
         let (ops, ops_rx) = mpsc::channel(settings.queue);
+        // The first link event; the channel is new, so there is room.
+        events.try_send(Event::Up).map_err(|_| Error::Closed)?;
         let link = Arc::new(Link {
             state: Mutex::new(LinkState {
                 reader: true,
                 writer: true,
                 reported: true,
             }),
-            up: AtomicBool::new(true),
+            emitted: AtomicU64::new(1),
             overflow: AtomicBool::new(false),
             events: events.clone(),
+            recheck_reader: Notify::new(),
+            recheck_writer: Notify::new(),
         });
+        let seen = Arc::new(AtomicU64::new(0));
         let store = settings.store;
         let fixed = [
             store.replay_frames.to_string(),
@@ -361,6 +465,7 @@ impl RedisBackplane {
             sha,
             ops,
             link: link.clone(),
+            seen: seen.clone(),
             tasks: Vec::new(),
         };
         let every = store.node_timeout / 3;
@@ -388,7 +493,13 @@ impl RedisBackplane {
                 sweep,
             )));
         }
-        Ok((bp, events_rx))
+        Ok((
+            bp,
+            Events {
+                rx: events_rx,
+                seen,
+            },
+        ))
     }
 
     /// This node's id.
@@ -431,15 +542,32 @@ impl RedisBackplane {
         }
     }
 
-    /// Queues `cmd`; commands run in the order they were sent, and their
-    /// answers come back as [`Event::Push`]es. While the link is down they
-    /// are dropped (the core resyncs after [`Event::Up`]).
+    /// Queues `cmd`; commands run in the order they were sent. Their
+    /// answers come back as [`Event::Push`]es, and for a
+    /// [`Command::Persist`] or [`Command::Resumed`] also as one
+    /// [`Event::Applied`].
+    ///
+    /// A command runs only if, when it was sent, the caller had read every
+    /// link event the client had sent and the last was [`Event::Up`]: one
+    /// sent while the link is down, or before the caller read of it, is
+    /// dropped (the core resyncs after `Up`), and gets no `Applied`.
     ///
     /// # Errors
-    /// [`Error::QueueFull`], [`Error::Closed`], or [`Error::Unsupported`].
+    /// [`Error::Down`] when the last link event the caller read was
+    /// [`Event::Down`] (or it has not read the first `Up`): nothing is
+    /// queued. [`Error::QueueFull`], [`Error::Closed`], or
+    /// [`Error::Unsupported`].
     pub fn send(&self, cmd: &Command) -> Result<(), Error> {
+        let seen = self.seen.load(Ordering::SeqCst);
+        if seen.is_multiple_of(2) {
+            return Err(Error::Down);
+        }
         let call = self.script_call(cmd)?;
-        self.enqueue(Op::Cmd(call))
+        self.enqueue(Op::Cmd {
+            call,
+            tag: Some(seen),
+            answered: codec::answered(cmd),
+        })
     }
 
     /// Queues a sweep: every node silent for `node_timeout` (by Redis' clock)
@@ -450,14 +578,21 @@ impl RedisBackplane {
     /// # Errors
     /// [`Error::QueueFull`] or [`Error::Closed`].
     pub fn sweep(&self) -> Result<(), Error> {
-        self.enqueue(Op::Cmd(self.sweep_call()))
+        self.enqueue(Op::Cmd {
+            call: self.sweep_call(),
+            tag: None,
+            answered: false,
+        })
     }
 
     /// Waits until every command sent before has been applied by Redis
-    /// (while Redis is unreachable, until the client has reconnected).
+    /// and its [`Event::Applied`], if any, is in [`Events`] (so keep
+    /// reading events meanwhile if thousands may be waiting). While Redis
+    /// is unreachable, waits until the client has reconnected.
     ///
     /// # Errors
-    /// [`Error::Down`] when some were dropped because the link was down;
+    /// [`Error::Down`] when some sent since the last flush were dropped
+    /// (the link was down, or went down and up since they were sent);
     /// [`Error::Closed`].
     pub async fn flush(&self) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
@@ -469,28 +604,44 @@ impl RedisBackplane {
     }
 }
 
-/// Fails the flushes and drops the commands of `batch`.
-fn drop_batch(batch: Vec<Op>) {
-    let mut dropped = 0usize;
+/// Fails the flushes and drops the commands of `batch`; returns whether
+/// it ended with the caller's commands dropped after its last flush (the
+/// ticker's do not count: nobody flushes for them).
+fn drop_batch(batch: Vec<Op>, mut dropped: bool) -> bool {
+    let mut n = 0usize;
     for op in batch {
         match op {
-            Op::Cmd(_) => dropped += 1,
+            Op::Cmd { tag, .. } => {
+                n += 1;
+                dropped |= tag.is_some();
+            }
             Op::Flush(tx) => {
                 let _ = tx.send(Err(Error::Down));
+                dropped = false;
             }
         }
     }
-    if dropped > 0 {
-        tracing::debug!(dropped, "backplane commands dropped while down");
+    if n > 0 {
+        tracing::debug!(dropped = n, "backplane commands dropped while down");
     }
+    dropped
 }
 
-fn drain(rx: &mut mpsc::Receiver<Op>) {
+fn drain(rx: &mut mpsc::Receiver<Op>, dropped: bool) -> bool {
     let mut batch = Vec::new();
     while let Ok(op) = rx.try_recv() {
         batch.push(op);
     }
-    drop_batch(batch);
+    drop_batch(batch, dropped)
+}
+
+/// What the scripts answer: 1 applied, 0 refused.
+fn applied(v: &redis::Value) -> Result<bool, Error> {
+    match v {
+        redis::Value::Int(1) => Ok(true),
+        redis::Value::Int(0) => Ok(false),
+        _ => Err(Error::BadReply),
+    }
 }
 
 async fn writer(
@@ -503,6 +654,8 @@ async fn writer(
 ) {
     let mut conn = Some(conn);
     let mut wait = BACKOFF_MIN;
+    // Commands dropped since the last flush was answered.
+    let mut dropped = false;
     loop {
         let mut c = match conn.take() {
             Some(c) => c,
@@ -510,7 +663,7 @@ async fn writer(
                 Ok(c) => {
                     // What was queued while down belongs to before the
                     // resync that follows `Up`.
-                    drain(&mut rx);
+                    dropped = drain(&mut rx, dropped);
                     wait = BACKOFF_MIN;
                     link.up(Side::Writer).await;
                     c
@@ -523,8 +676,24 @@ async fn writer(
             },
         };
         loop {
-            let Some(first) = rx.recv().await else {
-                return;
+            let first = tokio::select! {
+                op = rx.recv() => match op {
+                    Some(op) => Some(op),
+                    None => return,
+                },
+                () = link.recheck_writer.notified() => None,
+            };
+            if !link.is_confirmed(Side::Writer).await {
+                if let Err(e) =
+                    with_timeout(limit, redis::cmd("PING").query_async::<()>(&mut c)).await
+                {
+                    link.down(Side::Writer, e).await;
+                    break;
+                }
+                link.up(Side::Writer).await;
+            }
+            let Some(first) = first else {
+                continue;
             };
             let mut batch = vec![first];
             while batch.len() < BATCH {
@@ -534,44 +703,83 @@ async fn writer(
                 }
             }
             if link.overflow.swap(false, Ordering::SeqCst) {
-                drop_batch(batch);
-                drain(&mut rx);
+                dropped = drop_batch(batch, dropped);
+                dropped = drain(&mut rx, dropped);
                 link.down(Side::Writer, Error::QueueFull).await;
                 link.up(Side::Writer).await;
                 continue;
             }
-            if !link.up.load(Ordering::SeqCst) {
+            let at = link.emitted.load(Ordering::SeqCst);
+            if at.is_multiple_of(2) {
                 // The subscriber is down: nothing may be applied whose
                 // answers would be lost; check our own connection meanwhile.
-                drop_batch(batch);
+                dropped = drop_batch(batch, dropped);
                 if let Err(e) =
                     with_timeout(limit, redis::cmd("PING").query_async::<()>(&mut c)).await
                 {
                     link.down(Side::Writer, e).await;
                     break;
                 }
+                link.up(Side::Writer).await;
                 continue;
             }
             let mut pipe = redis::pipe();
+            let mut calls = 0usize;
+            let mut callers = false;
+            let mut waiting = 0usize;
+            // Each flush with whether a command before it was dropped.
             let mut flushes = Vec::new();
             for op in batch {
                 match op {
-                    Op::Cmd(cmd) => {
-                        pipe.add_command(cmd).ignore();
+                    // Sent before the caller knew of the last link event:
+                    // it belongs to before the resync that follows it.
+                    Op::Cmd { tag: Some(t), .. } if t != at => dropped = true,
+                    Op::Cmd {
+                        call,
+                        answered,
+                        tag,
+                        ..
+                    } => {
+                        callers |= tag.is_some();
+                        pipe.add_command(call);
+                        if answered {
+                            waiting += 1;
+                        } else {
+                            pipe.ignore();
+                        }
+                        calls += 1;
                     }
-                    Op::Flush(tx) => flushes.push(tx),
+                    Op::Flush(tx) => {
+                        flushes.push((tx, std::mem::take(&mut dropped)));
+                    }
                 }
             }
-            match with_timeout(limit, pipe.query_async::<()>(&mut c)).await {
-                Ok(()) => {
-                    for tx in flushes {
-                        let _ = tx.send(Ok(()));
+            let result = if calls == 0 {
+                Ok(Vec::new())
+            } else {
+                with_timeout(limit, pipe.query_async::<Vec<redis::Value>>(&mut c))
+                    .await
+                    .and_then(|replies| {
+                        if replies.len() != waiting {
+                            return Err(Error::BadReply);
+                        }
+                        replies.iter().map(applied).collect()
+                    })
+            };
+            match result {
+                Ok(answers) => {
+                    link.answers(at, answers).await;
+                    for (tx, lost) in flushes {
+                        let _ = tx.send(if lost { Err(Error::Down) } else { Ok(()) });
                     }
                 }
                 Err(e) => {
-                    for tx in flushes {
+                    for (tx, _) in flushes {
                         let _ = tx.send(Err(Error::Down));
                     }
+                    // Whether the last commands ran is unknown: the resync
+                    // after `Up` settles it.
+                    dropped |= callers;
                     link.down(Side::Writer, e).await;
                     break;
                 }
@@ -637,6 +845,14 @@ async fn reader(
                         link.down(Side::Reader, e).await;
                         break;
                     }
+                    link.up(Side::Reader).await;
+                }
+                () = link.recheck_reader.notified() => {
+                    if let Err(e) = with_timeout(limit, sink.ping::<redis::Value>()).await {
+                        link.down(Side::Reader, e).await;
+                        break;
+                    }
+                    link.up(Side::Reader).await;
                 }
             }
         }
@@ -654,11 +870,12 @@ async fn ticker(
     loop {
         tick.tick().await;
         // Skipped when the queue is full: that already means down.
-        if let Some(h) = &heartbeat {
-            let _ = ops.try_send(Op::Cmd(h.clone()));
-        }
-        if let Some(s) = &sweep {
-            let _ = ops.try_send(Op::Cmd(s.clone()));
+        for call in heartbeat.iter().chain(&sweep) {
+            let _ = ops.try_send(Op::Cmd {
+                call: call.clone(),
+                tag: None,
+                answered: false,
+            });
         }
     }
 }

@@ -14,7 +14,10 @@
 //! Command arguments are one script argument per field (binary-safe, so no
 //! framing): options as `-` or `+value`, lists as a count then the items,
 //! a [`RoomEvent`] or [`NodeMsg`] as one argument holding its atoms, which
-//! the script copies into the push unread.
+//! the script copies into the push unread (a publish names the event's
+//! subject peer apart, for routing). A [`Copy`](tyalias@Copy) is its session then its
+//! epoch. The script's reply is 1 (applied) or 0 (refused), which the client
+//! reads for the commands that are [`answered`].
 
 use std::fmt::Write as _;
 
@@ -22,7 +25,7 @@ use bytes::Bytes;
 use switchboard_signal::CallEndReason;
 use switchboard_signal::Face;
 use switchboard_signal::cluster::{
-    Command, NodeId, NodeMsg, Push, RoomEvent, SeatOutcome, SessionRecord, TakeOutcome, Text,
+    Command, Copy, NodeId, NodeMsg, Push, RoomEvent, SeatOutcome, SessionRecord, TakeOutcome, Text,
 };
 
 /// Why a payload from Redis was refused.
@@ -71,6 +74,15 @@ impl Writer {
     }
     fn num(&mut self, n: u64) {
         self.text(&n.to_string());
+    }
+    fn opt_num(&mut self, n: Option<u64>) {
+        self.opt(n.map(|n| n.to_string()).as_deref());
+    }
+    fn texts(&mut self, items: &[Text]) {
+        self.num(items.len() as u64);
+        for i in items {
+            self.text(i);
+        }
     }
 }
 
@@ -126,6 +138,20 @@ impl Reader {
     }
     fn num(&mut self) -> Result<u64, DecodeError> {
         parse_u64(&self.bytes()?)
+    }
+    fn opt_num(&mut self) -> Result<Option<u64>, DecodeError> {
+        self.opt_bytes()?.map(|b| parse_u64(&b)).transpose()
+    }
+    fn epoch(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.num()?).map_err(|_| DecodeError::BadNumber)
+    }
+    fn texts(&mut self) -> Result<Vec<Text>, DecodeError> {
+        let n = self.count()?;
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(self.text()?);
+        }
+        Ok(v)
     }
     /// A list's length, bounded by what is left (every item takes at least
     /// one byte), so that a forged count cannot make us allocate.
@@ -317,10 +343,9 @@ fn write_record(w: &mut Writer, rec: &SessionRecord) {
         w.num(*seq);
         w.atom(body);
     }
-    w.num(rec.rooms.len() as u64);
-    for room in &rec.rooms {
-        w.text(room);
-    }
+    w.texts(&rec.rooms);
+    w.num(u64::from(rec.epoch));
+    w.opt_num(rec.base);
 }
 
 fn read_record(r: &mut Reader) -> Result<SessionRecord, DecodeError> {
@@ -339,11 +364,9 @@ fn read_record(r: &mut Reader) -> Result<SessionRecord, DecodeError> {
     for _ in 0..n {
         frames.push((r.num()?, r.bytes()?));
     }
-    let n = r.count()?;
-    let mut rooms = Vec::with_capacity(n);
-    for _ in 0..n {
-        rooms.push(r.text()?);
-    }
+    let rooms = r.texts()?;
+    let epoch = r.epoch()?;
+    let base = r.opt_num()?;
     Ok(SessionRecord {
         session,
         token,
@@ -353,6 +376,8 @@ fn read_record(r: &mut Reader) -> Result<SessionRecord, DecodeError> {
         seq,
         frames,
         rooms,
+        epoch,
+        base,
     })
 }
 
@@ -396,15 +421,15 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
             from,
             req,
             room,
-            to,
             event,
+            sessions,
         } => {
             w.text("D");
             w.text(&from.0);
-            w.opt(req.map(|r| r.to_string()).as_deref());
+            w.opt_num(*req);
             w.text(room);
-            w.opt(to.as_deref());
             write_event(&mut w, event);
+            w.texts(sessions);
         }
         Push::Counted { req, from, count } => {
             w.text("C");
@@ -464,12 +489,10 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
             w.text(&from.0);
             write_msg(&mut w, msg)?;
         }
-        Push::Resynced { lost } => {
+        Push::Resynced { lost, generation } => {
             w.text("Y");
-            w.num(lost.len() as u64);
-            for s in lost {
-                w.text(s);
-            }
+            w.texts(lost);
+            w.num(*generation);
         }
         Push::Dead => w.text("X"),
         _ => return None,
@@ -519,17 +542,13 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
                 nodes,
             }
         }
-        b'D' => {
-            let from = r.node()?;
-            let req = r.opt_bytes()?.map(|b| parse_u64(&b)).transpose()?;
-            Push::Deliver {
-                from,
-                req,
-                room: r.text()?,
-                to: r.opt_text()?,
-                event: read_event(&mut r)?,
-            }
-        }
+        b'D' => Push::Deliver {
+            from: r.node()?,
+            req: r.opt_num()?,
+            room: r.text()?,
+            event: read_event(&mut r)?,
+            sessions: r.texts()?,
+        },
         b'C' => Push::Counted {
             req: r.num()?,
             from: r.node()?,
@@ -568,14 +587,10 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
             from: r.node()?,
             msg: read_msg(&mut r)?,
         },
-        b'Y' => {
-            let n = r.count()?;
-            let mut lost = Vec::with_capacity(n);
-            for _ in 0..n {
-                lost.push(r.text()?);
-            }
-            Push::Resynced { lost }
-        }
+        b'Y' => Push::Resynced {
+            lost: r.texts()?,
+            generation: r.num()?,
+        },
         b'X' => Push::Dead,
         t => return Err(unknown(t)),
     };
@@ -605,10 +620,20 @@ pub(crate) trait Args {
             None => self.arg(b"-"),
         }
     }
+    fn opt_num(&mut self, n: Option<u64>) {
+        self.opt(n.map(|n| n.to_string()).as_deref());
+    }
     fn list(&mut self, items: &[Text]) {
         self.num(items.len() as u64);
         for i in items {
             self.text(i);
+        }
+    }
+    fn copies(&mut self, items: &[Copy]) {
+        self.num(items.len() as u64);
+        for (session, epoch) in items {
+            self.text(session);
+            self.num(u64::from(*epoch));
         }
     }
     fn record(&mut self, rec: &SessionRecord) {
@@ -624,6 +649,8 @@ pub(crate) trait Args {
             self.arg(body);
         }
         self.list(&rec.rooms);
+        self.num(u64::from(rec.epoch));
+        self.opt_num(rec.base);
     }
 }
 
@@ -637,6 +664,33 @@ impl Args for Vec<Vec<u8>> {
     fn arg(&mut self, a: &[u8]) {
         self.push(a.to_vec());
     }
+}
+
+/// The peer a room event is about: the store never sends it its own.
+fn subject(e: &RoomEvent) -> &str {
+    match e {
+        RoomEvent::OtherJoined { peer, .. } | RoomEvent::Bye { peer } => peer,
+        RoomEvent::Message { from, .. } => from,
+    }
+}
+
+/// A random `u64` from the standard library's per-process random keys
+/// (seeded by the OS) and the clock: no dependency for one number.
+fn new_generation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.finish()
+}
+
+/// Whether the store answers `cmd` with whether it applied it, and the
+/// node needs that answer ([`Command::Persist`], [`Command::Resumed`]).
+#[must_use]
+pub fn answered(cmd: &Command) -> bool {
+    matches!(cmd, Command::Persist { .. } | Command::Resumed { .. })
 }
 
 /// Writes the op name and arguments of `cmd` (after the fixed ones).
@@ -685,20 +739,31 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             classic,
         } => {
             out.text("publish");
-            out.opt(req.map(|r| r.to_string()).as_deref());
+            out.opt_num(*req);
             out.text(room);
             out.opt(to.as_deref());
+            // The store routes around the event's subject: named apart so
+            // that the script need not parse the event it copies.
+            out.text(subject(event));
             let mut w = Writer::default();
             write_event(&mut w, event);
             out.arg(&w.0);
-            out.list(local);
+            out.copies(local);
             out.num(*classic);
         }
-        Command::Persist { session, seq, body } => {
+        Command::Persist {
+            session,
+            epoch,
+            seq,
+            body,
+            sent,
+        } => {
             out.text("persist");
             out.text(session);
+            out.num(u64::from(*epoch));
             out.num(*seq);
             out.arg(body);
+            out.text(if *sent { "1" } else { "0" });
         }
         Command::Trim { session, last_seq } => {
             out.text("trim");
@@ -714,7 +779,7 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             out.text("report");
             out.text(&to.0);
             out.num(*req);
-            out.list(sessions);
+            out.copies(sessions);
             out.num(*classic);
         }
         Command::End { session } => {
@@ -732,6 +797,18 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             out.text(session);
             out.text(token);
             out.num(*last_seq);
+        }
+        Command::Resumed {
+            session,
+            epoch,
+            last_seq,
+            seq,
+        } => {
+            out.text("resumed");
+            out.text(session);
+            out.num(u64::from(*epoch));
+            out.num(*last_seq);
+            out.num(*seq);
         }
         Command::Adopt { req, dead } => {
             out.text("adopt");
@@ -759,8 +836,16 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             out.text(&to.0);
             out.arg(&w.0);
         }
-        Command::Resync { sessions } => {
+        Command::Resync {
+            sessions,
+            generation,
+        } => {
             out.text("resync");
+            out.opt_num(*generation);
+            // The generation Redis takes if it has none yet (it started
+            // empty): new on every call, so that a restarted Redis never
+            // says what the one before said.
+            out.num(new_generation());
             out.num(sessions.len() as u64);
             for rec in sessions {
                 out.record(rec);
@@ -788,6 +873,8 @@ mod tests {
                 (7, Bytes::from_static(b"\0\xff:-")),
             ],
             rooms: vec!["r1".into(), "".into()],
+            epoch: u32::MAX,
+            base: Some(5),
         }
     }
 
@@ -816,21 +903,21 @@ mod tests {
                 from: NodeId::new("a"),
                 req: None,
                 room: "r".into(),
-                to: Some("p".into()),
                 event: RoomEvent::Message {
                     from: "x".into(),
                     data: "\"12:3\"".into(),
                 },
+                sessions: vec!["s1".into(), "s2".into()],
             },
             Push::Deliver {
                 from: NodeId::new("a"),
                 req: Some(4),
                 room: "r".into(),
-                to: None,
                 event: RoomEvent::OtherJoined {
                     peer: "x".into(),
                     meta: None,
                 },
+                sessions: vec![],
             },
             Push::Counted {
                 req: 5,
@@ -854,7 +941,14 @@ mod tests {
             },
             Push::Adopted {
                 req: 8,
-                sessions: vec![rec(), rec()],
+                sessions: vec![
+                    rec(),
+                    SessionRecord {
+                        base: None,
+                        epoch: 0,
+                        ..rec()
+                    },
+                ],
             },
             Push::NodeDied {
                 node: NodeId::new("z"),
@@ -877,6 +971,7 @@ mod tests {
             },
             Push::Resynced {
                 lost: vec!["s".into()],
+                generation: u64::MAX,
             },
             Push::Dead,
         ]
@@ -888,6 +983,22 @@ mod tests {
             let bytes = encode_push(&p).expect("encodable");
             assert_eq!(decode_push(Bytes::from(bytes)), Ok(p));
         }
+    }
+
+    #[test]
+    fn an_epoch_beyond_u32_is_refused() {
+        let p = Push::Took {
+            req: 1,
+            outcome: TakeOutcome::Taken(rec()),
+        };
+        let bytes = encode_push(&p).expect("encodable");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert!(text.contains("10:4294967295"));
+        let forged = text.replace("10:4294967295", "10:4294967296");
+        assert_eq!(
+            decode_push(Bytes::from(forged.into_bytes())),
+            Err(DecodeError::BadNumber)
+        );
     }
 
     #[test]

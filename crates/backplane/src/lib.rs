@@ -8,27 +8,74 @@
 //! is `PUBLISH`ed on `{prefix}:node:{N}`, which `N`'s one subscriber
 //! connection reads, so each node sees its pushes in the order the store
 //! produced them. A node's commands go in order over one multiplexed
-//! connection, pipelined (up to 512 per round trip), and need no reply.
-//! Node liveness uses Redis' clock (`TIME`), so the nodes' clocks may
-//! disagree. The keys name rooms and sessions, so this needs one Redis (or
-//! a primary with replicas), not Redis Cluster.
+//! connection, pipelined (up to 512 per round trip). The script's reply is
+//! what `Store::handle` returns; the client hands it back, in order, for
+//! the two commands whose outcome the node needs (`Persist`, `Resumed`) as
+//! [`Event::Applied`], and ignores the others'. Node liveness uses Redis'
+//! clock (`TIME`), so the nodes' clocks may disagree. The keys name rooms
+//! and sessions, so this needs one Redis (or a primary with replicas), not
+//! Redis Cluster.
+//!
+//! # How a shell drives it
+//! ```no_run
+//! # async fn shell(mut core: switchboard_signal::SignalCore) -> Result<(), switchboard_backplane::Error> {
+//! use std::time::Instant;
+//! use switchboard_backplane::{Event, RedisBackplane, Settings};
+//! use switchboard_signal::cluster::NodeId;
+//!
+//! let (bp, mut events) =
+//!     RedisBackplane::connect("redis://127.0.0.1/", NodeId::new("node-1"), Settings::default())
+//!         .await?;
+//! while let Some(ev) = events.recv().await {
+//!     let now = Instant::now();
+//!     match ev {
+//!         // The first event is always `Up`; then `Down` and `Up` alternate.
+//!         Event::Up => core.backplane_up(now),
+//!         Event::Down(_) => core.backplane_down(now),
+//!         Event::Push(push) => core.handle_push(now, push),
+//!         Event::Applied(ok) => core.persisted(ok),
+//!         _ => {}
+//!     }
+//!     // ...then every `Output::Backplane(cmd)` of the core: `bp.send(&cmd)`,
+//!     // from this same task, after the event that led to it.
+//! }
+//! # Ok(()) }
+//! ```
+//! [`RedisBackplane::send`] drops a command sent before the caller read the
+//! last link event (so that an [`Event::Applied`] never belongs to an older
+//! up period than the `backplane_up` the core counts from), which is why
+//! the events must be read through [`Events`] and commands sent after
+//! handling the event that caused them. The client sends its own heartbeats
+//! and sweeps ([`Settings::heartbeat`], [`Settings::sweep`]); a core that
+//! emits `Heartbeat` too costs only one more script call per period.
+//!
+//! # The store's generation
+//! `{prefix}:gen` holds a random `u64` (decimal text), set with `SET NX`
+//! by the first `Resync` from the node's random candidate. A Redis restarted
+//! without persistence has none, so the first resync after it sets a new
+//! one, and a node naming the old one gets its sessions restored, seats
+//! included (`Store::restore`).
 //!
 //! # What each command costs in Redis
 //! One script call each (in a pipeline), plus the `PUBLISH`es below; `k` is
-//! the number of *other* live nodes with members in the room (a room's
-//! event crosses once per node, not once per recipient).
+//! the number of *other* live nodes with a recipient in the room (a room's
+//! event crosses once per node, naming that node's recipients, not once
+//! per recipient). Routing reads each member's owner and peer: `O(members)`
+//! hash reads inside the script.
 //!
 //! | command | publishes |
 //! | --- | --- |
-//! | `Heartbeat`, `Register`, `Persist`, `Trim` | 0 |
+//! | `Heartbeat`, `Register`, `Trim` | 0 |
+//! | `Persist`, `Resumed` | 0 (the reply is the answer) |
 //! | `Join` | 1 answer + `k` (`other_joined`, when seated) |
 //! | `Leave` | `k` (`bye`) |
-//! | `Publish` | `k` (1 with `to`) + 1 answer when it has a `req` |
+//! | `Publish` | `k` (those of `to` only, with `to`) + 1 answer when it has a `req` |
 //! | `Report`, `Tell`, `Adopt` | 1 |
 //! | `End` | `k` per room it was in |
 //! | `Take` | 1 answer + 1 `Taken` to the old owner |
 //! | `Ring` | 1 per node with a session of the user + 1 answer |
-//! | `Resync` | 1 answer + `k` per stale room |
+//! | `Resync` | 1 answer + `k` per stale room and per room of each session it ends |
+//! | `Resync` naming another generation (a restore) | 1 answer |
 //! | any command of a node declared dead | 1 (`Dead`, once) |
 //!
 //! The client adds per node, every third of `node_timeout`: one `Heartbeat`
@@ -42,7 +89,7 @@
 //! Measured by `tests/faults.rs` (`redis_memory_per_session`, Redis 7.0,
 //! `used_memory` over 2000 sessions with 32-byte ids, 64-byte tokens and a
 //! user id each): the record (a hash with token, peer, user, face, owner,
-//! seq, bytes; an entry in its owner's sorted set; its user's list) is
+//! seq, bytes, epoch and, after a move, base; an entry in its owner's sorted set; its user's list) is
 //! about 0.7 KiB; its first room seat about 0.5 KiB (its list of rooms, a
 //! member entry and two hash fields, half a room of two), plus its `meta`.
 //! Its unconfirmed frames are a list of `seq:body` strings: each frame's
@@ -61,6 +108,9 @@
 //!   whenever it comes back; random node ids leave one per crash.
 //! - Pushes decoded but not yet taken by the caller wait in the event
 //!   channel ([`Settings::events`]); past it, in redis-rs' subscriber buffer.
+//!   Answers wait there too, and hold up the command connection while it is
+//!   full: keep reading events.
+//! - An epoch is a `u32` and wraps, like the reference's.
 
 //! # Encoding
 //! See [`codec`]: length-prefixed atoms, built in Lua by concatenation and
@@ -72,5 +122,5 @@
 mod client;
 pub mod codec;
 
-pub use client::{Error, Event, RedisBackplane, Settings};
+pub use client::{Error, Event, Events, RedisBackplane, Settings};
 pub use switchboard_signal::cluster::store::StoreConfig;

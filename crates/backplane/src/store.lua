@@ -5,7 +5,10 @@
 -- one subscriber per node sees them in the order they were produced.
 --
 -- ARGV: prefix, node, replay_frames, replay_bytes, node_timeout_ms, op,
--- then the op's arguments (see codec.rs, `command_args`). No KEYS: the key
+-- then the op's arguments (see codec.rs, `command_args`). Returns 1 when
+-- the command was applied, 0 when it was refused (a Persist or Resumed of a
+-- copy that is not the session's current one, anything from a node
+-- declared dead), like Store::handle. No KEYS: the key
 -- names depend on the data (rooms, sessions), so this runs on one Redis
 -- (or a primary and its replicas), not on Redis Cluster.
 --
@@ -24,7 +27,13 @@ local MEMBER = __MEMBER_ENTRY_BYTES__
 local K_SEEN = P .. ':seen' -- zset: live node -> last seen (ms, Redis clock)
 local K_LIVE = P .. ':live' -- zset, scores 0: live nodes in byte order
 local K_DEAD = P .. ':dead' -- hash: dead node -> '1' once told so
-local function ks(s) return P .. ':s:' .. s end -- hash: a session
+-- The store's generation, decimal text (a u64 does not fit a Lua number):
+-- set by the first resync, from the node's random candidate; a Redis
+-- restarted empty gets a new one.
+local K_GEN = P .. ':gen'
+-- hash: a session: token, peer, user, face, owner, seq, bytes, epoch,
+-- base (absent when None)
+local function ks(s) return P .. ':s:' .. s end
 local function kf(s) return P .. ':f:' .. s end -- list: its kept frames
 local function ksr(s) return P .. ':sr:' .. s end -- list: its rooms
 local function ko(n) return P .. ':o:' .. n end -- zset 0: a node's sessions
@@ -59,7 +68,17 @@ local function read_record()
   local rooms = {}
   for i = 1, nnum() do rooms[i] = nx() end
   r.rooms = rooms
+  r.epoch = nnum()
+  r.base = nopt()
+  if r.base then r.base = tonumber(r.base) end
   return r
+end
+
+-- (session, epoch) pairs.
+local function read_copies()
+  local c = {}
+  for i = 1, nnum() do c[i] = { nx(), nnum() } end
+  return c
 end
 
 -- Nodes.
@@ -70,6 +89,19 @@ local function push(node, payload) if alive(node) then send(node, payload) end e
 -- Sessions.
 local function owner(s) return redis.call('HGET', ks(s), 'owner') end
 local function owns(node, s) return owner(s) == node end
+-- Store::holds: the node's copy is of the session's current move.
+local function holds(node, s, epoch)
+  local h = redis.call('HMGET', ks(s), 'owner', 'epoch')
+  return h[1] == node and tonumber(h[2]) == epoch
+end
+local function get_epoch(s) return tonumber(redis.call('HGET', ks(s), 'epoch')) or 0 end
+local function bump_epoch(s)
+  redis.call('HSET', ks(s), 'epoch', fmt((get_epoch(s) + 1) % 4294967296))
+end
+local function get_base(s) return tonumber(redis.call('HGET', ks(s), 'base')) end
+local function set_base(s, b)
+  if b then redis.call('HSET', ks(s), 'base', fmt(b)) else redis.call('HDEL', ks(s), 'base') end
+end
 local function set_owner(s, old, new)
   redis.call('HSET', ks(s), 'owner', new)
   if old then redis.call('ZREM', ko(old), s) end
@@ -118,6 +150,23 @@ local function trim(s, last)
   if dropped then redis.call('HSET', ks(s), 'bytes', fmt(bytes)) end
 end
 
+-- Stored::renumber: beyond `base`, the node the session moved from sent
+-- the client frames it never wrote; what was kept since follows them.
+local function renumber(s, last)
+  local b = get_base(s)
+  if not b then return end
+  set_base(s, nil)
+  if last <= b then return end
+  local shift = last - b
+  for i, e in ipairs(redis.call('LRANGE', kf(s), 0, -1)) do
+    local seq, c = frame_seq(e)
+    if seq > b then
+      redis.call('LSET', kf(s), i - 1, fmt(seq + shift) .. string.sub(e, c))
+    end
+  end
+  redis.call('HSET', ks(s), 'seq', fmt(get_seq(s) + shift))
+end
+
 -- Stored::covers.
 local function covers(s, last)
   local cur = get_seq(s)
@@ -130,7 +179,7 @@ end
 
 -- Stored::record, encoded.
 local function record(s, after)
-  local h = redis.call('HMGET', ks(s), 'token', 'peer', 'user', 'face', 'seq')
+  local h = redis.call('HMGET', ks(s), 'token', 'peer', 'user', 'face', 'seq', 'epoch', 'base')
   local parts = { a(s), a(h[1]), a(h[2]), o(h[3]), a(h[4]), a(h[5]) }
   local kept = {}
   for _, e in ipairs(redis.call('LRANGE', kf(s), 0, -1)) do
@@ -144,43 +193,46 @@ local function record(s, after)
   local rooms = redis.call('LRANGE', ksr(s), 0, -1)
   parts[#parts + 1] = n(#rooms)
   for _, r in ipairs(rooms) do parts[#parts + 1] = a(r) end
+  parts[#parts + 1] = a(h[6] or '0')
+  parts[#parts + 1] = o(h[7])
   return table.concat(parts)
 end
 
-local function count_owned(node, sessions)
+-- Store::count_owned, over (session, epoch) copies.
+local function count_owned(node, copies)
   local c = 0
-  for _, s in ipairs(sessions) do
-    if owns(node, s) then c = c + 1 end
+  for _, cp in ipairs(copies) do
+    if holds(node, cp[1], cp[2]) then c = c + 1 end
   end
   return c
 end
 
--- Store::route: the event to the nodes (but `from`) with members in the
--- room (or the one whose peer is `to`); returns them.
-local function route(from, room, req, to, event)
-  local nodes = {}
-  local members = redis.call('LRANGE', kr(room), 0, -1)
-  if to == nil then
-    local seen = {}
-    for _, m in ipairs(members) do
+-- Store::route: to each live node (but `from`) the very members of the
+-- room it owns now, but the event's subject peer, the `skip` copies and,
+-- with `to`, every peer but `to`; returns the nodes, in member order.
+local function route(from, room, req, to, subject, event, skip)
+  local skipped = {}
+  for _, cp in ipairs(skip or {}) do skipped[cp[1]] = true end
+  local nodes, by_node = {}, {}
+  for _, m in ipairs(redis.call('LRANGE', kr(room), 0, -1)) do
+    local peer = redis.call('HGET', kri(room), 'p:' .. m)
+    if peer ~= subject and not skipped[m] and (to == nil or to == peer) then
       local ow = owner(m)
-      if ow and ow ~= from and not seen[ow] and alive(ow) then
-        seen[ow] = true
-        nodes[#nodes + 1] = ow
-      end
-    end
-  else
-    for _, m in ipairs(members) do
-      if redis.call('HGET', kri(room), 'p:' .. m) == to then
-        local ow = owner(m)
-        if ow and ow ~= from and alive(ow) then nodes[1] = ow end
-        break
+      if ow and ow ~= from and alive(ow) then
+        local list = by_node[ow]
+        if not list then
+          list = {}
+          by_node[ow] = list
+          nodes[#nodes + 1] = ow
+        end
+        list[#list + 1] = a(m)
       end
     end
   end
-  if #nodes > 0 then
-    local payload = a('D') .. a(from) .. o(req) .. a(room) .. o(to) .. event
-    for _, nd in ipairs(nodes) do send(nd, payload) end
+  local head = a('D') .. a(from) .. o(req) .. a(room) .. event
+  for _, nd in ipairs(nodes) do
+    local list = by_node[nd]
+    send(nd, head .. n(#list) .. table.concat(list))
   end
   return nodes
 end
@@ -207,7 +259,7 @@ local function unseat(from, s, room)
   else
     redis.call('HDEL', kri(room), 'p:' .. s, 'm:' .. s)
     redis.call('HSET', kri(room), 'listed', fmt(listed))
-    route(from, room, nil, nil, a('B') .. a(h[1] or ''))
+    route(from, room, nil, nil, h[1] or '', a('B') .. a(h[1] or ''))
   end
   redis.call('LREM', ksr(s), 0, room)
 end
@@ -230,7 +282,7 @@ local function register(from, r)
   local s = r.session
   if r.face == 'n' and r.user then redis.call('RPUSH', ku(r.user), s) end
   redis.call('HSET', ks(s), 'token', r.token, 'peer', r.peer, 'face', r.face,
-    'owner', from, 'seq', '0', 'bytes', '0')
+    'owner', from, 'seq', '0', 'bytes', '0', 'epoch', fmt(r.epoch))
   if r.user then redis.call('HSET', ks(s), 'user', r.user) end
   redis.call('ZADD', ko(from), 0, s)
   for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
@@ -283,20 +335,28 @@ local function join(from, s, room, meta, max_peers, max_listed, private)
       redis.call('HSET', kri(room), 'pa', private[1], 'pb', private[2])
     end
     redis.call('RPUSH', ksr(s), room)
-    route(from, room, nil, nil, a('J') .. a(peer) .. o(meta))
+    route(from, room, nil, nil, peer, a('J') .. a(peer) .. o(meta))
   end
   return a('S') .. n(count) .. table.concat(parts)
 end
 
 -- Store::take; returns the encoded outcome.
 local function take(from, s, token, last)
-  local h = redis.call('HMGET', ks(s), 'face', 'token', 'owner', 'seq')
+  local h = redis.call('HMGET', ks(s), 'face', 'token', 'owner')
   if not h[1] or h[1] ~= 'n' or h[2] ~= token then return a('U') end
   local old = h[3]
   set_owner(s, old, from)
+  bump_epoch(s)
+  renumber(s, last)
   local covered = covers(s, last)
-  if covered and last > tonumber(h[4]) then
-    redis.call('HSET', ks(s), 'seq', fmt(last))
+  if covered then
+    local seq = get_seq(s)
+    if last > seq then
+      seq = last
+      redis.call('HSET', ks(s), 'seq', fmt(seq))
+    end
+    -- Until the taker sends it a frame, its connection may be gone.
+    set_base(s, seq)
   end
   local rec = record(s, last)
   if old ~= from then push(old, a('T') .. a(s)) end
@@ -311,6 +371,11 @@ local function adopt(from, dead)
   local parts = { n(#ids) }
   for _, s in ipairs(ids) do
     set_owner(s, dead, from)
+    bump_epoch(s)
+    -- Adopted twice before a resume: the first base holds.
+    local seq, b = get_seq(s), get_base(s)
+    if b == nil or seq < b then b = seq end
+    set_base(s, b)
     parts[#parts + 1] = record(s, 0)
   end
   return table.concat(parts)
@@ -333,13 +398,57 @@ local function ring(from, req, call, user, except, body)
   push(from, a('P') .. a(req) .. n(0) .. node_list(nodes))
 end
 
+-- The store's generation, taking the node's candidate if it has none.
+local function generation(candidate)
+  redis.call('SET', K_GEN, candidate, 'NX')
+  return redis.call('GET', K_GEN)
+end
+
+local function resynced(from, lost, gen)
+  local parts = { a('Y'), n(#lost) }
+  for _, s in ipairs(lost) do parts[#parts + 1] = a(s) end
+  parts[#parts + 1] = a(gen)
+  push(from, table.concat(parts))
+end
+
+-- Store::restore: the store started empty (Redis restarted); the node's
+-- sessions come back as they were, seats and all, and nobody is told.
+local function restore(from, gen)
+  local lost = {}
+  for _ = 1, nnum() do
+    local r = read_record()
+    local s = r.session
+    if redis.call('EXISTS', ks(s)) == 1 then
+      -- Resumed on a node that restored first: that one has it.
+      lost[#lost + 1] = s
+    else
+      register(from, r)
+      for _, room in ipairs(r.rooms) do
+        local listed = tonumber(redis.call('HGET', kri(room), 'listed')) or 0
+        redis.call('RPUSH', kr(room), s)
+        redis.call('HSET', kri(room), 'p:' .. s, r.peer, 'listed', fmt(listed + listed_cost(nil)))
+        redis.call('RPUSH', ksr(s), room)
+      end
+      set_base(s, r.base)
+    end
+  end
+  resynced(from, lost, gen)
+end
+
 -- Store::resync.
 local function resync(from)
+  local want_gen = nopt()
+  local gen = generation(nx())
+  if want_gen and want_gen ~= gen then
+    restore(from, gen)
+    return
+  end
   local lost, held = {}, {}
   for _ = 1, nnum() do
     local r = read_record()
     local s = r.session
-    if owns(from, s) then
+    local exists = redis.call('EXISTS', ks(s)) == 1
+    if exists and holds(from, s, r.epoch) then
       held[s] = true
       local want = {}
       for _, room in ipairs(r.rooms) do want[room] = true end
@@ -350,6 +459,13 @@ local function resync(from)
       redis.call('HSET', ks(s), 'seq', '0', 'bytes', '0')
       for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
       if r.seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(r.seq)) end
+      -- The node's frames replace the store's, numbering and all.
+      set_base(s, r.base)
+    elseif not exists and #r.rooms == 0 then
+      -- Started while the node could not reach the store (it joined
+      -- nothing then): new here.
+      held[s] = true
+      register(from, r)
     else
       lost[#lost + 1] = s
     end
@@ -359,9 +475,7 @@ local function resync(from)
   for _, s in ipairs(redis.call('ZRANGE', ko(from), 0, -1)) do
     if not held[s] then end_session(from, s) end
   end
-  local parts = { a('Y'), n(#lost) }
-  for _, s in ipairs(lost) do parts[#parts + 1] = a(s) end
-  push(from, table.concat(parts))
+  resynced(from, lost, gen)
 end
 
 -- Store::handle_timeout.
@@ -387,6 +501,7 @@ if dead then
     redis.call('ZADD', K_LIVE, 0, NODE)
     redis.call('ZADD', K_SEEN, NOW, NODE)
     resync(NODE)
+    return 1
   elseif dead == '0' then
     redis.call('HSET', K_DEAD, NODE, '1')
     send(NODE, a('X'))
@@ -397,7 +512,7 @@ redis.call('ZADD', K_LIVE, 0, NODE)
 redis.call('ZADD', K_SEEN, NOW, NODE)
 
 if OP == 'heartbeat' then
-  return 0
+  return 1
 elseif OP == 'register' then
   register(NODE, read_record())
 elseif OP == 'join' then
@@ -411,23 +526,24 @@ elseif OP == 'leave' then
   local s, room = nx(), nx()
   if owns(NODE, s) then unseat(NODE, s, room) end
 elseif OP == 'publish' then
-  local req, room, to, event = nopt(), nx(), nopt(), nx()
-  local loc = {}
-  for i = 1, nnum() do loc[i] = nx() end
+  local req, room, to, subject, event = nopt(), nx(), nopt(), nx(), nx()
+  local loc = read_copies()
   local counted = count_owned(NODE, loc) + nnum()
-  local nodes = route(NODE, room, req, to, event)
+  local nodes = route(NODE, room, req, to, subject, event, loc)
   if req then push(NODE, a('P') .. a(req) .. n(counted) .. node_list(nodes)) end
 elseif OP == 'persist' then
-  local s, seq, body = nx(), nnum(), nx()
-  if owns(NODE, s) then keep(s, seq, body) end
+  local s, epoch, seq, body, sent = nx(), nnum(), nnum(), nx(), nx()
+  -- A copy of this move that skipped a seq lost one the store refused: it
+  -- has forked, and keeps nothing more.
+  if not (holds(NODE, s, epoch) and seq == get_seq(s) + 1) then return 0 end
+  keep(s, seq, body)
+  if sent == '1' then set_base(s, nil) end
 elseif OP == 'trim' then
   local s, last = nx(), nnum()
   if owns(NODE, s) then trim(s, last) end
 elseif OP == 'report' then
   local to, req = nx(), nx()
-  local sessions = {}
-  for i = 1, nnum() do sessions[i] = nx() end
-  local count = count_owned(NODE, sessions) + nnum()
+  local count = count_owned(NODE, read_copies()) + nnum()
   push(to, a('C') .. a(req) .. a(NODE) .. n(count))
 elseif OP == 'end' then
   local s = nx()
@@ -436,6 +552,12 @@ elseif OP == 'take' then
   local req, s, token, last = nx(), nx(), nx(), nnum()
   local outcome = take(NODE, s, token, last)
   push(NODE, a('K') .. a(req) .. outcome)
+elseif OP == 'resumed' then
+  local s, epoch, last, seq = nx(), nnum(), nnum(), nnum()
+  if not holds(NODE, s, epoch) then return 0 end
+  renumber(s, last)
+  if seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(seq)) end
+  set_base(s, nil)
 elseif OP == 'adopt' then
   local req, dead_node = nx(), nx()
   local recs = adopt(NODE, dead_node)
@@ -450,4 +572,4 @@ elseif OP == 'resync' then
 else
   return redis.error_reply('unknown op ' .. tostring(OP))
 end
-return 0
+return 1

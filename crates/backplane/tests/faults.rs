@@ -1,15 +1,16 @@
-//! Bad payloads, a Redis that dies and comes back, a full queue, passwords,
-//! and the client's own heartbeats and sweeps.
+//! Bad payloads, a Redis that dies and comes back, a full queue, answers
+//! that never cross a down, passwords, and the client's own heartbeats
+//! and sweeps.
 
 mod support;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use switchboard_backplane::codec::encode_push;
-use switchboard_backplane::{Error, Event, RedisBackplane, Settings, StoreConfig};
+use switchboard_backplane::{Error, Event, Events, RedisBackplane, Settings, StoreConfig};
 use switchboard_signal::Face;
 use switchboard_signal::cluster::{Command, NodeId, Push, SeatLimits, SeatOutcome, SessionRecord};
-use tokio::sync::mpsc;
 
 use support::RedisServer;
 
@@ -23,6 +24,18 @@ fn rec(session: &str) -> SessionRecord {
         seq: 0,
         frames: Vec::new(),
         rooms: Vec::new(),
+        epoch: 0,
+        base: None,
+    }
+}
+
+fn persist(session: &str, seq: u64) -> Command {
+    Command::Persist {
+        session: session.into(),
+        epoch: 0,
+        seq,
+        body: Bytes::from_static(b"{}"),
+        sent: true,
     }
 }
 
@@ -44,7 +57,7 @@ fn quiet(cfg: StoreConfig) -> Settings {
     s
 }
 
-async fn next(rx: &mut mpsc::Receiver<Event>, within: Duration) -> Event {
+async fn next(rx: &mut Events, within: Duration) -> Event {
     tokio::time::timeout(within, rx.recv())
         .await
         .expect("an event in time")
@@ -52,25 +65,59 @@ async fn next(rx: &mut mpsc::Receiver<Event>, within: Duration) -> Event {
 }
 
 /// The next push, skipping link events.
-async fn next_push(rx: &mut mpsc::Receiver<Event>) -> Push {
+async fn next_push(rx: &mut Events) -> Push {
     for _ in 0..16 {
-        if let Event::Push(p) = next(rx, Duration::from_secs(10)).await {
-            return p;
+        match next(rx, Duration::from_secs(10)).await {
+            Event::Push(p) => return p,
+            Event::Applied(ok) => panic!("an answer: {ok}"),
+            _ => {}
         }
     }
     panic!("no push");
 }
 
+/// The next `pushes` pushes and `answers` answers: the two come off two
+/// connections, in either order.
+async fn collect(rx: &mut Events, pushes: usize, answers: usize) -> (Vec<Push>, Vec<bool>) {
+    let (mut p, mut a) = (Vec::new(), Vec::new());
+    for _ in 0..(pushes + answers) {
+        match next(rx, Duration::from_secs(10)).await {
+            Event::Push(x) => p.push(x),
+            Event::Applied(ok) => a.push(ok),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((p.len(), a.len()), (pushes, answers), "{p:?} {a:?}");
+    (p, a)
+}
+
+/// The next event that is not a push.
+async fn next_other(rx: &mut Events) -> Event {
+    for _ in 0..16 {
+        match next(rx, Duration::from_secs(15)).await {
+            Event::Push(p) => eprintln!("push: {p:?}"),
+            other => return other,
+        }
+    }
+    panic!("nothing but pushes");
+}
+
+/// Connects and reads the first event, `Up`: only then does `send` work.
+async fn connect(url: &str, node: &str, settings: Settings) -> (RedisBackplane, Events) {
+    let (bp, mut rx) = RedisBackplane::connect(url, NodeId::new(node), settings)
+        .await
+        .expect("connect");
+    assert!(matches!(
+        next(&mut rx, Duration::from_secs(10)).await,
+        Event::Up
+    ));
+    (bp, rx)
+}
+
 #[tokio::test]
 async fn garbage_on_the_node_channel_is_dropped_and_the_stream_goes_on() {
     let redis = RedisServer::start();
-    let (bp, mut rx) = RedisBackplane::connect(
-        &redis.url(),
-        NodeId::new("a"),
-        quiet(StoreConfig::default()),
-    )
-    .await
-    .expect("connect");
+    let (bp, mut rx) = connect(&redis.url(), "a", quiet(StoreConfig::default())).await;
     let mut admin = redis::Client::open(redis.url())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -118,7 +165,7 @@ async fn garbage_on_the_node_channel_is_dropped_and_the_stream_goes_on() {
 }
 
 #[tokio::test]
-async fn a_killed_redis_is_reported_and_the_client_recovers_after_a_restart() {
+async fn a_killed_redis_is_reported_and_a_resync_restores_what_it_lost() {
     let mut redis = RedisServer::start();
     let port = redis.port;
     let cfg = StoreConfig {
@@ -127,20 +174,37 @@ async fn a_killed_redis_is_reported_and_the_client_recovers_after_a_restart() {
     };
     let mut settings = Settings::new(cfg);
     settings.response_timeout = Duration::from_secs(2);
-    let (bp, mut rx) = RedisBackplane::connect(&redis.url(), NodeId::new("a"), settings)
-        .await
-        .expect("connect");
-    bp.send(&Command::Register(rec("s1"))).expect("send");
-    bp.flush().await.expect("flush");
+    let (a, mut rx) = connect(&redis.url(), "a", settings.clone()).await;
+    // At start the node resyncs with no generation: it learns the store's.
+    a.send(&Command::Resync {
+        sessions: Vec::new(),
+        generation: None,
+    })
+    .expect("send");
+    let Push::Resynced {
+        lost,
+        generation: first,
+    } = next_push(&mut rx).await
+    else {
+        panic!("expected Resynced");
+    };
+    assert!(lost.is_empty());
+    a.send(&Command::Register(rec("s1"))).expect("send");
+    a.send(&join(1, "s1")).expect("send");
+    a.send(&persist("s1", 1)).expect("send");
+    a.flush().await.expect("flush");
+    let (pushes, answers) = collect(&mut rx, 1, 1).await;
+    assert!(matches!(pushes[0], Push::JoinAnswer { req: 1, .. }));
+    assert_eq!(answers, [true]);
 
     redis.kill();
     match next(&mut rx, Duration::from_secs(10)).await {
         Event::Down(e) => eprintln!("down: {e}"),
         other => panic!("expected Down, got {other:?}"),
     }
-    // Commands while down are dropped, never a panic.
+    // Commands while down are refused, never a panic.
     for i in 0..10 {
-        let _ = bp.send(&join(i, "s1"));
+        assert!(matches!(a.send(&join(i, "s1")), Err(Error::Down)));
     }
 
     let redis = RedisServer::start_on(port, None);
@@ -152,30 +216,54 @@ async fn a_killed_redis_is_reported_and_the_client_recovers_after_a_restart() {
                 break;
             }
             Event::Down(e) => eprintln!("still down: {e}"),
-            Event::Push(p) => panic!("a push from before the restart: {p:?}"),
-            other => panic!("{other:?}"),
+            other => panic!("something from before the restart: {other:?}"),
         }
     }
     assert!(up, "never came back up");
-    // The core resyncs; Redis lost everything, so its session is lost.
-    bp.send(&Command::Resync {
-        sessions: vec![rec("s1")],
+    // The core resyncs, naming the generation it knew: Redis, restarted
+    // empty, has another, and takes the session back, seat included.
+    let mut s1 = rec("s1");
+    s1.rooms = vec!["r".into()];
+    s1.seq = 1;
+    a.send(&Command::Resync {
+        sessions: vec![s1],
+        generation: Some(first),
     })
     .expect("send");
-    bp.send(&Command::Register(rec("s2"))).expect("send");
-    bp.send(&join(42, "s2")).expect("send");
-    bp.flush().await.expect("flush after up");
+    a.send(&persist("s1", 2)).expect("send");
+    a.flush().await.expect("flush after up");
+    let (pushes, answers) = collect(&mut rx, 1, 1).await;
+    let Push::Resynced { lost, generation } = pushes[0].clone() else {
+        panic!("expected Resynced: {pushes:?}");
+    };
+    assert!(lost.is_empty(), "lost {lost:?}");
+    assert_ne!(generation, first, "a restarted Redis is a new generation");
+    // The restored session goes on where it was.
+    assert_eq!(answers, [true]);
+    // Another node finds the seat where it was.
+    let (b, mut b_rx) = connect(&redis.url(), "b", settings).await;
+    b.send(&Command::Register(rec("s2"))).expect("send");
+    b.send(&join(42, "s2")).expect("send");
     assert_eq!(
-        next_push(&mut rx).await,
-        Push::Resynced {
-            lost: vec!["s1".into()]
-        }
-    );
-    assert_eq!(
-        next_push(&mut rx).await,
+        next_push(&mut b_rx).await,
         Push::JoinAnswer {
             req: 42,
-            outcome: SeatOutcome::Seated { peers: vec![] }
+            outcome: SeatOutcome::Seated {
+                peers: vec![("peer-s1".into(), None)]
+            }
+        }
+    );
+    // A resync naming the new generation is an ordinary one.
+    b.send(&Command::Resync {
+        sessions: vec![rec("s2")],
+        generation: Some(generation),
+    })
+    .expect("send");
+    assert_eq!(
+        next_push(&mut b_rx).await,
+        Push::Resynced {
+            lost: Vec::new(),
+            generation,
         }
     );
     drop(redis);
@@ -186,23 +274,23 @@ async fn a_full_queue_drops_and_goes_down_then_up() {
     let redis = RedisServer::start();
     let mut settings = quiet(StoreConfig::default());
     settings.queue = 2;
-    let (bp, mut rx) = RedisBackplane::connect(&redis.url(), NodeId::new("a"), settings)
-        .await
-        .expect("connect");
+    let (bp, mut rx) = connect(&redis.url(), "a", settings).await;
     // The test runtime runs one task at a time: nothing drains the queue
     // while this loop runs.
     let results: Vec<_> = (0..4).map(|_| bp.send(&Command::Heartbeat)).collect();
     assert!(results[..2].iter().all(Result::is_ok));
     assert!(matches!(results[2], Err(Error::QueueFull)));
     assert!(matches!(
-        next(&mut rx, Duration::from_secs(10)).await,
+        next_other(&mut rx).await,
         Event::Down(Error::QueueFull)
     ));
-    assert!(matches!(
-        next(&mut rx, Duration::from_secs(10)).await,
-        Event::Up
-    ));
+    // The caller knows the link is down: nothing is queued.
+    assert!(matches!(bp.send(&Command::Heartbeat), Err(Error::Down)));
+    assert!(matches!(next_other(&mut rx).await, Event::Up));
+    // (The queue holds 2.)
     bp.send(&Command::Register(rec("s1"))).expect("send");
+    bp.send(&persist("s1", 1)).expect("send");
+    assert!(matches!(next_other(&mut rx).await, Event::Applied(true)));
     bp.send(&join(7, "s1")).expect("send");
     assert!(matches!(
         next_push(&mut rx).await,
@@ -210,16 +298,43 @@ async fn a_full_queue_drops_and_goes_down_then_up() {
     ));
 }
 
+/// A command sent before the caller read of a down and up is dropped, and
+/// no answer of it is ever taken for one of a later command.
+#[tokio::test]
+async fn answers_never_cross_a_down() {
+    let redis = RedisServer::start();
+    let mut settings = quiet(StoreConfig::default());
+    settings.queue = 2;
+    let (bp, mut rx) = connect(&redis.url(), "a", settings).await;
+    bp.send(&Command::Register(rec("s1"))).expect("send");
+    bp.send(&persist("s1", 1)).expect("send");
+    bp.flush().await.expect("flush");
+    assert!(matches!(next_other(&mut rx).await, Event::Applied(true)));
+    // Overflow: the writer goes down and up while we read nothing.
+    let results: Vec<_> = (0..3).map(|_| bp.send(&Command::Heartbeat)).collect();
+    assert!(matches!(results[2], Err(Error::QueueFull)));
+    // Its answer comes once the writer has handled the overflow: Down and
+    // Up are in the channel by then.
+    assert!(matches!(bp.flush().await, Err(Error::Down)));
+    // Sent in the old up period, as the caller sees it: dropped.
+    bp.send(&persist("s1", 2)).expect("queued");
+    assert!(matches!(bp.flush().await, Err(Error::Down)));
+    assert!(matches!(
+        next_other(&mut rx).await,
+        Event::Down(Error::QueueFull)
+    ));
+    assert!(matches!(next_other(&mut rx).await, Event::Up));
+    // Had the stale one run, this one would be refused (not the next seq).
+    bp.send(&persist("s1", 2)).expect("send");
+    bp.flush().await.expect("flush");
+    assert!(matches!(next_other(&mut rx).await, Event::Applied(true)));
+    assert!(rx.try_recv().is_err(), "nothing else");
+}
+
 #[tokio::test]
 async fn passwords_are_sent_and_a_wrong_one_is_an_error() {
     let redis = RedisServer::start_with_password("s3cret");
-    let (bp, mut rx) = RedisBackplane::connect(
-        &redis.url(),
-        NodeId::new("a"),
-        quiet(StoreConfig::default()),
-    )
-    .await
-    .expect("connect with the password");
+    let (bp, mut rx) = connect(&redis.url(), "a", quiet(StoreConfig::default())).await;
     bp.send(&Command::Register(rec("s1"))).expect("send");
     bp.send(&join(1, "s1")).expect("send");
     assert!(matches!(
@@ -244,12 +359,8 @@ async fn heartbeats_keep_nodes_alive_and_a_silent_one_dies() {
         node_timeout: Duration::from_millis(1500),
         ..StoreConfig::default()
     };
-    let (a, _a_rx) = RedisBackplane::connect(&redis.url(), NodeId::new("a"), Settings::new(cfg))
-        .await
-        .expect("connect a");
-    let (b, mut b_rx) = RedisBackplane::connect(&redis.url(), NodeId::new("b"), Settings::new(cfg))
-        .await
-        .expect("connect b");
+    let (a, _a_rx) = connect(&redis.url(), "a", Settings::new(cfg)).await;
+    let (b, mut b_rx) = connect(&redis.url(), "b", Settings::new(cfg)).await;
     a.flush().await.expect("flush");
     b.flush().await.expect("flush");
     // Several timeouts pass: the heartbeats keep both alive.
@@ -287,9 +398,7 @@ async fn rediss_with_a_private_ca() {
 
     let mut settings = quiet(StoreConfig::default());
     settings.tls_root_ca = Some(ck.cert.pem().into_bytes());
-    let (bp, mut rx) = RedisBackplane::connect(&url, NodeId::new("a"), settings)
-        .await
-        .expect("connect over TLS");
+    let (bp, mut rx) = connect(&url, "a", settings).await;
     bp.send(&Command::Register(rec("s1"))).expect("send");
     bp.send(&join(1, "s1")).expect("send");
     assert!(matches!(
@@ -316,13 +425,10 @@ async fn used_memory(admin: &mut redis::aio::MultiplexedConnection) -> i64 {
 #[tokio::test]
 async fn redis_memory_per_session() {
     let redis = RedisServer::start();
-    let (bp, _rx) = RedisBackplane::connect(
-        &redis.url(),
-        NodeId::new("node-1"),
-        quiet(StoreConfig::default()),
-    )
-    .await
-    .expect("connect");
+    // Room for every answer: nobody reads them here.
+    let mut settings = quiet(StoreConfig::default());
+    settings.events = 1 << 16;
+    let (bp, _rx) = connect(&redis.url(), "node-1", settings).await;
     let mut admin = redis::Client::open(redis.url())
         .expect("url")
         .get_multiplexed_async_connection()
@@ -340,6 +446,8 @@ async fn redis_memory_per_session() {
         seq: 0,
         frames: Vec::new(),
         rooms: Vec::new(),
+        epoch: 0,
+        base: None,
     };
     let before = used_memory(&mut admin).await;
     for i in 0..N {
@@ -365,8 +473,10 @@ async fn redis_memory_per_session() {
         for seq in 1..=10 {
             bp.send(&Command::Persist {
                 session: record(i).session,
+                epoch: 0,
                 seq,
                 body: vec![b'x'; 300].into(),
+                sent: true,
             })
             .expect("send");
         }

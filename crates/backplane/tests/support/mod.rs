@@ -150,3 +150,4 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+pub mod cluster;
