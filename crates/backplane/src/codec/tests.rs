@@ -1,0 +1,175 @@
+//! Round trips, and garbage that must be an error, never a panic.
+
+use super::*;
+
+fn rec() -> SessionRecord {
+    SessionRecord {
+        session: "s1".into(),
+        token: "tok".into(),
+        peer: "p1".into(),
+        user: Some("ü".into()),
+        face: Face::Native,
+        seq: 7,
+        frames: vec![
+            (6, Bytes::from_static(b"{\"a\":1}")),
+            (7, Bytes::from_static(b"\0\xff:-")),
+        ],
+        rooms: vec!["r1".into(), "".into()],
+        epoch: u32::MAX,
+        base: Some(5),
+    }
+}
+
+fn samples() -> Vec<Push> {
+    vec![
+        Push::JoinAnswer {
+            req: 1,
+            outcome: SeatOutcome::Seated {
+                peers: vec![("a".into(), None), ("b".into(), Some("{}".into()))],
+            },
+        },
+        Push::JoinAnswer {
+            req: u64::MAX,
+            outcome: SeatOutcome::Full,
+        },
+        Push::JoinAnswer {
+            req: 0,
+            outcome: SeatOutcome::Forbidden,
+        },
+        Push::Published {
+            req: 3,
+            counted: 2,
+            nodes: vec![NodeId::new("b"), NodeId::new("c")],
+        },
+        Push::Deliver {
+            from: NodeId::new("a"),
+            req: None,
+            room: "r".into(),
+            event: RoomEvent::Message {
+                from: "x".into(),
+                data: "\"12:3\"".into(),
+            },
+            sessions: vec!["s1".into(), "s2".into()],
+        },
+        Push::Deliver {
+            from: NodeId::new("a"),
+            req: Some(4),
+            room: "r".into(),
+            event: RoomEvent::OtherJoined {
+                peer: "x".into(),
+                meta: None,
+            },
+            sessions: vec![],
+        },
+        Push::Counted {
+            req: 5,
+            from: NodeId::new("b"),
+            count: 9,
+        },
+        Push::Took {
+            req: 6,
+            outcome: TakeOutcome::Taken(rec()),
+        },
+        Push::Took {
+            req: 6,
+            outcome: TakeOutcome::Gap(rec()),
+        },
+        Push::Took {
+            req: 6,
+            outcome: TakeOutcome::Unknown,
+        },
+        Push::Taken {
+            session: "s".into(),
+        },
+        Push::Adopted {
+            req: 8,
+            sessions: vec![
+                rec(),
+                SessionRecord {
+                    base: None,
+                    epoch: 0,
+                    ..rec()
+                },
+            ],
+        },
+        Push::NodeDied {
+            node: NodeId::new("z"),
+        },
+        Push::Ring {
+            from: NodeId::new("a"),
+            req: 2,
+            call: "c".into(),
+            user: "u".into(),
+            except: "s".into(),
+            body: Bytes::from_static(b"{}"),
+        },
+        Push::Told {
+            from: NodeId::new("a"),
+            msg: NodeMsg::Ended {
+                call: "c".into(),
+                reason: CallEndReason::NoAnswer,
+                except: None,
+            },
+        },
+        Push::Resynced {
+            lost: vec!["s".into()],
+            generation: u64::MAX,
+        },
+        Push::Dead,
+    ]
+}
+
+#[test]
+fn every_push_round_trips() {
+    for p in samples() {
+        let bytes = encode_push(&p).expect("encodable");
+        assert_eq!(decode_push(Bytes::from(bytes)), Ok(p));
+    }
+}
+
+#[test]
+fn an_epoch_beyond_u32_is_refused() {
+    let p = Push::Took {
+        req: 1,
+        outcome: TakeOutcome::Taken(rec()),
+    };
+    let bytes = encode_push(&p).expect("encodable");
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(text.contains("10:4294967295"));
+    let forged = text.replace("10:4294967295", "10:4294967296");
+    assert_eq!(
+        decode_push(Bytes::from(forged.into_bytes())),
+        Err(DecodeError::BadNumber)
+    );
+}
+
+#[test]
+fn every_prefix_and_garbage_is_an_error_not_a_panic() {
+    for p in samples() {
+        let bytes = encode_push(&p).expect("encodable");
+        for cut in 0..bytes.len() {
+            assert!(decode_push(Bytes::copy_from_slice(&bytes[..cut])).is_err());
+        }
+        let mut more = bytes.clone();
+        more.push(b'-');
+        assert_eq!(decode_push(Bytes::from(more)), Err(DecodeError::Trailing));
+        // Flip each byte: an error or some other push, never a panic.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x5a;
+            let _ = decode_push(Bytes::from(b));
+        }
+    }
+    for junk in [
+        &b"99999999999999999999999:x"[..],
+        b"1:A1:12:999999999999",
+        b"1:Y20:99999999999999999999",
+        b"1:Y1:3",
+        b":",
+        b"-",
+        b"",
+        b"\xff\xfe",
+    ] {
+        assert!(decode_push(Bytes::from_static(junk)).is_err(), "{junk:?}");
+    }
+}
