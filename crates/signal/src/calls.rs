@@ -20,7 +20,7 @@ use crate::{Event, Refusal, SignalCore, Timer};
 pub(crate) struct Call {
     pub(crate) id: Box<str>,
     pub(crate) caller: Sid,
-    callee_user: Box<str>,
+    pub(crate) callee_user: Box<str>,
     /// The callee's sessions that got `incoming_call` and are still alive.
     rung: Vec<Sid>,
     pub(crate) meta: Option<Box<RawValue>>,

@@ -164,7 +164,7 @@ impl SignalCore {
             .collect();
         call.confirmed = true;
         let id = call.id.to_string();
-        let callee = String::new();
+        let callee = call.callee_user.to_string();
         self.counters.calls += 1;
         self.events.push(Event::CallStarted {
             call: id.clone(),
