@@ -20,6 +20,11 @@ pub struct TurnSettings {
     /// Host name put in the `ice_servers` URLs; without it, the host the
     /// HTTP client used.
     pub public_host: Option<String>,
+    /// More STUN/TURN URLs for `ice_servers`, e.g. the other nodes of a
+    /// fleet (`turn:turn2.example.com:3478?transport=udp`): they take the
+    /// same credential, so they must share `rest_secret` (or be coturn with
+    /// `use-auth-secret` and that secret).
+    pub servers: Vec<String>,
     /// The public address of a host behind a 1:1 NAT (cloud VMs): advertised
     /// in XOR-RELAYED-ADDRESS instead of the local address.
     pub external_ip: Option<IpAddr>,
@@ -96,6 +101,7 @@ impl Default for TurnSettings {
             listen: ([0, 0, 0, 0], 3478).into(),
             tls_listen: ([0, 0, 0, 0], 5349).into(),
             public_host: None,
+            servers: Vec::new(),
             external_ip: None,
             relay_ip: None,
             relay_ipv6: None,

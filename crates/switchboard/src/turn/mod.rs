@@ -80,6 +80,7 @@ struct ServiceInner {
     mint_secret: Vec<u8>,
     credential_ttl_secs: u64,
     public_host: Option<String>,
+    servers: Vec<String>,
     mints: MintLimiter,
     tasks: TaskTracker,
 }
@@ -124,29 +125,33 @@ impl TurnService {
     /// `turn.public_host` overrides it.
     pub fn ice_servers(&self, who: MintFor<'_>, host: &str) -> IceGrant {
         let inner = &*self.inner;
-        let (Some(udp), Some(tcp)) = (inner.udp, inner.tcp) else {
-            return IceGrant::default();
-        };
         let host = url_host(inner.public_host.as_deref().unwrap_or(host));
-        let stun = format!("stun:{host}:{}", udp.port());
+        let mut urls = Vec::new();
+        if let (Some(udp), Some(tcp)) = (inner.udp, inner.tcp) {
+            urls.push(format!("stun:{host}:{}", udp.port()));
+            urls.push(format!("turn:{host}:{}?transport=udp", udp.port()));
+            urls.push(format!("turn:{host}:{}?transport=tcp", tcp.port()));
+            if let Some(tls) = inner.tls {
+                urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
+            }
+        }
+        // The fleet's other TURN nodes (`turn.servers`): any of them takes
+        // a credential minted here.
+        urls.extend(inner.servers.iter().cloned());
+        if urls.is_empty() {
+            return IceGrant::default();
+        }
         if !inner.mints.allow(who.source, Instant::now()) {
             tracing::debug!(source = %who.source, "turn: credential minting rate-limited");
+            urls.retain(|u| u.starts_with("stun:"));
             return IceGrant {
                 servers: vec![IceServer {
-                    urls: vec![stun],
+                    urls,
                     username: None,
                     credential: None,
                 }],
                 limited: true,
             };
-        }
-        let mut urls = vec![
-            stun,
-            format!("turn:{host}:{}?transport=udp", udp.port()),
-            format!("turn:{host}:{}?transport=tcp", tcp.port()),
-        ];
-        if let Some(tls) = inner.tls {
-            urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
         }
         let random;
         let id = match (who.user, who.peer) {
@@ -301,6 +306,7 @@ pub async fn start(
                 mint_secret,
                 credential_ttl_secs: settings.credential_ttl_secs,
                 public_host: settings.public_host.clone(),
+                servers: settings.servers.clone(),
                 mints: MintLimiter::new(settings.mint_per_ip_per_minute),
                 tasks,
             }),
@@ -396,6 +402,7 @@ pub async fn start(
             mint_secret,
             credential_ttl_secs: settings.credential_ttl_secs,
             public_host: settings.public_host.clone(),
+            servers: settings.servers.clone(),
             mints: MintLimiter::new(settings.mint_per_ip_per_minute),
             tasks,
         }),
