@@ -65,6 +65,12 @@ pub struct AppState {
     /// Every connection holds a token of it, so that shutdown can wait for
     /// their goodbyes (the HTTP server does not track upgraded connections).
     pub tasks: TaskTracker,
+    /// The link to the cluster, when `cluster.redis_url` is set.
+    pub cluster: Option<Arc<crate::cluster::Backplane>>,
+    /// The close code of a graceful stop: 1001 for a node alone, 1012
+    /// (service restart) in a cluster, whose clients resume on another
+    /// node (PROTOCOL.md §6).
+    pub stop_code: u16,
 }
 
 impl AppState {
@@ -137,6 +143,7 @@ fn router(state: AppState) -> Router {
     let routes = Router::new()
         .route("/ws", get(crate::ws::handler))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/ice-servers", get(ice_servers))
         .merge(crate::web::routes())
@@ -150,6 +157,22 @@ async fn healthz(State(app): State<AppState>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else {
         "ok\n".into_response()
+    }
+}
+
+/// 503 while the node cannot reach its cluster backplane (or is stopping):
+/// a load balancer sends new clients elsewhere.
+async fn readyz(State(app): State<AppState>) -> Response {
+    if app.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match &app.cluster {
+        Some(bp) if !bp.ready() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster backplane unreachable\n",
+        )
+            .into_response(),
+        _ => "ready\n".into_response(),
     }
 }
 
@@ -251,11 +274,6 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 /// addresses once every listener is up.
 pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    if cfg.cluster.redis_url.is_some() {
-        tracing::warn!(
-            "cluster.redis_url is set, but the Redis backplane is not built yet: running as a single node"
-        );
-    }
     // Install the recorder before anything records.
     let _ = crate::telemetry::metrics_handle();
     let tls = crate::tls::server_config(&cfg.tls)?;
@@ -265,8 +283,36 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
 
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
-    let hub = Hub::new(SignalCore::new(core_config(&cfg), seed));
     let tasks = TaskTracker::new();
+    let (hub, cluster) = match &cfg.cluster.redis_url {
+        Some(url) => {
+            let node = crate::cluster::node_id(&cfg);
+            let backplane = Arc::new(crate::cluster::Backplane::default());
+            let core = SignalCore::clustered(
+                core_config(&cfg),
+                seed,
+                switchboard_signal::ClusterConfig {
+                    node: node.clone(),
+                    node_timeout: Duration::from_secs(cfg.cluster.node_timeout_secs.max(1)),
+                },
+            );
+            let out: Arc<dyn crate::hub::BackplaneOut> = backplane.clone();
+            let hub = Hub::with_backplane(core, Some(out));
+            tracing::info!(%node, "cluster node: rooms and sessions shared through Redis");
+            crate::cluster::start(
+                &cfg,
+                url.clone(),
+                node,
+                hub.clone(),
+                backplane.clone(),
+                shutdown.clone(),
+                &tasks,
+            );
+            (hub, Some(backplane))
+        }
+        None => (Hub::new(SignalCore::new(core_config(&cfg), seed)), None),
+    };
+    let stop_code = if cluster.is_some() { 1012 } else { 1001 };
     let state = AppState {
         hub: hub.clone(),
         auth: Arc::new(Authenticator::new(&cfg.auth)?),
@@ -294,6 +340,8 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
         shutdown: shutdown.clone(),
         socketio_drained: CancellationToken::new(),
         tasks: tasks.clone(),
+        cluster: cluster.clone(),
+        stop_code,
     };
     tasks.spawn(hub.clone().run_timers(shutdown.clone()));
 
@@ -342,9 +390,17 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
     ready(&bound);
 
     wait_for_signal().await;
-    tracing::info!("shutting down: closing sessions with 1001");
+    tracing::info!("shutting down: closing sessions with {stop_code}");
     shutdown.cancel();
-    hub.close_all(1001, "server shutting down");
+    if let Some(bp) = &cluster {
+        // What the sessions got is in Redis before their clients come back
+        // elsewhere (the core sends nothing unwritten, but acks and counts
+        // may still be queued).
+        hub.close_all(stop_code, "service restart");
+        bp.flush(Duration::from_secs(2)).await;
+    } else {
+        hub.close_all(stop_code, "server shutting down");
+    }
     tasks.close();
     let limit = Duration::from_secs(cfg.http.shutdown_timeout_secs.max(1));
     if tokio::time::timeout(limit, async {

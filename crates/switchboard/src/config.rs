@@ -267,11 +267,30 @@ pub enum LogFormat {
 }
 
 /// `[cluster]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Redis URL of the backplane; unset = a single node, rooms in memory.
     pub redis_url: Option<String>,
+    /// This node's id in the cluster; unset = random at start.
+    pub node_id: Option<String>,
+    /// A node silent for this long is dead: its sessions wait for their
+    /// clients on the other nodes.
+    pub node_timeout_secs: u64,
+    /// Prefix of the keys and channels in Redis: nodes sharing it are one
+    /// cluster.
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            node_id: None,
+            node_timeout_secs: 10,
+            key_prefix: "sb".to_owned(),
+        }
+    }
 }
 
 impl SessionConfig {
@@ -331,6 +350,9 @@ pub struct Cli {
     /// cluster.redis_url: share rooms with other nodes.
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// cluster.node_id: this node's id in the cluster.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
     /// log.level, a tracing filter.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -365,6 +387,7 @@ impl Cli {
         set!("rooms.max_peers", self.max_peers);
         set!("auth.jwt_secret", self.jwt_secret.as_ref());
         set!("cluster.redis_url", self.redis_url.as_ref());
+        set!("cluster.node_id", self.node_id.as_ref());
         set!("log.level", self.log_level.as_ref());
         set!("log.format", self.log_json.then_some(LogFormat::Json));
         set!("log.file", self.log_file.as_ref());
@@ -411,6 +434,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The deployment example of docs/scaling.md is a config that loads.
+    #[test]
+    fn the_deployment_example_parses() {
+        let cfg: Config =
+            toml::from_str(include_str!("../../../deploy/switchboard.toml")).expect("parses");
+        assert!(cfg.cluster.redis_url.is_some());
+        assert_eq!(cfg.cluster.node_id.as_deref(), Some("node-1"));
+        assert_eq!(cfg.turn.servers.len(), 2);
+    }
 
     #[test]
     fn defaults_round_trip_through_toml() {

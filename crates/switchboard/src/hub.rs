@@ -14,12 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use serde_json::Value;
+use switchboard_signal::cluster::{Command, Push};
 use switchboard_signal::{
     ClassicArg, ClassicEvent, ConnId, Counters, Disconnect, Event, Face, IceServer, Identity,
     OutFrame, Output, SignalCore, Stats,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// How a `resumed` frame's body starts (the core writes it so).
+const RESUMED: &[u8] = b"{\"type\":\"resumed\"";
 
 /// Close code for a reader too slow to keep up (RFC 6455 "try again later").
 pub const CLOSE_SLOW_READER: u16 = 1013;
@@ -38,6 +42,16 @@ pub trait ConnSink: Send + Sync {
     fn send_classic(&self, event: ClassicEvent) -> Result<(), QueueFull>;
     /// Closes the connection with a WebSocket close code.
     fn close(&self, code: u16, reason: &'static str);
+    /// Answers the oldest unanswered acknowledgement of a classic event
+    /// (only a clustered core answers later than `Hub::classic` returns).
+    fn classic_reply(&self, _payload: Value) {}
+}
+
+/// Where a clustered core's commands go: the backplane client, in order.
+/// Called under the hub's lock: it must only queue.
+pub trait BackplaneOut: Send + Sync {
+    /// Queues a command for the store.
+    fn send(&self, cmd: Command);
 }
 
 /// The connection's outbound queue is full.
@@ -54,6 +68,7 @@ struct State {
 /// Shared by every connection task.
 pub struct Hub {
     state: Mutex<State>,
+    backplane: Option<Arc<dyn BackplaneOut>>,
     next_conn: AtomicU64,
     timer: Notify,
 }
@@ -61,15 +76,61 @@ pub struct Hub {
 impl Hub {
     /// Wraps a fresh core.
     pub fn new(core: SignalCore) -> Arc<Self> {
+        Self::with_backplane(core, None)
+    }
+
+    /// Wraps a core; a clustered one hands its commands to `backplane`.
+    pub fn with_backplane(core: SignalCore, backplane: Option<Arc<dyn BackplaneOut>>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 core,
                 conns: HashMap::new(),
                 armed: None,
             }),
+            backplane,
             next_conn: AtomicU64::new(1),
             timer: Notify::new(),
         })
+    }
+
+    /// A push from the cluster's store.
+    pub fn push(&self, push: Push) {
+        let logs = {
+            let mut st = self.lock();
+            st.core.handle_push(Instant::now(), push);
+            self.drain(&mut st)
+        };
+        logs.write();
+    }
+
+    /// The store's answer to the oldest unanswered `Persist` or `Resumed`.
+    pub fn persisted(&self, ok: bool) {
+        let logs = {
+            let mut st = self.lock();
+            st.core.persisted(ok);
+            self.drain(&mut st)
+        };
+        logs.write();
+    }
+
+    /// The backplane came back (or up for the first time): the core resyncs.
+    pub fn backplane_up(&self) {
+        let logs = {
+            let mut st = self.lock();
+            st.core.backplane_up(Instant::now());
+            self.drain(&mut st)
+        };
+        logs.write();
+    }
+
+    /// The backplane is out of reach.
+    pub fn backplane_down(&self) {
+        let logs = {
+            let mut st = self.lock();
+            st.core.backplane_down(Instant::now());
+            self.drain(&mut st)
+        };
+        logs.write();
     }
 
     /// A fresh connection number.
@@ -216,10 +277,16 @@ impl Hub {
     fn drain_replaying(&self, st: &mut State, replaying: Option<ConnId>) -> Logs {
         let mut logs = Logs::default();
         let mut slow = Vec::new();
+        // A resume that the cluster's store answered comes out of a push's
+        // drain: its `resumed` marks the replay burst that follows.
+        let mut replaying = replaying;
         loop {
             while let Some(out) = st.core.poll_output() {
                 let (conn, queued) = match out {
                     Output::Frame { conn, frame } => {
+                        if frame.seq.is_none() && frame.body.starts_with(RESUMED) {
+                            replaying = Some(conn);
+                        }
                         let sink = st.conns.get(&conn);
                         let queued = if replaying == Some(conn) {
                             sink.map(|s| s.send_replayed(frame))
@@ -244,9 +311,18 @@ impl Hub {
                         }
                         continue;
                     }
-                    // Only a clustered core (`SignalCore::clustered`) says
-                    // these; this hub drives a node alone.
-                    Output::Backplane(_) | Output::ClassicReply { .. } => continue,
+                    Output::Backplane(cmd) => {
+                        if let Some(bp) = &self.backplane {
+                            bp.send(cmd);
+                        }
+                        continue;
+                    }
+                    Output::ClassicReply { conn, payload } => {
+                        if let Some(sink) = st.conns.get(&conn) {
+                            sink.classic_reply(payload);
+                        }
+                        continue;
+                    }
                 };
                 if let Some(Err(QueueFull)) = queued {
                     // Detach at once: a later frame of this same drain must

@@ -375,6 +375,7 @@ impl Admit {
             hub: hub.clone(),
             conn,
             gate: Arc::new(std::sync::Mutex::new(Gate::Closed(Vec::new()))),
+            acks: Acks::default(),
         };
         socket.on_fallback(events.clone());
         socket.on_disconnect(Departure {
@@ -385,6 +386,7 @@ impl Admit {
         let sink = Arc::new(SioSink {
             socket,
             tasks: self.app.tasks.clone(),
+            acks: events.acks.clone(),
             _permit: admission.permit,
         });
         hub.connect(conn, sink, admission.identity, Face::Classic, |_| {
@@ -413,7 +415,13 @@ struct ClassicEvents {
     hub: Arc<Hub>,
     conn: ConnId,
     gate: Arc<std::sync::Mutex<Gate>>,
+    /// Acknowledgements a clustered core answers later, oldest first.
+    acks: Acks,
 }
+
+/// The acknowledgements of a connection not answered yet, shared by its
+/// event handler (which queues them) and its sink (which answers them).
+type Acks = Arc<std::sync::Mutex<std::collections::VecDeque<AckSender>>>;
 
 /// socketioxide queues its CONNECT answer and only then marks the socket
 /// connected, on its own task; until then every emit to the socket fails.
@@ -444,6 +452,10 @@ impl ClassicEvents {
     }
 
     fn handle(&self, s: &Arc<Socket<LocalAdapter>>, mut v: Value, ack_id: Option<i64>) {
+        let ack = ack_id.map(|_| {
+            let Ok(ack) = AckSender::from_message_parts(s, &mut v, &ack_id);
+            ack
+        });
         let (event, args) = match event_args(&v) {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -452,15 +464,21 @@ impl ClassicEvents {
                 tracing::debug!(conn = self.conn.0, "unreadable socket.io event: {e}");
                 let refusal = json!({"code": "bad_request", "message": e.to_string()});
                 let _ = s.emit("error", &refusal);
-                let Ok(ack) = AckSender::from_message_parts(s, &mut v, &ack_id);
-                let _ = ack.send(&refusal);
+                if let Some(ack) = ack {
+                    let _ = ack.send(&refusal);
+                }
                 return;
             }
         };
         metrics::counter!("switchboard_socketio_events_in_total").increment(1);
+        if let Some(ack) = ack {
+            // Queued first: a clustered core may answer within the call.
+            lock(&self.acks).push_back(ack);
+        }
         let reply = self.hub.classic(self.conn, &event, &args, ack_id.is_some());
-        if let Some(reply) = reply {
-            let Ok(ack) = AckSender::from_message_parts(s, &mut v, &ack_id);
+        if let Some(reply) = reply
+            && let Some(ack) = lock(&self.acks).pop_back()
+        {
             let _ = ack.send(&reply);
         }
     }
@@ -540,6 +558,11 @@ impl DisconnectHandler<LocalAdapter, ClassicFace> for Departure {
     }
 }
 
+/// A poisoned lock still holds the best state there is.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Where the hub puts a Socket.IO connection's output. Emitting only queues
 /// (socketioxide's bounded per-socket channel, `session.outbound_queue_frames`
 /// long), so it is safe under the hub's lock.
@@ -547,6 +570,7 @@ struct SioSink {
     socket: SocketRef,
     /// Closing is a task of its own: tracked, so that shutdown waits for it.
     tasks: tokio_util::task::TaskTracker,
+    acks: Acks,
     /// Held for the connection's life: `limits.max_connections` counts both faces.
     _permit: OwnedSemaphorePermit,
 }
@@ -571,6 +595,12 @@ impl ConnSink for SioSink {
                 tracing::warn!("socket.io event not serializable: {e}");
                 Ok(())
             }
+        }
+    }
+
+    fn classic_reply(&self, payload: serde_json::Value) {
+        if let Some(ack) = lock(&self.acks).pop_front() {
+            let _ = ack.send(&payload);
         }
     }
 

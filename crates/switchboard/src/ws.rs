@@ -371,7 +371,7 @@ impl Conn {
         // Shutdown closes the connections the hub knows; one registered just
         // after that sweep sees the cancelled token here instead.
         if app.shutdown.is_cancelled() {
-            sink.close(1001, "server shutting down");
+            sink.close(app.stop_code, "server shutting down");
         }
         metrics::counter!("switchboard_ws_connections_total").increment(1);
         metrics::gauge!("switchboard_ws_connections").increment(1.0);
@@ -708,6 +708,8 @@ mod tests {
             shutdown: tokio_util::sync::CancellationToken::new(),
             socketio_drained: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
+            cluster: None,
+            stop_code: 1001,
         }
     }
 
