@@ -13,6 +13,8 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v turnutils_uclient >/dev/null 2>&1 || need+=(coturn)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The cluster test puts two nodes behind a real load balancer.
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v c++ >/dev/null 2>&1 || need+=(g++) # libfuzzer-sys builds C++
 # The symmetric-NAT browser test (e2e/test/nat.test.js, as root) builds namespaces and NATs.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
