@@ -16,8 +16,8 @@ import { missingTools, startRedis, startNode, startHaproxy, waitBalanced, freeTc
 // A string (the reason) or false: node's runner takes even `skip: null` as a skip.
 const skipCluster = missingTools(['redis-server']);
 const skipHaproxy = skipCluster || missingTools(['haproxy']);
-if (skipCluster) console.log(`# cluster browser tests skipped: ${skipCluster}`);
-else if (skipHaproxy) console.log(`# cluster browser tests behind haproxy skipped: ${skipHaproxy}`);
+if (skipCluster) console.log(`cluster browser tests skipped: ${skipCluster}`);
+else if (skipHaproxy) console.log(`cluster browser tests behind haproxy skipped: ${skipHaproxy}`);
 
 // Short enough that "nobody saw bye past node timeout + grace" fits the test's time.
 const NODE_TIMEOUT_SECS = 2;
@@ -248,6 +248,7 @@ let behind = null;
 
 test('behind haproxy: the node under a page stops gracefully (1012), the page resumes on the other, the call goes on', { skip: skipHaproxy, timeout: 75_000 }, async () => {
   haproxy = await startHaproxy(slots.n1.http, slots.n2.http);
+  for (const n of haproxy.notes) console.log(`# ${n}`);
   await step('haproxy balances over both nodes', [], () => waitBalanced(haproxy.front, ['n1', 'n2']));
   // Nothing of the first test is still connected.
   await waitPlacement([

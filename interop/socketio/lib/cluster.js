@@ -69,12 +69,14 @@ async function startRedis() {
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', os.tmpdir()], {
     stdio: ['ignore', 'ignore', 'ignore'],
   });
+  let spawnError = null;
+  proc.on('error', (err) => (spawnError = err));
   const killOnExit = () => proc.kill('SIGKILL');
   process.on('exit', killOnExit);
   const alive = () => proc.exitCode === null && proc.signalCode === null;
   const end = Date.now() + 10000;
   while (!(await redisPing(port))) {
-    if (!alive()) throw new Error(`redis-server exited (${proc.exitCode ?? proc.signalCode}) before answering PING`);
+    if (!alive()) throw new Error(`redis-server exited (${spawnError ?? proc.exitCode ?? proc.signalCode}) before answering PING`);
     if (Date.now() > end) {
       proc.kill('SIGKILL');
       throw new Error(`redis-server did not answer PING on ${port} within 10 s`);

@@ -12,7 +12,7 @@ const { missingTools, startRedis, startNode } = require('../lib/cluster');
 
 // A string (the reason) or false: node's runner takes even `skip: null` as a skip.
 const skip = missingTools(['redis-server']);
-if (skip) console.log(`# socket.io cluster tests skipped: ${skip}`);
+if (skip) console.log(`socket.io cluster tests skipped: ${skip}`);
 
 describe('socket.io peers on two nodes of a cluster', { skip }, () => {
   let redis;
