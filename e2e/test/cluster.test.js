@@ -153,7 +153,7 @@ async function waitPlacement(want, ms = 10_000) {
   throw new Error(`connections per node: wanted ${JSON.stringify(Object.fromEntries(want.map(([n, c]) => [n.id, c])))}, got ${JSON.stringify(got)}`);
 }
 
-/** The live node (of `candidates`) holding exactly one connection more than `before` said. */
+/** The node (of `candidates`) holding the one live connection there is: where a page landed. */
 async function nodeOf(candidates, ms = 10_000) {
   const end = Date.now() + ms;
   while (Date.now() < end) {
