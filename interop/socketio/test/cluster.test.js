@@ -14,6 +14,12 @@ const { missingTools, startRedis, startNode } = require('../lib/cluster');
 const skip = missingTools(['redis-server']);
 if (skip) console.log(`socket.io cluster tests skipped: ${skip}`);
 
+// Short, so that a dead node's peers end within the test's patience (PROTOCOL.md §6:
+// within node_timeout_secs + resume_grace_secs + 5 s).
+const NODE_TIMEOUT_SECS = 2;
+const GRACE_SECS = 3;
+const SHORT = { SWITCHBOARD_SESSION__RESUME_GRACE_SECS: String(GRACE_SECS) };
+
 describe('socket.io peers on two nodes of a cluster', { skip }, () => {
   let redis;
   let n1;
@@ -24,8 +30,8 @@ describe('socket.io peers on two nodes of a cluster', { skip }, () => {
   before(async () => {
     if (skip) return;
     redis = await startRedis();
-    n1 = await startNode(redis, 'n1');
-    n2 = await startNode(redis, 'n2');
+    n1 = await startNode(redis, 'n1', SHORT);
+    n2 = await startNode(redis, 'n2', SHORT);
   });
   afterEach(() => closeAll(clients));
   after(async () => {
@@ -158,6 +164,32 @@ describe('socket.io peers on two nodes of a cluster', { skip }, () => {
     native.request({ type: 'leave', room: 'x-mixed' });
     await native.rec.next('left');
     assert.deepEqual(await s.rec.next('bye'), ['x-mixed', nativeId]);
+  });
+
+  it('a socket.io peer whose node is killed ends with bye on the other nodes, and leaves no ghost', async () => {
+    const n3 = await startNode(redis, 'n3', SHORT);
+    try {
+      const a = await sio(n1, ws);
+      const d = await sio(n3, ws);
+      const aId = await join(a, 'x-dead');
+      const dId = await join(d, 'x-dead');
+      await a.rec.next('otherjoin', ([, id]) => id === dId);
+      const t0 = Date.now();
+      const exited = new Promise((r) => n3.proc.once('exit', r));
+      n3.proc.kill('SIGKILL');
+      await exited;
+      const bound = (NODE_TIMEOUT_SECS + GRACE_SECS + 5) * 1000;
+      assert.deepEqual(await a.rec.next('bye', ([, id]) => id === dId, bound), ['x-dead', dId], `bye within ${bound} ms of the kill`);
+      console.log(`# SIGKILL of a node: its socket.io peer's bye after ${Date.now() - t0} ms`);
+      assert.deepEqual(await emitAck(a, 'message', 'x-dead', 'anyone?'), { delivered: 0 });
+      // No ghost: a fresh peer on the third node finds only a.
+      const native = await connectNative(n2.wsUrl);
+      clients.push(native);
+      native.request({ type: 'join', room: 'x-dead' });
+      assert.deepEqual((await native.rec.next('joined')).peers.map((p) => p.peer), [aId]);
+    } finally {
+      await stopProcess(n3.proc);
+    }
   });
 });
 
