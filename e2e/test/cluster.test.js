@@ -26,14 +26,11 @@ const SECRET = `e2e-cluster-${process.pid}-${Date.now()}`;
 
 /** @type {Awaited<ReturnType<typeof startRedis>>} */
 let redis;
-/** haproxy server name (its cookie) -> the node serving at that address now. */
-/** @type {Record<string, Awaited<ReturnType<typeof startNode>>>} */
+/** haproxy server name (its cookie) -> the node serving at that address now. @type {Record<string, Awaited<ReturnType<typeof startNode>>>} */
 const slots = {};
-/** haproxy server name -> that address's TURN port (a restarted node keeps it). */
-/** @type {Record<string, number>} */
+/** haproxy server name -> that address's TURN port (a restarted node keeps it). @type {Record<string, number>} */
 const turnPorts = {};
-/** Every node ever started, for `after` and for the logs of a failure. */
-/** @type {Awaited<ReturnType<typeof startNode>>[]} */
+/** Every node ever started, for `after` and for the logs of a failure. @type {Awaited<ReturnType<typeof startNode>>[]} */
 const nodes = [];
 /** @type {Awaited<ReturnType<typeof startHaproxy>> | null} */
 let haproxy = null;
