@@ -432,7 +432,12 @@ fn log_event(event: &Event) {
             tracing::info!(conn = conn.0, %peer, user = user.as_deref().unwrap_or(""), ?face, "session started");
         }
         Event::Suspended { conn, peer, .. } => {
-            tracing::info!(conn = conn.0, %peer, "connection dropped; grace period");
+            if conn.0 == u64::MAX {
+                // A session adopted from a dead node: it had no connection here.
+                tracing::info!(%peer, "adopted from a dead node; grace period");
+            } else {
+                tracing::info!(conn = conn.0, %peer, "connection dropped; grace period");
+            }
         }
         Event::SessionResumed {
             conn,

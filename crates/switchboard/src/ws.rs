@@ -356,10 +356,12 @@ impl Conn {
         match (&q.resume, &q.resume_token) {
             (Some(session), Some(token)) => {
                 let last_seq = q.last_seq.unwrap_or(0);
-                let ok = app
-                    .hub
+                // How it went is logged by the hub ("session resumed" or
+                // "resume failed"), also when the cluster's store answers
+                // later.
+                app.hub
                     .resume(id, sink.clone(), session, token, last_seq, identity, ice);
-                tracing::info!(conn = id.0, %remote, resumed = ok, "connected (resume)");
+                tracing::info!(conn = id.0, %remote, "connected (resume)");
             }
             _ => {
                 app.hub
