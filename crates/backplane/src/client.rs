@@ -27,7 +27,7 @@ use switchboard_signal::cluster::{Command, NodeId, Push};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::codec::{self, Args as _};
+use crate::codec::{self, Args as _, Encoded};
 
 /// The Lua store, with the core's constant filled in.
 fn script_source() -> String {
@@ -37,9 +37,12 @@ fn script_source() -> String {
     )
 }
 
-/// Ops sent in one pipeline at most: bounds the time one round trip holds
-/// the queue.
+/// Commands sent in one script call at most: bounds the time one round
+/// trip holds the queue, and Redis.
 const BATCH: usize = 512;
+/// Bytes of arguments one script call stops taking commands at: keeps one
+/// call (a single Redis command) small.
+const BATCH_BYTES: usize = 1 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -192,7 +195,7 @@ impl Events {
 
 enum Op {
     Cmd {
-        call: Cmd,
+        call: Encoded,
         /// The link events the caller had read when it sent it; `None` for
         /// the ticker's, which run whenever the link is up.
         tag: Option<u64>,
@@ -300,8 +303,6 @@ impl Link {
 pub struct RedisBackplane {
     node: NodeId,
     prefix: String,
-    fixed: [String; 3],
-    sha: String,
     ops: mpsc::Sender<Op>,
     link: Arc<Link>,
     /// Link events the caller has read ([`Events`]).
@@ -458,11 +459,15 @@ impl RedisBackplane {
             store.replay_bytes.to_string(),
             store.node_timeout.as_millis().to_string(),
         ];
+        let head = Head {
+            sha,
+            prefix: settings.prefix.clone(),
+            node: node.0.to_string(),
+            fixed,
+        };
         let mut bp = RedisBackplane {
             node,
             prefix: settings.prefix.clone(),
-            fixed,
-            sha,
             ops,
             link: link.clone(),
             seen: seen.clone(),
@@ -474,6 +479,7 @@ impl RedisBackplane {
             script,
             limit,
             conn,
+            head,
             ops_rx,
             link.clone(),
         )));
@@ -481,11 +487,9 @@ impl RedisBackplane {
             client, channel, limit, every, sub, events, link,
         )));
         if settings.heartbeat || settings.sweep {
-            let heartbeat = settings
-                .heartbeat
-                .then(|| bp.script_call(&Command::Heartbeat));
+            let heartbeat = settings.heartbeat.then(|| script_call(&Command::Heartbeat));
             let heartbeat = heartbeat.transpose()?;
-            let sweep = settings.sweep.then(|| bp.sweep_call());
+            let sweep = settings.sweep.then(sweep_call);
             bp.tasks.push(tokio::spawn(ticker(
                 bp.ops.clone(),
                 every,
@@ -506,27 +510,6 @@ impl RedisBackplane {
     #[must_use]
     pub fn node(&self) -> &NodeId {
         &self.node
-    }
-
-    fn base(&self, node: &str, op_args: impl FnOnce(&mut Cmd)) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(0).arg(&self.prefix).arg(node);
-        for f in &self.fixed {
-            cmd.arg(f);
-        }
-        op_args(&mut cmd);
-        cmd
-    }
-
-    fn script_call(&self, cmd: &Command) -> Result<Cmd, Error> {
-        let mut res = Ok(());
-        let call = self.base(&self.node.0, |c| res = codec::command_args(cmd, c));
-        res?;
-        Ok(call)
-    }
-
-    fn sweep_call(&self) -> Cmd {
-        self.base("", |c| c.text("sweep"))
     }
 
     fn enqueue(&self, op: Op) -> Result<(), Error> {
@@ -562,7 +545,7 @@ impl RedisBackplane {
         if seen.is_multiple_of(2) {
             return Err(Error::Down);
         }
-        let call = self.script_call(cmd)?;
+        let call = script_call(cmd)?;
         self.enqueue(Op::Cmd {
             call,
             tag: Some(seen),
@@ -579,7 +562,7 @@ impl RedisBackplane {
     /// [`Error::QueueFull`] or [`Error::Closed`].
     pub fn sweep(&self) -> Result<(), Error> {
         self.enqueue(Op::Cmd {
-            call: self.sweep_call(),
+            call: sweep_call(),
             tag: None,
             answered: false,
         })
@@ -601,6 +584,38 @@ impl RedisBackplane {
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+}
+
+fn script_call(cmd: &Command) -> Result<Encoded, Error> {
+    let mut call = Encoded::default();
+    codec::command_args(cmd, &mut call)?;
+    Ok(call)
+}
+
+fn sweep_call() -> Encoded {
+    let mut call = Encoded::default();
+    call.text("sweep");
+    call
+}
+
+/// What every script call of a node starts with.
+struct Head {
+    sha: String,
+    prefix: String,
+    node: String,
+    /// Replay bounds and node timeout.
+    fixed: [String; 3],
+}
+
+impl Head {
+    fn call(&self) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(0).arg(&self.prefix).arg(&self.node);
+        for f in &self.fixed {
+            cmd.arg(f);
+        }
+        cmd
     }
 }
 
@@ -635,13 +650,30 @@ fn drain(rx: &mut mpsc::Receiver<Op>, dropped: bool) -> bool {
     drop_batch(batch, dropped)
 }
 
-/// What the scripts answer: 1 applied, 0 refused.
-fn applied(v: &redis::Value) -> Result<bool, Error> {
-    match v {
-        redis::Value::Int(1) => Ok(true),
-        redis::Value::Int(0) => Ok(false),
-        _ => Err(Error::BadReply),
+/// What the script answers: per command of the batch `1` applied, `0`
+/// refused; the answers of those `answered` (as many as `answered` is
+/// long).
+fn applied(v: &redis::Value, answered: &[bool]) -> Result<Vec<bool>, Error> {
+    let r: &[u8] = match v {
+        redis::Value::BulkString(r) => r,
+        redis::Value::SimpleString(r) => r.as_bytes(),
+        _ => return Err(Error::BadReply),
+    };
+    if r.len() != answered.len() {
+        return Err(Error::BadReply);
     }
+    let mut out = Vec::new();
+    for (&b, &wanted) in r.iter().zip(answered) {
+        let ok = match b {
+            b'1' => true,
+            b'0' => false,
+            _ => return Err(Error::BadReply),
+        };
+        if wanted {
+            out.push(ok);
+        }
+    }
+    Ok(out)
 }
 
 async fn writer(
@@ -649,6 +681,7 @@ async fn writer(
     script: String,
     limit: Duration,
     conn: MultiplexedConnection,
+    head: Head,
     mut rx: mpsc::Receiver<Op>,
     link: Arc<Link>,
 ) {
@@ -695,10 +728,19 @@ async fn writer(
             let Some(first) = first else {
                 continue;
             };
+            let mut bytes = match &first {
+                Op::Cmd { call, .. } => call.bytes(),
+                Op::Flush(_) => 0,
+            };
             let mut batch = vec![first];
-            while batch.len() < BATCH {
+            while batch.len() < BATCH && bytes < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(op) => batch.push(op),
+                    Ok(op) => {
+                        if let Op::Cmd { call, .. } = &op {
+                            bytes += call.bytes();
+                        }
+                        batch.push(op);
+                    }
                     Err(_) => break,
                 }
             }
@@ -723,10 +765,10 @@ async fn writer(
                 link.up(Side::Writer).await;
                 continue;
             }
-            let mut pipe = redis::pipe();
-            let mut calls = 0usize;
+            let mut script = head.call();
+            // Per command in the call, whether the caller waits for its answer.
+            let mut answers_wanted = Vec::new();
             let mut callers = false;
-            let mut waiting = 0usize;
             // Each flush with whether a command before it was dropped.
             let mut flushes = Vec::new();
             for op in batch {
@@ -741,30 +783,23 @@ async fn writer(
                         ..
                     } => {
                         callers |= tag.is_some();
-                        pipe.add_command(call);
-                        if answered {
-                            waiting += 1;
-                        } else {
-                            pipe.ignore();
+                        script.arg(call.count());
+                        for a in call.args() {
+                            script.arg(a);
                         }
-                        calls += 1;
+                        answers_wanted.push(answered);
                     }
                     Op::Flush(tx) => {
                         flushes.push((tx, std::mem::take(&mut dropped)));
                     }
                 }
             }
-            let result = if calls == 0 {
+            let result = if answers_wanted.is_empty() {
                 Ok(Vec::new())
             } else {
-                with_timeout(limit, pipe.query_async::<Vec<redis::Value>>(&mut c))
+                with_timeout(limit, script.query_async::<redis::Value>(&mut c))
                     .await
-                    .and_then(|replies| {
-                        if replies.len() != waiting {
-                            return Err(Error::BadReply);
-                        }
-                        replies.iter().map(applied).collect()
-                    })
+                    .and_then(|reply| applied(&reply, &answers_wanted))
             };
             match result {
                 Ok(answers) => {
@@ -862,8 +897,8 @@ async fn reader(
 async fn ticker(
     ops: mpsc::Sender<Op>,
     every: Duration,
-    heartbeat: Option<Cmd>,
-    sweep: Option<Cmd>,
+    heartbeat: Option<Encoded>,
+    sweep: Option<Encoded>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

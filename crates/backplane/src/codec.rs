@@ -660,6 +660,67 @@ impl Args for redis::Cmd {
     }
 }
 
+/// One command's script arguments, flat in one buffer (two allocations a
+/// command, numbers written in place), until the writer copies them into
+/// its batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Encoded {
+    buf: Vec<u8>,
+    /// Where each argument ends in `buf`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    /// The arguments, in order.
+    pub(crate) fn args(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let a = self.buf.get(start..end).unwrap_or_default();
+            start = end;
+            a
+        })
+    }
+    pub(crate) fn count(&self) -> usize {
+        self.ends.len()
+    }
+    /// Its size on the wire, about.
+    pub(crate) fn bytes(&self) -> usize {
+        self.buf.len() + 16 * self.ends.len()
+    }
+}
+
+impl Args for Encoded {
+    fn arg(&mut self, a: &[u8]) {
+        self.buf.extend_from_slice(a);
+        self.ends.push(self.buf.len());
+    }
+    fn num(&mut self, n: u64) {
+        use std::io::Write as _;
+        let _ = write!(self.buf, "{n}");
+        self.ends.push(self.buf.len());
+    }
+    fn opt(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                self.buf.push(b'+');
+                self.buf.extend_from_slice(s.as_bytes());
+                self.ends.push(self.buf.len());
+            }
+            None => self.arg(b"-"),
+        }
+    }
+    fn opt_num(&mut self, n: Option<u64>) {
+        match n {
+            Some(n) => {
+                use std::io::Write as _;
+                let _ = write!(self.buf, "+{n}");
+                self.ends.push(self.buf.len());
+            }
+            None => self.arg(b"-"),
+        }
+    }
+}
+
 impl Args for Vec<Vec<u8>> {
     fn arg(&mut self, a: &[u8]) {
         self.push(a.to_vec());

@@ -1,15 +1,18 @@
 //! The backplane contract of `switchboard_signal::cluster` on Redis 7.
 //!
-//! Each [`Command`](switchboard_signal::cluster::Command) of a node is one
-//! `EVALSHA` of one Lua script (`store.lua`, loaded at every connect) that
-//! applies it atomically with the semantics of the in-memory reference,
+//! A node's [`Command`](switchboard_signal::cluster::Command)s go to one Lua
+//! script (`store.lua`, loaded at every connect), which applies each
+//! atomically with the semantics of the in-memory reference,
 //! [`Store`](switchboard_signal::cluster::store::Store); every
 //! [`Push`](switchboard_signal::cluster::Push) for node `N`, answers included,
 //! is `PUBLISH`ed on `{prefix}:node:{N}`, which `N`'s one subscriber
 //! connection reads, so each node sees its pushes in the order the store
 //! produced them. A node's commands go in order over one multiplexed
-//! connection, pipelined (up to 512 per round trip). The script's reply is
-//! what `Store::handle` returns; the client hands it back, in order, for
+//! connection, batched: what is queued (up to 512 commands, about 1 MiB) is
+//! one `EVALSHA` whose arguments carry them all, applied in order in one
+//! atomic call, so that the per-call costs (the script's liveness checks,
+//! Redis' per-command work) are paid once per batch. The script replies
+//! with what `Store::handle` returns for each; the client hands it back, in order, for
 //! the two commands whose outcome the node needs (`Persist`, `Resumed`) as
 //! [`Event::Applied`], and ignores the others'. Node liveness uses Redis'
 //! clock (`TIME`), so the nodes' clocks may disagree. The keys name rooms

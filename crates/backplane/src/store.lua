@@ -4,11 +4,15 @@
 -- Every push is PUBLISHed on its node's channel, answers included, so that
 -- one subscriber per node sees them in the order they were produced.
 --
--- ARGV: prefix, node, replay_frames, replay_bytes, node_timeout_ms, op,
--- then the op's arguments (see codec.rs, `command_args`). Returns 1 when
--- the command was applied, 0 when it was refused (a Persist or Resumed of a
--- copy that is not the session's current one, anything from a node
--- declared dead), like Store::handle. No KEYS: the key
+-- ARGV: prefix, node, replay_frames, replay_bytes, node_timeout_ms, then
+-- one or more commands, each as its count of arguments, then its op and
+-- the op's arguments (see codec.rs, `command_args`): one call applies a
+-- whole batch of the node's commands, in order (atomic as a whole, which
+-- the store does not mind), so that the per-call costs are paid once per
+-- batch. Returns a string with one character per command: '1' when it was
+-- applied, '0' when it was refused (a Persist or Resumed of a copy that is
+-- not the session's current one, anything from a node declared dead), like
+-- Store::handle. No KEYS: the key
 -- names depend on the data (rooms, sessions), so this runs on one Redis
 -- (or a primary and its replicas), not on Redis Cluster.
 --
@@ -21,7 +25,6 @@ local NODE = ARGV[2]
 local MAXF = tonumber(ARGV[3])
 local MAXB = tonumber(ARGV[4])
 local TIMEOUT = tonumber(ARGV[5])
-local OP = ARGV[6]
 local MEMBER = __MEMBER_ENTRY_BYTES__
 
 local K_SEEN = P .. ':seen' -- zset: live node -> last seen (ms, Redis clock)
@@ -32,7 +35,8 @@ local K_DEAD = P .. ':dead' -- hash: dead node -> '1' once told so
 -- restarted empty gets a new one.
 local K_GEN = P .. ':gen'
 -- hash: a session: token, peer, user, face, owner, seq, bytes, epoch,
--- base (absent when None)
+-- base (absent when None), n (its kept frames' count: LLEN without a call;
+-- absent in a store written by an older script, then LLEN it is)
 local function ks(s) return P .. ':s:' .. s end
 local function kf(s) return P .. ':f:' .. s end -- list: its kept frames
 local function ksr(s) return P .. ':sr:' .. s end -- list: its rooms
@@ -50,8 +54,8 @@ local function a(s) return #s .. ':' .. s end
 local function o(s) if s then return a(s) end return '-' end
 local function n(x) return a(fmt(x)) end
 
--- Arguments, read in order.
-local argi = 6
+-- Arguments, read in order; `argi` is set at each command's start.
+local argi = 5
 local function nx() argi = argi + 1; return ARGV[argi] end
 local function nnum() return tonumber(nx()) end
 local function nopt()
@@ -115,15 +119,10 @@ end
 
 local function get_seq(s) return tonumber(redis.call('HGET', ks(s), 'seq')) or 0 end
 
--- Stored::keep.
-local function keep(s, seq, body)
-  local cur = get_seq(s)
-  if seq <= cur or MAXF == 0 then
-    if seq > cur then redis.call('HSET', ks(s), 'seq', fmt(seq)) end
-    return
-  end
-  local bytes = tonumber(redis.call('HGET', ks(s), 'bytes')) or 0
-  local len = redis.call('LLEN', kf(s))
+-- Stored::keep past the seq check: appends the frame, dropping the oldest
+-- beyond the bounds; `len` is nil when the hash has no count.
+local function append(s, seq, body, bytes, len)
+  len = len or redis.call('LLEN', kf(s))
   while len > 0 and (len >= MAXF or bytes + #body > MAXB) do
     local old = redis.call('LPOP', kf(s))
     local _, c = frame_seq(old)
@@ -131,13 +130,25 @@ local function keep(s, seq, body)
     len = len - 1
   end
   redis.call('RPUSH', kf(s), fmt(seq) .. ':' .. body)
-  redis.call('HSET', ks(s), 'seq', fmt(seq), 'bytes', fmt(bytes + #body))
+  redis.call('HSET', ks(s), 'seq', fmt(seq), 'bytes', fmt(bytes + #body), 'n', fmt(len + 1))
+end
+
+-- Stored::keep.
+local function keep(s, seq, body)
+  local cur = get_seq(s)
+  if seq <= cur or MAXF == 0 then
+    if seq > cur then redis.call('HSET', ks(s), 'seq', fmt(seq)) end
+    return
+  end
+  local h = redis.call('HMGET', ks(s), 'bytes', 'n')
+  append(s, seq, body, tonumber(h[1]) or 0, tonumber(h[2]))
 end
 
 -- Stored::trim.
 local function trim(s, last)
-  local bytes = tonumber(redis.call('HGET', ks(s), 'bytes')) or 0
-  local dropped = false
+  local h = redis.call('HMGET', ks(s), 'bytes', 'n')
+  local bytes = tonumber(h[1]) or 0
+  local dropped = 0
   while true do
     local e = redis.call('LINDEX', kf(s), 0)
     if not e then break end
@@ -145,9 +156,16 @@ local function trim(s, last)
     if seq > last then break end
     redis.call('LPOP', kf(s))
     bytes = bytes - (#e - c)
-    dropped = true
+    dropped = dropped + 1
   end
-  if dropped then redis.call('HSET', ks(s), 'bytes', fmt(bytes)) end
+  if dropped > 0 then
+    local len = tonumber(h[2])
+    if len then
+      redis.call('HSET', ks(s), 'bytes', fmt(bytes), 'n', fmt(len - dropped))
+    else
+      redis.call('HSET', ks(s), 'bytes', fmt(bytes))
+    end
+  end
 end
 
 -- Stored::renumber: beyond `base`, the node the session moved from sent
@@ -207,18 +225,35 @@ local function count_owned(node, copies)
   return c
 end
 
+-- HMGET of any number of fields (unpack takes a few thousand at most).
+local function hmget_many(key, fields)
+  local out = {}
+  for i = 1, #fields, 1000 do
+    local chunk = {}
+    for j = i, math.min(i + 999, #fields) do chunk[#chunk + 1] = fields[j] end
+    local got = redis.call('HMGET', key, unpack(chunk))
+    for j = 1, #chunk do out[i + j - 1] = got[j] end
+  end
+  return out
+end
+
 -- Store::route: to each live node (but `from`) the very members of the
 -- room it owns now, but the event's subject peer, the `skip` copies and,
 -- with `to`, every peer but `to`; returns the nodes, in member order.
 local function route(from, room, req, to, subject, event, skip)
   local skipped = {}
   for _, cp in ipairs(skip or {}) do skipped[cp[1]] = true end
-  local nodes, by_node = {}, {}
-  for _, m in ipairs(redis.call('LRANGE', kr(room), 0, -1)) do
-    local peer = redis.call('HGET', kri(room), 'p:' .. m)
+  local nodes, by_node, live = {}, {}, {}
+  local members = redis.call('LRANGE', kr(room), 0, -1)
+  local fields = {}
+  for i, m in ipairs(members) do fields[i] = 'p:' .. m end
+  local peers = hmget_many(kri(room), fields)
+  for i, m in ipairs(members) do
+    local peer = peers[i]
     if peer ~= subject and not skipped[m] and (to == nil or to == peer) then
       local ow = owner(m)
-      if ow and ow ~= from and alive(ow) then
+      if ow and live[ow] == nil then live[ow] = ow ~= from and alive(ow) end
+      if ow and live[ow] then
         local list = by_node[ow]
         if not list then
           list = {}
@@ -282,7 +317,7 @@ local function register(from, r)
   local s = r.session
   if r.face == 'n' and r.user then redis.call('RPUSH', ku(r.user), s) end
   redis.call('HSET', ks(s), 'token', r.token, 'peer', r.peer, 'face', r.face,
-    'owner', from, 'seq', '0', 'bytes', '0', 'epoch', fmt(r.epoch))
+    'owner', from, 'seq', '0', 'bytes', '0', 'n', '0', 'epoch', fmt(r.epoch))
   if r.user then redis.call('HSET', ks(s), 'user', r.user) end
   redis.call('ZADD', ko(from), 0, s)
   for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
@@ -456,7 +491,7 @@ local function resync(from)
         if not want[room] then unseat(from, s, room) end
       end
       redis.call('DEL', kf(s))
-      redis.call('HSET', ks(s), 'seq', '0', 'bytes', '0')
+      redis.call('HSET', ks(s), 'seq', '0', 'bytes', '0', 'n', '0')
       for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
       if r.seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(r.seq)) end
       -- The node's frames replace the store's, numbering and all.
@@ -479,7 +514,7 @@ local function resync(from)
 end
 
 -- Store::handle_timeout.
-if OP == 'sweep' then
+local function sweep()
   for _, nd in ipairs(redis.call('ZRANGE', K_LIVE, 0, -1)) do
     local seen = tonumber(redis.call('ZSCORE', K_SEEN, nd)) or 0
     if seen + TIMEOUT <= NOW then
@@ -490,86 +525,128 @@ if OP == 'sweep' then
       for _, other in ipairs(redis.call('ZRANGE', K_LIVE, 0, -1)) do send(other, payload) end
     end
   end
-  return 0
 end
 
--- Store::handle.
-local dead = redis.call('HGET', K_DEAD, NODE)
-if dead then
-  if OP == 'resync' then
-    redis.call('HDEL', K_DEAD, NODE)
-    redis.call('ZADD', K_LIVE, 0, NODE)
-    redis.call('ZADD', K_SEEN, NOW, NODE)
-    resync(NODE)
+-- Store::handle past the liveness checks, for one op of NODE; returns 1
+-- when applied, 0 when refused.
+local function apply(op)
+  if op == 'heartbeat' then
     return 1
-  elseif dead == '0' then
-    redis.call('HSET', K_DEAD, NODE, '1')
-    send(NODE, a('X'))
+  elseif op == 'register' then
+    register(NODE, read_record())
+  elseif op == 'join' then
+    local req, s, room, meta = nx(), nx(), nx(), nopt()
+    local max_peers, max_listed = nnum(), nnum()
+    local private = nil
+    if nnum() == 2 then private = { nx(), nx() } end
+    local outcome = join(NODE, s, room, meta, max_peers, max_listed, private)
+    push(NODE, a('J') .. a(req) .. outcome)
+  elseif op == 'leave' then
+    local s, room = nx(), nx()
+    if owns(NODE, s) then unseat(NODE, s, room) end
+  elseif op == 'publish' then
+    local req, room, to, subject, event = nopt(), nx(), nopt(), nx(), nx()
+    local loc = read_copies()
+    local counted = count_owned(NODE, loc) + nnum()
+    local nodes = route(NODE, room, req, to, subject, event, loc)
+    if req then push(NODE, a('P') .. a(req) .. n(counted) .. node_list(nodes)) end
+  elseif op == 'persist' then
+    local s, epoch, seq, body, sent = nx(), nnum(), nnum(), nx(), nx()
+    local h = redis.call('HMGET', ks(s), 'owner', 'epoch', 'seq', 'bytes', 'base', 'n')
+    -- Store::holds; and a copy of this move that skipped a seq lost one the
+    -- store refused: it has forked, and keeps nothing more.
+    if not (h[1] == NODE and tonumber(h[2]) == epoch
+        and seq == (tonumber(h[3]) or 0) + 1) then
+      return 0
+    end
+    -- Stored::keep, past its seq check (this seq is the next).
+    if MAXF == 0 then
+      redis.call('HSET', ks(s), 'seq', fmt(seq))
+    else
+      append(s, seq, body, tonumber(h[4]) or 0, tonumber(h[6]))
+    end
+    if sent == '1' and h[5] then redis.call('HDEL', ks(s), 'base') end
+  elseif op == 'trim' then
+    local s, last = nx(), nnum()
+    if owns(NODE, s) then trim(s, last) end
+  elseif op == 'report' then
+    local to, req = nx(), nx()
+    local count = count_owned(NODE, read_copies()) + nnum()
+    push(to, a('C') .. a(req) .. a(NODE) .. n(count))
+  elseif op == 'end' then
+    local s = nx()
+    if owns(NODE, s) then end_session(NODE, s) end
+  elseif op == 'take' then
+    local req, s, token, last = nx(), nx(), nx(), nnum()
+    local outcome = take(NODE, s, token, last)
+    push(NODE, a('K') .. a(req) .. outcome)
+  elseif op == 'resumed' then
+    local s, epoch, last, seq = nx(), nnum(), nnum(), nnum()
+    if not holds(NODE, s, epoch) then return 0 end
+    renumber(s, last)
+    if seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(seq)) end
+    set_base(s, nil)
+  elseif op == 'adopt' then
+    local req, dead_node = nx(), nx()
+    local recs = adopt(NODE, dead_node)
+    push(NODE, a('A') .. a(req) .. recs)
+  elseif op == 'ring' then
+    ring(NODE, nx(), nx(), nx(), nx(), nx())
+  elseif op == 'tell' then
+    local to, msg = nx(), nx()
+    push(to, a('M') .. a(NODE) .. msg)
+  elseif op == 'resync' then
+    resync(NODE)
+  else
+    return redis.error_reply('unknown op ' .. tostring(op))
   end
-  return 0
-end
-redis.call('ZADD', K_LIVE, 0, NODE)
-redis.call('ZADD', K_SEEN, NOW, NODE)
-
-if OP == 'heartbeat' then
   return 1
-elseif OP == 'register' then
-  register(NODE, read_record())
-elseif OP == 'join' then
-  local req, s, room, meta = nx(), nx(), nx(), nopt()
-  local max_peers, max_listed = nnum(), nnum()
-  local private = nil
-  if nnum() == 2 then private = { nx(), nx() } end
-  local outcome = join(NODE, s, room, meta, max_peers, max_listed, private)
-  push(NODE, a('J') .. a(req) .. outcome)
-elseif OP == 'leave' then
-  local s, room = nx(), nx()
-  if owns(NODE, s) then unseat(NODE, s, room) end
-elseif OP == 'publish' then
-  local req, room, to, subject, event = nopt(), nx(), nopt(), nx(), nx()
-  local loc = read_copies()
-  local counted = count_owned(NODE, loc) + nnum()
-  local nodes = route(NODE, room, req, to, subject, event, loc)
-  if req then push(NODE, a('P') .. a(req) .. n(counted) .. node_list(nodes)) end
-elseif OP == 'persist' then
-  local s, epoch, seq, body, sent = nx(), nnum(), nnum(), nx(), nx()
-  -- A copy of this move that skipped a seq lost one the store refused: it
-  -- has forked, and keeps nothing more.
-  if not (holds(NODE, s, epoch) and seq == get_seq(s) + 1) then return 0 end
-  keep(s, seq, body)
-  if sent == '1' then set_base(s, nil) end
-elseif OP == 'trim' then
-  local s, last = nx(), nnum()
-  if owns(NODE, s) then trim(s, last) end
-elseif OP == 'report' then
-  local to, req = nx(), nx()
-  local count = count_owned(NODE, read_copies()) + nnum()
-  push(to, a('C') .. a(req) .. a(NODE) .. n(count))
-elseif OP == 'end' then
-  local s = nx()
-  if owns(NODE, s) then end_session(NODE, s) end
-elseif OP == 'take' then
-  local req, s, token, last = nx(), nx(), nx(), nnum()
-  local outcome = take(NODE, s, token, last)
-  push(NODE, a('K') .. a(req) .. outcome)
-elseif OP == 'resumed' then
-  local s, epoch, last, seq = nx(), nnum(), nnum(), nnum()
-  if not holds(NODE, s, epoch) then return 0 end
-  renumber(s, last)
-  if seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(seq)) end
-  set_base(s, nil)
-elseif OP == 'adopt' then
-  local req, dead_node = nx(), nx()
-  local recs = adopt(NODE, dead_node)
-  push(NODE, a('A') .. a(req) .. recs)
-elseif OP == 'ring' then
-  ring(NODE, nx(), nx(), nx(), nx(), nx())
-elseif OP == 'tell' then
-  local to, msg = nx(), nx()
-  push(to, a('M') .. a(NODE) .. msg)
-elseif OP == 'resync' then
-  resync(NODE)
-else
-  return redis.error_reply('unknown op ' .. tostring(OP))
 end
-return 1
+
+-- Store::handle, for each command of the batch. The liveness checks of
+-- Store::handle are read once: only a sweep or a resync changes them.
+local dead = redis.call('HGET', K_DEAD, NODE)
+local touched = false
+local results = {}
+local next_cmd = 6
+while next_cmd <= #ARGV do
+  local count = tonumber(ARGV[next_cmd])
+  if not count or count < 1 then
+    return redis.error_reply('bad command count at ' .. next_cmd)
+  end
+  local op = ARGV[next_cmd + 1]
+  argi = next_cmd + 1
+  next_cmd = next_cmd + 1 + count
+  local r = 0
+  if op == 'sweep' then
+    sweep()
+    dead = redis.call('HGET', K_DEAD, NODE)
+    -- A node it declared dead is out of the live sets: seen again only
+    -- by its resync.
+    touched = false
+  elseif dead then
+    if op == 'resync' then
+      redis.call('HDEL', K_DEAD, NODE)
+      redis.call('ZADD', K_LIVE, 0, NODE)
+      redis.call('ZADD', K_SEEN, NOW, NODE)
+      dead = nil
+      touched = true
+      resync(NODE)
+      r = 1
+    elseif dead == '0' then
+      redis.call('HSET', K_DEAD, NODE, '1')
+      dead = '1'
+      send(NODE, a('X'))
+    end
+  else
+    if not touched then
+      redis.call('ZADD', K_LIVE, 0, NODE)
+      redis.call('ZADD', K_SEEN, NOW, NODE)
+      touched = true
+    end
+    r = apply(op)
+    if type(r) == 'table' then return r end
+  end
+  results[#results + 1] = r == 1 and '1' or '0'
+end
+return table.concat(results)
