@@ -683,6 +683,10 @@ impl Encoded {
     pub(crate) fn count(&self) -> usize {
         self.ends.len()
     }
+    /// Its arguments' bytes.
+    pub(crate) fn data_len(&self) -> usize {
+        self.buf.len()
+    }
     /// Its size on the wire, about.
     pub(crate) fn bytes(&self) -> usize {
         self.buf.len() + 16 * self.ends.len()

@@ -227,6 +227,8 @@ end
 
 -- HMGET of any number of fields (unpack takes a few thousand at most).
 local function hmget_many(key, fields)
+  if #fields == 0 then return {} end
+  if #fields <= 1000 then return redis.call('HMGET', key, unpack(fields)) end
   local out = {}
   for i = 1, #fields, 1000 do
     local chunk = {}
