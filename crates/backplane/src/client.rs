@@ -588,7 +588,7 @@ impl RedisBackplane {
 }
 
 fn script_call(cmd: &Command) -> Result<Encoded, Error> {
-    let mut call = Encoded::default();
+    let mut call = Encoded::for_command(cmd);
     codec::command_args(cmd, &mut call)?;
     Ok(call)
 }

@@ -19,8 +19,6 @@
 //! epoch. The script's reply is 1 (applied) or 0 (refused), which the client
 //! reads for the commands that are [`answered`].
 
-use std::fmt::Write as _;
-
 use bytes::Bytes;
 use switchboard_signal::CallEndReason;
 use switchboard_signal::Face;
@@ -54,13 +52,32 @@ pub enum DecodeError {
 
 /// Appends atoms to a payload.
 #[derive(Default)]
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(Vec<u8>);
+
+/// `n` in decimal, without an allocation.
+fn decimal(n: u64, out: &mut [u8; 20]) -> &[u8] {
+    let mut i = out.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        // A digit: below 10, so the cast is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let d = (n % 10) as u8;
+        out[i] = b'0' + d;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &out[i..]
+}
 
 impl Writer {
     fn atom(&mut self, b: &[u8]) {
-        let mut len = String::new();
-        let _ = write!(len, "{}:", b.len());
-        self.0.extend_from_slice(len.as_bytes());
+        let mut digits = [0u8; 20];
+        self.0
+            .extend_from_slice(decimal(b.len() as u64, &mut digits));
+        self.0.push(b':');
         self.0.extend_from_slice(b);
     }
     fn text(&mut self, s: &str) {
@@ -73,10 +90,14 @@ impl Writer {
         }
     }
     fn num(&mut self, n: u64) {
-        self.text(&n.to_string());
+        let mut digits = [0u8; 20];
+        self.atom(decimal(n, &mut digits));
     }
     fn opt_num(&mut self, n: Option<u64>) {
-        self.opt(n.map(|n| n.to_string()).as_deref());
+        match n {
+            Some(n) => self.num(n),
+            None => self.0.push(b'-'),
+        }
     }
     fn texts(&mut self, items: &[Text]) {
         self.num(items.len() as u64);
@@ -608,6 +629,12 @@ pub struct Unsupported;
 /// Receives script arguments (a `redis::Cmd`, or a list in tests).
 pub(crate) trait Args {
     fn arg(&mut self, a: &[u8]);
+    /// One argument holding the atoms `build` writes.
+    fn atoms(&mut self, build: impl FnOnce(&mut Writer)) {
+        let mut w = Writer::default();
+        build(&mut w);
+        self.arg(&w.0);
+    }
     fn text(&mut self, s: &str) {
         self.arg(s.as_bytes());
     }
@@ -671,6 +698,22 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
+    /// Empty, with room for most commands' arguments: grown once at most.
+    pub(crate) fn for_command(cmd: &Command) -> Self {
+        let big = match cmd {
+            Command::Persist { body, .. } => body.len(),
+            Command::Publish {
+                event: RoomEvent::Message { data, .. },
+                ..
+            } => data.len(),
+            _ => 0,
+        };
+        Encoded {
+            buf: Vec::with_capacity(192 + big),
+            ends: Vec::with_capacity(16),
+        }
+    }
+
     /// The arguments, in order.
     pub(crate) fn args(&self) -> impl Iterator<Item = &[u8]> {
         let mut start = 0;
@@ -698,10 +741,16 @@ impl Args for Encoded {
         self.buf.extend_from_slice(a);
         self.ends.push(self.buf.len());
     }
-    fn num(&mut self, n: u64) {
-        use std::io::Write as _;
-        let _ = write!(self.buf, "{n}");
+    fn atoms(&mut self, build: impl FnOnce(&mut Writer)) {
+        // Written in place rather than into a buffer of its own.
+        let mut w = Writer(std::mem::take(&mut self.buf));
+        build(&mut w);
+        self.buf = w.0;
         self.ends.push(self.buf.len());
+    }
+    fn num(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        self.arg(decimal(n, &mut digits));
     }
     fn opt(&mut self, s: Option<&str>) {
         match s {
@@ -716,8 +765,9 @@ impl Args for Encoded {
     fn opt_num(&mut self, n: Option<u64>) {
         match n {
             Some(n) => {
-                use std::io::Write as _;
-                let _ = write!(self.buf, "+{n}");
+                let mut digits = [0u8; 20];
+                self.buf.push(b'+');
+                self.buf.extend_from_slice(decimal(n, &mut digits));
                 self.ends.push(self.buf.len());
             }
             None => self.arg(b"-"),
@@ -810,9 +860,7 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             // The store routes around the event's subject: named apart so
             // that the script need not parse the event it copies.
             out.text(subject(event));
-            let mut w = Writer::default();
-            write_event(&mut w, event);
-            out.arg(&w.0);
+            out.atoms(|w| write_event(w, event));
             out.copies(local);
             out.num(*classic);
         }
