@@ -12,12 +12,12 @@
 //! one `EVALSHA` whose arguments carry them all, applied in order in one
 //! atomic call, so that the per-call costs (the script's liveness checks,
 //! Redis' per-command work) are paid once per batch. The script replies
-//! with what `Store::handle` returns for each; the client hands it back, in order, for
-//! the two commands whose outcome the node needs (`Persist`, `Resumed`) as
-//! [`Event::Applied`], and ignores the others'. Node liveness uses Redis'
-//! clock (`TIME`), so the nodes' clocks may disagree. The keys name rooms
-//! and sessions, so this needs one Redis (or a primary with replicas), not
-//! Redis Cluster.
+//! with what `Store::handle` returns for each; the client hands it back, in
+//! order, for the two commands whose outcome the node needs (`Persist`,
+//! `Resumed`) as [`Event::Applied`], and ignores the others'. Node liveness
+//! uses Redis' clock (`TIME`), so the nodes' clocks may disagree. The keys
+//! name rooms and sessions, so this needs one Redis (or a primary with
+//! replicas), not Redis Cluster.
 //!
 //! # How a shell drives it
 //! ```no_run
