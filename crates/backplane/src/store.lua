@@ -86,7 +86,17 @@ local function read_copies()
 end
 
 -- Nodes.
-local function alive(node) return redis.call('ZSCORE', K_LIVE, node) ~= false end
+-- What ZSCORE said of each node this call: only a sweep and NODE's own
+-- ZADDs change the live set, and they reset it.
+local live_seen = {}
+local function alive(node)
+  local v = live_seen[node]
+  if v == nil then
+    v = redis.call('ZSCORE', K_LIVE, node) ~= false
+    live_seen[node] = v
+  end
+  return v
+end
 local function send(node, payload) redis.call('PUBLISH', P .. ':node:' .. node, payload) end
 local function push(node, payload) if alive(node) then send(node, payload) end end
 
@@ -622,6 +632,7 @@ while next_cmd <= #ARGV do
   local r = 0
   if op == 'sweep' then
     sweep()
+    live_seen = {}
     dead = redis.call('HGET', K_DEAD, NODE)
     -- A node it declared dead is out of the live sets: seen again only
     -- by its resync.
@@ -631,6 +642,7 @@ while next_cmd <= #ARGV do
       redis.call('HDEL', K_DEAD, NODE)
       redis.call('ZADD', K_LIVE, 0, NODE)
       redis.call('ZADD', K_SEEN, NOW, NODE)
+      live_seen[NODE] = true
       dead = nil
       touched = true
       resync(NODE)
@@ -644,6 +656,7 @@ while next_cmd <= #ARGV do
     if not touched then
       redis.call('ZADD', K_LIVE, 0, NODE)
       redis.call('ZADD', K_SEEN, NOW, NODE)
+      live_seen[NODE] = true
       touched = true
     end
     r = apply(op)
