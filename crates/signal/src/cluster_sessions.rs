@@ -299,28 +299,11 @@ impl SignalCore {
 
     /// Drops a session without a word to its rooms: it lives on elsewhere.
     pub(crate) fn forget(&mut self, sid: Sid, code: u16, reason: &'static str) {
-        let Some(s) = self.sessions.remove(&sid) else {
+        let Some(s) = self.detach(sid) else {
             return;
         };
         if let Some(conn) = s.conn {
-            if self.by_conn.get(&conn) == Some(&sid) {
-                self.by_conn.remove(&conn);
-            }
             self.outbox.purge(conn, code, reason);
-        }
-        if let Some(t) = s.grace_until {
-            self.timers.remove(&(t, Timer::Grace(sid)));
-            self.forget_suspended(sid, s.user.as_deref(), s.ip);
-        }
-        self.by_session_id.remove(&s.id);
-        self.by_peer.remove(&s.peer);
-        if let Some(u) = &s.user
-            && let Some(list) = self.by_user.get_mut(u)
-        {
-            list.retain(|&x| x != sid);
-            if list.is_empty() {
-                self.by_user.remove(u);
-            }
         }
         for &rid in &s.rooms {
             self.rooms.leave(rid, sid);

@@ -1079,12 +1079,10 @@ impl SignalCore {
         self.outbox.unsequenced(conn, body);
     }
 
-    /// The session is over for good: `bye` in its rooms, `gone` to the other
-    /// side of its ringing calls, and every trace removed.
-    fn end_session(&mut self, sid: Sid, reason: EndReason) {
-        let Some(s) = self.sessions.remove(&sid) else {
-            return;
-        };
+    /// Takes the session out of every index (connection, ids, user, grace
+    /// timer and caps); its rooms and calls are the caller's to settle.
+    pub(crate) fn detach(&mut self, sid: Sid) -> Option<Session> {
+        let s = self.sessions.remove(&sid)?;
         if let Some(conn) = s.conn
             && self.by_conn.get(&conn) == Some(&sid)
         {
@@ -1104,6 +1102,15 @@ impl SignalCore {
                 self.by_user.remove(u);
             }
         }
+        Some(s)
+    }
+
+    /// The session is over for good: `bye` in its rooms, `gone` to the other
+    /// side of its ringing calls, and every trace removed.
+    fn end_session(&mut self, sid: Sid, reason: EndReason) {
+        let Some(s) = self.detach(sid) else {
+            return;
+        };
         for &key in &s.calls {
             self.call_party_gone(key, sid);
         }
