@@ -148,12 +148,16 @@ pub enum ErrorCode {
     /// The cluster backplane is unreachable (PROTOCOL.md §6): what needs
     /// the other nodes is refused until it is back.
     Unavailable,
+    /// An operator removed the peer from a room (PROTOCOL.md §8): the
+    /// error names the `room`, and `left` follows. The session stays
+    /// connected and may join again.
+    Kicked,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order: `ALL[code.index()] == code`. For
     /// per-code counters (`[u64; ErrorCode::ALL.len()]`).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::TooLarge,
         ErrorCode::NotInRoom,
@@ -166,6 +170,7 @@ impl ErrorCode {
         ErrorCode::ResumeFailed,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::Kicked,
     ];
 
     /// This code's position in [`ErrorCode::ALL`].
@@ -184,6 +189,7 @@ impl ErrorCode {
             ErrorCode::ResumeFailed => 9,
             ErrorCode::Internal => 10,
             ErrorCode::Unavailable => 11,
+            ErrorCode::Kicked => 12,
         }
     }
 
@@ -203,6 +209,7 @@ impl ErrorCode {
             ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Kicked => "kicked",
         }
     }
 }
@@ -416,6 +423,9 @@ pub enum ServerEvent {
         code: ErrorCode,
         /// Human-readable text.
         message: String,
+        /// The room it concerns, on `kicked`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
     },
     /// Reply to `call`.
     Ringing {
@@ -556,7 +566,13 @@ mod tests {
             Just(ServerEvent::Pong),
             s().prop_map(|message| ServerEvent::Error {
                 code: ErrorCode::NoSuchPeer,
-                message
+                message,
+                room: None,
+            }),
+            (s(), s()).prop_map(|(message, room)| ServerEvent::Error {
+                code: ErrorCode::Kicked,
+                message,
+                room: Some(room),
             }),
             (s(), prop::option::of(s()), arb_value())
                 .prop_map(|(call, from, meta)| ServerEvent::IncomingCall { call, from, meta }),

@@ -250,6 +250,7 @@ impl SignalCore {
 
     pub(crate) fn accept(
         &mut self,
+        now: Instant,
         sid: Sid,
         id: &str,
         reply_to: Option<&RequestId>,
@@ -265,7 +266,7 @@ impl SignalCore {
                 break name;
             }
         };
-        let rid = self.rooms.create_private(&room, [call.caller, sid]);
+        let rid = self.rooms.create_private(&room, [call.caller, sid], now);
         self.events.push(Event::CallAccepted {
             call: call.id.to_string(),
             room: room.clone(),
@@ -278,6 +279,7 @@ impl SignalCore {
                 .finish(),
         );
         if let Ok(JoinOutcome::Joined(_)) = self.join(
+            now,
             call.caller,
             &room,
             call.meta.as_deref(),
@@ -287,7 +289,7 @@ impl SignalCore {
             let body = self.joined_body(rid, call.caller, None);
             self.send(call.caller, body);
         }
-        let joined = self.join(sid, &room, None, JoinKind::Call, Reply::Native(None));
+        let joined = self.join(now, sid, &room, None, JoinKind::Call, Reply::Native(None));
         if let Ok(JoinOutcome::Joined(_)) = joined {
             let body = self.joined_body(rid, sid, reply_to);
             self.send(sid, body);

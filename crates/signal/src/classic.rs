@@ -236,7 +236,7 @@ impl SignalCore {
         match event {
             "join" => {
                 let room = room_arg(args)?;
-                let outcome = self.join(sid, &room, None, JoinKind::Request, reply)?;
+                let outcome = self.join(now, sid, &room, None, JoinKind::Request, reply)?;
                 let id = peer(self);
                 let (name, ack) = match outcome {
                     JoinOutcome::Joined(_) => ("joined", json!({"ok": true})),

@@ -225,7 +225,7 @@ impl SignalCore {
         }
         let mut rooms = Vec::with_capacity(rec.rooms.len());
         for name in &rec.rooms {
-            if let Ok(rid) = self.rooms.join(name, sid, None, 0, 0) {
+            if let Ok(rid) = self.rooms.join(name, sid, None, 0, 0, now) {
                 rooms.push(rid);
             }
         }

@@ -550,7 +550,9 @@ impl SignalCore {
         };
         if self.sessions.contains_key(&sid) {
             match outcome {
-                SeatOutcome::Seated { peers } => self.seated(sid, &room, meta, &peers, &reply),
+                SeatOutcome::Seated { peers } => {
+                    self.seated(now, sid, &room, meta, &peers, &reply);
+                }
                 SeatOutcome::Full => {
                     self.counters.rooms_full += 1;
                     let peer = self.sessions.get(&sid).map(|s| s.peer.clone());
@@ -600,6 +602,7 @@ impl SignalCore {
 
     fn seated(
         &mut self,
+        now: Instant,
         sid: Sid,
         room: &Text,
         meta: Option<Box<RawValue>>,
@@ -607,7 +610,7 @@ impl SignalCore {
         reply: &Reply,
     ) {
         // Local membership only: capacity was the store's to decide.
-        let Ok(rid) = self.rooms.join(room, sid, None, 0, 0) else {
+        let Ok(rid) = self.rooms.join(room, sid, None, 0, 0, now) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&sid) else {

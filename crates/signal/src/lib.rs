@@ -159,6 +159,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin;
 mod calls;
 mod classic;
 pub mod cluster;
@@ -189,6 +190,10 @@ use serde_json::Value;
 use switchboard_signal_proto::RequestId;
 pub use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer};
 
+pub use crate::admin::{
+    AdminAnswer, AdminError, AdminId, AdminReply, AdminRequest, Media, PeerView, RoomDetail,
+    RoomSummary,
+};
 pub use crate::classic::{ClassicArg, ClassicArgs};
 pub use crate::observe::{
     Counters, EVENT_QUEUE_CAP, EndReason, Event, LeaveReason, ResumeFailReason,
@@ -420,6 +425,8 @@ pub struct SignalCore {
     pending_ack: Option<PendingAck>,
     /// Set when the core is one node of a cluster (see [`cluster`]).
     cluster: Option<Box<clustered::Clustered>>,
+    /// Admin answers not polled yet.
+    admin_out: admin::AdminQueue,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -506,6 +513,7 @@ impl SignalCore {
             too_large,
             pending_ack: None,
             cluster: None,
+            admin_out: admin::AdminQueue::new(),
         }
     }
 

@@ -61,7 +61,7 @@ impl SignalCore {
         let result = match req {
             Req::Join { room, meta } => {
                 let reply = Reply::Native(id.cloned());
-                match self.join(sid, &room, meta, JoinKind::Request, reply) {
+                match self.join(now, sid, &room, meta, JoinKind::Request, reply) {
                     Ok(JoinOutcome::Joined(rid)) => Ok(Some(self.joined_body(rid, sid, id))),
                     Ok(JoinOutcome::Full) => Ok(Some(wire::room_only("full", &room, id))),
                     Ok(JoinOutcome::Pending) => Ok(None),
@@ -100,7 +100,7 @@ impl SignalCore {
                 .confirm(sid, last_seq)
                 .map(|()| Some(wire::Body::new("pong").reply_to(id).finish())),
             Req::Call { to, meta } => self.call(now, sid, &to, meta, id).map(|()| None),
-            Req::Accept { call } => self.accept(sid, &call, id).map(|()| None),
+            Req::Accept { call } => self.accept(now, sid, &call, id).map(|()| None),
             Req::Decline { call } => self.decline(sid, &call, id).map(|()| None),
             Req::Cancel { call } => self.cancel(sid, &call).map(|()| None),
         };

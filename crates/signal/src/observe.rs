@@ -133,6 +133,8 @@ pub enum LeaveReason {
     Requested,
     /// Its session ended; see [`EndReason`].
     SessionEnded(EndReason),
+    /// An operator kicked it (the admin API, PROTOCOL.md §8).
+    Kicked,
 }
 
 /// Why a session ended.
@@ -171,6 +173,7 @@ impl LeaveReason {
     pub fn as_str(self) -> &'static str {
         match self {
             LeaveReason::Requested => "leave",
+            LeaveReason::Kicked => "kicked",
             LeaveReason::SessionEnded(end) => end.as_str(),
         }
     }

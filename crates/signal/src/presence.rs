@@ -2,6 +2,8 @@
 //! faces. Replies to the requester are the face's business; fan-out to the
 //! other peers happens here.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use switchboard_signal_proto::{ErrorCode, RequestId};
@@ -75,6 +77,7 @@ pub(crate) fn not_in_room() -> Refusal {
 impl SignalCore {
     pub(crate) fn join(
         &mut self,
+        now: Instant,
         sid: Sid,
         name: &str,
         meta: Option<&RawValue>,
@@ -122,6 +125,7 @@ impl SignalCore {
             meta.map(RawValue::to_owned),
             max_peers,
             max_listed,
+            now,
         ) {
             Ok(rid) => rid,
             Err(Refused::Full) => {

@@ -3,6 +3,7 @@
 //! rest of the core keeps asking the same questions.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use serde_json::value::RawValue;
 
@@ -18,6 +19,8 @@ pub(crate) struct Member {
     pub(crate) sid: Sid,
     /// The `meta` of the member's join; `None` is shown as `{}`.
     pub(crate) meta: Option<Box<RawValue>>,
+    /// When it joined, for the admin API's room views.
+    pub(crate) joined: Instant,
 }
 
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub(crate) struct Room {
     private_to: Option<[Sid; 2]>,
     /// What `joined` lists for this room, in bytes (see [`entry_bytes`]).
     listed_bytes: usize,
+    /// When its first member came, for the admin API's room views.
+    pub(crate) created: Instant,
 }
 
 /// What one member adds to its room's `joined`, roughly: its meta and the
@@ -72,7 +77,12 @@ impl Rooms {
         self.by_name.contains_key(name)
     }
 
-    fn create(&mut self, name: &str, private_to: Option<[Sid; 2]>) -> RoomId {
+    /// Every room, in no order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Room> {
+        self.by_id.values()
+    }
+
+    fn create(&mut self, name: &str, private_to: Option<[Sid; 2]>, now: Instant) -> RoomId {
         self.next += 1;
         let id = RoomId(self.next);
         self.by_id.insert(
@@ -82,6 +92,7 @@ impl Rooms {
                 members: Vec::new(),
                 private_to,
                 listed_bytes: 0,
+                created: now,
             },
         );
         self.by_name.insert(name.into(), id);
@@ -89,8 +100,8 @@ impl Rooms {
     }
 
     /// Reserves a call's room for exactly two sessions; they join it next.
-    pub(crate) fn create_private(&mut self, name: &str, members: [Sid; 2]) -> RoomId {
-        self.create(name, Some(members))
+    pub(crate) fn create_private(&mut self, name: &str, members: [Sid; 2], now: Instant) -> RoomId {
+        self.create(name, Some(members), now)
     }
 
     /// Adds `sid` to the room `name`, making the room if needed. The caller
@@ -103,10 +114,11 @@ impl Rooms {
         meta: Option<Box<RawValue>>,
         max_peers: usize,
         max_listed: usize,
+        now: Instant,
     ) -> Result<RoomId, Refused> {
         let id = match self.find(name) {
             Some(id) => id,
-            None => self.create(name, None),
+            None => self.create(name, None, now),
         };
         let Some(room) = self.by_id.get_mut(&id) else {
             return Err(Refused::Private);
@@ -127,7 +139,11 @@ impl Rooms {
             return Err(Refused::Full);
         }
         room.listed_bytes += cost;
-        room.members.push(Member { sid, meta });
+        room.members.push(Member {
+            sid,
+            meta,
+            joined: now,
+        });
         Ok(id)
     }
 
@@ -159,19 +175,20 @@ mod tests {
 
     #[test]
     fn rooms_live_while_they_have_members() {
+        let t = Instant::now();
         let mut r = Rooms::default();
-        let a = r.join("x", Sid(1), None, 2, 0).expect("join");
-        assert_eq!(r.join("x", Sid(2), None, 2, 0), Ok(a));
-        assert_eq!(r.join("x", Sid(3), None, 2, 0), Err(Refused::Full));
+        let a = r.join("x", Sid(1), None, 2, 0, t).expect("join");
+        assert_eq!(r.join("x", Sid(2), None, 2, 0, t), Ok(a));
+        assert_eq!(r.join("x", Sid(3), None, 2, 0, t), Err(Refused::Full));
         assert!(r.leave(a, Sid(1)));
         assert!(!r.leave(a, Sid(1)));
         assert_eq!(r.len(), 1);
         assert!(r.leave(a, Sid(2)));
         assert_eq!(r.len(), 0);
         assert!(r.find("x").is_none());
-        let p = r.create_private("call", [Sid(1), Sid(2)]);
-        assert_eq!(r.join("call", Sid(3), None, 0, 0), Err(Refused::Private));
-        assert_eq!(r.join("call", Sid(2), None, 0, 0), Ok(p));
+        let p = r.create_private("call", [Sid(1), Sid(2)], t);
+        assert_eq!(r.join("call", Sid(3), None, 0, 0, t), Err(Refused::Private));
+        assert_eq!(r.join("call", Sid(2), None, 0, 0, t), Ok(p));
         assert_eq!(r.name(p), "call");
     }
 
@@ -181,16 +198,17 @@ mod tests {
             Some(RawValue::from_string(format!("{{\"a\":\"{}\"}}", "x".repeat(92))).expect("json"))
         };
         // 100 bytes of meta + 32 a member: two fit in 300 bytes.
+        let t = Instant::now();
         let mut r = Rooms::default();
-        let a = r.join("x", Sid(1), meta(), 0, 300).expect("join");
-        assert_eq!(r.join("x", Sid(2), meta(), 0, 300), Ok(a));
-        assert_eq!(r.join("x", Sid(3), meta(), 0, 300), Err(Refused::Full));
+        let a = r.join("x", Sid(1), meta(), 0, 300, t).expect("join");
+        assert_eq!(r.join("x", Sid(2), meta(), 0, 300, t), Ok(a));
+        assert_eq!(r.join("x", Sid(3), meta(), 0, 300, t), Err(Refused::Full));
         // A member with no meta costs 34 and still fits.
-        assert_eq!(r.join("x", Sid(4), None, 0, 300), Ok(a));
+        assert_eq!(r.join("x", Sid(4), None, 0, 300, t), Ok(a));
         assert!(r.leave(a, Sid(1)));
-        assert_eq!(r.join("x", Sid(3), meta(), 0, 300), Ok(a));
+        assert_eq!(r.join("x", Sid(3), meta(), 0, 300, t), Ok(a));
         // A join refused by the budget does not leave an empty room behind.
-        assert_eq!(r.join("y", Sid(5), meta(), 0, 50), Err(Refused::Full));
+        assert_eq!(r.join("y", Sid(5), meta(), 0, 50, t), Err(Refused::Full));
         assert!(r.find("y").is_none());
     }
 }

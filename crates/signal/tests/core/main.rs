@@ -2,6 +2,7 @@
 //! the shell drives it, checked frame by frame against PROTOCOL.md.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod admin;
 mod calls;
 mod caps;
 mod classic;
