@@ -24,13 +24,14 @@
 //! take that conversion and write the JSON of §8.
 
 use std::collections::VecDeque;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use switchboard_signal_proto::ErrorCode;
 
-use crate::cluster::NodeId;
+use crate::cluster::{Command, NodeId, ReqId, RoomInfo, RoomMembers, Text};
+use crate::clustered::Pending;
 use crate::rooms::RoomId;
 use crate::session::Sid;
 use crate::{ClassicArgs, Face, LeaveReason, SignalCore, wire};
@@ -226,6 +227,24 @@ pub fn wall_clock(at: Instant, now: Instant, wall_now: SystemTime) -> SystemTime
     wall_now.checked_sub(age).unwrap_or(wall_now)
 }
 
+/// `now` less a store's age in milliseconds: a cluster's times come as
+/// ages measured on the store's one clock, so that the nodes' clocks need
+/// not agree.
+fn since(now: Instant, age_ms: u64) -> Instant {
+    now.checked_sub(Duration::from_millis(age_ms))
+        .unwrap_or(now)
+}
+
+/// What a clustered core's admin request waits for.
+#[derive(Debug)]
+pub(crate) enum Waiting {
+    Rooms,
+    Room(Text),
+    /// A kick of one peer: the store kicking nobody means no such peer.
+    Kick,
+    Close,
+}
+
 /// Answers waiting for [`SignalCore::poll_admin`].
 pub(crate) type AdminQueue = VecDeque<AdminAnswer>;
 
@@ -236,7 +255,7 @@ impl SignalCore {
     pub fn admin(&mut self, now: Instant, id: AdminId, request: AdminRequest) {
         self.flush_ack();
         if self.cluster.is_some() {
-            self.cluster_admin(now, id, request);
+            self.cluster_admin(id, request);
         } else {
             let result = self.admin_here(now, request);
             self.admin_out.push_back(AdminAnswer { id, result });
@@ -367,11 +386,171 @@ impl SignalCore {
         self.cluster_left(sid, &name);
         self.depart(rid, sid, &peer, LeaveReason::Kicked);
     }
+}
 
-    fn cluster_admin(&mut self, _now: Instant, id: AdminId, _request: AdminRequest) {
+/// A clustered core: the store knows every node's rooms, so every view and
+/// kick goes through it, whichever node holds the peers.
+impl SignalCore {
+    fn cluster_admin(&mut self, id: AdminId, request: AdminRequest) {
+        if self.cluster_down() {
+            self.admin_failed(id);
+            return;
+        }
+        let req = self.next_req();
+        let (cmd, waiting) = match request {
+            AdminRequest::Rooms => (Command::Rooms { req }, Waiting::Rooms),
+            AdminRequest::Room { room } => {
+                let room: Text = room.into();
+                let cmd = Command::Room {
+                    req,
+                    room: room.clone(),
+                };
+                (cmd, Waiting::Room(room))
+            }
+            AdminRequest::Kick { room, peer } => {
+                let cmd = Command::Kick {
+                    req,
+                    room: room.into(),
+                    peer: Some(peer.into()),
+                };
+                (cmd, Waiting::Kick)
+            }
+            AdminRequest::CloseRoom { room } => {
+                let cmd = Command::Kick {
+                    req,
+                    room: room.into(),
+                    peer: None,
+                };
+                (cmd, Waiting::Close)
+            }
+        };
+        self.command(cmd);
+        self.park(req, Pending::Admin { id, waiting });
+    }
+
+    pub(crate) fn admin_failed(&mut self, id: AdminId) {
         self.admin_out.push_back(AdminAnswer {
             id,
             result: Err(AdminError::Unavailable),
         });
+    }
+
+    /// Every admin request waiting for the store fails (it ignored them).
+    pub(crate) fn admin_all_failed(&mut self) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        let mut failed: Vec<(ReqId, AdminId)> = Vec::new();
+        c.pending.retain(|&req, p| match p {
+            Pending::Admin { id, .. } => {
+                failed.push((req, *id));
+                false
+            }
+            _ => true,
+        });
+        failed.sort_unstable();
+        for (_, id) in failed {
+            self.admin_failed(id);
+        }
+    }
+
+    fn admin_waiting(&mut self, req: ReqId) -> Option<(AdminId, Waiting)> {
+        let c = self.cluster.as_mut()?;
+        match c.pending.remove(&req)? {
+            Pending::Admin { id, waiting } => Some((id, waiting)),
+            other => {
+                // Not an admin request's key: the store's mistake; the
+                // request keeps waiting for its own answer.
+                c.pending.insert(req, other);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn admin_rooms(&mut self, now: Instant, req: ReqId, rooms: Vec<RoomInfo>) {
+        let Some((id, Waiting::Rooms)) = self.admin_waiting(req) else {
+            return;
+        };
+        let rooms = rooms
+            .into_iter()
+            .map(|r| RoomSummary {
+                room: r.room.to_string(),
+                media: Media::Mesh,
+                peers: usize::try_from(r.peers).unwrap_or(usize::MAX),
+                created: since(now, r.age_ms),
+            })
+            .collect();
+        self.admin_out.push_back(AdminAnswer {
+            id,
+            result: Ok(AdminReply::Rooms(rooms)),
+        });
+    }
+
+    pub(crate) fn admin_room(&mut self, now: Instant, req: ReqId, room: Option<RoomMembers>) {
+        let Some((id, Waiting::Room(name))) = self.admin_waiting(req) else {
+            return;
+        };
+        let result = match room {
+            None => Err(AdminError::NoSuchRoom),
+            Some(r) => {
+                let peers = r
+                    .members
+                    .into_iter()
+                    .map(|m| PeerView {
+                        peer: m.peer.to_string(),
+                        user: m.user.map(|u| u.to_string()),
+                        // The store is not trusted to keep JSON whole.
+                        meta: m
+                            .meta
+                            .as_deref()
+                            .and_then(crate::clustered::json_text)
+                            .map_or_else(|| "{}".to_owned(), |m| m.get().to_owned()),
+                        node: m.node,
+                        joined: since(now, m.age_ms),
+                    })
+                    .collect();
+                Ok(AdminReply::Room(RoomDetail {
+                    room: name.to_string(),
+                    media: Media::Mesh,
+                    created: since(now, r.age_ms),
+                    peers,
+                }))
+            }
+        };
+        self.admin_out.push_back(AdminAnswer { id, result });
+    }
+
+    pub(crate) fn admin_kicked(&mut self, req: ReqId, kicked: Option<u64>) {
+        let Some((id, waiting)) = self.admin_waiting(req) else {
+            return;
+        };
+        let result = match (kicked, waiting) {
+            (None, _) => Err(AdminError::NoSuchRoom),
+            (Some(0), Waiting::Kick) => Err(AdminError::NoSuchPeer),
+            (Some(n), _) => Ok(AdminReply::Kicked {
+                peers: usize::try_from(n).unwrap_or(usize::MAX),
+            }),
+        };
+        self.admin_out.push_back(AdminAnswer { id, result });
+    }
+
+    /// The store says these sessions of this node are kicked out of `room`.
+    /// One this node no longer has in the room (it left, or moved) still
+    /// gives its seat back, so that the store and the room agree.
+    pub(crate) fn kicked_here(&mut self, now: Instant, room: &Text, sessions: &[Text]) {
+        let rid = self.rooms.find(room);
+        for id in sessions {
+            let sid = self.by_session_id.get(id).copied();
+            match (sid, rid) {
+                (Some(sid), Some(rid)) if self.sessions.get(&sid).is_some_and(|s| s.is_in(rid)) => {
+                    self.kick_here(now, rid, sid);
+                }
+                _ if !self.cluster_down() => self.command(Command::Leave {
+                    session: id.clone(),
+                    room: room.clone(),
+                }),
+                _ => {}
+            }
+        }
     }
 }

@@ -86,6 +86,11 @@ pub(crate) enum Pending {
         ice: Vec<IceServer>,
     },
     Adopt,
+    /// An admin request.
+    Admin {
+        id: crate::AdminId,
+        waiting: crate::admin::Waiting,
+    },
 }
 
 /// A count the store must confirm, held until the shell has drained the
@@ -182,7 +187,7 @@ pub(crate) fn unavailable() -> Refusal {
 
 /// A meta or other JSON text from the backplane, checked before it is
 /// written into a frame: the store is not trusted to keep JSON whole.
-fn json_text(text: &str) -> Option<Box<RawValue>> {
+pub(crate) fn json_text(text: &str) -> Option<Box<RawValue>> {
     RawValue::from_string(text.to_owned()).ok()
 }
 
@@ -323,6 +328,7 @@ impl SignalCore {
                         .close(conn, crate::BACKPLANE_DOWN, "cluster backplane unreachable");
                 }
                 Pending::Adopt => {}
+                Pending::Admin { id, .. } => self.admin_failed(id),
             }
         }
         // Deliveries held for a join that will not come: the local members
@@ -470,7 +476,36 @@ impl SignalCore {
                     }
                 }
             }
-            Push::Dead => self.resync(),
+            Push::Dead => {
+                // Commands sent while dead were ignored: nobody answers
+                // the admin requests among them.
+                self.admin_all_failed();
+                self.resync();
+            }
+            Push::Rooms { req, rooms } => self.admin_rooms(now, req, rooms),
+            Push::Room { req, room } => self.admin_room(now, req, room),
+            Push::Kicked { req, kicked } => self.admin_kicked(req, kicked),
+            Push::Kick { room, sessions } => {
+                // After the deliveries held for a pending join: the kicked
+                // peer gets what the room said before the kick.
+                let held = self.cluster.as_mut().is_some_and(|c| {
+                    if c.joining.contains_key(&room) {
+                        c.held_pushes
+                            .entry(room.clone())
+                            .or_default()
+                            .push_back(Push::Kick {
+                                room: room.clone(),
+                                sessions: sessions.clone(),
+                            });
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if !held {
+                    self.kicked_here(now, &room, &sessions);
+                }
+            }
         }
     }
 

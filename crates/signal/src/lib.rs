@@ -67,6 +67,10 @@
 //! assert_eq!(core.stats().sessions, 0);
 //! ```
 //!
+//! The admin API (PROTOCOL.md §8: room views, kick, close-room) is one more
+//! input, [`SignalCore::admin`], whose answers come out of
+//! [`SignalCore::poll_admin`]: see [`admin`].
+//!
 //! # Choices where PROTOCOL.md is silent
 //!
 //! - **`resume_failed`** is sent *without* `seq` (like `welcome`): it belongs
@@ -156,6 +160,9 @@
 //!   closed with 1013 (try again) rather than answered `resume_failed`.
 //! - While the store is out of reach, an `ack` counts the recipients on
 //!   this node whose connection took the frame.
+//! - Admin views and kicks go through the store, which knows every node's
+//!   rooms: their answers come after a store round trip, and a kick of a
+//!   peer on another node reaches it through that node.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

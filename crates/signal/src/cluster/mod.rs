@@ -104,6 +104,42 @@ pub struct SeatLimits {
     pub max_listed: usize,
 }
 
+/// A room as the store lists it for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// Its name.
+    pub room: Text,
+    /// How many members it has.
+    pub peers: u64,
+    /// Milliseconds since its first member's seat, on the store's clock
+    /// (nodes' clocks need not agree: each subtracts it from its own now).
+    pub age_ms: u64,
+}
+
+/// One member of a room as the store knows it, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its peer id.
+    pub peer: Text,
+    /// Its session's user id.
+    pub user: Option<Text>,
+    /// Its join's `meta` (JSON text).
+    pub meta: Option<Text>,
+    /// The node that owns its session.
+    pub node: NodeId,
+    /// Milliseconds since its seat, on the store's clock.
+    pub age_ms: u64,
+}
+
+/// A room's members, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMembers {
+    /// Milliseconds since the room's first seat, on the store's clock.
+    pub age_ms: u64,
+    /// In join order.
+    pub members: Vec<MemberInfo>,
+}
+
 /// What a session is, as the store keeps it for a resume on another node
 /// or an adoption after its node died.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +337,30 @@ pub enum Command {
         /// What to tell it.
         msg: NodeMsg,
     },
+    /// The admin API's room list: answered by [`Push::Rooms`].
+    Rooms {
+        /// Answer's key.
+        req: ReqId,
+    },
+    /// The admin API's view of one room: answered by [`Push::Room`].
+    Room {
+        /// Answer's key.
+        req: ReqId,
+        /// The room.
+        room: Text,
+    },
+    /// The admin API's kick (of `peer`, or with `None` of every member):
+    /// each member's node gets [`Push::Kick`] and removes it as a leave
+    /// would (a member whose node is dead is unseated by the store, `bye`
+    /// to the others); answered by [`Push::Kicked`].
+    Kick {
+        /// Answer's key.
+        req: ReqId,
+        /// The room.
+        room: Text,
+        /// The member's peer id; `None`: every member (close the room).
+        peer: Option<Text>,
+    },
     /// At start, after a partition or a Redis restart: every session this
     /// node holds, as it is now. The store makes itself agree and answers
     /// [`Push::Resynced`] with the sessions that are no longer this node's.
@@ -448,6 +508,36 @@ pub enum Push {
     /// The store had declared this node dead: its commands are ignored
     /// until it resyncs.
     Dead,
+    /// The answer to [`Command::Rooms`]: every room, by name (byte order).
+    Rooms {
+        /// The command's key.
+        req: ReqId,
+        /// The rooms.
+        rooms: Vec<RoomInfo>,
+    },
+    /// The answer to [`Command::Room`]; `None` when there is no such room.
+    Room {
+        /// The command's key.
+        req: ReqId,
+        /// Its members.
+        room: Option<RoomMembers>,
+    },
+    /// The answer to [`Command::Kick`]: how many members were kicked, or
+    /// `None` when there is no such room.
+    Kicked {
+        /// The command's key.
+        req: ReqId,
+        /// How many.
+        kicked: Option<u64>,
+    },
+    /// An operator kicked these sessions of this node out of `room` (see
+    /// [`Command::Kick`]): each gets `kicked` and leaves.
+    Kick {
+        /// The room.
+        room: Text,
+        /// The sessions.
+        sessions: Vec<Text>,
+    },
 }
 
 /// What nodes say to each other about a ringing call. The caller's node

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{
-    Command, Copy, NodeId, Push, ReqId, RoomEvent, SeatLimits, SeatOutcome, SessionRecord,
-    TakeOutcome, Text,
+    Command, Copy, MemberInfo, NodeId, Push, ReqId, RoomEvent, RoomInfo, RoomMembers, SeatLimits,
+    SeatOutcome, SessionRecord, TakeOutcome, Text,
 };
 use crate::Face;
 
@@ -149,13 +149,34 @@ struct Member {
     session: Text,
     peer: Text,
     meta: Option<Text>,
+    /// When it was seated, for the admin API.
+    joined: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Room {
     members: Vec<Member>,
     listed: usize,
     private: Option<[Text; 2]>,
+    /// When its first member was seated, for the admin API.
+    created: Instant,
+}
+
+impl Room {
+    fn new(now: Instant) -> Self {
+        Room {
+            members: Vec::new(),
+            listed: 0,
+            private: None,
+            created: now,
+        }
+    }
+}
+
+/// Milliseconds from `then` to `now`: what a push says of a time, so that
+/// the nodes' clocks need not agree with the store's.
+fn age_ms(now: Instant, then: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(u64::MAX)
 }
 
 fn listed_cost(meta: Option<&Text>) -> usize {
@@ -307,7 +328,7 @@ impl Store {
             {
                 node.dead = false;
                 node.last_seen = now;
-                self.resync(from, sessions, generation);
+                self.resync(now, from, sessions, generation);
                 return true;
             } else if !node.told_dead {
                 node.told_dead = true;
@@ -327,7 +348,7 @@ impl Store {
                 limits,
                 private,
             } => {
-                let outcome = self.join(from, &session, &room, meta, limits, private);
+                let outcome = self.join(now, from, &session, &room, meta, limits, private);
                 self.push(from, Push::JoinAnswer { req, outcome });
             }
             Command::Leave { session, room } => {
@@ -434,9 +455,103 @@ impl Store {
             Command::Resync {
                 sessions,
                 generation,
-            } => self.resync(from, sessions, generation),
+            } => self.resync(now, from, sessions, generation),
+            Command::Rooms { req } => {
+                let rooms = self.room_list(now);
+                self.push(from, Push::Rooms { req, rooms });
+            }
+            Command::Room { req, room } => {
+                let room = self.room_members(now, &room);
+                self.push(from, Push::Room { req, room });
+            }
+            Command::Kick { req, room, peer } => self.kick(from, req, &room, peer.as_ref()),
         }
         true
+    }
+
+    /// Every room, by name.
+    fn room_list(&self, now: Instant) -> Vec<RoomInfo> {
+        let mut rooms: Vec<RoomInfo> = self
+            .rooms
+            .iter()
+            .map(|(name, r)| RoomInfo {
+                room: name.clone(),
+                peers: r.members.len() as u64,
+                age_ms: age_ms(now, r.created),
+            })
+            .collect();
+        rooms.sort_by(|a, b| a.room.cmp(&b.room));
+        rooms
+    }
+
+    fn room_members(&self, now: Instant, name: &str) -> Option<RoomMembers> {
+        let r = self.rooms.get(name)?;
+        let members = r
+            .members
+            .iter()
+            .filter_map(|m| {
+                let s = self.sessions.get(&m.session)?;
+                Some(MemberInfo {
+                    peer: m.peer.clone(),
+                    user: s.user.clone(),
+                    meta: m.meta.clone(),
+                    node: s.owner.clone(),
+                    age_ms: age_ms(now, m.joined),
+                })
+            })
+            .collect();
+        Some(RoomMembers {
+            age_ms: age_ms(now, r.created),
+            members,
+        })
+    }
+
+    /// The admin API's kick: each live member's node is told to kick it
+    /// (it leaves as for a `leave`, so the others hear `bye` through the
+    /// store as usual); a member whose node is dead is unseated here.
+    fn kick(&mut self, from: &NodeId, req: ReqId, name: &Text, peer: Option<&Text>) {
+        let Some(r) = self.rooms.get(name) else {
+            self.push(from, Push::Kicked { req, kicked: None });
+            return;
+        };
+        let mut by_node: Vec<(NodeId, Vec<Text>)> = Vec::new();
+        let mut orphans: Vec<(NodeId, Text)> = Vec::new();
+        for m in &r.members {
+            if peer.is_some_and(|p| p != &m.peer) {
+                continue;
+            }
+            let Some(s) = self.sessions.get(&m.session) else {
+                continue;
+            };
+            if !self.is_alive(&s.owner) {
+                orphans.push((s.owner.clone(), m.session.clone()));
+                continue;
+            }
+            match by_node.iter_mut().find(|(n, _)| n == &s.owner) {
+                Some((_, list)) => list.push(m.session.clone()),
+                None => by_node.push((s.owner.clone(), vec![m.session.clone()])),
+            }
+        }
+        let kicked = orphans.len() + by_node.iter().map(|(_, l)| l.len()).sum::<usize>();
+        for (owner, session) in orphans {
+            self.unseat(&owner, &session, name);
+        }
+        for (node, sessions) in by_node {
+            self.out.push_back((
+                node,
+                Push::Kick {
+                    room: name.clone(),
+                    sessions,
+                },
+            ));
+        }
+        self.push(
+            from,
+            Push::Kicked {
+                req,
+                kicked: Some(kicked as u64),
+            },
+        );
     }
 
     fn count_owned(&self, node: &NodeId, sessions: &[Copy]) -> u64 {
@@ -475,8 +590,10 @@ impl Store {
         self.sessions.insert(rec.session, stored);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn join(
         &mut self,
+        now: Instant,
         from: &NodeId,
         session: &Text,
         name: &Text,
@@ -491,7 +608,10 @@ impl Store {
             return SeatOutcome::Forbidden;
         }
         let peer = s.peer.clone();
-        let room = self.rooms.entry(name.clone()).or_default();
+        let room = self
+            .rooms
+            .entry(name.clone())
+            .or_insert_with(|| Room::new(now));
         if room.members.is_empty() && room.private.is_none() {
             room.private.clone_from(&private);
         }
@@ -527,6 +647,7 @@ impl Store {
                 session: session.clone(),
                 peer: peer.clone(),
                 meta: meta.clone(),
+                joined: now,
             });
             room.listed += cost;
             if let Some(s) = self.sessions.get_mut(session) {
@@ -769,9 +890,15 @@ impl Store {
         );
     }
 
-    fn resync(&mut self, from: &NodeId, sessions: Vec<SessionRecord>, generation: Option<u64>) {
+    fn resync(
+        &mut self,
+        now: Instant,
+        from: &NodeId,
+        sessions: Vec<SessionRecord>,
+        generation: Option<u64>,
+    ) {
         if generation.is_some_and(|g| g != self.generation) {
-            self.restore(from, sessions);
+            self.restore(now, from, sessions);
             return;
         }
         let mut lost = Vec::new();
@@ -836,7 +963,7 @@ impl Store {
     /// The store started empty (Redis restarted): the node's sessions come
     /// back as they were, seats and all. Nobody is told `other_joined`:
     /// every node restores its own, and nobody heard `bye`.
-    fn restore(&mut self, from: &NodeId, sessions: Vec<SessionRecord>) {
+    fn restore(&mut self, now: Instant, from: &NodeId, sessions: Vec<SessionRecord>) {
         let mut lost = Vec::new();
         for rec in sessions {
             if self.sessions.contains_key(&rec.session) {
@@ -848,12 +975,16 @@ impl Store {
             let base = rec.base;
             self.register(from, rec);
             for name in rooms {
-                let room = self.rooms.entry(name.clone()).or_default();
+                let room = self
+                    .rooms
+                    .entry(name.clone())
+                    .or_insert_with(|| Room::new(now));
                 room.listed += listed_cost(None);
                 room.members.push(Member {
                     session: session.clone(),
                     peer: peer.clone(),
                     meta: None,
+                    joined: now,
                 });
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.rooms.push(name);
@@ -1087,6 +1218,159 @@ mod tests {
                 }
             ))
         );
+    }
+
+    #[test]
+    fn admin_views_and_kicks_reach_every_node_and_spare_the_dead() {
+        let t = Instant::now();
+        let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+        let mut st = Store::new(StoreConfig::default());
+        st.handle(t, &a, Command::Register(rec("s1", "p1")));
+        st.handle(t, &b, Command::Register(rec("s2", "p2")));
+        st.handle(t, &b, Command::Register(rec("s3", "p3")));
+        st.handle(t, &a, join(1, "s1", "r", 0));
+        let later = t + Duration::from_millis(1500);
+        st.handle(later, &b, join(2, "s2", "r", 0));
+        st.handle(later, &b, join(3, "s3", "r", 0));
+        while st.poll().is_some() {}
+
+        let now = t + Duration::from_secs(2);
+        st.handle(now, &a, Command::Rooms { req: 4 });
+        st.handle(
+            now,
+            &a,
+            Command::Room {
+                req: 5,
+                room: "r".into(),
+            },
+        );
+        st.handle(
+            now,
+            &a,
+            Command::Room {
+                req: 6,
+                room: "x".into(),
+            },
+        );
+        let got: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        let rooms = vec![RoomInfo {
+            room: "r".into(),
+            peers: 3,
+            age_ms: 2000,
+        }];
+        assert_eq!(got[0], (a.clone(), Push::Rooms { req: 4, rooms }));
+        let member = |peer: &str, node: &NodeId, age_ms| MemberInfo {
+            peer: peer.into(),
+            user: None,
+            meta: None,
+            node: node.clone(),
+            age_ms,
+        };
+        let members = vec![
+            member("p1", &a, 2000),
+            member("p2", &b, 500),
+            member("p3", &b, 500),
+        ];
+        assert_eq!(
+            got[1],
+            (
+                a.clone(),
+                Push::Room {
+                    req: 5,
+                    room: Some(RoomMembers {
+                        age_ms: 2000,
+                        members
+                    })
+                }
+            )
+        );
+        assert_eq!(got[2], (a.clone(), Push::Room { req: 6, room: None }));
+
+        // A kick of a peer on b: b is told, and does the leaving.
+        let kick = |req, peer: Option<&str>| Command::Kick {
+            req,
+            room: "r".into(),
+            peer: peer.map(Into::into),
+        };
+        st.handle(now, &a, kick(7, Some("p2")));
+        st.handle(now, &a, kick(8, Some("nobody")));
+        st.handle(
+            now,
+            &a,
+            Command::Kick {
+                req: 9,
+                room: "x".into(),
+                peer: None,
+            },
+        );
+        let got: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        let told = Push::Kick {
+            room: "r".into(),
+            sessions: vec!["s2".into()],
+        };
+        assert_eq!(
+            got,
+            [
+                (b.clone(), told),
+                (
+                    a.clone(),
+                    Push::Kicked {
+                        req: 7,
+                        kicked: Some(1)
+                    }
+                ),
+                (
+                    a.clone(),
+                    Push::Kicked {
+                        req: 8,
+                        kicked: Some(0)
+                    }
+                ),
+                (
+                    a.clone(),
+                    Push::Kicked {
+                        req: 9,
+                        kicked: None
+                    }
+                ),
+            ]
+        );
+        assert_eq!(st.members("r").len(), 3, "the seat goes with b's leave");
+
+        // b dies: closing the room unseats its members here, `bye` to a.
+        let dead = now + Duration::from_secs(10);
+        st.handle(dead, &a, Command::Heartbeat);
+        st.handle_timeout(dead);
+        while st.poll().is_some() {}
+        st.handle(dead, &a, kick(10, None));
+        let got: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
+        let bye = |peer: &str| Push::Deliver {
+            from: b.clone(),
+            req: None,
+            room: "r".into(),
+            event: RoomEvent::Bye { peer: peer.into() },
+            sessions: vec!["s1".into()],
+        };
+        let told = Push::Kick {
+            room: "r".into(),
+            sessions: vec!["s1".into()],
+        };
+        assert_eq!(
+            got,
+            [
+                (a.clone(), bye("p2")),
+                (a.clone(), bye("p3")),
+                (a.clone(), told),
+                (
+                    a.clone(),
+                    Push::Kicked {
+                        req: 10,
+                        kicked: Some(3)
+                    }
+                ),
+            ]
+        );
+        assert_eq!(st.members("r").len(), 1, "only a's seat waits for a");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the in-memory store, with delays, reordering between nodes, partitions
 //! and deaths, on a virtual clock.
 
+mod admin;
 mod calls;
 mod faults;
 mod props;

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use switchboard_signal::cluster::store::{Store, StoreConfig};
 use switchboard_signal::cluster::{Command, NodeId, Push};
 use switchboard_signal::{
-    ClassicEvent, ClusterConfig, Config, ConnId, Disconnect, Face, IceServer, Identity, Output,
-    SignalCore,
+    AdminAnswer, AdminError, AdminId, AdminReply, AdminRequest, ClassicEvent, ClusterConfig,
+    Config, ConnId, Disconnect, Face, IceServer, Identity, Output, SignalCore,
 };
 
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -82,6 +82,9 @@ pub struct Sim {
     /// Bus delay range, in microseconds.
     pub delay: (u64, u64),
     next_conn: u64,
+    /// Admin answers, with the node that gave them.
+    pub admin: Vec<(usize, AdminAnswer)>,
+    next_admin: u64,
 }
 
 impl Sim {
@@ -104,6 +107,8 @@ impl Sim {
             rng: ChaCha8Rng::seed_from_u64(seed),
             delay: (50, 3000),
             next_conn: 0,
+            admin: Vec::new(),
+            next_admin: 0,
         };
         for i in 0..nodes {
             let id = NodeId::new(&format!("n{i}"));
@@ -382,6 +387,28 @@ impl Sim {
             }
         }
         while self.nodes[node].core.poll_event().is_some() {}
+        while let Some(answer) = self.nodes[node].core.poll_admin() {
+            self.admin.push((node, answer));
+        }
+    }
+
+    /// An admin request on `node`, answered once the store's push is back.
+    pub fn admin(&mut self, node: usize, request: AdminRequest) -> Result<AdminReply, AdminError> {
+        self.next_admin += 1;
+        let id = AdminId(self.next_admin);
+        let now = self.now;
+        self.nodes[node].core.admin(now, id, request);
+        self.pump(node);
+        self.settle();
+        let got: Vec<_> = self
+            .admin
+            .iter()
+            .filter(|(_, a)| a.id == id)
+            .cloned()
+            .collect();
+        assert_eq!(got.len(), 1, "one answer to {id:?}: {got:?}");
+        assert_eq!(got[0].0, node, "answered by the node asked");
+        got[0].1.result.clone()
     }
 
     fn store_out(&mut self) {
