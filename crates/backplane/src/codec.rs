@@ -23,7 +23,8 @@ use bytes::Bytes;
 use switchboard_signal::CallEndReason;
 use switchboard_signal::Face;
 use switchboard_signal::cluster::{
-    Command, Copy, NodeId, NodeMsg, Push, RoomEvent, SeatOutcome, SessionRecord, TakeOutcome, Text,
+    Command, Copy, MemberInfo, NodeId, NodeMsg, Push, RoomEvent, RoomInfo, RoomMembers,
+    SeatOutcome, SessionRecord, TakeOutcome, Text,
 };
 
 /// Why a payload from Redis was refused.
@@ -516,6 +517,42 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
             w.num(*generation);
         }
         Push::Dead => w.text("X"),
+        Push::Rooms { req, rooms } => {
+            w.text("L");
+            w.num(*req);
+            w.num(rooms.len() as u64);
+            for r in rooms {
+                w.text(&r.room);
+                w.num(r.peers);
+                w.num(r.age_ms);
+            }
+        }
+        Push::Room { req, room } => {
+            w.text("V");
+            w.num(*req);
+            // The room's age, or `-` for no such room.
+            w.opt_num(room.as_ref().map(|r| r.age_ms));
+            if let Some(r) = room {
+                w.num(r.members.len() as u64);
+                for m in &r.members {
+                    w.text(&m.peer);
+                    w.opt(m.user.as_deref());
+                    w.opt(m.meta.as_deref());
+                    w.text(&m.node.0);
+                    w.num(m.age_ms);
+                }
+            }
+        }
+        Push::Kicked { req, kicked } => {
+            w.text("Z");
+            w.num(*req);
+            w.opt_num(*kicked);
+        }
+        Push::Kick { room, sessions } => {
+            w.text("Q");
+            w.text(room);
+            w.texts(sessions);
+        }
         _ => return None,
     }
     Some(w.0)
@@ -613,6 +650,48 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
             generation: r.num()?,
         },
         b'X' => Push::Dead,
+        b'L' => {
+            let req = r.num()?;
+            let n = r.count()?;
+            let mut rooms = Vec::with_capacity(n);
+            for _ in 0..n {
+                rooms.push(RoomInfo {
+                    room: r.text()?,
+                    peers: r.num()?,
+                    age_ms: r.num()?,
+                });
+            }
+            Push::Rooms { req, rooms }
+        }
+        b'V' => {
+            let req = r.num()?;
+            let room = match r.opt_num()? {
+                None => None,
+                Some(age_ms) => {
+                    let n = r.count()?;
+                    let mut members = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        members.push(MemberInfo {
+                            peer: r.text()?,
+                            user: r.opt_text()?,
+                            meta: r.opt_text()?,
+                            node: r.node()?,
+                            age_ms: r.num()?,
+                        });
+                    }
+                    Some(RoomMembers { age_ms, members })
+                }
+            };
+            Push::Room { req, room }
+        }
+        b'Z' => Push::Kicked {
+            req: r.num()?,
+            kicked: r.opt_num()?,
+        },
+        b'Q' => Push::Kick {
+            room: r.text()?,
+            sessions: r.texts()?,
+        },
         t => return Err(unknown(t)),
     };
     if r.pos != r.buf.len() {
@@ -963,6 +1042,21 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             for rec in sessions {
                 out.record(rec);
             }
+        }
+        Command::Rooms { req } => {
+            out.text("rooms");
+            out.num(*req);
+        }
+        Command::Room { req, room } => {
+            out.text("room");
+            out.num(*req);
+            out.text(room);
+        }
+        Command::Kick { req, room, peer } => {
+            out.text("kick");
+            out.num(*req);
+            out.text(room);
+            out.opt(peer.as_deref());
         }
         _ => return Err(Unsupported),
     }

@@ -79,6 +79,8 @@
 //! | `Ring` | 1 per node with a session of the user + 1 answer |
 //! | `Resync` | 1 answer + `k` per stale room and per room of each session it ends |
 //! | `Resync` naming another generation (a restore) | 1 answer |
+//! | `Rooms`, `Room` (admin views) | 1 answer |
+//! | `Kick` (admin) | 1 answer + 1 per live node with a member kicked + `k` per member of a dead node |
 //! | any command of a node declared dead | 1 (`Dead`, once) |
 //!
 //! The client adds per node, every third of `node_timeout`: one `Heartbeat`
@@ -94,7 +96,8 @@
 //! user id each): the record (a hash with token, peer, user, face, owner,
 //! seq, bytes, epoch and, after a move, base; an entry in its owner's sorted set; its user's list) is
 //! about 0.7 KiB; its first room seat about 0.5 KiB (its list of rooms, a
-//! member entry and two hash fields, half a room of two), plus its `meta`.
+//! member entry and three hash fields: peer, meta and join time, half a room
+//! of two), plus its `meta`.
 //! Its unconfirmed frames are a list of `seq:body` strings: each frame's
 //! bytes plus about 31, at most `session.replay_frames` frames and
 //! `session.replay_bytes` bytes (1024 and 1 MiB by default), so a session
@@ -102,6 +105,15 @@
 //! with `last_seq`) every few seconds holds only the frames of those
 //! seconds: at 10 frames/s of 300 bytes and a confirm every 5 s, about
 //! 1.2 + 16 = 17 KiB.
+//!
+//! # Admin views
+//! The admin API's room list reads `{prefix}:rooms`, a sorted set of the
+//! rooms with a member (kept by the join and leave scripts), and each
+//! room's length and creation time; a room's view reads its members'
+//! hashes: `O(rooms)` and `O(members)`, off the message path. Times are
+//! Redis' (`TIME`, milliseconds), sent as ages so that the nodes' clocks
+//! need not agree. Rooms seated by a script older than this one are not in
+//! the list until they empty (their members are in the room's own view).
 //!
 //! # Limits
 //! - Lua numbers are doubles: `seq`, counts and the store's arithmetic are

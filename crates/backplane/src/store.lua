@@ -30,6 +30,9 @@ local MEMBER = __MEMBER_ENTRY_BYTES__
 local K_SEEN = P .. ':seen' -- zset: live node -> last seen (ms, Redis clock)
 local K_LIVE = P .. ':live' -- zset, scores 0: live nodes in byte order
 local K_DEAD = P .. ':dead' -- hash: dead node -> '1' once told so
+-- zset, scores 0: every room with a member, in byte order (the admin API's
+-- room list; rooms seated by an older script are missing until they empty)
+local K_ROOMS = P .. ':rooms'
 -- The store's generation, decimal text (a u64 does not fit a Lua number):
 -- set by the first resync, from the node's random candidate; a Redis
 -- restarted empty gets a new one.
@@ -42,7 +45,9 @@ local function kf(s) return P .. ':f:' .. s end -- list: its kept frames
 local function ksr(s) return P .. ':sr:' .. s end -- list: its rooms
 local function ko(n) return P .. ':o:' .. n end -- zset 0: a node's sessions
 local function kr(r) return P .. ':r:' .. r end -- list: a room's members
-local function kri(r) return P .. ':ri:' .. r end -- hash: listed, pa, pb, p:S, m:S
+-- hash: listed, pa, pb, c (created, ms), and per member S: p:S (peer),
+-- m:S (meta), j:S (joined, ms)
+local function kri(r) return P .. ':ri:' .. r end
 local function ku(u) return P .. ':u:' .. u end -- list: a user's native sessions
 
 local t = redis.call('TIME')
@@ -303,8 +308,9 @@ local function unseat(from, s, room)
   if listed < 0 then listed = 0 end
   if redis.call('LLEN', kr(room)) == 0 then
     redis.call('DEL', kri(room))
+    redis.call('ZREM', K_ROOMS, room)
   else
-    redis.call('HDEL', kri(room), 'p:' .. s, 'm:' .. s)
+    redis.call('HDEL', kri(room), 'p:' .. s, 'm:' .. s, 'j:' .. s)
     redis.call('HSET', kri(room), 'listed', fmt(listed))
     route(from, room, nil, nil, h[1] or '', a('B') .. a(h[1] or ''))
   end
@@ -375,8 +381,12 @@ local function join(from, s, room, meta, max_peers, max_listed, private)
     end
   end
   if not seated then
+    if #members == 0 then
+      redis.call('HSET', kri(room), 'c', fmt(NOW))
+      redis.call('ZADD', K_ROOMS, 0, room)
+    end
     redis.call('RPUSH', kr(room), s)
-    redis.call('HSET', kri(room), 'p:' .. s, peer, 'listed', fmt(listed + cost))
+    redis.call('HSET', kri(room), 'p:' .. s, peer, 'listed', fmt(listed + cost), 'j:' .. s, fmt(NOW))
     if meta then redis.call('HSET', kri(room), 'm:' .. s, meta) end
     if #members == 0 and private then
       redis.call('HSET', kri(room), 'pa', private[1], 'pb', private[2])
@@ -472,8 +482,13 @@ local function restore(from, gen)
       register(from, r)
       for _, room in ipairs(r.rooms) do
         local listed = tonumber(redis.call('HGET', kri(room), 'listed')) or 0
+        if redis.call('LLEN', kr(room)) == 0 then
+          redis.call('HSET', kri(room), 'c', fmt(NOW))
+          redis.call('ZADD', K_ROOMS, 0, room)
+        end
         redis.call('RPUSH', kr(room), s)
-        redis.call('HSET', kri(room), 'p:' .. s, r.peer, 'listed', fmt(listed + listed_cost(nil)))
+        redis.call('HSET', kri(room), 'p:' .. s, r.peer, 'listed', fmt(listed + listed_cost(nil)),
+          'j:' .. s, fmt(NOW))
         redis.call('RPUSH', ksr(s), room)
       end
       set_base(s, r.base)
@@ -523,6 +538,88 @@ local function resync(from)
     if not held[s] then end_session(from, s) end
   end
   resynced(from, lost, gen)
+end
+
+-- Milliseconds from a stored time (ms, Redis clock) to now: pushes carry
+-- ages, so that the nodes' clocks need not agree with Redis'.
+local function age(ms)
+  local t = tonumber(ms)
+  if not t or t > NOW then return 0 end
+  return NOW - t
+end
+
+-- Store::room_list.
+local function room_list(req)
+  local parts = {}
+  local count = 0
+  for _, room in ipairs(redis.call('ZRANGE', K_ROOMS, 0, -1)) do
+    local len = redis.call('LLEN', kr(room))
+    if len > 0 then
+      parts[#parts + 1] = a(room) .. n(len) .. n(age(redis.call('HGET', kri(room), 'c')))
+      count = count + 1
+    end
+  end
+  push(NODE, a('L') .. a(req) .. n(count) .. table.concat(parts))
+end
+
+-- Store::room_members.
+local function room_view(req, room)
+  local members = redis.call('LRANGE', kr(room), 0, -1)
+  if #members == 0 then
+    push(NODE, a('V') .. a(req) .. '-')
+    return
+  end
+  local parts = {}
+  local count = 0
+  for _, m in ipairs(members) do
+    local h = redis.call('HMGET', ks(m), 'owner', 'user')
+    if h[1] then
+      local r = redis.call('HMGET', kri(room), 'p:' .. m, 'm:' .. m, 'j:' .. m)
+      parts[#parts + 1] = a(r[1] or '') .. o(h[2]) .. o(r[2]) .. a(h[1]) .. n(age(r[3]))
+      count = count + 1
+    end
+  end
+  local created = age(redis.call('HGET', kri(room), 'c'))
+  push(NODE, a('V') .. a(req) .. n(created) .. n(count) .. table.concat(parts))
+end
+
+-- Store::kick: each live member's node is told; a member whose node is
+-- dead is unseated here.
+local function kick(req, room, peer)
+  local members = redis.call('LRANGE', kr(room), 0, -1)
+  if #members == 0 then
+    push(NODE, a('Z') .. a(req) .. '-')
+    return
+  end
+  local fields = {}
+  for i, m in ipairs(members) do fields[i] = 'p:' .. m end
+  local peers = hmget_many(kri(room), fields)
+  local nodes, by_node, orphans, count = {}, {}, {}, 0
+  for i, m in ipairs(members) do
+    if peer == nil or peers[i] == peer then
+      local ow = owner(m)
+      if ow then
+        count = count + 1
+        if alive(ow) then
+          local list = by_node[ow]
+          if not list then
+            list = {}
+            by_node[ow] = list
+            nodes[#nodes + 1] = ow
+          end
+          list[#list + 1] = a(m)
+        else
+          orphans[#orphans + 1] = { ow, m }
+        end
+      end
+    end
+  end
+  for _, x in ipairs(orphans) do unseat(x[1], x[2], room) end
+  for _, nd in ipairs(nodes) do
+    local list = by_node[nd]
+    send(nd, a('Q') .. a(room) .. n(#list) .. table.concat(list))
+  end
+  push(NODE, a('Z') .. a(req) .. n(count))
 end
 
 -- Store::handle_timeout.
@@ -609,6 +706,14 @@ local function apply(op)
     push(to, a('M') .. a(NODE) .. msg)
   elseif op == 'resync' then
     resync(NODE)
+  elseif op == 'rooms' then
+    room_list(nx())
+  elseif op == 'room' then
+    local req, room = nx(), nx()
+    room_view(req, room)
+  elseif op == 'kick' then
+    local req, room, peer = nx(), nx(), nopt()
+    kick(req, room, peer)
   else
     return redis.error_reply('unknown op ' .. tostring(op))
   end

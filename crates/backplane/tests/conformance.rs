@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchboard_backplane::StoreConfig;
 use switchboard_signal::cluster::{
-    Command, NodeId, NodeMsg, Push, SeatOutcome, SessionRecord, TakeOutcome,
+    Command, NodeId, NodeMsg, Push, RoomEvent, SeatOutcome, SessionRecord, TakeOutcome,
 };
 use switchboard_signal::{CallEndReason, Face};
 
@@ -681,6 +681,16 @@ async fn a_resync_naming_another_generation_restores() {
     c.cmd("a", Command::Register(rec("s4", "p4", None))).await;
     c.cmd("a", join(5, "s4", "q", None, cap(2, 0))).await;
     c.cmd("b", join(6, "s2", "q", None, cap(3, 0))).await;
+    // The restored seats are in the admin views.
+    c.cmd("c", Command::Rooms { req: 8 }).await;
+    c.cmd(
+        "c",
+        Command::Room {
+            req: 9,
+            room: "q".into(),
+        },
+    )
+    .await;
     c.cmd(
         "c",
         Command::Take {
@@ -711,6 +721,15 @@ async fn a_resync_naming_another_generation_restores() {
             peers: vec![("p3".into(), None), ("p1".into(), None)]
         }
     }));
+    let views: Vec<_> = got[&NodeId::new("c")]
+        .iter()
+        .filter_map(|p| match p {
+            Push::Rooms { rooms, .. } => Some(rooms.len()),
+            Push::Room { room: Some(r), .. } => Some(r.members.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(views, [2, 3], "rooms q and r; q holds p3, p1 and p2");
     assert!(matches!(got[&NodeId::new("c")].last(),
         Some(Push::Took { outcome: TakeOutcome::Taken(r), .. })
             if r.frames.iter().map(|f| f.0).collect::<Vec<_>>() == [6] && r.epoch == 5));
@@ -773,4 +792,126 @@ async fn ring_reaches_the_users_nodes() {
         counted: 0,
         nodes: vec![NodeId::new("a"), NodeId::new("b")],
     }));
+}
+
+#[tokio::test]
+async fn admin_views_and_kicks() {
+    let cfg = StoreConfig {
+        node_timeout: Duration::from_millis(1500),
+        ..StoreConfig::default()
+    };
+    let mut c = Cluster::new(cfg, &["a", "b", "c"]).await;
+    c.cmd("a", Command::Register(rec("s1", "p1", Some("u"))))
+        .await;
+    c.cmd("b", Command::Register(rec("s2", "p2", None))).await;
+    c.cmd("b", Command::Register(rec("s3", "p3", None))).await;
+    c.cmd("c", Command::Register(rec("s4", "p4", None))).await;
+    c.cmd("a", join(1, "s1", "r", Some("{\"n\":1}"), cap(0, 0)))
+        .await;
+    // The room and its first seat grow older than the next seats.
+    let gap = Duration::from_millis(200);
+    tokio::time::sleep(gap).await;
+    c.t += gap;
+    c.cmd("b", join(2, "s2", "r", None, cap(0, 0))).await;
+    c.cmd("b", join(3, "s3", "r", None, cap(0, 0))).await;
+    c.cmd("c", join(4, "s4", "q", None, cap(0, 0))).await;
+    c.cmd("c", Command::Rooms { req: 5 }).await;
+    let room = |req: u64, room: &str| Command::Room {
+        req,
+        room: room.into(),
+    };
+    c.cmd("c", room(6, "r")).await;
+    c.cmd("c", room(7, "nope")).await;
+    let kick = |req: u64, room: &str, peer: Option<&str>| Command::Kick {
+        req,
+        room: room.into(),
+        peer: peer.map(Into::into),
+    };
+    // A peer on b, kicked from a: b is told, and gives the seat back.
+    c.cmd("a", kick(8, "r", Some("p2"))).await;
+    c.cmd("a", kick(9, "r", Some("nobody"))).await;
+    c.cmd("a", kick(10, "nope", None)).await;
+    c.cmd(
+        "b",
+        Command::Leave {
+            session: "s2".into(),
+            room: "r".into(),
+        },
+    )
+    .await;
+    let got = c.check().await;
+    let a = &got[&NodeId::new("a")];
+    for (req, kicked) in [(8, Some(1)), (9, Some(0)), (10, None)] {
+        assert!(a.contains(&Push::Kicked { req, kicked }), "{a:?}");
+    }
+    assert!(got[&NodeId::new("b")].contains(&Push::Kick {
+        room: "r".into(),
+        sessions: vec!["s2".into()],
+    }));
+    let cn = &got[&NodeId::new("c")];
+    let Some(Push::Rooms { rooms, .. }) = cn.iter().find(|p| matches!(p, Push::Rooms { .. }))
+    else {
+        panic!("{cn:?}");
+    };
+    let listed: Vec<_> = rooms.iter().map(|r| (&*r.room, r.peers)).collect();
+    assert_eq!(listed, [("q", 1), ("r", 3)]);
+    // Redis' ages, on its own clock: r is older than the gap, q is not.
+    let gap_ms = gap.as_millis() as u64;
+    assert!(
+        rooms[1].age_ms >= gap_ms && rooms[1].age_ms < 60_000,
+        "{rooms:?}"
+    );
+    assert!(rooms[0].age_ms < rooms[1].age_ms, "{rooms:?}");
+    let Some(Push::Room { room: Some(r), .. }) =
+        cn.iter().find(|p| matches!(p, Push::Room { req: 6, .. }))
+    else {
+        panic!("{cn:?}");
+    };
+    let members: Vec<_> = r
+        .members
+        .iter()
+        .map(|m| (&*m.peer, m.user.as_deref(), m.meta.as_deref(), &*m.node.0))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("p1", Some("u"), Some("{\"n\":1}"), "a"),
+            ("p2", None, None, "b"),
+            ("p3", None, None, "b"),
+        ]
+    );
+    assert!(r.members[0].age_ms >= gap_ms && r.members[1].age_ms < r.members[0].age_ms);
+    assert!(cn.contains(&Push::Room { req: 7, room: None }));
+
+    // b dies: closing r unseats its member in the store (`bye` to a) and
+    // tells a to kick its own.
+    tokio::time::sleep(cfg.node_timeout + Duration::from_millis(100)).await;
+    c.t += cfg.node_timeout;
+    c.cmd("a", Command::Heartbeat).await;
+    c.cmd("c", Command::Heartbeat).await;
+    c.sweep("c").await;
+    c.cmd("a", kick(11, "r", None)).await;
+    c.cmd("a", Command::Rooms { req: 12 }).await;
+    let got = c.check().await;
+    let a = &got[&NodeId::new("a")];
+    let tail = &a[a.len() - 4..];
+    assert!(
+        matches!(&tail[0], Push::Deliver { event: RoomEvent::Bye { peer }, .. } if &**peer == "p3"),
+        "{a:?}"
+    );
+    assert_eq!(
+        tail[1],
+        Push::Kick {
+            room: "r".into(),
+            sessions: vec!["s1".into()],
+        }
+    );
+    assert_eq!(
+        tail[2],
+        Push::Kicked {
+            req: 11,
+            kicked: Some(2),
+        }
+    );
+    assert!(matches!(&tail[3], Push::Rooms { req: 12, rooms } if rooms.len() == 2));
 }

@@ -256,6 +256,24 @@ fn command(
     }
 }
 
+/// An admin request (views, kicks), from a generator of its own so that
+/// the walk's other commands stay as they were. None changes the store
+/// while no node is dead: a kick only tells the members' nodes.
+fn admin(rng: &mut ChaCha8Rng, step: u64) -> (&'static str, Command) {
+    let node = NODES[pick(rng, 3)];
+    let room: Text = format!("r{}", pick(rng, 3)).into();
+    let cmd = match pick(rng, 3) {
+        0 => Command::Rooms { req: step },
+        1 => Command::Room { req: step, room },
+        _ => Command::Kick {
+            req: step,
+            room,
+            peer: (pick(rng, 3) != 0).then(|| peer(pick(rng, 10)).into()),
+        },
+    };
+    (node, cmd)
+}
+
 fn kind(p: &Push) -> &'static str {
     match p {
         Push::JoinAnswer { outcome, .. } => match outcome {
@@ -275,6 +293,9 @@ fn kind(p: &Push) -> &'static str {
         Push::Resynced { lost, .. } if !lost.is_empty() => "resync-lost",
         Push::Resynced { .. } => "resynced",
         Push::Published { .. } => "published",
+        Push::Kick { .. } => "kick",
+        Push::Room { room: Some(_), .. } => "room",
+        Push::Rooms { rooms, .. } if !rooms.is_empty() => "rooms",
         _ => "other",
     }
 }
@@ -289,6 +310,7 @@ async fn random_interleavings_match_the_reference() {
     for seed in 0..4u64 {
         let mut c = Cluster::new(cfg, &NODES).await;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut admin_rng = ChaCha8Rng::seed_from_u64(seed + 100);
         // Where each session most likely lives, so that most commands come
         // from its owner (a take moves it).
         let mut home: Vec<usize> = (0..SESSIONS).map(|i| i % 3).collect();
@@ -302,6 +324,10 @@ async fn random_interleavings_match_the_reference() {
                 NODES[home[i]]
             };
             let cmd = command(&mut rng, step, node, i, &mut home, &known);
+            if step % 7 == 0 {
+                let (by, view) = admin(&mut admin_rng, step);
+                c.cmd(by, view).await;
+            }
             let (ok, pushes) = c.cmd(node, cmd.clone()).await;
             let n = NODES.iter().position(|n| *n == node).unwrap_or(0);
             known.learn(n, &home, &cmd, ok, &pushes);
@@ -337,6 +363,9 @@ async fn random_interleavings_match_the_reference() {
             "resumed",
             "restore",
             "resync-lost",
+            "kick",
+            "room",
+            "rooms",
         ] {
             assert!(
                 kinds.contains_key(k),

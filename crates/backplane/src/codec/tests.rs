@@ -116,6 +116,53 @@ fn samples() -> Vec<Push> {
             generation: u64::MAX,
         },
         Push::Dead,
+        Push::Rooms {
+            req: 1,
+            rooms: vec![RoomInfo {
+                room: "r:1".into(),
+                peers: 3,
+                age_ms: 12_345,
+            }],
+        },
+        Push::Rooms {
+            req: 2,
+            rooms: Vec::new(),
+        },
+        Push::Room {
+            req: 3,
+            room: Some(RoomMembers {
+                age_ms: 9,
+                members: vec![
+                    MemberInfo {
+                        peer: "p".into(),
+                        user: Some("u".into()),
+                        meta: Some("{\"a\":1}".into()),
+                        node: NodeId::new("n"),
+                        age_ms: 0,
+                    },
+                    MemberInfo {
+                        peer: "q".into(),
+                        user: None,
+                        meta: None,
+                        node: NodeId::new("m"),
+                        age_ms: u64::MAX,
+                    },
+                ],
+            }),
+        },
+        Push::Room { req: 4, room: None },
+        Push::Kicked {
+            req: 5,
+            kicked: Some(2),
+        },
+        Push::Kicked {
+            req: 6,
+            kicked: None,
+        },
+        Push::Kick {
+            room: "r".into(),
+            sessions: vec!["s1".into(), "s2".into()],
+        },
     ]
 }
 
