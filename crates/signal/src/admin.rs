@@ -331,14 +331,15 @@ impl SignalCore {
         let peers = room
             .members
             .iter()
-            .filter_map(|m| {
+            .zip(&room.joined)
+            .filter_map(|(m, &joined)| {
                 let s = self.sessions.get(&m.sid)?;
                 Some(PeerView {
                     peer: s.peer.to_string(),
                     user: s.user.as_deref().map(str::to_owned),
                     meta: m.meta.as_deref().map_or("{}", RawValue::get).to_owned(),
                     node: node.clone(),
-                    joined: m.joined,
+                    joined,
                 })
             })
             .collect();

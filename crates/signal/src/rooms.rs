@@ -19,8 +19,6 @@ pub(crate) struct Member {
     pub(crate) sid: Sid,
     /// The `meta` of the member's join; `None` is shown as `{}`.
     pub(crate) meta: Option<Box<RawValue>>,
-    /// When it joined, for the admin API's room views.
-    pub(crate) joined: Instant,
 }
 
 #[derive(Debug)]
@@ -28,6 +26,10 @@ pub(crate) struct Room {
     pub(crate) name: Box<str>,
     /// In join order.
     pub(crate) members: Vec<Member>,
+    /// When each member joined, for the admin API's room views: beside
+    /// `members` rather than in it, so that the fan-out loop's stride stays
+    /// what it was.
+    pub(crate) joined: Vec<Instant>,
     /// A call's room: only these two sessions may join.
     private_to: Option<[Sid; 2]>,
     /// What `joined` lists for this room, in bytes (see [`entry_bytes`]).
@@ -90,6 +92,7 @@ impl Rooms {
             Room {
                 name: name.into(),
                 members: Vec::new(),
+                joined: Vec::new(),
                 private_to,
                 listed_bytes: 0,
                 created: now,
@@ -139,11 +142,8 @@ impl Rooms {
             return Err(Refused::Full);
         }
         room.listed_bytes += cost;
-        room.members.push(Member {
-            sid,
-            meta,
-            joined: now,
-        });
+        room.members.push(Member { sid, meta });
+        room.joined.push(now);
         Ok(id)
     }
 
@@ -157,6 +157,9 @@ impl Rooms {
         };
         // `remove`, not `swap_remove`: `joined.peers` lists in join order.
         let gone = room.members.remove(pos);
+        if pos < room.joined.len() {
+            room.joined.remove(pos);
+        }
         room.listed_bytes = room
             .listed_bytes
             .saturating_sub(entry_bytes(gone.meta.as_deref()));
@@ -190,6 +193,26 @@ mod tests {
         assert_eq!(r.join("call", Sid(3), None, 0, 0, t), Err(Refused::Private));
         assert_eq!(r.join("call", Sid(2), None, 0, 0, t), Ok(p));
         assert_eq!(r.name(p), "call");
+    }
+
+    #[test]
+    fn join_times_follow_their_members() {
+        let t = Instant::now();
+        let at = |ms| t + std::time::Duration::from_millis(ms);
+        let mut r = Rooms::default();
+        let id = r.join("x", Sid(1), None, 0, 0, at(1)).expect("join");
+        r.join("x", Sid(2), None, 0, 0, at(2)).expect("join");
+        r.join("x", Sid(3), None, 0, 0, at(3)).expect("join");
+        assert!(r.leave(id, Sid(2)));
+        let room = r.get(id).expect("room");
+        assert_eq!(room.created, at(1));
+        let who: Vec<_> = room
+            .members
+            .iter()
+            .map(|m| m.sid)
+            .zip(room.joined.iter().copied())
+            .collect();
+        assert_eq!(who, [(Sid(1), at(1)), (Sid(3), at(3))]);
     }
 
     #[test]
