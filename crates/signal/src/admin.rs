@@ -535,6 +535,23 @@ impl SignalCore {
         self.admin_out.push_back(AdminAnswer { id, result });
     }
 
+    /// A [`crate::cluster::Push::Kick`]: held behind the deliveries held
+    /// for a pending join of the room, so that the kicked peer gets what
+    /// the room said before the kick.
+    pub(crate) fn kick_pushed(&mut self, now: Instant, room: Text, sessions: Vec<Text>) {
+        if let Some(c) = &mut self.cluster
+            && c.joining.contains_key(&room)
+        {
+            let held = crate::cluster::Push::Kick {
+                room: room.clone(),
+                sessions,
+            };
+            c.held_pushes.entry(room).or_default().push_back(held);
+            return;
+        }
+        self.kicked_here(now, &room, &sessions);
+    }
+
     /// The store says these sessions of this node are kicked out of `room`.
     /// One this node no longer has in the room (it left, or moved) still
     /// gives its seat back, so that the store and the room agree.

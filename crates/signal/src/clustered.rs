@@ -485,27 +485,7 @@ impl SignalCore {
             Push::Rooms { req, rooms } => self.admin_rooms(now, req, rooms),
             Push::Room { req, room } => self.admin_room(now, req, room),
             Push::Kicked { req, kicked } => self.admin_kicked(req, kicked),
-            Push::Kick { room, sessions } => {
-                // After the deliveries held for a pending join: the kicked
-                // peer gets what the room said before the kick.
-                let held = self.cluster.as_mut().is_some_and(|c| {
-                    if c.joining.contains_key(&room) {
-                        c.held_pushes
-                            .entry(room.clone())
-                            .or_default()
-                            .push_back(Push::Kick {
-                                room: room.clone(),
-                                sessions: sessions.clone(),
-                            });
-                        true
-                    } else {
-                        false
-                    }
-                });
-                if !held {
-                    self.kicked_here(now, &room, &sessions);
-                }
-            }
+            Push::Kick { room, sessions } => self.kick_pushed(now, room, sessions),
         }
     }
 
