@@ -39,6 +39,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Several nodes sharing rooms.
     pub cluster: ClusterConfig,
+    /// Events POSTed to the operator's URLs.
+    pub webhooks: WebhooksConfig,
 }
 
 /// `[http]`
@@ -293,6 +295,66 @@ impl Default for ClusterConfig {
     }
 }
 
+/// `[webhooks]` (PROTOCOL.md §8, docs/webhooks.md)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Receivers, each sent every event; empty = webhooks off.
+    pub urls: Vec<String>,
+    /// HMAC-SHA256 key of the `Switchboard-Signature` header; required
+    /// with `urls`.
+    pub secret: Option<String>,
+    /// An event is retried for this long after it happened, then given up.
+    pub retry_secs: u64,
+    /// Events held per URL (waiting, in flight, between retries); beyond
+    /// it new events are dropped and counted.
+    pub queue: usize,
+    /// Allow receivers on loopback, private, link-local and unique-local
+    /// addresses.
+    pub allow_private: bool,
+    /// One attempt (DNS, connect, TLS, request, answer) must finish within
+    /// this.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: None,
+            retry_secs: 600,
+            queue: 10_000,
+            allow_private: false,
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// Shorter webhook secrets are refused: a receiver's check is only as
+/// strong as the key.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
+
+impl WebhooksConfig {
+    /// Every URL is http(s) with a host; a secret is set when a URL is.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for url in &self.urls {
+            crate::webhooks::Endpoint::parse(url).context("webhooks.urls")?;
+        }
+        let secret = self.secret.as_deref().unwrap_or("");
+        anyhow::ensure!(
+            self.urls.is_empty() || secret.len() >= MIN_WEBHOOK_SECRET_BYTES,
+            "webhooks.secret must be set, at least {MIN_WEBHOOK_SECRET_BYTES} bytes, \
+             when webhooks.urls is (receivers check every event's signature with it)"
+        );
+        anyhow::ensure!(self.queue >= 1, "webhooks.queue must be at least 1");
+        anyhow::ensure!(
+            self.timeout_secs >= 1,
+            "webhooks.timeout_secs must be at least 1"
+        );
+        Ok(())
+    }
+}
+
 impl SessionConfig {
     /// `resume_grace_secs` as a Duration.
     pub fn resume_grace(&self) -> Duration {
@@ -422,6 +484,7 @@ impl Config {
     /// binds.
     pub fn validate(&self) -> anyhow::Result<()> {
         crate::auth::check_secret(self.auth.jwt_secret.as_deref())?;
+        self.webhooks.validate()?;
         Ok(())
     }
 
@@ -491,6 +554,34 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    #[test]
+    fn webhook_urls_and_secret_are_checked_at_load() {
+        let load = |text: &str| {
+            toml::from_str::<Config>(text)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| c.validate())
+        };
+        let secret = "secret = \"0123456789abcdef\"\n";
+        load(&format!(
+            "[webhooks]\nurls = [\"https://h.example/in\"]\n{secret}"
+        ))
+        .expect("valid");
+        for bad in [
+            format!("[webhooks]\nurls = [\"ftp://h.example/\"]\n{secret}"),
+            format!("[webhooks]\nurls = [\"not a url\"]\n{secret}"),
+            "[webhooks]\nurls = [\"https://h.example/\"]\n".to_owned(),
+            "[webhooks]\nurls = [\"https://h.example/\"]\nsecret = \"short\"\n".to_owned(),
+            format!("[webhooks]\nurls = [\"https://h.example/\"]\n{secret}queue = 0\n"),
+        ] {
+            assert!(load(&bad).is_err(), "{bad}");
+        }
+        let d = WebhooksConfig::default();
+        assert_eq!(
+            (d.retry_secs, d.queue, d.allow_private),
+            (600, 10_000, false)
+        );
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub struct Hub {
     backplane: Option<Arc<dyn BackplaneOut>>,
     next_conn: AtomicU64,
     timer: Notify,
+    /// Lifecycle events go here too, under the lock (so in the core's
+    /// order); it only queues.
+    webhooks: std::sync::OnceLock<crate::webhooks::Webhooks>,
 }
 
 impl Hub {
@@ -90,7 +93,13 @@ impl Hub {
             backplane,
             next_conn: AtomicU64::new(1),
             timer: Notify::new(),
+            webhooks: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands every lifecycle event from now on to `hooks` too (once).
+    pub fn set_webhooks(&self, hooks: crate::webhooks::Webhooks) {
+        let _ = self.webhooks.set(hooks);
     }
 
     /// A push from the cluster's store.
@@ -344,6 +353,9 @@ impl Hub {
             }
         }
         while let Some(event) = st.core.poll_event() {
+            if let Some(hooks) = self.webhooks.get() {
+                hooks.observe(&event);
+            }
             logs.events.push(event);
         }
         let next = st.core.poll_timeout();

@@ -16,4 +16,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod turn;
 pub mod web;
+pub mod webhooks;
 pub mod ws;
