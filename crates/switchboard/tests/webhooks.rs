@@ -526,3 +526,88 @@ async fn a_bad_webhook_url_is_refused_at_start() {
         assert!(err.contains("webhooks"), "the error names the key: {err}");
     }
 }
+
+#[tokio::test]
+async fn an_https_receiver_must_have_a_certificate_the_system_trusts() {
+    // A self-signed certificate: the TLS handshake must fail, so no event
+    // goes to a receiver that cannot prove who it is.
+    let tls = switchboard::tls::server_config(&switchboard::config::TlsConfig {
+        self_signed: true,
+        ..Default::default()
+    })
+    .expect("a certificate")
+    .expect("TLS on");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let (c, h) = (connections.clone(), handshakes.clone());
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            if let Ok(Ok(_)) = tokio::time::timeout(WAIT, acceptor.accept(sock)).await {
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    let s = server(
+        &[format!("https://localhost:{port}/hook")],
+        &[
+            ("SWITCHBOARD_WEBHOOKS__ALLOW_PRIVATE", "true"),
+            ("SWITCHBOARD_WEBHOOKS__RETRY_SECS", "0"),
+        ],
+    )
+    .await;
+    let mut a = Client::connect(&s.ws_url("")).await;
+    a.join("r").await;
+    metric_until(&s, "switchboard_webhook_given_up_total", 0, |v| v >= 2.0).await;
+    assert_eq!(
+        metric(&s, "switchboard_webhook_delivered_total", 0).await,
+        0.0
+    );
+    assert!(connections.load(Ordering::SeqCst) >= 1, "TLS was tried");
+    assert_eq!(handshakes.load(Ordering::SeqCst), 0, "and refused");
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_holds_back_no_other() {
+    let hanging = Receiver::start(|_| Answer::Hang).await;
+    let good = Receiver::start(|_| Answer::Slow).await;
+    let s = server(
+        &[hanging.url("/hook"), good.url("/hook")],
+        &[
+            ("SWITCHBOARD_WEBHOOKS__ALLOW_PRIVATE", "true"),
+            ("SWITCHBOARD_WEBHOOKS__TIMEOUT_SECS", "30"),
+        ],
+    )
+    .await;
+    let t = Instant::now();
+    let mut a = Client::connect(&s.ws_url("")).await;
+    let peer = a.peer();
+    a.join("r").await;
+    a.close(1000).await;
+    // All four events of the room, one after the other at 150 ms each, long
+    // before the hanging receiver's first attempt times out.
+    good.until(
+        Duration::from_secs(10),
+        "the good receiver's events",
+        |hits| lanes(hits).get("room:r").is_some_and(|l| l.len() == 4),
+    )
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let got = lanes(&good.hits());
+    assert_eq!(
+        names(&got["room:r"]),
+        [
+            "room_started".to_owned(),
+            format!("peer_joined:{peer}"),
+            format!("peer_left:{peer}"),
+            "room_finished".to_owned()
+        ]
+    );
+    // The hanging one got the room's first event and waits on it.
+    assert_eq!(hanging.hits().len(), 1, "{:#?}", hanging.hits());
+}
