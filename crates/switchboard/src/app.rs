@@ -312,9 +312,8 @@ pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> 
         }
         None => (Hub::new(SignalCore::new(core_config(&cfg), seed)), None),
     };
-    if let Some(hooks) = crate::webhooks::start(&cfg, shutdown.clone(), &tasks)? {
-        hub.set_webhooks(hooks);
-    }
+    let webhooks = crate::webhooks::start(&cfg, shutdown.clone(), &tasks)?;
+    hub.set_webhooks(webhooks.clone());
     let stop_code = if cluster.is_some() { 1012 } else { 1001 };
     let state = AppState {
         hub: hub.clone(),

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::http::{AttemptError, Client, Endpoint};
-use super::{Payload, Settings};
+use super::http::{AttemptError, Endpoint};
+use super::{Live, Payload};
 
 /// Lanes (rooms) being delivered to one URL at once: each holds at most one
 /// request, or waits for its next retry.
@@ -87,6 +87,7 @@ pub(crate) fn describe_metrics() {
 /// The router's side of one URL.
 pub(crate) struct Target {
     index: usize,
+    url: String,
     tx: mpsc::UnboundedSender<Arc<Payload>>,
     /// Events held for this URL, from `offer` to delivered or given up.
     held: Arc<AtomicUsize>,
@@ -117,14 +118,26 @@ impl Target {
             }
         }
     }
+
+    /// The URL as configured.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A new `webhooks.queue`: what is held beyond it stays.
+    pub(crate) fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+    }
 }
 
-/// Starts the delivery task of one URL.
+/// Starts the delivery task of one URL. It ends at shutdown, or once its
+/// [`Target`] is dropped (the URL was removed), with what it held.
 pub(crate) fn spawn(
     index: usize,
+    url: String,
     endpoint: Endpoint,
-    client: Client,
-    settings: Settings,
+    live: watch::Receiver<Live>,
+    cap: usize,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
 ) -> Target {
@@ -144,17 +157,22 @@ pub(crate) fn spawn(
     let worker = Worker {
         index,
         endpoint: Arc::new(endpoint),
-        client,
-        retry: settings.retry,
+        live,
         held: held.clone(),
     };
     tasks.spawn(worker.run(rx, shutdown));
     Target {
         index,
+        url,
         tx,
         held,
-        cap: settings.queue,
+        cap,
     }
+}
+
+/// The URL at `index` is gone: its gauge reads 0.
+pub(crate) fn forget(index: usize) {
+    metrics::gauge!("switchboard_webhook_queue", "target" => label(index)).set(0.0);
 }
 
 /// The order of delivery: per key, one event at a time, in arrival order;
@@ -221,8 +239,8 @@ impl<T: Clone> Lanes<T> {
 struct Worker {
     index: usize,
     endpoint: Arc<Endpoint>,
-    client: Client,
-    retry: Duration,
+    /// The client and retry span in force (a reload replaces them).
+    live: watch::Receiver<Live>,
     held: Arc<AtomicUsize>,
 }
 
@@ -256,10 +274,14 @@ impl Worker {
     /// Delivers `p` or gives it up; returns its key.
     async fn deliver(&self, key: String, p: Arc<Payload>) -> String {
         let target = label(self.index);
-        let deadline = p.happened + self.retry;
         let mut retry = 0u32;
         loop {
-            let result = self.client.post(&self.endpoint, &p).await;
+            let Live {
+                client,
+                retry: span,
+            } = self.live.borrow().clone();
+            let deadline = p.happened + span;
+            let result = client.post(&self.endpoint, &p).await;
             match result {
                 Ok(status) => {
                     metrics::counter!("switchboard_webhook_delivered_total", "target" => target)

@@ -228,6 +228,19 @@ impl Client {
         if added == 0 {
             tracing::warn!("webhooks: no system root certificate found: https URLs will fail");
         }
+        Self::with_roots(timeout, allow_private, roots)
+    }
+
+    /// A client that trusts no certificate: for when there is no URL.
+    pub(crate) fn without_roots(timeout: Duration, allow_private: bool) -> anyhow::Result<Self> {
+        Self::with_roots(timeout, allow_private, rustls::RootCertStore::empty())
+    }
+
+    fn with_roots(
+        timeout: Duration,
+        allow_private: bool,
+        roots: rustls::RootCertStore,
+    ) -> anyhow::Result<Self> {
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

@@ -22,6 +22,7 @@ mod deliver;
 mod http;
 mod translate;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +32,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use switchboard_signal::Event;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -151,6 +152,20 @@ impl HookEvent {
             | HookEvent::AllocationEnded { allocation, .. } => format!("allocation:{allocation}"),
         }
     }
+
+    /// The `event` name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HookEvent::RoomStarted { .. } => "room_started",
+            HookEvent::RoomFinished { .. } => "room_finished",
+            HookEvent::PeerJoined { .. } => "peer_joined",
+            HookEvent::PeerLeft { .. } => "peer_left",
+            HookEvent::CallStarted { .. } => "call_started",
+            HookEvent::CallEnded { .. } => "call_ended",
+            HookEvent::AllocationCreated { .. } => "allocation_created",
+            HookEvent::AllocationEnded { .. } => "allocation_ended",
+        }
+    }
 }
 
 /// The JSON body: the envelope, then the event's own fields.
@@ -180,21 +195,6 @@ pub(crate) struct Payload {
     pub(crate) happened: Instant,
 }
 
-impl HookEvent {
-    fn name(&self) -> &'static str {
-        match self {
-            HookEvent::RoomStarted { .. } => "room_started",
-            HookEvent::RoomFinished { .. } => "room_finished",
-            HookEvent::PeerJoined { .. } => "peer_joined",
-            HookEvent::PeerLeft { .. } => "peer_left",
-            HookEvent::CallStarted { .. } => "call_started",
-            HookEvent::CallEnded { .. } => "call_ended",
-            HookEvent::AllocationCreated { .. } => "allocation_created",
-            HookEvent::AllocationEnded { .. } => "allocation_ended",
-        }
-    }
-}
-
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     // HMAC takes a key of any length: this cannot fail.
@@ -205,7 +205,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256=");
     for b in tag {
-        out.push_str(&format!("{b:02x}"));
+        let _ = write!(out, "{b:02x}");
     }
     out
 }
@@ -214,6 +214,9 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 enum Intake {
     Signal(Event, Instant, SystemTime),
     Hook(HookEvent, Instant, SystemTime),
+    /// New settings, in line with the events: those pushed before it are
+    /// sent with the old secret, those after with the new one.
+    Reconfigure(Box<Plan>),
 }
 
 /// The handle every producer holds. Cloning is cheap.
@@ -226,14 +229,16 @@ struct Shared {
     intake: mpsc::UnboundedSender<Intake>,
     /// Items in `intake` not yet taken by the router.
     held: AtomicUsize,
-    cap: usize,
-    targets: usize,
+    /// `webhooks.queue`.
+    cap: AtomicUsize,
+    /// URLs configured: 0 means off, and nothing is queued.
+    targets: AtomicUsize,
 }
 
 impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhooks")
-            .field("targets", &self.inner.targets)
+            .field("targets", &self.inner.targets.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -242,7 +247,7 @@ impl Webhooks {
     /// A signaling core's event. Called under the hub's lock, so that
     /// events reach the router in the core's order: it only queues.
     pub fn observe(&self, event: &Event) {
-        if translate::is_relevant(event) {
+        if self.is_on() && translate::is_relevant(event) {
             self.push(Intake::Signal(
                 event.clone(),
                 Instant::now(),
@@ -255,36 +260,113 @@ impl Webhooks {
     /// queue drops the event and counts it. Events with the same
     /// [`HookEvent::order_key`] are delivered in the order emitted.
     pub fn emit(&self, event: HookEvent) {
-        self.push(Intake::Hook(event, Instant::now(), SystemTime::now()));
+        if self.is_on() {
+            self.push(Intake::Hook(event, Instant::now(), SystemTime::now()));
+        }
+    }
+
+    /// Whether any URL is configured.
+    pub fn is_on(&self) -> bool {
+        self.inner.targets.load(Ordering::Relaxed) > 0
+    }
+
+    /// Applies a new `[webhooks]` (and `cluster.node_id`), e.g. on reload.
+    /// A URL that stays at the same place in `urls` keeps its queue and its
+    /// lanes; the new timeout, retry span and address rule apply from the
+    /// next attempt, the new secret from the next event. A URL removed or
+    /// replaced is dropped with what it held. Refused, changing nothing,
+    /// when the section does not validate.
+    pub fn reconfigure(&self, cfg: &Config) -> anyhow::Result<()> {
+        let plan = Plan::new(cfg)?;
+        let s = &self.inner;
+        s.cap.store(plan.queue, Ordering::Relaxed);
+        s.targets.store(plan.urls.len(), Ordering::Relaxed);
+        // Past the cap: a reload is never dropped.
+        s.held.fetch_add(1, Ordering::AcqRel);
+        if s.intake.send(Intake::Reconfigure(Box::new(plan))).is_err() {
+            s.held.fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
     }
 
     fn push(&self, item: Intake) {
         let s = &self.inner;
+        let cap = s.cap.load(Ordering::Relaxed);
         // Bounded even if the router stalls: reserve a slot or drop.
         let reserved = s
             .held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < s.cap).then_some(n + 1)
+                (n < cap).then_some(n + 1)
             })
             .is_ok();
         if !reserved || s.intake.send(item).is_err() {
             if reserved {
                 s.held.fetch_sub(1, Ordering::AcqRel);
             }
-            for target in 0..s.targets {
+            for target in 0..s.targets.load(Ordering::Relaxed) {
                 deliver::dropped(target);
             }
         }
     }
 }
 
-/// Settings of the delivery, from `[webhooks]`.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
+/// How attempts are made, shared by every URL's task; replaced whole on a
+/// reload.
+#[derive(Clone)]
+pub(crate) struct Live {
+    pub(crate) client: http::Client,
+    /// An event is retried until this long after it happened.
     pub(crate) retry: Duration,
-    pub(crate) queue: usize,
-    pub(crate) allow_private: bool,
-    pub(crate) timeout: Duration,
+}
+
+/// A checked `[webhooks]`, ready to apply.
+struct Plan {
+    urls: Vec<(String, Endpoint)>,
+    live: Live,
+    queue: usize,
+    node: String,
+    secret: Vec<u8>,
+}
+
+impl Plan {
+    fn new(cfg: &Config) -> anyhow::Result<Self> {
+        let wh = &cfg.webhooks;
+        wh.validate()?;
+        let allow_private = wh.allow_private;
+        let mut urls = Vec::with_capacity(wh.urls.len());
+        for (index, url) in wh.urls.iter().enumerate() {
+            let endpoint =
+                Endpoint::parse(url).map_err(|e| anyhow::anyhow!("webhooks.urls: {e}"))?;
+            if !allow_private
+                && let Some(ip) = endpoint.literal_ip()
+                && !is_public(ip)
+            {
+                tracing::warn!(
+                    target = index,
+                    %ip,
+                    "webhooks.urls[{index}] is a private address: every delivery to it will be \
+                     refused unless webhooks.allow_private is set"
+                );
+            }
+            urls.push((url.clone(), endpoint));
+        }
+        let client = if urls.is_empty() {
+            // Off: no need to read the system's certificates.
+            http::Client::without_roots(Duration::from_secs(1), false)?
+        } else {
+            http::Client::new(Duration::from_secs(wh.timeout_secs.max(1)), allow_private)?
+        };
+        Ok(Plan {
+            urls,
+            live: Live {
+                client,
+                retry: Duration::from_secs(wh.retry_secs),
+            },
+            queue: wh.queue.max(1),
+            node: node_name(cfg),
+            secret: wh.secret.clone().unwrap_or_default().into_bytes(),
+        })
+    }
 }
 
 /// The `node` of every event: `cluster.node_id`, else the host name.
@@ -299,68 +381,45 @@ fn node_name(cfg: &Config) -> String {
         .unwrap_or_else(|| "switchboard".to_owned())
 }
 
-/// Starts the router and one delivery task per URL; `None` when no URL is
-/// configured (then nothing runs and nothing is queued).
+/// Starts the router and one delivery task per URL. With no URL, the
+/// handle is off (nothing is queued) until a [`Webhooks::reconfigure`]
+/// gives it some.
 pub fn start(
     cfg: &Config,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) -> anyhow::Result<Option<Webhooks>> {
-    let wh = &cfg.webhooks;
-    if wh.urls.is_empty() {
-        return Ok(None);
-    }
+) -> anyhow::Result<Webhooks> {
+    let plan = Plan::new(cfg)?;
     deliver::describe_metrics();
-    let settings = Settings {
-        retry: Duration::from_secs(wh.retry_secs),
-        queue: wh.queue.max(1),
-        allow_private: wh.allow_private,
-        timeout: Duration::from_secs(wh.timeout_secs.max(1)),
-    };
-    let client = http::Client::new(settings.timeout, settings.allow_private)?;
-    let mut targets = Vec::with_capacity(wh.urls.len());
-    for (index, url) in wh.urls.iter().enumerate() {
-        let endpoint = Endpoint::parse(url).map_err(|e| anyhow::anyhow!("webhooks.urls: {e}"))?;
-        if !settings.allow_private
-            && let Some(ip) = endpoint.literal_ip()
-            && !is_public(ip)
-        {
-            tracing::warn!(
-                target = index,
-                %ip,
-                "webhooks.urls[{index}] is a private address: every delivery to it will be \
-                 refused unless webhooks.allow_private is set"
-            );
-        }
-        targets.push(deliver::spawn(
-            index,
-            endpoint,
-            client.clone(),
-            settings.clone(),
-            shutdown.clone(),
-            tasks,
-        ));
-    }
     let (tx, rx) = mpsc::unbounded_channel();
     let hooks = Webhooks {
         inner: Arc::new(Shared {
             intake: tx,
             held: AtomicUsize::new(0),
-            cap: settings.queue,
-            targets: targets.len(),
+            cap: AtomicUsize::new(plan.queue),
+            targets: AtomicUsize::new(0),
         }),
     };
-    let router = Router {
+    let (live, _) = watch::channel(plan.live.clone());
+    let mut router = Router {
         rx,
         shared: hooks.inner.clone(),
         translate: translate::Translator::default(),
-        node: node_name(cfg),
-        secret: wh.secret.clone().unwrap_or_default().into_bytes(),
-        targets,
+        node: String::new(),
+        secret: Vec::new(),
+        targets: Vec::new(),
+        live,
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
     };
+    let urls = plan.urls.len();
+    router.apply(plan);
+    hooks.inner.targets.store(urls, Ordering::Relaxed);
     tasks.spawn(router.run(shutdown));
-    tracing::info!(urls = wh.urls.len(), "webhooks on");
-    Ok(Some(hooks))
+    if urls > 0 {
+        tracing::info!(urls, "webhooks on");
+    }
+    Ok(hooks)
 }
 
 /// Turns intake into payloads and offers them to every URL.
@@ -371,6 +430,9 @@ struct Router {
     node: String,
     secret: Vec<u8>,
     targets: Vec<deliver::Target>,
+    live: watch::Sender<Live>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl Router {
@@ -394,13 +456,58 @@ impl Router {
                     out.push(event);
                     (at, wall)
                 }
+                Intake::Reconfigure(plan) => {
+                    self.apply(*plan);
+                    continue;
+                }
             };
+            if self.targets.is_empty() {
+                // Pushed just before a reload turned webhooks off.
+                out.clear();
+                continue;
+            }
             for event in out.drain(..) {
                 let payload = Arc::new(self.payload(&event, happened, wall));
                 for target in &self.targets {
                     target.offer(payload.clone());
                 }
             }
+        }
+    }
+
+    /// Keeps each URL that is at the same index as before, starts the new
+    /// ones, lets go of the rest (their tasks end with what they held).
+    fn apply(&mut self, plan: Plan) {
+        self.node = plan.node;
+        self.secret = plan.secret;
+        self.live.send_replace(plan.live);
+        let mut old: Vec<Option<deliver::Target>> = std::mem::take(&mut self.targets)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for (index, (url, endpoint)) in plan.urls.into_iter().enumerate() {
+            let kept = old
+                .get_mut(index)
+                .and_then(|slot| slot.take_if(|t| t.url() == url));
+            let target = match kept {
+                Some(mut t) => {
+                    t.set_cap(plan.queue);
+                    t
+                }
+                None => deliver::spawn(
+                    index,
+                    url,
+                    endpoint,
+                    self.live.subscribe(),
+                    plan.queue,
+                    self.shutdown.clone(),
+                    &self.tasks,
+                ),
+            };
+            self.targets.push(target);
+        }
+        for index in self.targets.len()..old.len() {
+            deliver::forget(index);
         }
     }
 
@@ -467,14 +574,196 @@ mod tests {
     }
 
     #[test]
+    fn every_name_is_the_one_on_the_wire() {
+        let addr: SocketAddr = ([192, 0, 2, 1], 3478).into();
+        let s = || "x".to_owned();
+        let all = [
+            HookEvent::RoomStarted { room: s() },
+            HookEvent::RoomFinished { room: s() },
+            HookEvent::PeerJoined {
+                room: s(),
+                peer: s(),
+                user: None,
+                peers: 1,
+            },
+            HookEvent::PeerLeft {
+                room: s(),
+                peer: s(),
+                user: None,
+                peers: 0,
+                reason: s(),
+            },
+            HookEvent::CallStarted {
+                call: s(),
+                peer: s(),
+                user: None,
+                callee: s(),
+            },
+            HookEvent::CallEnded {
+                call: s(),
+                reason: s(),
+                room: None,
+            },
+            HookEvent::AllocationCreated {
+                allocation: s(),
+                username: s(),
+                client: addr,
+                relayed: addr,
+            },
+            HookEvent::AllocationEnded {
+                allocation: s(),
+                username: s(),
+                client: addr,
+                reason: s(),
+                bytes_in: 1,
+                bytes_out: 2,
+            },
+        ];
+        for event in all {
+            let v = serde_json::to_value(&event).expect("serializes");
+            assert_eq!(v["event"], event.name());
+        }
+        let v = serde_json::to_value(HookEvent::AllocationCreated {
+            allocation: s(),
+            username: s(),
+            client: addr,
+            relayed: addr,
+        })
+        .expect("serializes");
+        assert_eq!(v["client"], "192.0.2.1:3478");
+    }
+
+    /// A receiver that answers 204 to everything and passes on each
+    /// request's signature and body.
+    async fn receiver() -> (String, mpsc::UnboundedReceiver<(String, String)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/in", listener.local_addr().expect("addr"));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Connection: close and a small body: read to the end of it.
+                let request = loop {
+                    let Ok(n) = sock.read(&mut chunk).await else {
+                        break None;
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(str::to_owned)
+                            })
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            let sig = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("switchboard-signature: "))
+                                .unwrap_or("")
+                                .to_owned();
+                            break Some((sig, body.to_owned()));
+                        }
+                    }
+                    if n == 0 {
+                        break None;
+                    }
+                };
+                let _ = sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                if let Some(r) = request {
+                    let _ = tx.send(r);
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    fn config(urls: &[&str], secret: &str) -> Config {
+        let mut cfg = Config::default();
+        cfg.webhooks.urls = urls.iter().map(|u| (*u).to_owned()).collect();
+        cfg.webhooks.secret = Some(secret.to_owned());
+        cfg.webhooks.allow_private = true;
+        cfg.cluster.node_id = Some("n1".to_owned());
+        cfg
+    }
+
+    /// The next request: its value, and whether its signature is right
+    /// under `secret`.
+    async fn recv(
+        rx: &mut mpsc::UnboundedReceiver<(String, String)>,
+        secret: &str,
+    ) -> serde_json::Value {
+        let (sig, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a request within 10 s")
+            .expect("the receiver runs");
+        assert_eq!(sig, sign(secret.as_bytes(), body.as_bytes()), "{body}");
+        serde_json::from_str(&body).expect("json")
+    }
+
+    #[tokio::test]
+    async fn a_reload_turns_webhooks_on_moves_them_and_turns_them_off() {
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let hooks = start(&Config::default(), shutdown.clone(), &tasks).expect("starts");
+        assert!(!hooks.is_on());
+        let room = |r: &str| HookEvent::RoomStarted { room: r.to_owned() };
+        hooks.emit(room("before"));
+
+        let (url_a, mut a) = receiver().await;
+        let (url_b, mut b) = receiver().await;
+        hooks
+            .reconfigure(&config(&[&url_a], "0123456789abcdef-one"))
+            .expect("valid");
+        assert!(hooks.is_on());
+        hooks.emit(room("one"));
+        let v = recv(&mut a, "0123456789abcdef-one").await;
+        assert_eq!(v["room"], "one", "nothing from before it was on");
+        assert_eq!(v["node"], "n1");
+
+        assert!(
+            hooks
+                .reconfigure(&config(&["ftp://nope/"], "0123456789abcdef-two"))
+                .is_err(),
+            "a bad section is refused"
+        );
+        hooks
+            .reconfigure(&config(&[&url_b], "0123456789abcdef-two"))
+            .expect("valid");
+        hooks.emit(room("two"));
+        let v = recv(&mut b, "0123456789abcdef-two").await;
+        assert_eq!(v["room"], "two");
+
+        hooks.reconfigure(&Config::default()).expect("valid");
+        assert!(!hooks.is_on());
+        hooks.emit(room("three"));
+        shutdown.cancel();
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+            .await
+            .expect("every task ends at shutdown");
+        assert!(
+            a.try_recv().is_err() && b.try_recv().is_err(),
+            "nothing more"
+        );
+    }
+
+    #[test]
     fn a_full_intake_drops_without_blocking() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let hooks = Webhooks {
             inner: Arc::new(Shared {
                 intake: tx,
                 held: AtomicUsize::new(0),
-                cap: 2,
-                targets: 0,
+                cap: AtomicUsize::new(2),
+                targets: AtomicUsize::new(1),
             }),
         };
         for n in 0..5 {
