@@ -11,15 +11,15 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchboard_signal::cluster::{Command, Push};
 use switchboard_signal::{
-    ClassicArg, ClassicEvent, ConnId, Counters, Disconnect, Event, Face, IceServer, Identity,
-    OutFrame, Output, SignalCore, Stats,
+    AdminError, AdminId, AdminReply, AdminRequest, ClassicArg, ClassicEvent, ConnId, Counters,
+    Disconnect, Event, Face, IceServer, Identity, OutFrame, Output, SignalCore, Stats,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// How a `resumed` frame's body starts (the core writes it so).
@@ -63,6 +63,10 @@ struct State {
     conns: HashMap<ConnId, Arc<dyn ConnSink>>,
     /// The deadline the timer task sleeps towards.
     armed: Option<Instant>,
+    /// Admin requests waiting for the core's answer (in a cluster, for the
+    /// store's push), by number.
+    admin_waiting: HashMap<u64, oneshot::Sender<Result<AdminReply, AdminError>>>,
+    next_admin: u64,
 }
 
 /// Shared by every connection task.
@@ -89,6 +93,8 @@ impl Hub {
                 core,
                 conns: HashMap::new(),
                 armed: None,
+                admin_waiting: HashMap::new(),
+                next_admin: 0,
             }),
             backplane,
             next_conn: AtomicU64::new(1),
@@ -268,6 +274,36 @@ impl Hub {
         true
     }
 
+    /// An admin request (PROTOCOL.md §8): a node alone answers at once; a
+    /// clustered core asks the store, so the answer may take a round trip.
+    /// `Unavailable` when it has not come within `wait` (the store is slow
+    /// or unreachable): the request is forgotten, its late answer dropped.
+    pub async fn admin(
+        &self,
+        request: AdminRequest,
+        wait: Duration,
+    ) -> Result<AdminReply, AdminError> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut st = self.lock();
+            st.next_admin += 1;
+            let id = st.next_admin;
+            st.admin_waiting.insert(id, tx);
+            st.core.admin(Instant::now(), AdminId(id), request);
+            let logs = self.drain(&mut st);
+            drop(st);
+            logs.write();
+            id
+        };
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            _ => {
+                self.lock().admin_waiting.remove(&id);
+                Err(AdminError::Unavailable)
+            }
+        }
+    }
+
     /// Gauges and counters for `/metrics`.
     pub fn stats(&self) -> (Stats, Counters) {
         let st = self.lock();
@@ -350,6 +386,12 @@ impl Hub {
             }
             for conn in slow.drain(..) {
                 st.core.disconnect(Instant::now(), conn, Disconnect::Abrupt);
+            }
+        }
+        while let Some(answer) = st.core.poll_admin() {
+            if let Some(tx) = st.admin_waiting.remove(&answer.id.0) {
+                // The asker may have timed out: its answer has nowhere to go.
+                let _ = tx.send(answer.result);
             }
         }
         while let Some(event) = st.core.poll_event() {
