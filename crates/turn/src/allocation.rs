@@ -70,7 +70,12 @@ pub(crate) struct Allocation {
     /// algorithm (441 otherwise) and are checked with this key.
     pub(crate) seal: Seal,
     pub(crate) relays: Vec<RelayAddress>,
+    pub(crate) created: Instant,
     pub(crate) expires: Instant,
+    /// Payload bytes relayed from peers to the client so far.
+    pub(crate) bytes_in: u64,
+    /// Payload bytes relayed from the client to peers so far.
+    pub(crate) bytes_out: u64,
     /// The Allocate that made it, answered again if retransmitted.
     pub(crate) transaction_id: TransactionId,
     /// Dual allocation asked for IPv6 the host lacks (ADDRESS-ERROR-CODE).
@@ -96,7 +101,7 @@ impl Allocation {
         owner: Owner,
         seal: Seal,
         relays: Vec<RelayAddress>,
-        expires: Instant,
+        (created, expires): (Instant, Instant),
         hasher: &MapHasher,
     ) -> Self {
         Self {
@@ -105,7 +110,10 @@ impl Allocation {
             owner,
             seal,
             relays,
+            created,
             expires,
+            bytes_in: 0,
+            bytes_out: 0,
             transaction_id: TransactionId::default(),
             ipv6_unavailable: false,
             reservation_token: None,
@@ -406,7 +414,7 @@ mod tests {
                 local: relay,
                 public: relay,
             }],
-            now + Duration::from_secs(600),
+            (now, now + Duration::from_secs(600)),
             &MapHasher::fixed(),
         )
     }

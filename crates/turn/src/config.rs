@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub relay_ipv4: bool,
     /// Whether the host can relay over IPv6.
     pub relay_ipv6: bool,
+    /// Allocation lifecycle events ([`crate::AllocationEvent`]) held until
+    /// the shell polls them; beyond, new ones are dropped and counted in
+    /// [`crate::Metrics::allocation_events_dropped`]. 0 = none are made.
+    pub max_queued_allocation_events: usize,
 }
 
 impl ServerConfig {
@@ -91,6 +95,7 @@ impl ServerConfig {
             allow_rfc5766_channels: false,
             relay_ipv4: true,
             relay_ipv6: false,
+            max_queued_allocation_events: 1024,
         }
     }
 }

@@ -16,6 +16,7 @@ mod allocation;
 pub mod auth;
 mod challenge;
 mod config;
+mod lifecycle;
 mod metrics;
 mod nonce;
 mod output;
@@ -27,6 +28,7 @@ mod server;
 
 pub use auth::Credentials;
 pub use config::ServerConfig;
+pub use lifecycle::{AllocationEvent, AllocationId, AllocationIdError, AllocationView, EndReason};
 pub use metrics::Metrics;
 pub use nonce::{NonceError, NonceSigner};
 pub use output::{

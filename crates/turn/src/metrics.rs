@@ -15,6 +15,11 @@ pub struct Metrics {
     pub allocations_created: u64,
     /// Allocations that ended by timing out.
     pub allocations_expired: u64,
+    /// Allocations ended by an operator ([`crate::TurnServer::revoke`]).
+    pub allocations_revoked: u64,
+    /// Allocation lifecycle events not queued because the queue was full
+    /// (`ServerConfig::max_queued_allocation_events`).
+    pub allocation_events_dropped: u64,
     /// Binding requests answered.
     pub binding_requests: u64,
     /// Requests refused for authentication (401, 438, 441).

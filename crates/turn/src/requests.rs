@@ -18,6 +18,7 @@ use switchboard_stun::{
 
 use crate::allocation::Allocation;
 use crate::auth::{OFFERED_ALGORITHMS, OFFERED_ALGORITHMS_WIRE, Seal};
+use crate::lifecycle::EndReason;
 use crate::nonce::{NonceError, has_password_algorithms_bit};
 use crate::output::{Event, Family, FiveTuple, RelayAddress, RelayRequestId, Source};
 use crate::quota::{Identity, Owner, source_key};
@@ -509,7 +510,15 @@ impl TurnServer {
         let aid = self.next_id;
         self.next_id += 1;
         let expires = now + Duration::from_secs(u64::from(lifetime_secs));
-        let mut alloc = Allocation::new(ft, username, owner, key, relays, expires, &self.hasher);
+        let mut alloc = Allocation::new(
+            ft,
+            username,
+            owner,
+            key,
+            relays,
+            (now, expires),
+            &self.hasher,
+        );
         alloc.transaction_id = tid;
         self.learn_own_address(ft.server.ip());
         for relay in &alloc.relays {
@@ -523,6 +532,7 @@ impl TurnServer {
         self.metrics.allocations += 1;
         self.metrics.allocations_created += 1;
         self.schedule(aid, expires);
+        self.announce_created(aid);
         aid
     }
 
@@ -581,7 +591,7 @@ impl TurnServer {
             Err(_) => return Err(Refusal::BadRequest("malformed REQUESTED-ADDRESS-FAMILY")),
         }
         if lifetime.is_zero() {
-            self.delete_allocation(id, false);
+            self.delete_allocation(id, EndReason::Deleted);
         } else if let Some(a) = self.allocations.get_mut(&id) {
             let at = a.refresh(now, lifetime);
             self.schedule(id, at);

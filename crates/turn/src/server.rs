@@ -19,6 +19,7 @@ use crate::allocation::Allocation;
 use crate::auth::Seal;
 use crate::challenge::ChallengeLimiter;
 use crate::config::ServerConfig;
+use crate::lifecycle::{AllocationEvent, EndReason};
 use crate::metrics::Metrics;
 use crate::nonce::NonceSigner;
 use crate::output::{Event, FiveTuple, RelayAddress, RelayRequestId, Source, Transmit};
@@ -150,6 +151,9 @@ pub struct TurnServer {
     current: Option<QueuedTransmit>,
     pool: Vec<Vec<u8>>,
     events: VecDeque<Event>,
+    /// Allocations created and ended, for the shell's webhooks; bounded by
+    /// `config.max_queued_allocation_events`.
+    pub(crate) lifecycle: VecDeque<AllocationEvent>,
     pub(crate) metrics: Metrics,
 }
 
@@ -197,6 +201,7 @@ impl TurnServer {
             current: None,
             pool: Vec::new(),
             events: VecDeque::new(),
+            lifecycle: VecDeque::new(),
             metrics: Metrics::default(),
         }
     }
@@ -243,7 +248,7 @@ impl TurnServer {
         let Some(alloc) = self
             .by_relay
             .get(&relay_local)
-            .and_then(|id| self.allocations.get(id))
+            .and_then(|id| self.allocations.get_mut(id))
         else {
             self.metrics.dropped += 1;
             return;
@@ -254,7 +259,9 @@ impl TurnServer {
         }
         let five_tuple = alloc.five_tuple;
         let channel = alloc.channel_for(&peer, now);
-        let mut buf = self.take_buffer();
+        // The pool is borrowed on its own, so that the allocation's byte
+        // count below needs no second lookup.
+        let mut buf = take_from(&mut self.pool);
         let written = match channel {
             Some(number) => match ChannelData::new(number, data) {
                 Ok(frame) => {
@@ -275,9 +282,10 @@ impl TurnServer {
         };
         if !written {
             self.metrics.dropped += 1;
-            self.recycle(buf);
+            recycle_into(&mut self.pool, buf);
             return;
         }
+        alloc.bytes_in += data.len() as u64;
         self.metrics.packets_to_clients += 1;
         self.metrics.bytes_to_clients += data.len() as u64;
         self.transmits.push_back(QueuedTransmit {
@@ -291,7 +299,7 @@ impl TurnServer {
     /// ends at once (RFC 8656 §3.1).
     pub fn connection_closed(&mut self, five_tuple: FiveTuple) {
         if let Some(id) = self.by_client.get(&five_tuple).copied() {
-            self.delete_allocation(id, false);
+            self.delete_allocation(id, EndReason::Closed);
         }
         if let Some(p) = self
             .pending_by_client
@@ -330,7 +338,7 @@ impl TurnServer {
             }
             alloc.scheduled = None;
             if alloc.expires <= now {
-                self.delete_allocation(id, true);
+                self.delete_allocation(id, EndReason::Expired);
                 continue;
             }
             let (perms, chans) = alloc.expire(now);
@@ -386,19 +394,11 @@ impl TurnServer {
     }
 
     pub(crate) fn take_buffer(&mut self) -> Vec<u8> {
-        match self.pool.pop() {
-            Some(mut buf) => {
-                buf.clear();
-                buf
-            }
-            None => Vec::with_capacity(BUFFER_CAPACITY),
-        }
+        take_from(&mut self.pool)
     }
 
     pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
-        if self.pool.len() < POOL_LIMIT {
-            self.pool.push(buf);
-        }
+        recycle_into(&mut self.pool, buf);
     }
 
     pub(crate) fn queue(&mut self, source: Source, to: SocketAddr, bytes: Vec<u8>) {
@@ -421,9 +421,10 @@ impl TurnServer {
         }
     }
 
-    pub(crate) fn delete_allocation(&mut self, id: AllocId, expired: bool) {
+    /// Ends an allocation and releases its relays; false when there was none.
+    pub(crate) fn delete_allocation(&mut self, id: AllocId, reason: EndReason) -> bool {
         let Some(alloc) = self.allocations.remove(&id) else {
-            return;
+            return false;
         };
         self.by_client.remove(&alloc.five_tuple);
         for relay in &alloc.relays {
@@ -436,9 +437,13 @@ impl TurnServer {
         self.metrics.allocations -= 1;
         self.metrics.permissions -= alloc.permission_count() as u64;
         self.metrics.channels -= alloc.channel_count() as u64;
-        if expired {
-            self.metrics.allocations_expired += 1;
+        match reason {
+            EndReason::Expired => self.metrics.allocations_expired += 1,
+            EndReason::Revoked => self.metrics.allocations_revoked += 1,
+            EndReason::Deleted | EndReason::Closed => {}
         }
+        self.announce_ended(id, &alloc, reason);
+        true
     }
 
     /// Whether relaying to `peer` is allowed: one of this server's live
@@ -594,10 +599,13 @@ impl TurnServer {
         let relay = self
             .by_client
             .get(&five_tuple)
-            .and_then(|id| self.allocations.get(id))
+            .and_then(|id| self.allocations.get_mut(id))
             .filter(|a| a.is_permitted(peer.ip(), now))
-            .and_then(|a| a.relay_for(&peer))
-            .map(|r| r.local);
+            .and_then(|a| {
+                let local = a.relay_for(&peer)?.local;
+                a.bytes_out += data.len() as u64;
+                Some(local)
+            });
         let Some(relay) = relay else {
             self.metrics.dropped += 1;
             return;
@@ -607,6 +615,22 @@ impl TurnServer {
         self.metrics.packets_to_peers += 1;
         self.metrics.bytes_to_peers += data.len() as u64;
         self.queue(Source::Relay(relay), peer, buf);
+    }
+}
+
+fn take_from(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    match pool.pop() {
+        Some(mut buf) => {
+            buf.clear();
+            buf
+        }
+        None => Vec::with_capacity(BUFFER_CAPACITY),
+    }
+}
+
+fn recycle_into(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < POOL_LIMIT {
+        pool.push(buf);
     }
 }
 
