@@ -16,10 +16,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use switchboard_turn::{Event, Family, FiveTuple, RelayAddress, Source, Transport, TurnServer};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::admin::{EVENT_BUFFER, TurnAllocationEvent, announce};
 use super::config::PortRange;
 use super::reactor::{FIRST_RELAY_TOKEN, ReactorHandle};
 use super::udp::UdpEndpoint;
@@ -47,6 +48,9 @@ pub(super) struct Shared {
     pub(super) plan: RelayPlan,
     /// The UDP reactors; relay sockets are spread over them in turn.
     pub(super) reactors: Vec<ReactorHandle>,
+    /// Allocations made and ended, for whoever subscribed (webhooks, the
+    /// dashboard); sending never waits.
+    pub(super) allocation_events: broadcast::Sender<TurnAllocationEvent>,
 }
 
 impl Shared {
@@ -79,6 +83,7 @@ impl Shared {
             tasks,
             plan,
             reactors,
+            allocation_events: broadcast::Sender::new(EVENT_BUFFER),
         }
     }
 
@@ -275,6 +280,9 @@ impl IoTable {
             if !answered {
                 break;
             }
+        }
+        while let Some(event) = server.poll_allocation_event() {
+            announce(shared, event);
         }
         // The core asks for a reservation within the flush that bound its
         // even port; a spare nobody asked for (EVEN-PORT without R) closes.

@@ -9,6 +9,7 @@
 //! synchronously when the core asks for them (`Event::BindRelay`), and
 //! answered with `TurnServer::relay_bound` right away.
 
+mod admin;
 mod config;
 mod driver;
 mod per_ip;
@@ -30,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin::{ADMIN_WAIT, EndReason, TurnAdminError, TurnAllocation, TurnAllocationEvent};
 pub use config::{PortRange, PortRangeError, TurnSettings};
 use driver::{RelayPlan, Shared, timer_loop};
 use per_ip::{ConnectionsPerSource, MintLimiter};
@@ -217,6 +219,14 @@ impl TurnService {
             (
                 "switchboard_turn_allocations_expired_total",
                 m.allocations_expired,
+            ),
+            (
+                "switchboard_turn_allocations_revoked_total",
+                m.allocations_revoked,
+            ),
+            (
+                "switchboard_turn_allocation_events_dropped_total",
+                m.allocation_events_dropped,
             ),
             (
                 "switchboard_turn_binding_requests_total",
