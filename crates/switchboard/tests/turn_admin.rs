@@ -376,3 +376,36 @@ async fn coturn_uclient_loses_its_relay_when_revoked() {
     assert!(received > 0, "some came back before: {}", tail.join("\n"));
     assert!(service.metrics().allocations_revoked >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_refuses_new_allocations_and_keeps_relaying_the_old() {
+    let server = start(&admin_settings(), None).await;
+    let service = &server.service;
+    let udp = service.local_udp().unwrap();
+    let mut old = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    let relayed = old.allocate().await.unwrap();
+    let peer = peer().await;
+    let peer_addr = peer.local_addr().unwrap();
+    create_permission(&mut old, peer_addr).await;
+
+    service.set_draining(true).await.unwrap();
+    let mut new = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    assert_eq!(new.allocate().await, Err(508));
+    let mut over_tcp = TurnClient::new(
+        Conn::tcp(service.local_tcp().unwrap()).await,
+        "alice",
+        "alice-pw",
+    );
+    assert_eq!(over_tcp.allocate().await, Err(508));
+    assert_eq!(service.metrics().draining_refusals, 2);
+
+    assert!(is_success(&old.ask(Method::REFRESH, |_| {}).await));
+    old.send_indication(peer_addr, b"still").await;
+    let (got, from) = peer_recv(&peer).await.expect("still relayed");
+    assert_eq!((got.as_slice(), from), (&b"still"[..], relayed));
+    assert_eq!(service.allocations().await.unwrap().len(), 1);
+
+    service.set_draining(false).await.unwrap();
+    assert!(new.allocate().await.is_ok());
+    assert_eq!(service.allocations().await.unwrap().len(), 2);
+}

@@ -157,6 +157,19 @@ impl TurnServer {
         self.delete_allocation(id.0, EndReason::Revoked)
     }
 
+    /// While draining, every new Allocate gets 508 (a retransmitted one
+    /// that already succeeded is still answered, and one whose relay is
+    /// being bound completes); existing allocations keep being refreshed
+    /// and relayed until they end.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Whether [`Self::set_draining`] is on.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
     /// The next allocation created or ended, oldest first; call until
     /// `None` after every `handle_*` (or from time to time: the queue is
     /// bounded, and what does not fit is counted, not kept).

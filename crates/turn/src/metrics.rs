@@ -28,6 +28,8 @@ pub struct Metrics {
     pub denied_peers: u64,
     /// Allocate requests refused by a quota (486).
     pub quota_rejections: u64,
+    /// Allocate requests refused because the server is draining (508).
+    pub draining_refusals: u64,
     /// Relay sockets the shell could not bind (508).
     pub relay_bind_failures: u64,
     /// Packets and bytes relayed from clients to peers.

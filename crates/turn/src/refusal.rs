@@ -68,6 +68,10 @@ pub enum Refusal {
     /// The allocation holds as many permissions as it may (508).
     #[error("permission limit of the allocation reached")]
     PermissionLimit,
+    /// The server is draining: it keeps its allocations and takes no new
+    /// ones (508), so the client tries another server.
+    #[error("the server is draining")]
+    Draining,
 }
 
 impl Refusal {
@@ -85,9 +89,10 @@ impl Refusal {
             Refusal::UnsupportedTransport => 442,
             Refusal::PeerAddressFamilyMismatch => 443,
             Refusal::ServerQuota | Refusal::UserQuota | Refusal::SourceQuota => 486,
-            Refusal::RelayUnavailable | Refusal::ReservationUnusable | Refusal::PermissionLimit => {
-                508
-            }
+            Refusal::RelayUnavailable
+            | Refusal::ReservationUnusable
+            | Refusal::PermissionLimit
+            | Refusal::Draining => 508,
         }
     }
 

@@ -218,6 +218,9 @@ impl TurnServer {
             }
             return Err(Refusal::AllocationMismatch);
         }
+        if self.draining {
+            return Err(Refusal::Draining);
+        }
         if let Some(pid) = self.pending_by_client.get(&ft) {
             let same = self
                 .pending
@@ -735,6 +738,9 @@ impl TurnServer {
     ) {
         if refusal.is_quota() {
             self.metrics.quota_rejections += 1;
+        }
+        if *refusal == Refusal::Draining {
+            self.metrics.draining_refusals += 1;
         }
         if *refusal == Refusal::ForbiddenPeer {
             self.metrics.denied_peers += 1;

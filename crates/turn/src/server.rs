@@ -154,6 +154,8 @@ pub struct TurnServer {
     /// Allocations created and ended, for the shell's webhooks; bounded by
     /// `config.max_queued_allocation_events`.
     pub(crate) lifecycle: VecDeque<AllocationEvent>,
+    /// New allocations are refused ([`TurnServer::set_draining`]).
+    pub(crate) draining: bool,
     pub(crate) metrics: Metrics,
 }
 
@@ -202,6 +204,7 @@ impl TurnServer {
             pool: Vec::new(),
             events: VecDeque::new(),
             lifecycle: VecDeque::new(),
+            draining: false,
             metrics: Metrics::default(),
         }
     }

@@ -243,3 +243,46 @@ fn lifecycle_queue_is_bounded_and_can_be_off() {
         "the view does not need events"
     );
 }
+
+#[test]
+fn draining_refuses_new_allocations_and_keeps_the_old_ones() {
+    let mut h = Harness::new(config());
+    let mut old = Client::udp("198.51.100.1:4000", "alice", "alice-pw");
+    old.allocate(&mut h);
+    let peer = addr("93.184.216.20:7000");
+    assert!(is_success(&old.ask(
+        &mut h,
+        Method::CREATE_PERMISSION,
+        |b| {
+            b.add_xor_peer_address(peer);
+        }
+    )));
+
+    h.server.set_draining(true);
+    assert!(h.server.is_draining());
+    let mut new = Client::udp("198.51.100.2:4000", "bob", "bob-pw");
+    let out = h.client_sends(new.ft, &new.plain(Method::ALLOCATE, udp_transport));
+    new.learn(&out[0].bytes);
+    let answer = new.ask(&mut h, Method::ALLOCATE, udp_transport);
+    assert_eq!(error_code(&answer), Some(508));
+    assert_eq!(h.server.metrics().draining_refusals, 1);
+    assert_eq!(h.bind_requests.len(), 1, "no relay asked for");
+
+    // The old allocation lives on: refreshed, permitted, relaying.
+    assert!(is_success(&old.ask(&mut h, Method::REFRESH, |_| {})));
+    assert!(is_success(&old.ask(
+        &mut h,
+        Method::CREATE_PERMISSION,
+        |b| {
+            b.add_xor_peer_address(peer);
+        }
+    )));
+    assert_eq!(
+        h.peer_sends(addr("10.0.0.2:50001"), peer, b"still").len(),
+        1
+    );
+
+    h.server.set_draining(false);
+    new.allocate(&mut h);
+    assert_eq!(h.server.allocations().len(), 2);
+}

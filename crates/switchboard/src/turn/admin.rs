@@ -128,6 +128,16 @@ impl TurnService {
         ask_core(move || revoke_now(&shared, id)).await
     }
 
+    /// Drain (`true`): every new Allocate gets 508 so that clients try
+    /// another server, while the allocations already made keep being
+    /// refreshed and relayed. `false` takes new ones again.
+    pub async fn set_draining(&self, draining: bool) -> Result<(), TurnAdminError> {
+        let Some(shared) = self.inner.shared.clone() else {
+            return Ok(());
+        };
+        ask_core(move || shared.lock().server.set_draining(draining)).await
+    }
+
     /// Allocations made and ended from now on. Each receiver holds up to
     /// 1024 events; one that falls further behind gets
     /// `RecvError::Lagged` and loses the oldest, never holding up TURN.

@@ -229,6 +229,10 @@ impl TurnService {
                 m.allocation_events_dropped,
             ),
             (
+                "switchboard_turn_draining_refusals_total",
+                m.draining_refusals,
+            ),
+            (
                 "switchboard_turn_binding_requests_total",
                 m.binding_requests,
             ),
