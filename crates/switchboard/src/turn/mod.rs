@@ -12,6 +12,7 @@
 mod admin;
 mod config;
 mod driver;
+mod exported;
 mod per_ip;
 mod reactor;
 mod stream;
@@ -199,76 +200,10 @@ impl TurnService {
             .map_or(0, |s| s.lock().io.send_failures)
     }
 
-    /// Pushes the counters into the process's `metrics` recorder (for `/metrics`).
+    /// Pushes the counters into the process's `metrics` recorder (for
+    /// `/metrics`), each with its `# HELP`.
     pub fn export_metrics(&self) {
-        let m = self.metrics();
-        metrics::counter!("switchboard_turn_send_failures_total").absolute(self.send_failures());
-        let gauges = [
-            ("switchboard_turn_allocations", m.allocations),
-            ("switchboard_turn_permissions", m.permissions),
-            ("switchboard_turn_channels", m.channels),
-        ];
-        for (name, value) in gauges {
-            metrics::gauge!(name).set(value as f64);
-        }
-        let counters = [
-            (
-                "switchboard_turn_allocations_created_total",
-                m.allocations_created,
-            ),
-            (
-                "switchboard_turn_allocations_expired_total",
-                m.allocations_expired,
-            ),
-            (
-                "switchboard_turn_allocations_revoked_total",
-                m.allocations_revoked,
-            ),
-            (
-                "switchboard_turn_allocation_events_dropped_total",
-                m.allocation_events_dropped,
-            ),
-            (
-                "switchboard_turn_draining_refusals_total",
-                m.draining_refusals,
-            ),
-            (
-                "switchboard_turn_binding_requests_total",
-                m.binding_requests,
-            ),
-            ("switchboard_turn_auth_failures_total", m.auth_failures),
-            ("switchboard_turn_denied_peers_total", m.denied_peers),
-            (
-                "switchboard_turn_quota_rejections_total",
-                m.quota_rejections,
-            ),
-            (
-                "switchboard_turn_relay_bind_failures_total",
-                m.relay_bind_failures,
-            ),
-            ("switchboard_turn_dropped_total", m.dropped),
-            (
-                "switchboard_turn_oversized_requests_total",
-                m.oversized_requests,
-            ),
-            (
-                "switchboard_turn_challenges_dropped_total",
-                m.challenges_dropped,
-            ),
-        ];
-        for (name, value) in counters {
-            metrics::counter!(name).absolute(value);
-        }
-        let relayed = [
-            ("to_peer", m.packets_to_peers, m.bytes_to_peers),
-            ("to_client", m.packets_to_clients, m.bytes_to_clients),
-        ];
-        for (direction, packets, bytes) in relayed {
-            metrics::counter!("switchboard_turn_relayed_packets_total", "direction" => direction)
-                .absolute(packets);
-            metrics::counter!("switchboard_turn_relayed_bytes_total", "direction" => direction)
-                .absolute(bytes);
-        }
+        exported::export(&self.metrics(), self.send_failures());
     }
 
     /// Waits until every task of the service has ended (after shutdown).
