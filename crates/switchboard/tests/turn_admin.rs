@@ -409,3 +409,46 @@ async fn draining_refuses_new_allocations_and_keeps_relaying_the_old() {
     assert!(new.allocate().await.is_ok());
     assert_eq!(service.allocations().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_users_for_new_allocations_and_drops_none() {
+    let server = start(&admin_settings(), None).await;
+    let service = &server.service;
+    let udp = service.local_udp().unwrap();
+    let mut alice = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    let relayed = alice.allocate().await.unwrap();
+    let peer = peer().await;
+    let peer_addr = peer.local_addr().unwrap();
+    create_permission(&mut alice, peer_addr).await;
+
+    let mut next = admin_settings();
+    next.users.clear();
+    next.users.insert("bob".into(), "bob-pw".into());
+    service.reload(&next).await.expect("valid settings");
+
+    // Alice's allocation was not dropped: it refreshes and relays.
+    assert!(is_success(&alice.ask(Method::REFRESH, |_| {}).await));
+    alice.send_indication(peer_addr, b"kept").await;
+    let (got, from) = peer_recv(&peer).await.expect("still relayed");
+    assert_eq!((got.as_slice(), from), (&b"kept"[..], relayed));
+    // New allocations follow the new users.
+    let mut again = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    assert_eq!(again.allocate().await, Err(401));
+    let mut bob = TurnClient::new(Conn::udp(udp).await, "bob", "bob-pw");
+    assert!(bob.allocate().await.is_ok());
+
+    // A broken one is refused and the running one stays.
+    let mut broken = admin_settings();
+    broken.denied_peer_ranges = vec!["not-a-range".into()];
+    let refused = service.reload(&broken).await;
+    assert!(
+        matches!(refused, Err(switchboard::turn::TurnReloadError::Invalid(_))),
+        "{refused:?}"
+    );
+    let mut bob2 = TurnClient::new(Conn::udp(udp).await, "bob", "bob-pw");
+    assert!(bob2.allocate().await.is_ok(), "bob is still a user");
+    let mut alice3 = TurnClient::new(Conn::udp(udp).await, "alice", "alice-pw");
+    assert_eq!(alice3.allocate().await, Err(401), "alice is still not");
+    assert_eq!(service.allocations().await.unwrap().len(), 3);
+    assert!(switchboard::turn::TURN_RELOADABLE_KEYS.contains(&"users"));
+}

@@ -79,6 +79,15 @@ impl Credentials {
         self.rest_secrets.push(secret.as_ref().to_vec());
     }
 
+    /// Takes `from`'s REST secrets when this has none: a reload whose
+    /// configuration names no secret keeps the one in use (a random one
+    /// made at start, which credentials already handed out depend on).
+    pub fn inherit_rest_secrets(&mut self, from: &Credentials) {
+        if self.rest_secrets.is_empty() {
+            self.rest_secrets = from.rest_secrets.clone();
+        }
+    }
+
     /// Whether `name` is a configured static user (who wins over a REST
     /// credential of the same name).
     pub fn is_static_user(&self, name: &str) -> bool {

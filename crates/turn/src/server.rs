@@ -214,6 +214,30 @@ impl TurnServer {
         &self.config
     }
 
+    /// Takes a new configuration for the requests to come: credentials,
+    /// peer policy, quotas, limits, lifetimes. Live allocations keep what
+    /// they hold: the key they were made with (so they go on refreshing
+    /// whatever happened to their user or secret), permissions, channels
+    /// and expiry. Kept from the running configuration: the realm (keys
+    /// are derived from it), the nonce secret (nonces handed out stay
+    /// good) and the relay families (the shell's sockets decide those).
+    pub fn reconfigure(&mut self, mut config: ServerConfig) {
+        config.realm = std::mem::take(&mut self.config.realm);
+        config.nonce_secret = std::mem::take(&mut self.config.nonce_secret);
+        config.relay_ipv4 = self.config.relay_ipv4;
+        config.relay_ipv6 = self.config.relay_ipv6;
+        if config.nonce_lifetime != self.config.nonce_lifetime {
+            self.nonces = NonceSigner::new(&config.nonce_secret, config.nonce_lifetime);
+        }
+        if config.challenges_per_ip_per_sec != self.config.challenges_per_ip_per_sec {
+            self.challenges = ChallengeLimiter::new(config.challenges_per_ip_per_sec);
+        }
+        for &ip in &config.own_addresses {
+            learn_own_ip(&mut self.own_ips, ip);
+        }
+        self.config = config;
+    }
+
     /// Current counters.
     pub fn metrics(&self) -> Metrics {
         self.metrics

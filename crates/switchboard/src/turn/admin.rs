@@ -151,7 +151,7 @@ impl TurnService {
 }
 
 /// Runs `ask` (which locks the core) on the blocking pool, within [`ADMIN_WAIT`].
-async fn ask_core<T: Send + 'static>(
+pub(super) async fn ask_core<T: Send + 'static>(
     ask: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, TurnAdminError> {
     match tokio::time::timeout(ADMIN_WAIT, tokio::task::spawn_blocking(ask)).await {

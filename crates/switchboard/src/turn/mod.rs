@@ -15,6 +15,7 @@ mod driver;
 mod exported;
 mod per_ip;
 mod reactor;
+mod reload;
 mod stream;
 mod udp;
 
@@ -37,6 +38,7 @@ pub use config::{PortRange, PortRangeError, TurnSettings};
 use driver::{RelayPlan, Shared, timer_loop};
 use per_ip::{ConnectionsPerSource, MintLimiter};
 use reactor::Reactor;
+pub use reload::{TURN_RELOADABLE_KEYS, TurnReloadError};
 use stream::{StreamContext, accept_loop};
 use udp::UdpEndpoint;
 
