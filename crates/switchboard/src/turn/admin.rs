@@ -96,7 +96,9 @@ impl TurnAllocationEvent {
 /// Why an admin call got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum TurnAdminError {
-    /// The core was held longer than [`ADMIN_WAIT`].
+    /// The core was held longer than [`ADMIN_WAIT`]. The call was not
+    /// cancelled: a revoke (or drain) may still take effect once it gets
+    /// the core, so asking again is safe.
     #[error("the TURN core did not answer within {0:?}")]
     Busy(Duration),
     /// The blocking task asking the core failed.
