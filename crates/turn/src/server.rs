@@ -111,6 +111,7 @@ fn map_hasher(secret: &[u8]) -> MapHasher {
 ///     }
 ///     while let Some(t) = server.poll_transmit() { send t.bytes from t.source to t.to }
 ///     while let Some(e) = server.poll_event() { bind or close sockets }
+///     while let Some(a) = server.poll_allocation_event() { tell operators }
 ///     re-arm the timer at server.poll_timeout()
 /// }
 /// ```
@@ -119,6 +120,11 @@ fn map_hasher(secret: &[u8]) -> MapHasher {
 /// [`Event::BindRelay`]; the shell binds a socket and calls
 /// [`TurnServer::relay_bound`], which sends the success response, or 508 when
 /// binding failed.
+///
+/// Operators list allocations with [`TurnServer::allocations`], end one
+/// with [`TurnServer::revoke`], and stop new ones with
+/// [`TurnServer::set_draining`]; [`TurnServer::reconfigure`] changes
+/// credentials, policy and quotas without touching live allocations.
 pub struct TurnServer {
     pub(crate) config: ServerConfig,
     pub(crate) nonces: NonceSigner,
@@ -244,7 +250,7 @@ impl TurnServer {
     }
 
     /// Handles one message from a client: a whole datagram on UDP, or one
-    /// frame cut from a stream with [`crate::frame_len`]. `unix_secs` is the
+    /// frame cut from a stream with [`crate::stream_frame_len`]. `unix_secs` is the
     /// wall-clock time, used only to check REST credential expiry.
     pub fn handle_client(
         &mut self,
