@@ -4,14 +4,17 @@
 //! `switchboard-stun`, `switchboard-turn`); this crate is the thin shell
 //! that owns tokio, sockets, TLS, config and timers.
 
-pub mod app;
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod hub;
+pub mod ice;
+pub mod process;
 pub mod read_ahead;
+pub mod router;
 pub mod serve;
 pub mod socketio;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod turn;

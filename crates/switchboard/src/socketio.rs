@@ -57,8 +57,8 @@ use socketioxide::{ParserConfig, SendError, SocketError, SocketIo};
 use switchboard_signal::{ClassicEvent, ConnId, Disconnect, Face, Identity, OutFrame};
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::app::AppState;
 use crate::hub::{ConnSink, Hub, QueueFull};
+use crate::state::{Lifecycle, Signaling};
 
 mod front;
 
@@ -117,17 +117,18 @@ async fn sweep_unconfirmed(
 
 /// The Socket.IO layer: it answers `/socket.io/` and passes every other
 /// request through. [`service`] puts it around the router.
-fn layer(app: &AppState, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
+fn layer(app: &Signaling, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
     // Engine.IO's client gives up after pingInterval + pingTimeout without a
     // ping; match the native face's heartbeat interval and timeout.
     let ping_timeout = app
+        .limits
         .heartbeat_timeout
-        .saturating_sub(app.heartbeat_interval)
+        .saturating_sub(app.limits.heartbeat_interval)
         .max(Duration::from_secs(1));
     let max_frame = app.limits.transport_max_frame;
     let (layer, io) = SocketIo::builder()
         .req_path(PATH)
-        .ping_interval(app.heartbeat_interval)
+        .ping_interval(app.limits.heartbeat_interval)
         .ping_timeout(ping_timeout)
         .max_buffer_size(app.limits.outbound_queue_frames.max(1))
         // The core answers `too_large` over `limits.max_message_bytes`; this
@@ -159,10 +160,11 @@ fn layer(app: &AppState, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
     tokio::spawn(sweep_unconfirmed(
         app.hub.clone(),
         unconfirmed.clone(),
-        app.shutdown.clone(),
+        app.life.shutdown.clone(),
     ));
-    app.tasks
-        .spawn(drain_on_shutdown(io.clone(), keeper, app.clone()));
+    app.life
+        .tasks
+        .spawn(drain_on_shutdown(io.clone(), keeper, app.life.clone()));
     io.ns(
         "/",
         Admit {
@@ -179,9 +181,9 @@ fn layer(app: &AppState, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
 /// (a tracked task, so the process waits too), then cuts whatever is left
 /// and lets the HTTP listeners stop: a polling client fetches its
 /// DISCONNECT with a request, which a stopped listener would refuse.
-async fn drain_on_shutdown(io: SocketIo, keeper: Arc<Gatekeeper>, app: AppState) {
-    let _stop_http = app.socketio_drained.clone().drop_guard();
-    app.shutdown.cancelled().await;
+async fn drain_on_shutdown(io: SocketIo, keeper: Arc<Gatekeeper>, life: Lifecycle) {
+    let _stop_http = life.socketio_drained.clone().drop_guard();
+    life.shutdown.cancelled().await;
     if tokio::time::timeout(SHUTDOWN_DRAIN, keeper.drained())
         .await
         .is_err()
@@ -207,10 +209,10 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 /// socketioxide, everything else by `routes`. One layer around the whole
 /// router (`Router::layer` would wrap each route apart, each wrap a separate
 /// Engine.IO with its own sessions).
-pub fn service(app: &AppState, routes: axum::Router) -> Front<SocketIoService<axum::Router>> {
+pub fn service(app: &Signaling, routes: axum::Router) -> Front<SocketIoService<axum::Router>> {
     let keeper = Gatekeeper::new(
         app.limits.socketio_pending_per_ip.max(1),
-        app.shutdown.clone(),
+        app.life.shutdown.clone(),
     );
     Front::new(
         tower::Layer::layer(&layer(app, keeper.clone()), routes),
@@ -260,7 +262,7 @@ enum ClassicFace {}
 /// The namespace `/`: admits a connection, then starts its core session.
 #[derive(Clone)]
 struct Admit {
-    app: AppState,
+    app: Signaling,
     unconfirmed: Arc<Unconfirmed>,
 }
 
@@ -385,7 +387,7 @@ impl Admit {
         let (check, sid) = (socket.clone(), socket.id);
         let sink = Arc::new(SioSink {
             socket,
-            tasks: self.app.tasks.clone(),
+            tasks: self.app.life.tasks.clone(),
             acks: events.acks.clone(),
             _permit: admission.permit,
         });

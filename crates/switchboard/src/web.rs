@@ -8,14 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rust_embed::RustEmbed;
 
-use crate::app::AppState;
-
 #[derive(RustEmbed)]
 #[folder = "../../web/"]
 struct Assets;
 
 /// `/` (the app), `/sdk/*` (the SDK module) and the app's other files.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { asset("app/index.html") }))
         .route(

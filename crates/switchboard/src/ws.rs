@@ -22,9 +22,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::app::AppState;
 use crate::hub::{ConnSink, QueueFull};
+use crate::ice::MintFor;
 use crate::read_ahead::ReadAhead;
+use crate::state::Signaling;
 
 /// A native connection's WebSocket, on its upgraded HTTP/1.1 stream.
 type WebSocket = WebSocketStream<ReadAhead<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -45,7 +46,7 @@ pub struct WsQuery {
 /// that the socket under tungstenite is ours: [`ReadAhead`] reads bursts in
 /// one syscall without pinning a large buffer on idle connections.
 pub async fn handler(
-    State(app): State<AppState>,
+    State(app): State<Signaling>,
     ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     Query(q): Query<WsQuery>,
     mut req: Request,
@@ -95,7 +96,7 @@ pub async fn handler(
     // task for the connection's whole life, and idle connections are what
     // we have most of.
     let pending = Box::new(Pending {
-        host: crate::app::request_host(req.headers()),
+        host: crate::ice::request_host(req.headers()),
         app,
         remote,
         identity,
@@ -187,7 +188,7 @@ fn accept_key(req: &Request) -> Result<HeaderValue, NotAnUpgrade> {
 
 /// What the upgrade carries from the HTTP request to the connection.
 struct Pending {
-    app: AppState,
+    app: Signaling,
     remote: std::net::SocketAddr,
     identity: switchboard_signal::Identity,
     host: String,
@@ -308,7 +309,7 @@ impl ConnSink for NativeSink {
 /// One connection, in one allocation, so that its task's future holds a
 /// pointer and the small state of `run`.
 struct Conn {
-    app: AppState,
+    app: Signaling,
     socket: WebSocket,
     sink: Arc<NativeSink>,
     id: ConnId,
@@ -343,15 +344,16 @@ impl Conn {
         // Only a verified `sub` names the TURN user; `?user=` proves nothing.
         let sub = app.auth.enabled().then_some(user.as_deref()).flatten();
         let ice = |peer: &str| {
-            app.ice_servers(
-                crate::turn::MintFor {
-                    source: remote.ip(),
-                    user: sub,
-                    peer: Some(peer),
-                },
-                &host,
-            )
-            .servers
+            app.ice
+                .grant(
+                    MintFor {
+                        source: remote.ip(),
+                        user: sub,
+                        peer: Some(peer),
+                    },
+                    &host,
+                )
+                .servers
         };
         match (&q.resume, &q.resume_token) {
             (Some(session), Some(token)) => {
@@ -372,12 +374,12 @@ impl Conn {
         }
         // Shutdown closes the connections the hub knows; one registered just
         // after that sweep sees the cancelled token here instead.
-        if app.shutdown.is_cancelled() {
-            sink.close(app.stop_code, "server shutting down");
+        if app.life.shutdown.is_cancelled() {
+            sink.close(app.life.stop_code, "server shutting down");
         }
         metrics::counter!("switchboard_ws_connections_total").increment(1);
         metrics::gauge!("switchboard_ws_connections").increment(1.0);
-        let tracked = app.tasks.token();
+        let tracked = app.life.tasks.token();
         Box::new(Self {
             app,
             socket,
@@ -448,7 +450,7 @@ impl Heartbeat {
 /// pings, and notices silence. Returns how the client left, or `None` when
 /// the server ended the connection.
 async fn run<S>(
-    app: &AppState,
+    app: &Signaling,
     conn: ConnId,
     ws: &mut WebSocketStream<S>,
     sink: &NativeSink,
@@ -459,9 +461,9 @@ where
     let now = Instant::now();
     let mut hb = Heartbeat {
         last_seen: now,
-        next_ping: now + app.heartbeat_interval,
-        interval: app.heartbeat_interval,
-        timeout: app.heartbeat_timeout,
+        next_ping: now + app.limits.heartbeat_interval,
+        interval: app.limits.heartbeat_interval,
+        timeout: app.limits.heartbeat_timeout,
     };
     // One timer for pings and silence, re-armed only when it fires: arming
     // a timer per frame would cost more than the frame.
@@ -690,28 +692,29 @@ mod sink_tests {
 mod tests {
     use super::*;
 
-    fn app(interval: Duration, timeout: Duration) -> AppState {
+    fn app(interval: Duration, timeout: Duration) -> Signaling {
         let cfg = crate::config::Config::default();
-        let core = switchboard_signal::SignalCore::new(crate::app::core_config(&cfg), [7; 32]);
-        AppState {
+        let core = switchboard_signal::SignalCore::new(crate::process::core_config(&cfg), [7; 32]);
+        let mut turn = cfg.turn.clone();
+        crate::ice::ensure_rest_secret(&mut turn);
+        Signaling {
             hub: crate::hub::Hub::new(core),
             auth: Arc::new(crate::auth::Authenticator::new(&cfg.auth).expect("open")),
-            turn: None,
+            ice: Arc::new(
+                crate::ice::IceServers::new(&turn, crate::ice::LocalTurn::default())
+                    .expect("a secret"),
+            ),
             connections: Arc::new(tokio::sync::Semaphore::new(1)),
-            limits: crate::app::ConnLimits {
+            limits: crate::state::ConnLimits {
                 outbound_queue_frames: 8,
                 outbound_queue_bytes: 1 << 16,
                 transport_max_frame: 1 << 20,
                 socketio_connect_timeout: Duration::from_secs(5),
                 socketio_pending_per_ip: 16,
+                heartbeat_interval: interval,
+                heartbeat_timeout: timeout,
             },
-            heartbeat_interval: interval,
-            heartbeat_timeout: timeout,
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            socketio_drained: tokio_util::sync::CancellationToken::new(),
-            tasks: tokio_util::task::TaskTracker::new(),
-            cluster: None,
-            stop_code: 1001,
+            life: crate::state::Lifecycle::new(1001),
         }
     }
 

@@ -5,7 +5,7 @@ mod turn_support;
 
 use std::net::IpAddr;
 
-use switchboard::turn::MintFor;
+use switchboard::ice::MintFor;
 use switchboard_testkit::{Client, Server, http_get};
 use turn_support::*;
 
@@ -20,19 +20,16 @@ async fn a_verified_user_names_the_credential_across_sessions() {
         peer: Some(peer),
     };
     for peer in ["peer-a", "peer-b"] {
-        let ice = server.service.ice_servers(who(peer), "localhost").servers;
+        let ice = server.ice.grant(who(peer), "localhost").servers;
         let username = ice[0].username.clone().unwrap();
         assert!(username.ends_with(":user-7"), "{username}");
     }
     let ice = server
-        .service
-        .ice_servers(mint_for(Some("peer-c")), "localhost")
+        .ice
+        .grant(mint_for(Some("peer-c")), "localhost")
         .servers;
     assert!(ice[0].username.as_deref().unwrap().ends_with(":peer-c"));
-    let anonymous = server
-        .service
-        .ice_servers(mint_for(None), "localhost")
-        .servers;
+    let anonymous = server.ice.grant(mint_for(None), "localhost").servers;
     let name = anonymous[0].username.clone().unwrap();
     assert!(name.contains(":anon-"), "{name}");
 }
@@ -49,11 +46,11 @@ async fn minting_is_limited_per_source() {
     };
     let a: IpAddr = "192.0.2.1".parse().unwrap();
     for _ in 0..3 {
-        let grant = server.service.ice_servers(from(a), "localhost");
+        let grant = server.ice.grant(from(a), "localhost");
         assert!(!grant.limited);
         assert!(grant.servers[0].credential.is_some());
     }
-    let grant = server.service.ice_servers(from(a), "localhost");
+    let grant = server.ice.grant(from(a), "localhost");
     assert!(grant.limited);
     assert_eq!(grant.servers.len(), 1);
     let stun = &grant.servers[0];
@@ -66,24 +63,16 @@ async fn minting_is_limited_per_source() {
     // Another source (and another /64) is not affected.
     assert!(
         !server
-            .service
-            .ice_servers(from("192.0.2.2".parse().unwrap()), "h")
+            .ice
+            .grant(from("192.0.2.2".parse().unwrap()), "h")
             .limited
     );
     let v6 = |s: &str| from(s.parse().unwrap());
     for _ in 0..3 {
-        assert!(
-            !server
-                .service
-                .ice_servers(v6("2001:db8:0:1::1"), "h")
-                .limited
-        );
+        assert!(!server.ice.grant(v6("2001:db8:0:1::1"), "h").limited);
     }
     assert!(
-        server
-            .service
-            .ice_servers(v6("2001:db8:0:1::2"), "h")
-            .limited,
+        server.ice.grant(v6("2001:db8:0:1::2"), "h").limited,
         "same /64"
     );
 }

@@ -143,8 +143,8 @@ async fn tls_listener_only_with_a_certificate() {
     let server = start(&settings(), None).await;
     assert!(server.service.local_tls().is_none());
     let ice = server
-        .service
-        .ice_servers(mint_for(Some("peer-1")), "example.com:8080")
+        .ice
+        .grant(mint_for(Some("peer-1")), "example.com:8080")
         .servers;
     assert_eq!(ice.len(), 1);
     assert!(ice[0].urls.iter().all(|u| !u.starts_with("turns:")));
@@ -314,8 +314,8 @@ async fn rest_credentials_from_ice_servers_work() {
     s.public_host = Some("turn.example.org".into());
     let server = start(&s, None).await;
     let ice = server
-        .service
-        .ice_servers(mint_for(Some("peer-42")), "ignored.example")
+        .ice
+        .grant(mint_for(Some("peer-42")), "ignored.example")
         .servers;
     let entry = &ice[0];
     let udp_port = server.service.local_udp().unwrap().port();
@@ -347,10 +347,7 @@ async fn rest_credentials_from_ice_servers_work() {
 #[tokio::test]
 async fn random_secret_when_none_is_configured() {
     let server = start(&settings(), None).await;
-    let ice = server
-        .service
-        .ice_servers(mint_for(Some("p")), "127.0.0.1")
-        .servers;
+    let ice = server.ice.grant(mint_for(Some("p")), "127.0.0.1").servers;
     let udp = server.service.local_udp().unwrap();
     let mut client = TurnClient::new(
         Conn::udp(udp).await,

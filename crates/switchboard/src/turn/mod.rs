@@ -8,6 +8,9 @@
 //! behind a std `Mutex` (see `driver.rs` for why). Relay sockets are bound
 //! synchronously when the core asks for them (`Event::BindRelay`), and
 //! answered with `TurnServer::relay_bound` right away.
+//!
+//! Credentials for signaling clients are minted by `crate::ice`, which
+//! shares only the REST secret with this service.
 
 mod admin;
 mod config;
@@ -25,8 +28,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use base64::Engine as _;
-use switchboard_signal_proto::IceServer;
-use switchboard_turn::auth::mint_rest_credential;
 use switchboard_turn::{Cidr, Metrics, PeerPolicy, ServerConfig, TurnServer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -36,7 +37,9 @@ use tokio_util::task::TaskTracker;
 pub use admin::{ADMIN_WAIT, EndReason, TurnAdminError, TurnAllocation, TurnAllocationEvent};
 pub use config::{PortRange, PortRangeError, TurnSettings};
 use driver::{RelayPlan, Shared, timer_loop};
-use per_ip::{ConnectionsPerSource, MintLimiter};
+use per_ip::ConnectionsPerSource;
+/// How a limit counts sources (an IPv6 /64 is one), shared with `crate::ice`.
+pub(crate) use per_ip::source_key;
 use reactor::Reactor;
 pub use reload::{TURN_RELOADABLE_KEYS, TurnReloadError};
 use stream::{StreamContext, accept_loop};
@@ -44,32 +47,6 @@ use udp::UdpEndpoint;
 
 /// Attempts at finding a port free for both UDP and TCP when `listen` has port 0.
 const SHARED_PORT_ATTEMPTS: usize = 16;
-
-/// Longest user id put in a minted username; a longer `sub` (STUN caps
-/// USERNAME at 513 bytes) falls back to the peer id.
-const MAX_MINTED_ID: usize = 256;
-
-/// Whom [`TurnService::ice_servers`] mints a credential for.
-#[derive(Debug, Clone, Copy)]
-pub struct MintFor<'a> {
-    /// The client's address: minting is rate-limited per source.
-    pub source: IpAddr,
-    /// A verified user id (a token's `sub`). Never an unauthenticated
-    /// `?user=`, which anyone could set to spend someone else's quota.
-    pub user: Option<&'a str>,
-    /// The signaling peer id, used when there is no user; without either
-    /// (an anonymous GET /api/ice-servers) a random id is minted.
-    pub peer: Option<&'a str>,
-}
-
-/// What [`TurnService::ice_servers`] hands out.
-#[derive(Debug, Default)]
-pub struct IceGrant {
-    /// The `ice_servers` entries (none when TURN is disabled).
-    pub servers: Vec<IceServer>,
-    /// The source minted too often: `servers` holds the STUN URL alone.
-    pub limited: bool,
-}
 
 /// Handle on the running STUN/TURN service. Cheap to clone.
 #[derive(Clone)]
@@ -82,11 +59,6 @@ struct ServiceInner {
     udp: Option<SocketAddr>,
     tcp: Option<SocketAddr>,
     tls: Option<SocketAddr>,
-    mint_secret: Vec<u8>,
-    credential_ttl_secs: u64,
-    public_host: Option<String>,
-    servers: Vec<String>,
-    mints: MintLimiter,
     tasks: TaskTracker,
 }
 
@@ -114,74 +86,6 @@ impl TurnService {
     /// The bound TLS listener address, when a certificate was given.
     pub fn local_tls(&self) -> Option<SocketAddr> {
         self.inner.tls
-    }
-
-    /// Lifetime of the credentials [`Self::ice_servers`] mints.
-    pub fn credential_ttl_secs(&self) -> u64 {
-        self.inner.credential_ttl_secs
-    }
-
-    /// `RTCIceServer` entries with a time-limited REST credential,
-    /// `"<expiry>:<id>"`: the id is the verified user id when there is one,
-    /// so that the per-user allocation quota binds a user across sessions,
-    /// else the peer id (else a random one). Minting is rate-limited per
-    /// source address (`turn.mint_per_ip_per_minute`); a limited source gets
-    /// the STUN URL alone. `host` is the host the HTTP client used;
-    /// `turn.public_host` overrides it.
-    pub fn ice_servers(&self, who: MintFor<'_>, host: &str) -> IceGrant {
-        let inner = &*self.inner;
-        let host = url_host(inner.public_host.as_deref().unwrap_or(host));
-        let mut urls = Vec::new();
-        if let (Some(udp), Some(tcp)) = (inner.udp, inner.tcp) {
-            urls.push(format!("stun:{host}:{}", udp.port()));
-            urls.push(format!("turn:{host}:{}?transport=udp", udp.port()));
-            urls.push(format!("turn:{host}:{}?transport=tcp", tcp.port()));
-            if let Some(tls) = inner.tls {
-                urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
-            }
-        }
-        // The fleet's other TURN nodes (`turn.servers`): any of them takes
-        // a credential minted here.
-        urls.extend(inner.servers.iter().cloned());
-        if urls.is_empty() {
-            return IceGrant::default();
-        }
-        if !inner.mints.allow(who.source, Instant::now()) {
-            tracing::debug!(source = %who.source, "turn: credential minting rate-limited");
-            urls.retain(|u| u.starts_with("stun:"));
-            return IceGrant {
-                servers: vec![IceServer {
-                    urls,
-                    username: None,
-                    credential: None,
-                }],
-                limited: true,
-            };
-        }
-        let random;
-        let id = match (who.user, who.peer) {
-            (Some(user), _) if !user.is_empty() && user.len() <= MAX_MINTED_ID => user,
-            (_, Some(peer)) => peer,
-            _ => {
-                let mut bytes = [0u8; 12];
-                rand::fill(&mut bytes);
-                random = format!(
-                    "anon-{}",
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-                );
-                &random
-            }
-        };
-        let expiry = driver::unix_secs().saturating_add(inner.credential_ttl_secs);
-        let (username, credential) = mint_rest_credential(&inner.mint_secret, expiry, id);
-        IceGrant {
-            servers: vec![IceServer {
-                urls,
-                username: Some(username),
-                credential: Some(credential),
-            }],
-            limited: false,
-        }
     }
 
     /// A snapshot of the core's counters.
@@ -215,17 +119,6 @@ impl TurnService {
     }
 }
 
-/// `host` as it goes in a URL: brackets around an IPv6 literal, no port.
-fn url_host(host: &str) -> String {
-    if let Some(rest) = host.strip_prefix('[') {
-        return format!("[{}]", rest.split(']').next().unwrap_or(rest));
-    }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
-        _ => host.split(':').next().unwrap_or(host).to_owned(),
-    }
-}
-
 /// Binds the listeners and starts serving STUN/TURN. Returns once every
 /// listener is bound; the service stops when `shutdown` is cancelled.
 pub async fn start(
@@ -245,7 +138,6 @@ pub async fn start(
         rand::fill(&mut random);
         secrets.push(base64::engine::general_purpose::STANDARD_NO_PAD.encode(random));
     }
-    let mint_secret = secrets[0].as_bytes().to_vec();
     let tasks = TaskTracker::new();
     if !settings.enabled {
         return Ok(TurnService {
@@ -254,11 +146,6 @@ pub async fn start(
                 udp: None,
                 tcp: None,
                 tls: None,
-                mint_secret,
-                credential_ttl_secs: settings.credential_ttl_secs,
-                public_host: settings.public_host.clone(),
-                servers: settings.servers.clone(),
-                mints: MintLimiter::new(settings.mint_per_ip_per_minute),
                 tasks,
             }),
         });
@@ -350,11 +237,6 @@ pub async fn start(
             udp: Some(udp_local),
             tcp: Some(tcp_local),
             tls: tls_local,
-            mint_secret,
-            credential_ttl_secs: settings.credential_ttl_secs,
-            public_host: settings.public_host.clone(),
-            servers: settings.servers.clone(),
-            mints: MintLimiter::new(settings.mint_per_ip_per_minute),
             tasks,
         }),
     })
@@ -444,18 +326,4 @@ fn bind_udp_and_tcp(
         return Ok((sockets, TcpListener::from_std(tcp)?));
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("binding turn.listen {}", settings.listen)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_hosts() {
-        assert_eq!(url_host("example.com"), "example.com");
-        assert_eq!(url_host("example.com:8080"), "example.com");
-        assert_eq!(url_host("127.0.0.1:8080"), "127.0.0.1");
-        assert_eq!(url_host("::1"), "[::1]");
-        assert_eq!(url_host("[::1]:8080"), "[::1]");
-    }
 }

@@ -1,15 +1,14 @@
 //! Counting by source address, for the caps that one client must not be
-//! able to exhaust alone: stream connections and credential minting.
+//! able to exhaust alone: stream connections.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 /// The address a limit counts under. An IPv6 host usually has a whole /64
 /// to pick source addresses from, so the /64 is one source; an IPv4-mapped
 /// address is its IPv4 address.
-pub(super) fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -89,71 +88,9 @@ impl Drop for SourceSlot {
     }
 }
 
-/// Most sources a [`MintLimiter`] tracks; beyond, sources whose bucket has
-/// refilled are forgotten, and if none has, new sources are refused until
-/// one does (bounded memory against a spray of source addresses).
-const MAX_TRACKED_SOURCES: usize = 65_536;
-
-/// A token bucket per source: `per_minute` mints, refilled evenly, with a
-/// burst of the same size. 0 turns the limit off.
-#[derive(Debug)]
-pub(super) struct MintLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl MintLimiter {
-    pub(super) fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one mint for `ip` at `now`; false when its bucket is empty.
-    pub(super) fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        if self.per_minute == 0 {
-            return true;
-        }
-        let capacity = f64::from(self.per_minute);
-        let rate = capacity / 60.0;
-        let refilled = |b: &Bucket| {
-            let secs = now.saturating_duration_since(b.at).as_secs_f64();
-            (b.tokens + secs * rate).min(capacity)
-        };
-        let key = source_key(ip);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if !buckets.contains_key(&key) && buckets.len() >= MAX_TRACKED_SOURCES {
-            buckets.retain(|_, b| refilled(b) < capacity);
-            if buckets.len() >= MAX_TRACKED_SOURCES {
-                return false;
-            }
-        }
-        let bucket = buckets.entry(key).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
-        let tokens = refilled(bucket);
-        bucket.at = now;
-        if tokens < 1.0 {
-            bucket.tokens = tokens;
-            return false;
-        }
-        bucket.tokens = tokens - 1.0;
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn ipv6_sources_count_per_64() {
@@ -179,19 +116,5 @@ mod tests {
         assert_eq!(per.count(ip), 1);
         assert!(per.admit(ip).is_some());
         assert!(ConnectionsPerSource::new(0).admit(ip).is_some());
-    }
-
-    #[test]
-    fn mint_buckets_refill_over_time() {
-        let limiter = MintLimiter::new(3);
-        let ip: IpAddr = "198.51.100.9".parse().unwrap();
-        let t0 = Instant::now();
-        assert!((0..3).all(|_| limiter.allow(ip, t0)));
-        assert!(!limiter.allow(ip, t0));
-        assert!(limiter.allow("198.51.100.10".parse().unwrap(), t0));
-        // 3 a minute: one more every 20 s.
-        assert!(!limiter.allow(ip, t0 + Duration::from_secs(10)));
-        assert!(limiter.allow(ip, t0 + Duration::from_secs(21)));
-        assert!(MintLimiter::new(0).allow(ip, t0));
     }
 }

@@ -31,8 +31,8 @@ pub fn settings() -> TurnSettings {
 }
 
 /// A mint for signaling peer `peer` from loopback, without a user.
-pub fn mint_for(peer: Option<&str>) -> switchboard::turn::MintFor<'_> {
-    switchboard::turn::MintFor {
+pub fn mint_for(peer: Option<&str>) -> switchboard::ice::MintFor<'_> {
+    switchboard::ice::MintFor {
         source: std::net::Ipv4Addr::LOCALHOST.into(),
         user: None,
         peer,
@@ -41,6 +41,8 @@ pub fn mint_for(peer: Option<&str>) -> switchboard::turn::MintFor<'_> {
 
 pub struct Running {
     pub service: TurnService,
+    /// Mints `ice_servers` for `service`, as the signaling side does.
+    pub ice: switchboard::ice::IceServers,
     pub shutdown: CancellationToken,
 }
 
@@ -52,10 +54,18 @@ impl Drop for Running {
 
 pub async fn start(settings: &TurnSettings, tls: Option<Arc<rustls::ServerConfig>>) -> Running {
     let shutdown = CancellationToken::new();
-    let service = switchboard::turn::start(settings, tls, shutdown.clone())
+    let mut settings = settings.clone();
+    switchboard::ice::ensure_rest_secret(&mut settings);
+    let service = switchboard::turn::start(&settings, tls, shutdown.clone())
         .await
         .expect("TURN service starts");
-    Running { service, shutdown }
+    let local = switchboard::ice::LocalTurn::of(&service);
+    let ice = switchboard::ice::IceServers::new(&settings, local).expect("a REST secret");
+    Running {
+        service,
+        ice,
+        shutdown,
+    }
 }
 
 /// A self-signed certificate for "localhost": the server config and a

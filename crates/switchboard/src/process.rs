@@ -1,0 +1,303 @@
+//! The process: starts every listener, serves until SIGTERM/SIGINT, then
+//! shuts down in bounded time. (SIGHUP reload slots in beside the stop
+//! signals, in [`run`].)
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use switchboard_signal::SignalCore;
+use tokio::sync::Semaphore;
+
+use crate::auth::Authenticator;
+use crate::cluster::Backplane;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::ice::{IceServers, LocalTurn};
+use crate::state::{AppState, ConnLimits, Health, IceApi, Lifecycle, MetricsSources, Signaling};
+use crate::turn::TurnService;
+
+/// Addresses actually bound (ports may have been 0), printed on the
+/// `READY` line for tests and scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bound {
+    /// Plain HTTP.
+    pub http: SocketAddr,
+    /// HTTPS, when TLS is on.
+    pub https: Option<SocketAddr>,
+    /// STUN/TURN over UDP.
+    pub turn_udp: Option<SocketAddr>,
+    /// STUN/TURN over TCP.
+    pub turn_tcp: Option<SocketAddr>,
+    /// STUN/TURN over TLS.
+    pub turn_tls: Option<SocketAddr>,
+}
+
+pub(crate) fn core_config(cfg: &Config) -> switchboard_signal::Config {
+    switchboard_signal::Config {
+        max_peers: cfg.rooms.max_peers,
+        max_rooms_per_session: cfg.limits.max_rooms_per_session,
+        max_message_bytes: cfg.limits.max_message_bytes,
+        rate_per_sec: cfg.limits.rate_per_sec,
+        rate_burst: cfg.limits.rate_burst,
+        resume_grace: cfg.session.resume_grace(),
+        replay_frames: cfg.session.replay_frames,
+        replay_bytes: cfg.session.replay_bytes,
+        ring_timeout: Duration::from_secs(cfg.calls.ring_timeout_secs),
+        max_meta_bytes: cfg.limits.max_meta_bytes,
+        max_room_meta_bytes: cfg.limits.max_room_meta_bytes,
+        max_ringing_per_caller: cfg.calls.max_ringing_per_caller,
+        max_suspended_per_user: cfg.session.max_suspended_per_user,
+        max_suspended_per_ip: cfg.session.max_suspended_per_ip,
+    }
+}
+
+fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// Runs the server until a shutdown signal. `ready` receives the bound
+/// addresses once every listener is up.
+pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    let node = Node::start(cfg).await?;
+    banner(&node.bound);
+    ready(&node.bound);
+    // SIGHUP reload will be one more arm here, looping until a stop signal.
+    wait_for_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// A running node: what shutdown needs to reach.
+struct Node {
+    bound: Bound,
+    life: Lifecycle,
+    hub: Arc<Hub>,
+    cluster: Option<Arc<Backplane>>,
+    turn: TurnService,
+    shutdown_timeout: Duration,
+}
+
+impl Node {
+    /// Binds every listener and starts serving.
+    async fn start(mut cfg: Config) -> anyhow::Result<Self> {
+        // Install the recorder before anything records.
+        let _ = crate::telemetry::metrics_handle();
+        // TURN checks and `ice_servers` mints with the same secret, a random
+        // one when none is configured.
+        crate::ice::ensure_rest_secret(&mut cfg.turn);
+        let stop_code = if cfg.cluster.redis_url.is_some() {
+            1012
+        } else {
+            1001
+        };
+        let life = Lifecycle::new(stop_code);
+        let tls = crate::tls::server_config(&cfg.tls)?;
+        let turn = crate::turn::start(&cfg.turn, tls.clone(), life.shutdown.child_token())
+            .await
+            .context("starting STUN/TURN")?;
+        let ice = Arc::new(IceServers::new(&cfg.turn, LocalTurn::of(&turn))?);
+        let (hub, cluster) = start_hub(&cfg, &life);
+        let webhooks = crate::webhooks::start(&cfg, life.shutdown.clone(), &life.tasks)?;
+        hub.set_webhooks(webhooks);
+        let auth = Arc::new(Authenticator::new(&cfg.auth)?);
+        let state = AppState {
+            signaling: Signaling {
+                hub: hub.clone(),
+                auth: auth.clone(),
+                ice: ice.clone(),
+                connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+                limits: conn_limits(&cfg),
+                life: life.clone(),
+            },
+            ice_api: IceApi { auth, ice },
+            health: Health {
+                shutdown: life.shutdown.clone(),
+                cluster: cluster.clone(),
+            },
+            metrics: MetricsSources {
+                hub: hub.clone(),
+                turn: Some(turn.clone()),
+            },
+        };
+        life.tasks
+            .spawn(hub.clone().run_timers(life.shutdown.clone()));
+
+        let http_limits = crate::serve::HttpLimits::from_config(&cfg);
+        if cfg.limits.max_http_connections != 0
+            && cfg.limits.max_http_connections <= cfg.limits.max_connections
+        {
+            tracing::warn!(
+                "limits.max_http_connections ({}) is not above limits.max_connections ({}): \
+                 WebSockets can take every HTTP connection, leaving none for the API",
+                cfg.limits.max_http_connections,
+                cfg.limits.max_connections
+            );
+        }
+        let listener = crate::serve::Listener {
+            router: crate::router::router(state),
+            admission: crate::serve::Admission::new(&http_limits),
+            limits: http_limits,
+            tasks: life.tasks.clone(),
+            // Not `shutdown`: a polling Socket.IO client fetches its DISCONNECT
+            // with one more request, so the listeners serve until that drain.
+            stop: life.socketio_drained.clone(),
+        };
+        let http = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.listen)?)?;
+        let http_addr = http.local_addr()?;
+        life.tasks.spawn(listener.clone().serve_plain(http));
+        let https_addr = match &tls {
+            Some(tls) => {
+                let https = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.tls_listen)?)?;
+                let addr = https.local_addr()?;
+                life.tasks.spawn(listener.serve_tls(https, tls.clone()));
+                Some(addr)
+            }
+            None => None,
+        };
+
+        let bound = Bound {
+            http: http_addr,
+            https: https_addr,
+            turn_udp: turn.local_udp(),
+            turn_tcp: turn.local_tcp(),
+            turn_tls: turn.local_tls(),
+        };
+        Ok(Self {
+            bound,
+            life,
+            hub,
+            cluster,
+            turn,
+            shutdown_timeout: Duration::from_secs(cfg.http.shutdown_timeout_secs.max(1)),
+        })
+    }
+
+    /// Closes every session with the stop code and waits, bounded, for the
+    /// connections' goodbyes.
+    async fn shutdown(self) {
+        let stop_code = self.life.stop_code;
+        tracing::info!("shutting down: closing sessions with {stop_code}");
+        self.life.shutdown.cancel();
+        if let Some(bp) = &self.cluster {
+            // What the sessions got is in Redis before their clients come back
+            // elsewhere (the core sends nothing unwritten, but acks and counts
+            // may still be queued).
+            self.hub.close_all(stop_code, "service restart");
+            bp.flush(Duration::from_secs(2)).await;
+        } else {
+            self.hub.close_all(stop_code, "server shutting down");
+        }
+        self.life.tasks.close();
+        let limit = self.shutdown_timeout;
+        if tokio::time::timeout(limit, async {
+            self.life.tasks.wait().await;
+            self.turn.closed().await
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("some connections did not close within {limit:?}; exiting anyway");
+        }
+    }
+}
+
+/// The signaling core's driver, clustered when `cluster.redis_url` is set.
+fn start_hub(cfg: &Config, life: &Lifecycle) -> (Arc<Hub>, Option<Arc<Backplane>>) {
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    let Some(url) = &cfg.cluster.redis_url else {
+        return (Hub::new(SignalCore::new(core_config(cfg), seed)), None);
+    };
+    let node = crate::cluster::node_id(cfg);
+    let backplane = Arc::new(Backplane::default());
+    let core = SignalCore::clustered(
+        core_config(cfg),
+        seed,
+        switchboard_signal::ClusterConfig {
+            node: node.clone(),
+            node_timeout: Duration::from_secs(cfg.cluster.node_timeout_secs.max(1)),
+        },
+    );
+    let out: Arc<dyn crate::hub::BackplaneOut> = backplane.clone();
+    let hub = Hub::with_backplane(core, Some(out));
+    tracing::info!(%node, "cluster node: rooms and sessions shared through Redis");
+    crate::cluster::start(
+        cfg,
+        url.clone(),
+        node,
+        hub.clone(),
+        backplane.clone(),
+        life.shutdown.clone(),
+        &life.tasks,
+    );
+    (hub, Some(backplane))
+}
+
+/// The connection tasks' limits, from `[session]` and `[limits]`.
+pub(crate) fn conn_limits(cfg: &Config) -> ConnLimits {
+    ConnLimits {
+        // A slow reader is closed once its queue is full; everything
+        // queued must still be in its replay buffer for the resume.
+        outbound_queue_frames: cfg
+            .session
+            .outbound_queue_frames
+            .min(cfg.session.replay_frames / 2)
+            .max(1),
+        // The same in bytes: what was queued but unsent when a slow
+        // reader is closed is still in replay (PROTOCOL.md §1).
+        outbound_queue_bytes: (cfg.session.replay_bytes / 2).max(1),
+        transport_max_frame: (cfg.limits.max_message_bytes.saturating_mul(4)).max(1 << 20),
+        socketio_connect_timeout: Duration::from_secs(
+            cfg.limits.socketio_connect_timeout_secs.max(1),
+        ),
+        socketio_pending_per_ip: cfg.limits.socketio_pending_per_ip,
+        heartbeat_interval: Duration::from_secs(cfg.session.heartbeat_interval_secs.max(1)),
+        heartbeat_timeout: Duration::from_secs(cfg.session.heartbeat_timeout_secs.max(1)),
+    }
+}
+
+fn banner(b: &Bound) {
+    let port = b.http.port();
+    tracing::info!("switchboard {} ready", env!("CARGO_PKG_VERSION"));
+    tracing::info!("  web client:  http://localhost:{port}/  (open it in two tabs for a call)");
+    tracing::info!(
+        "  signaling:   ws://localhost:{port}/ws   socket.io: http://localhost:{port}/socket.io/"
+    );
+    if let Some(https) = b.https {
+        tracing::info!("  https:       https://localhost:{}/", https.port());
+    }
+    if let (Some(udp), Some(tcp)) = (b.turn_udp, b.turn_tcp) {
+        tracing::info!("  STUN/TURN:   udp {udp}, tcp {tcp}");
+    }
+    if let Some(tls) = b.turn_tls {
+        tracing::info!("  TURN/TLS:    {tls}");
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,136 @@
+//! The HTTP routes of the public listeners, and the small handlers that
+//! need no module of their own: the probes, `/metrics` and
+//! `/api/ice-servers`.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::ice::{MintFor, request_host};
+use crate::state::{AppState, Health, IceApi, MetricsSources};
+
+/// Every route of the HTTP and HTTPS listeners.
+pub fn router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/ws", get(crate::ws::handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/ice-servers", get(ice_servers))
+        .merge(crate::web::routes())
+        .with_state(state.clone());
+    // Socket.IO wraps the whole router, once (see `socketio::service`).
+    Router::new().fallback_service(crate::socketio::service(&state.signaling, routes))
+}
+
+async fn healthz(State(health): State<Health>) -> Response {
+    if health.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        "ok\n".into_response()
+    }
+}
+
+/// 503 while the node cannot reach its cluster backplane (or is stopping):
+/// a load balancer sends new clients elsewhere.
+async fn readyz(State(health): State<Health>) -> Response {
+    if health.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match &health.cluster {
+        Some(bp) if !bp.ready() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster backplane unreachable\n",
+        )
+            .into_response(),
+        _ => "ready\n".into_response(),
+    }
+}
+
+async fn metrics(State(src): State<MetricsSources>) -> Response {
+    let (stats, counters) = src.hub.stats();
+    export_counters(&counters);
+    metrics::gauge!("switchboard_sessions").set(stats.sessions as f64);
+    metrics::gauge!("switchboard_sessions_connected").set(stats.connected as f64);
+    metrics::gauge!("switchboard_rooms").set(stats.rooms as f64);
+    metrics::gauge!("switchboard_calls_ringing").set(stats.ringing_calls as f64);
+    metrics::counter!("switchboard_log_lines_dropped_total")
+        .absolute(crate::telemetry::dropped_log_lines());
+    if let Some(turn) = &src.turn {
+        turn.export_metrics();
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics_handle().render(),
+    )
+        .into_response()
+}
+
+fn export_counters(c: &switchboard_signal::Counters) {
+    let pairs = [
+        ("switchboard_requests_total", c.requests),
+        ("switchboard_messages_total", c.messages),
+        ("switchboard_deliveries_total", c.deliveries),
+        ("switchboard_frames_total", c.frames),
+        ("switchboard_sessions_started_total", c.sessions_started),
+        ("switchboard_sessions_ended_total", c.sessions_ended),
+        ("switchboard_resumes_total", c.resumes),
+        ("switchboard_joins_total", c.joins),
+        ("switchboard_rooms_full_total", c.rooms_full),
+        ("switchboard_calls_total", c.calls),
+    ];
+    for (name, value) in pairs {
+        metrics::counter!(name).absolute(value);
+    }
+    for (code, value) in c.errors_by_code() {
+        metrics::counter!("switchboard_errors_total", "code" => code.as_str()).absolute(value);
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn ice_servers(
+    State(api): State<IceApi>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let identity = match api.auth.identify(q.token.as_deref().or(bearer), None) {
+        Ok(id) => id,
+        Err(e) => return (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
+    };
+    // `user` is a verified `sub` here: this endpoint takes no `?user=`.
+    let who = MintFor {
+        source: remote.ip(),
+        user: identity.user.as_deref(),
+        peer: None,
+    };
+    let grant = api.ice.grant(who, &request_host(&headers));
+    if grant.limited {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many TURN credentials; try again later\n",
+        )
+            .into_response();
+    }
+    // The answer holds TURN credentials: no cache may keep or share them.
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({
+            "ice_servers": grant.servers,
+            "ttl": api.ice.credential_ttl_secs(),
+        })),
+    )
+        .into_response()
+}
