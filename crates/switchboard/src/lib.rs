@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod cors;
 pub mod hub;
 pub mod ice;
 pub mod process;

@@ -1,6 +1,6 @@
 //! The HTTP routes of the public listeners, and the small handlers that
 //! need no module of their own: the probes, `/metrics` and
-//! `/api/ice-servers`.
+//! `/api/ice-servers` (with CORS, as the SDK).
 
 use std::net::SocketAddr;
 
@@ -15,13 +15,21 @@ use crate::state::{AppState, Health, IceApi, MetricsSources};
 
 /// Every route of the HTTP and HTTPS listeners.
 pub fn router(state: AppState) -> Router {
+    // What a page on another origin may use (PROTOCOL.md §5).
+    let cross_origin = Router::new()
+        .route("/api/ice-servers", get(ice_servers))
+        .merge(crate::web::sdk_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.ice_api.auth.clone(),
+            crate::cors::layer,
+        ));
     let routes = Router::new()
         .route("/ws", get(crate::ws::handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/ice-servers", get(ice_servers))
-        .merge(crate::web::routes())
+        .merge(cross_origin)
+        .merge(crate::web::app_routes())
         .with_state(state.clone());
     // Socket.IO wraps the whole router, once (see `socketio::service`).
     Router::new().fallback_service(crate::socketio::service(&state.signaling, routes))

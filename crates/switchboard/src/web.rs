@@ -12,14 +12,19 @@ use rust_embed::RustEmbed;
 #[folder = "../../web/"]
 struct Assets;
 
-/// `/` (the app), `/sdk/*` (the SDK module) and the app's other files.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// `/sdk/*`: the SDK module, which pages on other origins import (the
+/// router puts CORS around it).
+pub fn sdk_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route(
+        "/sdk/{*path}",
+        get(|Path(p): Path<String>| async move { asset(&format!("sdk/{p}")) }),
+    )
+}
+
+/// `/` (the app) and the app's other files.
+pub fn app_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { asset("app/index.html") }))
-        .route(
-            "/sdk/{*path}",
-            get(|Path(p): Path<String>| async move { asset(&format!("sdk/{p}")) }),
-        )
         .route(
             "/{*path}",
             get(|Path(p): Path<String>| async move { asset(&format!("app/{p}")) }),
