@@ -41,6 +41,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Events POSTed to the operator's URLs.
     pub webhooks: WebhooksConfig,
+    /// The admin API's listener and token.
+    pub admin: AdminConfig,
 }
 
 /// `[http]`
@@ -295,6 +297,69 @@ impl Default for ClusterConfig {
     }
 }
 
+// ---- [admin] ----
+
+/// The address `admin.listen` has by default.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
+/// `[admin]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin API's own listener; `""` turns it off.
+    pub listen: String,
+    /// Every admin request needs `Authorization: Bearer <token>`; required
+    /// when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN.to_owned(),
+            token: None,
+        }
+    }
+}
+
+/// An `[admin]` that must not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminConfigError {
+    /// `admin.listen` is not an address.
+    #[error("admin.listen {0:?} is not an address like 127.0.0.1:9090 (or \"\" for no admin API)")]
+    Listen(String),
+    /// A listener others can reach, and no token.
+    #[error(
+        "admin.listen {0} is not a loopback address: set admin.token (a long random string), or listen on 127.0.0.1"
+    )]
+    TokenRequired(SocketAddr),
+}
+
+impl AdminConfig {
+    /// The address to listen on, `None` when the admin API is off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, AdminConfigError> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        let addr: SocketAddr = listen
+            .parse()
+            .map_err(|_| AdminConfigError::Listen(self.listen.clone()))?;
+        if !addr.ip().is_loopback() && self.token().is_none() {
+            return Err(AdminConfigError::TokenRequired(addr));
+        }
+        Ok(Some(addr))
+    }
+
+    /// The token, when one is set (an empty one is none).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref().filter(|t| !t.is_empty())
+    }
+}
+
+// ---- end of [admin] ----
+
 /// `[webhooks]` (PROTOCOL.md §8, docs/webhooks.md)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -415,6 +480,9 @@ pub struct Cli {
     /// cluster.node_id: this node's id in the cluster.
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
+    /// admin.listen: the admin API's address ("" = off).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// log.level, a tracing filter.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -450,6 +518,7 @@ impl Cli {
         set!("auth.jwt_secret", self.jwt_secret.as_ref());
         set!("cluster.redis_url", self.redis_url.as_ref());
         set!("cluster.node_id", self.node_id.as_ref());
+        set!("admin.listen", self.admin_listen.as_ref());
         set!("log.level", self.log_level.as_ref());
         set!("log.format", self.log_json.then_some(LogFormat::Json));
         set!("log.file", self.log_file.as_ref());
@@ -485,6 +554,7 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         crate::auth::check_secret(self.auth.jwt_secret.as_deref())?;
         self.webhooks.validate()?;
+        self.admin.listen_addr()?;
         Ok(())
     }
 
@@ -582,6 +652,28 @@ mod tests {
             (d.retry_secs, d.queue, d.allow_private),
             (600, 10_000, false)
         );
+    }
+
+    #[test]
+    fn an_admin_listener_others_can_reach_needs_a_token() {
+        let mut admin = AdminConfig::default();
+        assert!(matches!(admin.listen_addr(), Ok(Some(_))));
+        admin.listen = "0.0.0.0:9090".into();
+        assert!(matches!(
+            admin.listen_addr(),
+            Err(AdminConfigError::TokenRequired(_))
+        ));
+        admin.token = Some(String::new());
+        assert!(admin.listen_addr().is_err(), "an empty token is none");
+        admin.token = Some("a-long-random-token".into());
+        assert!(admin.listen_addr().is_ok());
+        admin.listen = String::new();
+        assert!(matches!(admin.listen_addr(), Ok(None)));
+        admin.listen = "nine-oh-nine-oh".into();
+        assert!(matches!(
+            admin.listen_addr(),
+            Err(AdminConfigError::Listen(_))
+        ));
     }
 
     #[test]

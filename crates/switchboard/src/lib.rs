@@ -4,6 +4,7 @@
 //! `switchboard-stun`, `switchboard-turn`); this crate is the thin shell
 //! that owns tokio, sockets, TLS, config and timers.
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;

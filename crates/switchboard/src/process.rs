@@ -33,6 +33,8 @@ pub struct Bound {
     pub turn_tcp: Option<SocketAddr>,
     /// STUN/TURN over TLS.
     pub turn_tls: Option<SocketAddr>,
+    /// The admin API, when it listens.
+    pub admin: Option<SocketAddr>,
 }
 
 pub(crate) fn core_config(cfg: &Config) -> switchboard_signal::Config {
@@ -117,6 +119,7 @@ impl Node {
             ice_api: IceApi { auth, ice },
             health: Health {
                 shutdown: life.shutdown.clone(),
+                draining: life.draining.clone(),
                 cluster: cluster.clone(),
             },
             metrics: MetricsSources {
@@ -160,12 +163,15 @@ impl Node {
             None => None,
         };
 
+        let admin = start_admin(&cfg, &life)?;
+
         let bound = Bound {
             http: http_addr,
             https: https_addr,
             turn_udp: turn.local_udp(),
             turn_tcp: turn.local_tcp(),
             turn_tls: turn.local_tls(),
+            admin,
         };
         Ok(Self {
             bound,
@@ -204,6 +210,53 @@ impl Node {
             tracing::warn!("some connections did not close within {limit:?}; exiting anyway");
         }
     }
+}
+
+/// The admin API's listener (PROTOCOL.md §8), when `admin.listen` is set.
+///
+/// The default address is a convenience, not a promise: when it is taken
+/// (another node on the same host, a test run) the node starts without
+/// its admin API and says so. An address set on purpose must bind.
+fn start_admin(cfg: &Config, life: &Lifecycle) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = cfg.admin.listen_addr()? else {
+        return Ok(None);
+    };
+    let std_listener = match bind_tcp(addr) {
+        Ok(l) => l,
+        Err(e) if cfg.admin.listen.trim() == crate::config::DEFAULT_ADMIN_LISTEN => {
+            tracing::warn!(
+                "admin API off: {e:#}; set admin.listen to another address (or \"\" to silence this)"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e.context("admin.listen")),
+    };
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let bound = listener.local_addr()?;
+    let state = crate::admin::AdminState {
+        token: cfg.admin.token().map(Arc::from),
+        life: life.clone(),
+    };
+    let limits = crate::serve::HttpLimits {
+        // A handful of operators and scripts, never thousands of clients.
+        max_connections: 64,
+        max_per_ip: 0,
+        ..crate::serve::HttpLimits::from_config(cfg)
+    };
+    let admin = crate::serve::Listener {
+        router: crate::admin::router(state),
+        admission: crate::serve::Admission::new(&limits),
+        limits,
+        tasks: life.tasks.clone(),
+        stop: life.shutdown.clone(),
+    };
+    life.tasks.spawn(admin.serve_plain(listener));
+    if cfg.admin.token().is_none() {
+        tracing::info!(%bound, "admin API listening, without a token (loopback only)");
+    } else {
+        tracing::info!(%bound, "admin API listening");
+    }
+    Ok(Some(bound))
 }
 
 /// The signaling core's driver, clustered when `cluster.redis_url` is set.
@@ -276,6 +329,9 @@ fn banner(b: &Bound) {
     }
     if let Some(tls) = b.turn_tls {
         tracing::info!("  TURN/TLS:    {tls}");
+    }
+    if let Some(admin) = b.admin {
+        tracing::info!("  admin API:   http://{admin}/admin/api/");
     }
 }
 

@@ -43,11 +43,15 @@ async fn healthz(State(health): State<Health>) -> Response {
     }
 }
 
-/// 503 while the node cannot reach its cluster backplane (or is stopping):
+/// 503 while the node cannot reach its cluster backplane (or is stopping,
+/// or draining):
 /// a load balancer sends new clients elsewhere.
 async fn readyz(State(health): State<Health>) -> Response {
     if health.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if health.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
     match &health.cluster {
         Some(bp) if !bp.ready() => (

@@ -213,6 +213,7 @@ pub fn service(app: &Signaling, routes: axum::Router) -> Front<SocketIoService<a
     let keeper = Gatekeeper::new(
         app.limits.socketio_pending_per_ip.max(1),
         app.life.shutdown.clone(),
+        app.life.draining.clone(),
     );
     Front::new(
         tower::Layer::layer(&layer(app, keeper.clone()), routes),

@@ -44,6 +44,9 @@ pub struct ConnLimits {
 pub struct Lifecycle {
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// Cancelled by the admin API's drain: no new signaling sessions, the
+    /// open ones are served on (PROTOCOL.md §8).
+    pub draining: CancellationToken,
     /// Cancelled once Socket.IO clients had their DISCONNECT (bounded): the
     /// HTTP listeners serve until then, for polling clients to fetch it.
     pub socketio_drained: CancellationToken,
@@ -61,6 +64,7 @@ impl Lifecycle {
     pub fn new(stop_code: u16) -> Self {
         Self {
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
             socketio_drained: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stop_code,
@@ -99,6 +103,8 @@ pub struct IceApi {
 pub struct Health {
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
+    /// Cancelled by a drain.
+    pub draining: CancellationToken,
     /// The link to the cluster, when `cluster.redis_url` is set.
     pub cluster: Option<Arc<Backplane>>,
 }

@@ -72,6 +72,13 @@ pub async fn handler(
             return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
         }
     };
+    if app.life.draining.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: this node takes no new sessions",
+        )
+            .into_response();
+    }
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (
             StatusCode::UPGRADE_REQUIRED,

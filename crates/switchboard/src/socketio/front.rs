@@ -42,16 +42,22 @@ pub(crate) struct Gatekeeper {
     live: AtomicUsize,
     idle: Notify,
     shutdown: CancellationToken,
+    draining: CancellationToken,
 }
 
 impl Gatekeeper {
-    pub(super) fn new(pending_per_ip: usize, shutdown: CancellationToken) -> Arc<Self> {
+    pub(super) fn new(
+        pending_per_ip: usize,
+        shutdown: CancellationToken,
+        draining: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Gatekeeper {
             pending: Mutex::new(HashMap::new()),
             pending_per_ip,
             live: AtomicUsize::new(0),
             idle: Notify::new(),
             shutdown,
+            draining,
         })
     }
 
@@ -155,13 +161,17 @@ enum HandshakeRefused {
     TooManyPending,
     #[error("shutting down")]
     ShuttingDown,
+    #[error("draining: this node takes no new sessions")]
+    Draining,
 }
 
 impl HandshakeRefused {
     fn into_response(self) -> Response {
         let status = match self {
             HandshakeRefused::TooManyPending => StatusCode::TOO_MANY_REQUESTS,
-            HandshakeRefused::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HandshakeRefused::ShuttingDown | HandshakeRefused::Draining => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         (status, format!("{self}\n")).into_response()
     }
@@ -202,6 +212,9 @@ impl<S> Front<S> {
     fn handshake<B>(&self, req: &mut Request<B>) -> Result<(), HandshakeRefused> {
         if self.keeper.shutdown.is_cancelled() {
             return Err(HandshakeRefused::ShuttingDown);
+        }
+        if self.keeper.draining.is_cancelled() {
+            return Err(HandshakeRefused::Draining);
         }
         let ip = req
             .extensions()
@@ -292,7 +305,7 @@ mod tests {
 
     #[test]
     fn pending_places_are_capped_per_address_and_given_back() {
-        let keeper = Gatekeeper::new(2, CancellationToken::new());
+        let keeper = Gatekeeper::new(2, CancellationToken::new(), CancellationToken::new());
         let ip: IpAddr = [192, 0, 2, 1].into();
         let other: IpAddr = [192, 0, 2, 2].into();
         let a = keeper.admit(Some(ip)).expect("first");
