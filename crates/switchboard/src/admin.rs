@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use crate::hub::Hub;
 use crate::state::Lifecycle;
 
 /// The largest request body the admin API reads. Its requests are small
@@ -27,6 +28,9 @@ pub struct AdminState {
     pub token: Option<Arc<str>>,
     /// Drain and shutdown.
     pub life: Lifecycle,
+    /// The signaling core's driver: room views and kicks go through
+    /// [`Hub::admin`].
+    pub hub: Arc<Hub>,
 }
 
 /// An admin request refused: the status and the JSON error body.

@@ -163,7 +163,7 @@ impl Node {
             None => None,
         };
 
-        let admin = start_admin(&cfg, &life)?;
+        let admin = start_admin(&cfg, &life, &hub)?;
 
         let bound = Bound {
             http: http_addr,
@@ -217,7 +217,11 @@ impl Node {
 /// The default address is a convenience, not a promise: when it is taken
 /// (another node on the same host, a test run) the node starts without
 /// its admin API and says so. An address set on purpose must bind.
-fn start_admin(cfg: &Config, life: &Lifecycle) -> anyhow::Result<Option<SocketAddr>> {
+fn start_admin(
+    cfg: &Config,
+    life: &Lifecycle,
+    hub: &Arc<Hub>,
+) -> anyhow::Result<Option<SocketAddr>> {
     let Some(addr) = cfg.admin.listen_addr()? else {
         return Ok(None);
     };
@@ -236,6 +240,7 @@ fn start_admin(cfg: &Config, life: &Lifecycle) -> anyhow::Result<Option<SocketAd
     let state = crate::admin::AdminState {
         token: cfg.admin.token().map(Arc::from),
         life: life.clone(),
+        hub: hub.clone(),
     };
     let limits = crate::serve::HttpLimits {
         // A handful of operators and scripts, never thousands of clients.
