@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::hub::Hub;
 use crate::state::Lifecycle;
+use crate::turn::TurnService;
 
 /// The largest request body the admin API reads. Its requests are small
 /// JSON objects; anything larger is a mistake or an attack.
@@ -31,6 +32,8 @@ pub struct AdminState {
     /// The signaling core's driver: room views and kicks go through
     /// [`Hub::admin`].
     pub hub: Arc<Hub>,
+    /// STUN/TURN: drain, allocation views and revokes.
+    pub turn: TurnService,
 }
 
 /// An admin request refused: the status and the JSON error body.
@@ -52,6 +55,9 @@ pub enum ApiError {
     /// The body is over [`MAX_BODY_BYTES`].
     #[error("the request body is over {MAX_BODY_BYTES} bytes")]
     TooLarge,
+    /// A core did not answer in time; asking again is safe.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -63,6 +69,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::TooLarge => "too_large",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 
@@ -73,6 +80,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -107,14 +115,21 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// `POST /admin/api/drain`: no new signaling sessions from now on; the
-/// ones open are served until they end. Idempotent.
-async fn drain(State(admin): State<AdminState>) -> Response {
+/// `POST /admin/api/drain`: no new signaling sessions and no new TURN
+/// allocations from now on; the open ones are served until they end.
+/// Idempotent, so a drain the TURN core was too busy to take can be asked
+/// again.
+async fn drain(State(admin): State<AdminState>) -> Result<Response, ApiError> {
     if !admin.life.draining.is_cancelled() {
-        tracing::info!("draining: new signaling connections are refused from now on");
+        tracing::info!("draining: new signaling sessions and TURN allocations are refused");
         admin.life.draining.cancel();
     }
-    axum::Json(json!({"draining": true})).into_response()
+    admin
+        .turn
+        .set_draining(true)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(axum::Json(json!({"draining": true})).into_response())
 }
 
 async fn require_token(State(admin): State<AdminState>, req: Request, next: Next) -> Response {

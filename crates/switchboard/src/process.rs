@@ -163,7 +163,7 @@ impl Node {
             None => None,
         };
 
-        let admin = start_admin(&cfg, &life, &hub)?;
+        let admin = start_admin(&cfg, &life, &hub, &turn)?;
 
         let bound = Bound {
             http: http_addr,
@@ -221,6 +221,7 @@ fn start_admin(
     cfg: &Config,
     life: &Lifecycle,
     hub: &Arc<Hub>,
+    turn: &TurnService,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(addr) = cfg.admin.listen_addr()? else {
         return Ok(None);
@@ -241,6 +242,7 @@ fn start_admin(
         token: cfg.admin.token().map(Arc::from),
         life: life.clone(),
         hub: hub.clone(),
+        turn: turn.clone(),
     };
     let limits = crate::serve::HttpLimits {
         // A handful of operators and scripts, never thousands of clients.

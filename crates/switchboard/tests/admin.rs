@@ -2,6 +2,7 @@
 //! bearer token, JSON errors, and drain.
 
 mod http_support;
+mod turn_support;
 
 use http_support::request;
 use serde_json::json;
@@ -16,6 +17,7 @@ async fn server() -> (Server, String) {
         &[
             ("SWITCHBOARD_ADMIN__LISTEN", "127.0.0.1:0"),
             ("SWITCHBOARD_ADMIN__TOKEN", TOKEN),
+            ("SWITCHBOARD_TURN__USERS", "{alice=\"alice-pw\"}"),
         ],
         &[],
     )
@@ -72,6 +74,16 @@ async fn every_request_needs_the_token_and_errors_are_json() {
 #[tokio::test]
 async fn drain_refuses_new_sessions_and_serves_the_open_ones() {
     let (s, admin) = server().await;
+    let turn_udp: std::net::SocketAddr = s.ready["turn_udp"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("READY names the TURN UDP listener");
+    let turn = |conn| turn_support::TurnClient::new(conn, "alice", "alice-pw");
+    let mut old = turn(turn_support::Conn::udp(turn_udp).await);
+    assert!(
+        old.allocate().await.is_ok(),
+        "TURN allocates before the drain"
+    );
     assert_eq!(http_get(&s.http, "/readyz", &[]).await.0, 200);
     let mut a = Client::connect(&s.ws_url("")).await;
     let mut b = Client::connect(&s.ws_url("")).await;
@@ -102,6 +114,16 @@ async fn drain_refuses_new_sessions_and_serves_the_open_ones() {
     assert_eq!(upgrade_status(&s.ws_url("")).await, 503);
     let (status, _) = http_get(&s.http, "/socket.io/?EIO=4&transport=polling", &[]).await;
     assert_eq!(status, 503, "a new Socket.IO session is refused too");
+    let mut new = turn(turn_support::Conn::udp(turn_udp).await);
+    assert_eq!(
+        new.allocate().await,
+        Err(508),
+        "TURN takes no new allocation"
+    );
+    assert!(
+        turn_support::is_success(&old.ask(switchboard_stun::Method::REFRESH, |_| {}).await),
+        "the open allocation is refreshed"
+    );
 
     // The open sessions still relay, both ways.
     a.send(json!({"type":"message","room":"r","data":{"n":1}}))
