@@ -537,6 +537,8 @@ async fn start_with_secret(secret: &str) -> Option<(Option<i32>, String)> {
             "127.0.0.1:0",
             "--turn-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
         ])
         .env("SWITCHBOARD_AUTH__JWT_SECRET", secret)
         .stdin(std::process::Stdio::null())
@@ -647,6 +649,31 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_waits() {
     slow.recv_type("other_joined").await;
     let (session, token, last) = (slow.session(), slow.resume_token(), slow.last_seq);
     let blob = "x".repeat(60_000);
+    // The server's goodbye to a slow reader waits (2 s at most) for its
+    // socket to drain: read it as soon as the server has given up on it,
+    // not after the whole run, which takes longer than that on a busy
+    // machine.
+    let http = s.http.clone();
+    let slow_close = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + 4 * WAIT;
+        loop {
+            let (_, metrics) = switchboard_testkit::http_get(&http, "/metrics", &[]).await;
+            let closed = metrics.lines().any(|l| {
+                l.strip_prefix("switchboard_slow_reader_closes_total ")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+            });
+            if closed {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the slow reader was never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        slow.closed_code().await
+    });
     // Enough to fill the loopback socket buffers and then the queue; the
     // fast reader keeps up the whole time.
     const N: u64 = 600;
@@ -657,7 +684,10 @@ async fn a_slow_reader_is_closed_with_1013_and_nobody_else_waits() {
         let m = fast.recv_type("message").await;
         assert_eq!(m["data"]["n"], i);
     }
-    assert_eq!(slow.closed_code().await, Some(1013));
+    assert_eq!(
+        slow_close.await.expect("the slow reader's task"),
+        Some(1013)
+    );
 
     // Nothing was lost: the slow reader resumes from what it had read and
     // gets every message once, in order (recv checks seq contiguity).
