@@ -77,7 +77,7 @@ export async function startServer(env = {}, opts = {}) {
   // SWITCHBOARD_BIN is ours, not a config key: the server would refuse it as unknown.
   const { SWITCHBOARD_BIN: _ours, ...inherited } = process.env;
   const host = opts.host ?? '127.0.0.1';
-  const args = ['--http-listen', `${host}:0`, '--turn-listen', `${host}:0`];
+  const args = ['--http-listen', `${host}:0`, '--turn-listen', `${host}:0`, '--admin-listen', '127.0.0.1:0'];
   // `ip netns exec` execs the binary itself, so proc is the server and signals reach it.
   const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, bin, ...args]] : [bin, args];
   const proc = spawn(cmd, argv, {

@@ -172,7 +172,7 @@ export async function startNode(o) {
   const bin = path.resolve(E2E_DIR, process.env.SWITCHBOARD_BIN || '../target/debug/switchboard');
   if (!fs.existsSync(bin)) throw new Error(`switchboard binary not found at ${bin} (build it, or set SWITCHBOARD_BIN)`);
   const { SWITCHBOARD_BIN: _ours, ...inherited } = process.env;
-  const args = ['--http-listen', `127.0.0.1:${o.httpPort ?? 0}`, '--turn-listen', `127.0.0.1:${o.turnPort ?? 0}`];
+  const args = ['--http-listen', `127.0.0.1:${o.httpPort ?? 0}`, '--turn-listen', `127.0.0.1:${o.turnPort ?? 0}`, '--admin-listen', '127.0.0.1:0'];
   const proc = track(
     spawn(bin, args, {
       env: {

@@ -248,6 +248,8 @@ async fn a_bad_certificate_path_is_a_clear_error_at_start() {
             "127.0.0.1:0",
             "--turn-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--tls-cert",
             "/nonexistent/cert.pem",
             "--tls-key",

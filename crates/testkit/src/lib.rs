@@ -61,6 +61,8 @@ impl Server {
         ])
         .args(args)
         .env("SWITCHBOARD_LOG__LEVEL", "warn")
+        // The admin API on a port of its own, never the fixed default.
+        .env("SWITCHBOARD_ADMIN__LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(if stall_stderr {
