@@ -7,12 +7,14 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde_json::json;
+use axum::routing::{delete, get, post};
+use serde_json::{Value, json};
+use switchboard_signal::{AdminError, AdminReply, AdminRequest};
 
 use crate::hub::Hub;
 use crate::state::Lifecycle;
@@ -103,6 +105,11 @@ impl IntoResponse for ApiError {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/api/drain", post(drain))
+        .route("/admin/api/rooms", get(rooms))
+        .route("/admin/api/rooms/{room}", get(room).delete(close_room))
+        .route("/admin/api/rooms/{room}/peers/{peer}", delete(kick))
+        .route("/admin/api/turn/allocations", get(allocations))
+        .route("/admin/api/turn/allocations/{id}", delete(revoke))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES as usize))
@@ -130,6 +137,114 @@ async fn drain(State(admin): State<AdminState>) -> Result<Response, ApiError> {
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(axum::Json(json!({"draining": true})).into_response())
+}
+
+/// How long a room view or kick waits for the signaling core; in a
+/// cluster that is a round trip to the store, so seconds mean it is down.
+const SIGNAL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A view's `Instant` as Unix seconds, as the TURN views give theirs.
+fn unix_secs_of(
+    now: std::time::Instant,
+    wall: std::time::SystemTime,
+) -> impl Fn(std::time::Instant) -> Value {
+    move |at| {
+        let t = switchboard_signal::admin::wall_clock(at, now, wall);
+        json!(
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        )
+    }
+}
+
+async fn ask(admin: &AdminState, request: AdminRequest) -> Result<AdminReply, ApiError> {
+    admin
+        .hub
+        .admin(request, SIGNAL_WAIT)
+        .await
+        .map_err(|e| match e {
+            AdminError::NoSuchRoom | AdminError::NoSuchPeer => ApiError::NotFound(e.to_string()),
+            _ => ApiError::Unavailable(e.to_string()),
+        })
+}
+
+fn unexpected() -> ApiError {
+    ApiError::Unavailable("the signaling core gave an unexpected answer".into())
+}
+
+/// `GET /admin/api/rooms`: every room (in a cluster, on every node).
+async fn rooms(State(admin): State<AdminState>) -> Result<Response, ApiError> {
+    let AdminReply::Rooms(rooms) = ask(&admin, AdminRequest::Rooms).await? else {
+        return Err(unexpected());
+    };
+    let time = unix_secs_of(std::time::Instant::now(), std::time::SystemTime::now());
+    let rooms: Vec<Value> = rooms.iter().map(|r| r.to_json(&time)).collect();
+    Ok(axum::Json(json!({ "rooms": rooms })).into_response())
+}
+
+/// `GET /admin/api/rooms/{room}`: one room and its peers.
+async fn room(
+    State(admin): State<AdminState>,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    let AdminReply::Room(detail) = ask(&admin, AdminRequest::Room { room }).await? else {
+        return Err(unexpected());
+    };
+    let time = unix_secs_of(std::time::Instant::now(), std::time::SystemTime::now());
+    Ok(axum::Json(detail.to_json(&time)).into_response())
+}
+
+/// `DELETE /admin/api/rooms/{room}/peers/{peer}`: the peer gets `kicked`
+/// and `left`, the others `bye`; its session stays.
+async fn kick(
+    State(admin): State<AdminState>,
+    Path((room, peer)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    tracing::info!(%room, %peer, "admin: kick");
+    let AdminReply::Kicked { peers } = ask(&admin, AdminRequest::Kick { room, peer }).await? else {
+        return Err(unexpected());
+    };
+    Ok(axum::Json(json!({ "kicked": peers })).into_response())
+}
+
+/// `DELETE /admin/api/rooms/{room}`: every peer of the room is kicked.
+async fn close_room(
+    State(admin): State<AdminState>,
+    Path(room): Path<String>,
+) -> Result<Response, ApiError> {
+    tracing::info!(%room, "admin: close room");
+    let AdminReply::Kicked { peers } = ask(&admin, AdminRequest::CloseRoom { room }).await? else {
+        return Err(unexpected());
+    };
+    Ok(axum::Json(json!({ "kicked": peers })).into_response())
+}
+
+/// `GET /admin/api/turn/allocations`: this node's TURN allocations.
+async fn allocations(State(admin): State<AdminState>) -> Result<Response, ApiError> {
+    let list = admin
+        .turn
+        .allocations()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(axum::Json(json!({ "allocations": list })).into_response())
+}
+
+/// `DELETE /admin/api/turn/allocations/{id}`: the allocation ends at once.
+async fn revoke(
+    State(admin): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    tracing::info!(allocation = %id, "admin: revoke");
+    let found = admin
+        .turn
+        .revoke(&id)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if !found {
+        return Err(ApiError::NotFound("no such allocation".into()));
+    }
+    Ok(axum::Json(json!({ "revoked": id })).into_response())
 }
 
 async fn require_token(State(admin): State<AdminState>, req: Request, next: Next) -> Response {

@@ -158,3 +158,170 @@ async fn a_reachable_admin_listener_without_a_token_refuses_to_start() {
     assert!(stderr.contains("admin.token"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("READY"));
 }
+
+/// An authorized admin request; the answer's status and JSON body.
+async fn admin_call(admin: &str, method: &str, path: &str) -> (u16, serde_json::Value) {
+    let auth = bearer(TOKEN);
+    let a = request(
+        admin,
+        method,
+        path,
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await;
+    let body = if a.body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        a.json()
+    };
+    (a.status, body)
+}
+
+#[tokio::test]
+async fn room_views_kick_and_close_room() {
+    let (s, admin) = server().await;
+    let mut a = Client::connect(&s.ws_url("")).await;
+    let mut b = Client::connect(&s.ws_url("")).await;
+    let mut c = Client::connect(&s.ws_url("")).await;
+    a.join("lobby").await;
+    b.join("lobby").await;
+    a.recv_type("other_joined").await;
+    c.join("quiet").await;
+
+    let (status, list) = admin_call(&admin, "GET", "/admin/api/rooms").await;
+    assert_eq!(status, 200, "{list}");
+    let rooms = list["rooms"].as_array().expect("rooms");
+    assert_eq!(rooms.len(), 2, "{list}");
+    assert_eq!(rooms[0]["room"], "lobby");
+    assert_eq!(rooms[0]["peers"], 2);
+    assert_eq!(rooms[0]["media"], "mesh");
+    assert!(
+        rooms[0]["created"].as_u64().unwrap_or(0) > 1_700_000_000,
+        "{list}"
+    );
+    assert_eq!(rooms[1]["room"], "quiet");
+    assert_eq!(rooms[1]["peers"], 1);
+
+    let (status, lobby) = admin_call(&admin, "GET", "/admin/api/rooms/lobby").await;
+    assert_eq!(status, 200, "{lobby}");
+    let peers: Vec<&str> = lobby["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["peer"].as_str())
+        .collect();
+    assert_eq!(peers, [a.peer(), b.peer()], "{lobby}");
+    assert!(lobby["peers"][0]["joined"].as_u64().unwrap_or(0) > 1_700_000_000);
+
+    // Unknown room, unknown peer: 404 as JSON, and nothing changes.
+    let (status, err) = admin_call(&admin, "GET", "/admin/api/rooms/nowhere").await;
+    assert_eq!((status, &err["error"]["code"]), (404, &json!("not_found")));
+    let (status, _) = admin_call(&admin, "DELETE", "/admin/api/rooms/lobby/peers/nobody").await;
+    assert_eq!(status, 404);
+    let (status, _) = admin_call(&admin, "DELETE", "/admin/api/rooms/nowhere").await;
+    assert_eq!(status, 404);
+
+    // Kick b: b gets `kicked` then `left`, a gets `bye`, b's session stays.
+    let path = format!("/admin/api/rooms/lobby/peers/{}", b.peer());
+    let (status, kicked) = admin_call(&admin, "DELETE", &path).await;
+    assert_eq!(status, 200, "{kicked}");
+    assert_eq!(kicked, json!({"kicked": 1}));
+    let err = b.recv_type("error").await;
+    assert_eq!(
+        (&err["code"], &err["room"]),
+        (&json!("kicked"), &json!("lobby"))
+    );
+    assert_eq!(b.recv_type("left").await["room"], "lobby");
+    let bye = a.recv_type("bye").await;
+    assert_eq!(bye["peer"], b.peer());
+    // b is still connected and may come back.
+    b.join("lobby").await;
+    a.recv_type("other_joined").await;
+
+    // Close the room: both kicked.
+    let (status, closed) = admin_call(&admin, "DELETE", "/admin/api/rooms/lobby").await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed, json!({"kicked": 2}));
+    for peer in [&mut a, &mut b] {
+        assert_eq!(peer.recv_type("error").await["code"], "kicked");
+        assert_eq!(peer.recv_type("left").await["room"], "lobby");
+    }
+    let (status, _) = admin_call(&admin, "GET", "/admin/api/rooms/lobby").await;
+    assert_eq!(status, 404, "an emptied room is gone");
+    let (_, list) = admin_call(&admin, "GET", "/admin/api/rooms").await;
+    assert_eq!(list["rooms"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // Without the token the views are refused too.
+    let no = request(&admin, "GET", "/admin/api/rooms", &[], b"").await;
+    assert_eq!(no.status, 401);
+    let no = request(&admin, "DELETE", "/admin/api/rooms/quiet", &[], b"").await;
+    assert_eq!(no.status, 401);
+    let (status, quiet) = admin_call(&admin, "GET", "/admin/api/rooms/quiet").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        quiet["peers"][0]["peer"],
+        c.peer(),
+        "refused requests changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn turn_allocations_are_listed_and_revoked() {
+    let (s, admin) = server().await;
+    let turn_udp: std::net::SocketAddr = s.ready["turn_udp"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("READY names the TURN UDP listener");
+    let mut alloc =
+        turn_support::TurnClient::new(turn_support::Conn::udp(turn_udp).await, "alice", "alice-pw");
+    let relayed = alloc.allocate().await.expect("allocate");
+
+    let (status, list) = admin_call(&admin, "GET", "/admin/api/turn/allocations").await;
+    assert_eq!(status, 200, "{list}");
+    let all = list["allocations"].as_array().expect("allocations");
+    assert_eq!(all.len(), 1, "{list}");
+    let one = &all[0];
+    assert_eq!(one["username"], "alice");
+    assert_eq!(one["relayed"], relayed.to_string());
+    for key in [
+        "id",
+        "client",
+        "created",
+        "expires",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        assert!(!one[key].is_null(), "{key} missing: {one}");
+    }
+    let id = one["id"].as_str().expect("id").to_owned();
+
+    let no = request(
+        &admin,
+        "DELETE",
+        &format!("/admin/api/turn/allocations/{id}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(no.status, 401, "a revoke without the token changes nothing");
+    assert!(turn_support::is_success(
+        &alloc.ask(switchboard_stun::Method::REFRESH, |_| {}).await
+    ));
+
+    let (status, _) = admin_call(&admin, "DELETE", "/admin/api/turn/allocations/ffffffff").await;
+    assert_eq!(status, 404);
+    let (status, _) = admin_call(&admin, "DELETE", "/admin/api/turn/allocations/not-an-id").await;
+    assert_eq!(status, 404);
+
+    let path = format!("/admin/api/turn/allocations/{id}");
+    let (status, revoked) = admin_call(&admin, "DELETE", &path).await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(
+        turn_support::error_code(&alloc.ask(switchboard_stun::Method::REFRESH, |_| {}).await),
+        Some(437),
+        "the revoked allocation is gone"
+    );
+    let (_, list) = admin_call(&admin, "GET", "/admin/api/turn/allocations").await;
+    assert_eq!(list, json!({"allocations": []}));
+}

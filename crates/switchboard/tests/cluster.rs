@@ -2,6 +2,8 @@
 //! (PROTOCOL.md §6): rooms across nodes, `kill -9` of a node mid-call, a
 //! graceful stop, Redis going away and coming back.
 
+mod http_support;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -309,4 +311,55 @@ async fn a_long_replay_through_another_node_is_not_a_slow_reader() {
         assert_eq!(m["data"], i);
     }
     assert_eq!(b2.recv_type("message").await["data"], "last");
+}
+
+#[tokio::test]
+async fn admin_views_and_kicks_cover_every_node() {
+    let redis = Redis::start().await;
+    let token = "cluster-admin-token-0123456789";
+    let admin_env = [
+        ("SWITCHBOARD_ADMIN__LISTEN", "127.0.0.1:0"),
+        ("SWITCHBOARD_ADMIN__TOKEN", token),
+    ];
+    let (n1, _n2, mut a, mut b) = pair(&redis, &admin_env).await;
+    let admin = n1.ready["admin"]
+        .as_str()
+        .expect("admin listener")
+        .to_owned();
+    let auth = format!("Bearer {token}");
+    let call = |method: &'static str, path: String| {
+        let (admin, auth) = (admin.clone(), auth.clone());
+        async move {
+            let a = http_support::request(&admin, method, &path, &[("Authorization", &auth)], b"")
+                .await;
+            (a.status, a.json())
+        }
+    };
+
+    // Node 1's view lists the peer that is on node 2, and says where it is.
+    let (status, room) = call("GET", "/admin/api/rooms/r".into()).await;
+    assert_eq!(status, 200, "{room}");
+    let nodes: Vec<(&str, &str)> = room["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| Some((p["peer"].as_str()?, p["node"].as_str()?)))
+        .collect();
+    let (pa, pb) = (a.peer(), b.peer());
+    assert_eq!(nodes, [(pa.as_str(), "n1"), (pb.as_str(), "n2")], "{room}");
+    let (_, rooms) = call("GET", "/admin/api/rooms".into()).await;
+    assert_eq!(rooms["rooms"][0]["peers"], 2, "{rooms}");
+
+    // A kick asked of node 1 reaches the peer on node 2.
+    let (status, kicked) = call("DELETE", format!("/admin/api/rooms/r/peers/{}", b.peer())).await;
+    assert_eq!(status, 200, "{kicked}");
+    let err = b.recv_type("error").await;
+    assert_eq!(
+        (&err["code"], &err["room"]),
+        (&json!("kicked"), &json!("r"))
+    );
+    assert_eq!(b.recv_type("left").await["room"], "r");
+    assert_eq!(a.recv_type("bye").await["peer"], b.peer());
+    let (_, room) = call("GET", "/admin/api/rooms/r".into()).await;
+    assert_eq!(room["peers"].as_array().map(Vec::len), Some(1), "{room}");
 }
