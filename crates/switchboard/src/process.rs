@@ -108,7 +108,8 @@ impl Node {
         let ice = Arc::new(IceServers::new(&cfg.turn, LocalTurn::of(&turn))?);
         let (hub, cluster) = start_hub(&cfg, &life);
         let webhooks = crate::webhooks::start(&cfg, life.shutdown.clone(), &life.tasks)?;
-        hub.set_webhooks(webhooks);
+        hub.set_webhooks(webhooks.clone());
+        forward_allocation_events(&turn, webhooks, &life);
         let auth = Arc::new(Authenticator::new(&cfg.auth)?);
         let state = AppState {
             signaling: Signaling {
@@ -343,6 +344,61 @@ fn banner(b: &Bound) {
     if let Some(admin) = b.admin {
         tracing::info!("  admin API:   http://{admin}/admin/api/");
     }
+}
+
+/// TURN's `allocation_created` / `allocation_ended` to the webhooks. Rare
+/// events, off the relay path: the TURN shell only converts them while
+/// somebody listens.
+fn forward_allocation_events(
+    turn: &TurnService,
+    hooks: crate::webhooks::Webhooks,
+    life: &Lifecycle,
+) {
+    use crate::turn::TurnAllocationEvent;
+    use crate::webhooks::HookEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(mut events) = turn.allocation_events() else {
+        return;
+    };
+    metrics::describe_counter!(
+        "switchboard_webhook_allocation_events_lagged_total",
+        "TURN allocation events the webhooks missed because they fell behind"
+    );
+    let stop = life.shutdown.clone();
+    life.tasks.spawn(async move {
+        loop {
+            let event = tokio::select! {
+                () = stop.cancelled() => return,
+                e = events.recv() => e,
+            };
+            let hook = match event {
+                Ok(TurnAllocationEvent::Created(a)) => HookEvent::AllocationCreated {
+                    allocation: a.id,
+                    username: a.username,
+                    client: a.client,
+                    relayed: a.relayed,
+                },
+                Ok(TurnAllocationEvent::Ended {
+                    allocation: a,
+                    reason,
+                }) => HookEvent::AllocationEnded {
+                    allocation: a.id,
+                    username: a.username,
+                    client: a.client,
+                    reason: reason.as_str().into(),
+                    bytes_in: a.bytes_in,
+                    bytes_out: a.bytes_out,
+                },
+                Err(RecvError::Lagged(n)) => {
+                    metrics::counter!("switchboard_webhook_allocation_events_lagged_total")
+                        .increment(n);
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            hooks.emit(hook);
+        }
+    });
 }
 
 /// SIGINT and SIGTERM, caught from the moment they are installed.

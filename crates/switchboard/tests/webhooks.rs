@@ -611,3 +611,70 @@ async fn a_hanging_receiver_holds_back_no_other() {
     // The hanging one got the room's first event and waits on it.
     assert_eq!(hanging.hits().len(), 1, "{:#?}", hanging.hits());
 }
+
+mod turn_support;
+
+#[tokio::test]
+async fn turn_allocations_are_announced_when_made_and_when_they_end() {
+    let rx = Receiver::start(|_| Answer::Slow).await;
+    let s = server(
+        &[rx.url("/hook")],
+        &[
+            ("SWITCHBOARD_WEBHOOKS__ALLOW_PRIVATE", "true"),
+            ("SWITCHBOARD_TURN__USERS", "{alice=\"alice-pw\"}"),
+        ],
+    )
+    .await;
+    let turn_udp: SocketAddr = s.ready["turn_udp"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("READY names the TURN UDP listener");
+    let mut alloc =
+        turn_support::TurnClient::new(turn_support::Conn::udp(turn_udp).await, "alice", "alice-pw");
+    let relayed = alloc.allocate().await.expect("allocate");
+    // A Refresh with lifetime 0 deletes it.
+    let gone = alloc
+        .ask(switchboard_stun::Method::REFRESH, |m| {
+            m.add_lifetime(0);
+        })
+        .await;
+    assert!(turn_support::is_success(&gone), "the delete succeeds");
+
+    let of = |hits: &[Hit], name: &str| {
+        hits.iter()
+            .filter_map(|h| serde_json::from_str::<Value>(&h.body).ok())
+            .filter(|v| v["event"] == name)
+            .collect::<Vec<_>>()
+    };
+    rx.until(WAIT, "allocation_created and allocation_ended", |hits| {
+        !of(hits, "allocation_created").is_empty() && !of(hits, "allocation_ended").is_empty()
+    })
+    .await;
+    let hits = rx.hits();
+    for h in &hits {
+        assert_eq!(h.signature, expected_signature(&h.body), "signed");
+    }
+    let created = &of(&hits, "allocation_created")[0];
+    let ended = &of(&hits, "allocation_ended")[0];
+    assert_eq!(created["username"], "alice");
+    assert_eq!(created["relayed"], relayed.to_string());
+    assert_eq!(ended["reason"], "deleted");
+    assert_eq!(
+        created["allocation"], ended["allocation"],
+        "{created} {ended}"
+    );
+    let order: Vec<&str> = hits
+        .iter()
+        .filter_map(|h| serde_json::from_str::<Value>(&h.body).ok())
+        .filter_map(|v| v["event"].as_str().map(str::to_owned))
+        .filter(|e| e.starts_with("allocation_"))
+        .map(|e| {
+            if e == "allocation_created" {
+                "created"
+            } else {
+                "ended"
+            }
+        })
+        .collect();
+    assert_eq!(order, ["created", "ended"], "in order");
+}
