@@ -19,6 +19,8 @@ command -v c++ >/dev/null 2>&1 || need+=(g++) # libfuzzer-sys builds C++
 # The symmetric-NAT browser test (e2e/test/nat.test.js, as root) builds namespaces and NATs.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# /metrics is checked by Prometheus's own parser and linter (promtool).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   step "installing ${need[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cors;
 pub mod hub;
 pub mod ice;
+pub mod metrics_help;
 pub mod process;
 pub mod read_ahead;
 pub mod router;

@@ -92,6 +92,7 @@ impl Node {
     async fn start(mut cfg: Config) -> anyhow::Result<Self> {
         // Install the recorder before anything records.
         let _ = crate::telemetry::metrics_handle();
+        crate::metrics_help::describe();
         // TURN checks and `ice_servers` mints with the same secret, a random
         // one when none is configured.
         crate::ice::ensure_rest_secret(&mut cfg.turn);
