@@ -555,6 +555,7 @@ impl Config {
         crate::auth::check_secret(self.auth.jwt_secret.as_deref())?;
         self.webhooks.validate()?;
         self.admin.listen_addr()?;
+        crate::one_port::check_config(self)?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@ pub mod cors;
 pub mod hub;
 pub mod ice;
 pub mod metrics_help;
+pub mod one_port;
 pub mod process;
 pub mod read_ahead;
 pub mod router;

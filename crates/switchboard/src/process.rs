@@ -103,10 +103,25 @@ impl Node {
         };
         let life = Lifecycle::new(stop_code);
         let tls = crate::tls::server_config(&cfg.tls)?;
-        let turn = crate::turn::start(&cfg.turn, tls.clone(), life.shutdown.child_token())
+        // One TLS port (PROTOCOL.md §8): bound here, TURN binds no TLS listener of its own.
+        let one_port = match &tls {
+            Some(_) if crate::one_port::shares_port(&cfg) => {
+                Some(tokio::net::TcpListener::from_std(
+                    bind_tcp(cfg.http.tls_listen).context("http.tls_listen = turn.tls_listen")?,
+                )?)
+            }
+            _ => None,
+        };
+        let one_port_addr = one_port.as_ref().map(|l| l.local_addr()).transpose()?;
+        let turn_tls = tls.clone().filter(|_| one_port.is_none());
+        let turn = crate::turn::start(&cfg.turn, turn_tls, life.shutdown.child_token())
             .await
             .context("starting STUN/TURN")?;
-        let ice = Arc::new(IceServers::new(&cfg.turn, LocalTurn::of(&turn))?);
+        let local_turn = LocalTurn {
+            tls: turn.local_tls().or(one_port_addr),
+            ..LocalTurn::of(&turn)
+        };
+        let ice = Arc::new(IceServers::new(&cfg.turn, local_turn)?);
         let (hub, cluster) = start_hub(&cfg, &life);
         let webhooks = crate::webhooks::start(&cfg, life.shutdown.clone(), &life.tasks)?;
         hub.set_webhooks(webhooks.clone());
@@ -159,6 +174,15 @@ impl Node {
         let http_addr = http.local_addr()?;
         life.tasks.spawn(listener.clone().serve_plain(http));
         let https_addr = match &tls {
+            Some(tls) if let Some(shared) = one_port => {
+                let source: crate::one_port::TlsConfigSource = Arc::new({
+                    let tls = tls.clone();
+                    move || tls.clone()
+                });
+                let one = crate::one_port::OnePort::new(listener, source, turn.tls_handoff());
+                life.tasks.spawn(one.serve(shared));
+                one_port_addr
+            }
             Some(tls) => {
                 let https = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.tls_listen)?)?;
                 let addr = https.local_addr()?;
@@ -175,7 +199,7 @@ impl Node {
             https: https_addr,
             turn_udp: turn.local_udp(),
             turn_tcp: turn.local_tcp(),
-            turn_tls: turn.local_tls(),
+            turn_tls: local_turn.tls,
             admin,
         };
         Ok(Self {

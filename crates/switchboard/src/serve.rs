@@ -184,19 +184,25 @@ impl Drop for Slot {
 /// A socket that holds its admission slot for as long as it lives (an
 /// upgraded WebSocket keeps it too, so it still counts) and counts the
 /// reads and writes that moved bytes, for the idle watchdog.
-struct Tracked<T> {
+pub(crate) struct Tracked<T> {
     inner: T,
-    activity: Arc<AtomicU32>,
-    _slot: Slot,
+    pub(crate) activity: Arc<AtomicU32>,
+    slot: Option<Slot>,
 }
 
 impl<T> Tracked<T> {
-    fn new(inner: T, slot: Slot) -> Self {
+    pub(crate) fn new(inner: T, slot: Slot) -> Self {
         Self {
             inner,
             activity: Arc::new(AtomicU32::new(0)),
-            _slot: slot,
+            slot: Some(slot),
         }
+    }
+
+    /// Gives the HTTP slot back early: the one TLS port hands a TURN
+    /// connection over to the TURN service, whose own caps count it then.
+    pub(crate) fn release_slot(&mut self) {
+        self.slot = None;
     }
 
     fn bump(&self) {
@@ -339,7 +345,7 @@ impl Listener {
     /// The next connection, or `None` once stopped. Errors of one
     /// connection are skipped; running out of descriptors backs off
     /// briefly instead of spinning.
-    async fn accept(&self, listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
+    pub(crate) async fn accept(&self, listener: &TcpListener) -> Option<(TcpStream, SocketAddr)> {
         loop {
             let r = tokio::select! {
                 r = listener.accept() => r,
@@ -370,8 +376,12 @@ impl Listener {
 
     /// One HTTP/1.1 connection, with upgrades, until it closes, upgrades,
     /// stalls or the server stops.
-    async fn serve_connection<I>(self, io: I, activity: Arc<AtomicU32>, remote: SocketAddr)
-    where
+    pub(crate) async fn serve_connection<I>(
+        self,
+        io: I,
+        activity: Arc<AtomicU32>,
+        remote: SocketAddr,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let router = self.router;
@@ -426,7 +436,7 @@ impl Listener {
     }
 }
 
-fn refused(why: Refused, remote: SocketAddr) {
+pub(crate) fn refused(why: Refused, remote: SocketAddr) {
     metrics::counter!("switchboard_http_connections_refused_total", "reason" => why.label())
         .increment(1);
     tracing::debug!(%remote, "connection refused at accept: {why}");

@@ -42,6 +42,7 @@ use per_ip::ConnectionsPerSource;
 pub(crate) use per_ip::source_key;
 use reactor::Reactor;
 pub use reload::{TURN_RELOADABLE_KEYS, TurnReloadError};
+pub use stream::TlsHandoff;
 use stream::{StreamContext, accept_loop};
 use udp::UdpEndpoint;
 
@@ -59,6 +60,8 @@ struct ServiceInner {
     udp: Option<SocketAddr>,
     tcp: Option<SocketAddr>,
     tls: Option<SocketAddr>,
+    /// Entry for TURN-over-TLS connections accepted on the one TLS port.
+    handoff: Option<TlsHandoff>,
     tasks: TaskTracker,
 }
 
@@ -86,6 +89,12 @@ impl TurnService {
     /// The bound TLS listener address, when a certificate was given.
     pub fn local_tls(&self) -> Option<SocketAddr> {
         self.inner.tls
+    }
+
+    /// Where TURN-over-TLS connections accepted elsewhere (the one TLS
+    /// port shared with HTTPS) are served; `None` when TURN is disabled.
+    pub fn tls_handoff(&self) -> Option<TlsHandoff> {
+        self.inner.handoff.clone()
     }
 
     /// A snapshot of the core's counters.
@@ -146,6 +155,7 @@ pub async fn start(
                 udp: None,
                 tcp: None,
                 tls: None,
+                handoff: None,
                 tasks,
             }),
         });
@@ -221,6 +231,7 @@ pub async fn start(
         idle_timeout: Duration::from_secs(settings.max_lifetime_secs.max(60) + 60),
         allocate_within: Duration::from_secs(settings.allocate_within_secs.max(1)),
     };
+    let handoff = TlsHandoff::new(ctx.clone());
     tasks.spawn(accept_loop(ctx.clone(), tcp, None));
     if let (Some(listener), Some(tls)) = (tls_listener, tls) {
         tasks.spawn(accept_loop(
@@ -237,6 +248,7 @@ pub async fn start(
             udp: Some(udp_local),
             tcp: Some(tcp_local),
             tls: tls_local,
+            handoff: Some(handoff),
             tasks,
         }),
     })

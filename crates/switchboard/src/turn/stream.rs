@@ -88,6 +88,49 @@ pub(super) async fn accept_loop(
     }
 }
 
+/// TURN over TLS for connections that another listener accepted and
+/// handshook: the one TLS port shared with HTTPS (PROTOCOL.md §8). The
+/// connection counts against this service's caps from here on.
+#[derive(Clone)]
+pub struct TlsHandoff {
+    ctx: StreamContext,
+}
+
+impl TlsHandoff {
+    pub(super) fn new(ctx: StreamContext) -> Self {
+        Self { ctx }
+    }
+
+    /// Serves `stream` (TLS already done, any bytes already read put back
+    /// in front) as TURN over TLS until it closes. `accepted_at` is when
+    /// its TCP connection was accepted: the allocation deadline counts
+    /// from there, handshake included, as on TURN's own TLS listener.
+    pub async fn serve<S>(
+        &self,
+        stream: S,
+        client: SocketAddr,
+        server: SocketAddr,
+        accepted_at: Instant,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let Ok(_permit) = self.ctx.connections.clone().try_acquire_owned() else {
+            tracing::debug!(%client, "turn: connection limit reached");
+            return;
+        };
+        let Some(_slot) = self.ctx.per_source.admit(client.ip()) else {
+            tracing::debug!(%client, "turn: connection limit per source reached");
+            return;
+        };
+        let ft = FiveTuple {
+            transport: Transport::Tls,
+            client,
+            server,
+        };
+        run_connection(self.ctx.clone(), stream, ft, accepted_at).await;
+    }
+}
+
 async fn serve(
     ctx: StreamContext,
     stream: TcpStream,
