@@ -4,8 +4,9 @@
 //! timeout runs, plus an idle watchdog for stalled transfers.
 //!
 //! HTTP/1.1 only: browsers speak it to a server without an `h2` ALPN (ours
-//! offers none) and never use cleartext HTTP/2, and HTTP/2's many streams
-//! per connection would need limits of their own.
+//! offers none; the one TLS port of `one_port.rs` confirms `http/1.1` at
+//! most) and never use cleartext HTTP/2, and HTTP/2's many streams per
+//! connection would need limits of their own.
 
 use std::collections::HashMap;
 use std::io;
