@@ -173,8 +173,8 @@ impl Node {
         let http = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.listen)?)?;
         let http_addr = http.local_addr()?;
         life.tasks.spawn(listener.clone().serve_plain(http));
-        let https_addr = match &tls {
-            Some(tls) if let Some(shared) = one_port => {
+        let https_addr = match (&tls, one_port) {
+            (Some(tls), Some(shared)) => {
                 let source: crate::one_port::TlsConfigSource = Arc::new({
                     let tls = tls.clone();
                     move || tls.clone()
@@ -183,13 +183,13 @@ impl Node {
                 life.tasks.spawn(one.serve(shared));
                 one_port_addr
             }
-            Some(tls) => {
+            (Some(tls), None) => {
                 let https = tokio::net::TcpListener::from_std(bind_tcp(cfg.http.tls_listen)?)?;
                 let addr = https.local_addr()?;
                 life.tasks.spawn(listener.serve_tls(https, tls.clone()));
                 Some(addr)
             }
-            None => None,
+            (None, _) => None,
         };
 
         let admin = start_admin(&cfg, &life, &hub, &turn)?;
