@@ -65,6 +65,10 @@ fn config_file(dir: &std::path::Path, addr: &str, tls: Option<(&str, &str)>) -> 
 }
 
 async fn start() -> OnePort {
+    start_with(&[]).await
+}
+
+async fn start_with(env: &[(&str, &str)]) -> OnePort {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let dir = std::env::temp_dir().join(format!(
         "sb-one-port-{}-{}",
@@ -84,7 +88,7 @@ async fn start() -> OnePort {
             key_path.to_str().expect("utf8"),
         )),
     );
-    let server = Server::start(BIN, &[], &["--config", &config]).await;
+    let server = Server::start(BIN, env, &["--config", &config]).await;
     assert_eq!(server.ready["https"], addr.as_str(), "{}", server.ready);
     assert_eq!(server.ready["turn_tls"], addr.as_str(), "{}", server.ready);
     OnePort {
@@ -370,6 +374,32 @@ async fn silent_and_garbage_clients_are_closed_and_harm_no_one() {
     assert!(is_success(&refresh), "{:?}", error_code(&refresh));
     let ok = p.healthz(&[]).await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+/// Once it is TURN's, a connection no longer holds an HTTP slot: with two
+/// HTTP connections allowed per address, four TURN clients and an HTTPS
+/// request from the same one are all served.
+#[tokio::test]
+async fn turn_connections_leave_the_http_caps() {
+    let p = start_with(&[("SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP", "2")]).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut c = TurnClient::new(
+            Conn::Tls(Box::new(p.tls(&[]).await), Vec::new()),
+            "alice",
+            "alice-pw",
+        );
+        let answer = c.request(Method::BINDING, false, |_| {}).await;
+        assert!(is_success(&answer));
+        clients.push(c);
+    }
+    let ok = p.healthz(&[]).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    // And the clients are all still served.
+    for c in &mut clients {
+        let answer = c.request(Method::BINDING, false, |_| {}).await;
+        assert!(is_success(&answer));
+    }
 }
 
 #[tokio::test]
