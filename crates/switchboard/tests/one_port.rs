@@ -25,8 +25,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const SHORT_SECS: u64 = 2;
 
 struct OnePort {
-    /// Kept for its life: the process is killed on drop.
-    _server: Server,
+    /// The process, killed on drop.
+    server: Server,
     addr: String,
     ca: CertificateDer<'static>,
     dir: std::path::PathBuf,
@@ -92,7 +92,7 @@ async fn start_with(env: &[(&str, &str)]) -> OnePort {
     assert_eq!(server.ready["https"], addr.as_str(), "{}", server.ready);
     assert_eq!(server.ready["turn_tls"], addr.as_str(), "{}", server.ready);
     OnePort {
-        _server: server,
+        server,
         addr,
         ca: cert.cert.der().clone(),
         dir,
@@ -400,6 +400,52 @@ async fn turn_connections_leave_the_http_caps() {
         let answer = c.request(Method::BINDING, false, |_| {}).await;
         assert!(is_success(&answer));
     }
+}
+
+/// SIGTERM with TURN and WSS clients open on the one port: the WSS client
+/// gets its 1001, the TURN connections are closed, and the process exits
+/// within its shutdown bound.
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_closes_both_kinds_and_exits() {
+    let mut p = start().await;
+    let mut turn = TurnClient::new(
+        Conn::Tls(Box::new(p.tls(&[]).await), Vec::new()),
+        "alice",
+        "alice-pw",
+    );
+    turn.allocate().await.expect("allocated");
+    let mut ws = p.wss().await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &p.server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let code = loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time");
+        match frame {
+            Some(Ok(WsMessage::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => break None,
+        }
+    };
+    assert_eq!(code, Some(1001));
+    // `recv` gives up after turn_support's WAIT: well before it, closed.
+    let waiting = Instant::now();
+    assert!(turn.conn.recv().await.is_none(), "nothing but a close");
+    assert!(
+        waiting.elapsed() < turn_support::WAIT - Duration::from_secs(1),
+        "the TURN connection was not closed"
+    );
+    let exit = p
+        .server
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exited in time");
+    assert!(exit.success(), "exit status {exit:?}");
 }
 
 #[tokio::test]
