@@ -239,11 +239,15 @@ impl OnePort {
             let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
                 .await
                 .map_err(Undecided::Handshake)?;
-            let by_alpn = start.client_hello().alpn().and_then(route_by_alpn);
+            let hello = start.client_hello();
+            let by_alpn = hello.alpn().and_then(route_by_alpn);
+            let offers_http1 = hello.alpn().is_some_and(|mut a| a.any(|p| p == ALPN_HTTP1));
             let configs = self.tls.current();
+            // Only what the client offered is confirmed: an `h2`-only client
+            // gets no ALPN (as on the HTTPS listener), not a refusal.
             let config = match by_alpn {
                 Some(Route::Turn) if self.turn.is_some() => configs.turn,
-                Some(Route::Http) => configs.http,
+                Some(Route::Http) if offers_http1 => configs.http,
                 _ => configs.plain,
             };
             let tls = start

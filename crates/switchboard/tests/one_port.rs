@@ -299,6 +299,17 @@ async fn alpn_routes_without_waiting_for_bytes() {
     let tls = p.tls(&[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
 
+    // h2 alone: not refused, told no ALPN, and HTTP's without a byte read.
+    let mut tls = p.tls(&[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let reply = closed_within(&mut tls, WAIT)
+        .await
+        .expect("answered and closed");
+    assert!(reply.starts_with(b"HTTP/1.1 200"));
+
     // An offer of something else is not refused: no ALPN, bytes decide.
     let tls = p.tls(&[b"acme-tls/1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), None);
