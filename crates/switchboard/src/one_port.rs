@@ -23,12 +23,12 @@
 //! `http.header_timeout_secs` after it. A TURN connection then gives its
 //! HTTP slot back and counts against TURN's caps.
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
-use std::{io, net::IpAddr};
 
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
