@@ -4,6 +4,8 @@
 //! A new endpoint is one `.route(..)` line in [`router`]: the token check,
 //! the body limit and the JSON errors wrap every route, and the fallback.
 
+mod live;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -110,6 +112,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/api/rooms/{room}/peers/{peer}", delete(kick))
         .route("/admin/api/turn/allocations", get(allocations))
         .route("/admin/api/turn/allocations/{id}", delete(revoke))
+        .merge(live::routes(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES as usize))
@@ -175,12 +178,18 @@ fn unexpected() -> ApiError {
 
 /// `GET /admin/api/rooms`: every room (in a cluster, on every node).
 async fn rooms(State(admin): State<AdminState>) -> Result<Response, ApiError> {
-    let AdminReply::Rooms(rooms) = ask(&admin, AdminRequest::Rooms).await? else {
+    let rooms = room_list(&admin).await?;
+    Ok(axum::Json(json!({ "rooms": rooms })).into_response())
+}
+
+/// The rooms as `GET /admin/api/rooms` lists them (the live feed sends the
+/// same).
+async fn room_list(admin: &AdminState) -> Result<Vec<Value>, ApiError> {
+    let AdminReply::Rooms(rooms) = ask(admin, AdminRequest::Rooms).await? else {
         return Err(unexpected());
     };
     let time = unix_secs_of(std::time::Instant::now(), std::time::SystemTime::now());
-    let rooms: Vec<Value> = rooms.iter().map(|r| r.to_json(&time)).collect();
-    Ok(axum::Json(json!({ "rooms": rooms })).into_response())
+    Ok(rooms.iter().map(|r| r.to_json(&time)).collect())
 }
 
 /// `GET /admin/api/rooms/{room}`: one room and its peers.
@@ -247,8 +256,11 @@ async fn revoke(
     Ok(axum::Json(json!({ "revoked": id })).into_response())
 }
 
+/// Every request needs the token, except those for the dashboard's own
+/// files (see [`live::is_public_page`]): they hold no data, and the page
+/// must load to ask for the token.
 async fn require_token(State(admin): State<AdminState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &admin.token {
+    if let Some(token) = admin.token.as_ref().filter(|_| !live::is_public_page(&req)) {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

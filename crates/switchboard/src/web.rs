@@ -31,6 +31,25 @@ pub fn app_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
+/// The admin dashboard's file `name` (a bare file name under
+/// `web/admin/`), for the admin listener alone: the public router never
+/// maps a path onto `admin/`.
+pub fn admin_asset(name: &str) -> Response {
+    if !is_admin_asset(name) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    asset(&format!("admin/{name}"))
+}
+
+/// Whether `name` is one of the dashboard's files: the only paths the admin
+/// listener serves without its token.
+pub fn is_admin_asset(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('/')
+        && name != ".."
+        && Assets::get(&format!("admin/{name}")).is_some()
+}
+
 fn asset(path: &str) -> Response {
     if path.split('/').any(|seg| seg == "..") {
         return StatusCode::NOT_FOUND.into_response();
