@@ -21,7 +21,7 @@ const peers = [];
 before(async () => {
   server = await startServer({ SWITCHBOARD_ADMIN__TOKEN: TOKEN });
   assert.ok(server.ready.admin, 'READY names the admin listener');
-  browser = await launchBrowser({ consoleErrors });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -50,8 +50,38 @@ async function peer() {
   return p;
 }
 
+/**
+ * Runs in a page: two relay-only RTCPeerConnections joined by a data channel that sends
+ * about 800 kbit/s, through switchboard's TURN (credentials from /api/ice-servers).
+ */
+async function startRelayedTraffic() {
+  const { ice_servers: iceServers } = await (await fetch('/api/ice-servers')).json();
+  const cfg = { iceServers, iceTransportPolicy: 'relay' };
+  const a = new RTCPeerConnection(cfg);
+  const b = new RTCPeerConnection(cfg);
+  a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate);
+  b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate);
+  const dc = a.createDataChannel('load');
+  await a.setLocalDescription(await a.createOffer());
+  await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription(await b.createAnswer());
+  await a.setRemoteDescription(b.localDescription);
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('the relayed data channel did not open in 15 s')), 15_000);
+    dc.onopen = () => {
+      clearTimeout(t);
+      resolve();
+    };
+  });
+  const chunk = new Uint8Array(1000);
+  window.__relay = { a, b, timer: setInterval(() => dc.bufferedAmount < 64_000 && dc.send(chunk), 10) };
+}
+
 async function openDashboard() {
   const page = await browser.newPage();
+  // The dashboard's own errors only (the relay page's missing favicon is not one).
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
   await page.goto(`http://${server.ready.admin}/admin/`, { timeout: 15_000 });
   await page.waitForSelector('#login-form', { state: 'visible' });
   return page;
@@ -76,6 +106,7 @@ test('rooms and peers appear live; kick reaches the peer; messages/s fills; drai
   consoleErrors.length = 0;
   const page = await openDashboard();
   page.on('dialog', (d) => d.accept());
+  let chatter;
   try {
     await page.fill('#token', TOKEN);
     await page.click('#login-submit');
@@ -109,9 +140,24 @@ test('rooms and peers appear live; kick reaches the peer; messages/s fills; drai
     await page.click('#rooms tr[data-room="ops-room"]');
     await page.waitForSelector(`#peers tr[data-peer="${a.id}"]`, { timeout: 10_000 });
     await page.waitForSelector(`#peers tr[data-peer="${b.id}"]`, { timeout: 10_000 });
+
+    // Two relay-only peer connections in a page of the public origin: two TURN allocations
+    // (Chromium allocates one per TURN URL) with data flowing; the page shows live bitrates.
+    // Chat goes on meanwhile, so that the graph and the tile show a rate.
+    chatter = setInterval(() => a.send({ type: 'message', room: 'ops-room', data: 'tick' }), 150);
+    const relay = await browser.newPage();
+    await relay.goto(`http://${server.http}/healthz`, { timeout: 15_000 });
+    await relay.evaluate(startRelayedTraffic);
+    await page.waitForFunction(() => document.querySelectorAll('#allocations tr[data-allocation]').length >= 2, null, { timeout: 15_000 });
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('#allocations td.rate-out')].some((td) => /[kM]bit\/s/.test(td.textContent)),
+      null,
+      { timeout: 15_000 },
+    );
     if (process.env.SAVE_SCREENSHOT === '1') {
-      await page.screenshot({ path: path.join(REPO, 'docs/images/dashboard.png') });
+      await page.screenshot({ path: path.join(REPO, 'docs/images/dashboard.png'), fullPage: true });
     }
+    clearInterval(chatter);
     await page.click(`#peers tr[data-peer="${b.id}"] button.kick`);
     const kicked = await b.waitFor((f) => f.type === 'error' && f.code === 'kicked');
     assert.equal(kicked.room, 'ops-room');
@@ -122,6 +168,13 @@ test('rooms and peers appear live; kick reaches the peer; messages/s fills; drai
     await page.waitForSelector(`#peers tr[data-peer="${b.id}"]`, { state: 'detached', timeout: 10_000 });
     assert.ok(await page.isVisible(`#peers tr[data-peer="${a.id}"]`));
 
+    // Revoke one allocation from the page: it goes from the list, the other stays.
+    const [gone, ...kept] = await page.$$eval('#allocations tr[data-allocation]', (rows) => rows.map((r) => r.dataset.allocation));
+    await page.click(`#allocations tr[data-allocation="${gone}"] button.revoke`);
+    await page.waitForSelector(`#allocations tr[data-allocation="${gone}"]`, { state: 'detached', timeout: 10_000 });
+    for (const id of kept) assert.ok(await page.isVisible(`#allocations tr[data-allocation="${id}"]`));
+    await relay.close();
+
     // Drain, after a confirm (accepted above): the node says so.
     await page.click('#drain');
     await page.waitForSelector('#live[data-state="draining"]', { timeout: 10_000 });
@@ -131,6 +184,7 @@ test('rooms and peers appear live; kick reaches the peer; messages/s fills; drai
     assert.equal(await page.evaluate(() => window.__noReload), true, 'the page was never reloaded');
     assert.deepEqual(consoleErrors, []);
   } finally {
+    clearInterval(chatter);
     await page.close();
   }
 });

@@ -186,6 +186,31 @@ function cell(tr, text, cls) {
   return td;
 }
 
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/**
+ * Brings `tbody` to one row per item, in order, keyed by `key`: rows that stay are
+ * updated in place (`update`), never rebuilt, so that a button is not replaced under a
+ * pointer that is about to click it.
+ */
+function syncRows(tbody, items, key, build, update) {
+  const old = new Map([...tbody.rows].map((tr) => [tr.dataset.key, tr]));
+  items.forEach((item, i) => {
+    const k = String(key(item));
+    let tr = old.get(k);
+    old.delete(k);
+    if (!tr) {
+      tr = build(item);
+      tr.dataset.key = k;
+    }
+    update(tr, item);
+    if (tbody.rows[i] !== tr) tbody.insertBefore(tr, tbody.rows[i] ?? null);
+  });
+  for (const tr of old.values()) tr.remove();
+}
+
 function button(text, cls, onClick) {
   const b = document.createElement('button');
   b.type = 'button';
@@ -199,20 +224,21 @@ function button(text, cls, onClick) {
 }
 
 function renderRooms(rooms) {
-  const body = $('rooms').tBodies[0];
-  const rows = rooms.map((r) => {
+  syncRows($('rooms').tBodies[0], rooms, (r) => r.room, (r) => {
     const tr = document.createElement('tr');
     tr.dataset.room = r.room;
-    tr.dataset.peers = r.peers;
-    if (r.room === selectedRoom) tr.className = 'selected';
-    cell(tr, r.room);
-    cell(tr, r.media ?? '');
-    cell(tr, String(r.peers), 'peers');
-    cell(tr, fmtAge(r.created));
+    for (let i = 0; i < 4; i++) cell(tr, '');
+    tr.cells[2].className = 'peers';
     tr.addEventListener('click', () => selectRoom(r.room));
     return tr;
+  }, (tr, r) => {
+    tr.dataset.peers = r.peers;
+    tr.classList.toggle('selected', r.room === selectedRoom);
+    setText(tr.cells[0], r.room);
+    setText(tr.cells[1], r.media ?? '');
+    setText(tr.cells[2], String(r.peers));
+    setText(tr.cells[3], fmtAge(r.created));
   });
-  body.replaceChildren(...rows);
   $('rooms-empty').hidden = rooms.length > 0;
   if (selectedRoom !== null) {
     const here = rooms.find((r) => r.room === selectedRoom);
@@ -247,25 +273,35 @@ async function loadRoom(room) {
   lastSelectedPeers = detail.peers.length;
   $('rd-gone').hidden = true;
   $('rd-close').hidden = false;
-  const rows = detail.peers.map((p) => {
+  // Keyed by room too: the Kick button of a row is bound to its room.
+  syncRows($('peers').tBodies[0], detail.peers, (p) => `${room}\n${p.peer}`, (p) => {
     const tr = document.createElement('tr');
     tr.dataset.peer = p.peer;
-    cell(tr, p.peer);
-    cell(tr, p.user ?? '');
-    cell(tr, p.meta === undefined || p.meta === null ? '' : JSON.stringify(p.meta), 'meta');
-    cell(tr, p.node ?? '');
-    cell(tr, fmtAge(p.joined));
+    for (let i = 0; i < 5; i++) cell(tr, '');
+    tr.cells[2].className = 'meta';
     const td = document.createElement('td');
     td.append(button('Kick', 'danger small kick', (b) => act(b, 'DELETE', `/admin/api/rooms/${encodeURIComponent(room)}/peers/${encodeURIComponent(p.peer)}`)));
     tr.append(td);
     return tr;
+  }, (tr, p) => {
+    const meta = p.meta === undefined || p.meta === null ? '' : JSON.stringify(p.meta);
+    [p.peer, p.user ?? '', meta, p.node ?? '', fmtAge(p.joined)].forEach((text, i) => setText(tr.cells[i], text));
   });
-  $('peers').tBodies[0].replaceChildren(...rows);
 }
 
 function renderAllocations(list, t) {
   const seen = new Set();
-  const rows = list.map((a) => {
+  syncRows($('allocations').tBodies[0], list, (a) => a.id, (a) => {
+    const tr = document.createElement('tr');
+    tr.dataset.allocation = a.id;
+    for (let i = 0; i < 9; i++) cell(tr, '');
+    tr.cells[7].className = 'rate-in';
+    tr.cells[8].className = 'rate-out';
+    const td = document.createElement('td');
+    td.append(button('Revoke', 'danger small revoke', (b) => act(b, 'DELETE', `/admin/api/turn/allocations/${encodeURIComponent(a.id)}`)));
+    tr.append(td);
+    return tr;
+  }, (tr, a) => {
     seen.add(a.id);
     const before = prevAlloc.get(a.id);
     let rin = null;
@@ -275,24 +311,11 @@ function renderAllocations(list, t) {
       rout = (8 * (a.bytes_out - before.bytes_out)) / (t - before.t);
     }
     prevAlloc.set(a.id, { t, bytes_in: a.bytes_in, bytes_out: a.bytes_out });
-    const tr = document.createElement('tr');
-    tr.dataset.allocation = a.id;
-    cell(tr, a.id);
-    cell(tr, a.username);
-    cell(tr, a.client);
-    cell(tr, a.transport ?? '');
-    cell(tr, a.relayed);
-    cell(tr, fmtAge(a.created));
-    cell(tr, fmtIn(a.expires));
-    cell(tr, rin === null ? '…' : fmtBits(Math.max(0, rin)), 'rate-in');
-    cell(tr, rout === null ? '…' : fmtBits(Math.max(0, rout)), 'rate-out');
-    const td = document.createElement('td');
-    td.append(button('Revoke', 'danger small revoke', (b) => act(b, 'DELETE', `/admin/api/turn/allocations/${encodeURIComponent(a.id)}`)));
-    tr.append(td);
-    return tr;
+    const texts = [a.id, a.username, a.client, a.transport ?? '', a.relayed, fmtAge(a.created), fmtIn(a.expires),
+      rin === null ? '…' : fmtBits(Math.max(0, rin)), rout === null ? '…' : fmtBits(Math.max(0, rout))];
+    texts.forEach((text, i) => setText(tr.cells[i], text));
   });
   for (const id of prevAlloc.keys()) if (!seen.has(id)) prevAlloc.delete(id);
-  $('allocations').tBodies[0].replaceChildren(...rows);
   $('t-allocs').textContent = list.length;
   $('allocs-empty').hidden = list.length > 0;
 }
