@@ -261,3 +261,25 @@ async fn the_page_loads_without_the_token_on_the_admin_listener_only() {
         assert_eq!(status, 404, "{path} on the public listener: {body}");
     }
 }
+
+/// A stream open at SIGTERM ends with the node: it does not hold the
+/// graceful stop open.
+#[cfg(unix)]
+#[tokio::test]
+async fn an_open_stream_ends_when_the_node_stops() {
+    let (mut s, admin) = server().await;
+    let mut live = Live::open(&admin).await;
+    live.next().await;
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .is_ok_and(|st| st.success());
+    assert!(ok, "kill -TERM");
+    // The body's last chunk, then end of stream.
+    live.read_until(b"0\r\n\r\n").await;
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the node exits with a live stream open");
+    assert!(status.success(), "{status:?}");
+}
