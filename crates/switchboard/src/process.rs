@@ -102,7 +102,8 @@ impl Node {
             1001
         };
         let life = Lifecycle::new(stop_code);
-        let tls = crate::tls::server_config(&cfg.tls)?;
+        let certs = crate::tls::CertStore::from_config(&cfg.tls)?;
+        let tls = certs.as_ref().map(crate::tls::CertStore::server_config);
         // One TLS port (PROTOCOL.md §8): bound here, TURN binds no TLS listener of its own.
         let one_port = match &tls {
             Some(_) if crate::one_port::shares_port(&cfg) => {
