@@ -524,6 +524,28 @@ impl SignalCore {
         }
     }
 
+    /// Limits and timers for what comes next (a configuration reload):
+    /// joins, messages, calls and grace periods from now on are checked
+    /// against `config`; what is under way (a call ringing, a session in
+    /// its grace period) keeps the deadline it has. `replay_frames` and
+    /// `replay_bytes` are not changed: live sessions' replay buffers, and
+    /// the shell's queues, were sized from them.
+    pub fn reconfigure(&mut self, mut config: Config) {
+        config.replay_frames = self.config.replay_frames;
+        config.replay_bytes = self.config.replay_bytes;
+        self.too_large = wire::error(
+            ErrorCode::TooLarge,
+            &format!("frame over {} bytes", config.max_message_bytes),
+            None,
+        );
+        self.config = config;
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// A core that is one node of a cluster: rooms, calls and sessions are
     /// shared through a store it talks to with [`Output::Backplane`] and
     /// [`SignalCore::handle_push`]. It starts cut off: call

@@ -1,6 +1,8 @@
 //! Who may connect: JWTs (HS256) and browser origins, checked before the
 //! WebSocket upgrade so that a refused client costs nothing more.
 
+use std::sync::{Arc, RwLock};
+
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use switchboard_signal::Identity;
@@ -62,14 +64,68 @@ struct Claims {
     name: Option<String>,
 }
 
-/// The checks of `[auth]`, built once.
+/// The checks of `[auth]` in force, swapped whole by a reload
+/// (PROTOCOL.md §8). A request takes one [`Authenticator::current`]
+/// snapshot and checks everything against it, so that a reload between
+/// its origin check and its token check cannot mix two configurations.
 pub struct Authenticator {
+    current: RwLock<Arc<AuthRules>>,
+}
+
+impl Authenticator {
+    /// From the `[auth]` section; refuses a secret that would make tokens
+    /// forgeable.
+    pub fn new(cfg: &AuthConfig) -> Result<Self, AuthConfigError> {
+        Ok(Self {
+            current: RwLock::new(Arc::new(AuthRules::new(cfg)?)),
+        })
+    }
+
+    /// The rules in force now; a request holds on to them.
+    pub fn current(&self) -> Arc<AuthRules> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `cfg` in force for the requests to come. Refused, changing
+    /// nothing, when the secret would make tokens forgeable. Connections
+    /// already admitted stay: they were checked when they came.
+    pub fn replace(&self, cfg: &AuthConfig) -> Result<(), AuthConfigError> {
+        self.install(AuthRules::new(cfg)?);
+        Ok(())
+    }
+
+    /// Puts rules built beforehand in force for the requests to come.
+    pub fn install(&self, rules: AuthRules) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
+    /// Whether tokens are required now.
+    pub fn enabled(&self) -> bool {
+        self.current().enabled()
+    }
+
+    /// [`AuthRules::check_origin`] with the rules in force.
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<(), AuthError> {
+        self.current().check_origin(origin)
+    }
+
+    /// [`AuthRules::identify`] with the rules in force.
+    pub fn identify(&self, token: Option<&str>, user: Option<&str>) -> Result<Identity, AuthError> {
+        self.current().identify(token, user)
+    }
+}
+
+/// One `[auth]`, built once per configuration.
+pub struct AuthRules {
     key: Option<DecodingKey>,
     validation: Validation,
     allowed_origins: Vec<String>,
 }
 
-impl Authenticator {
+impl AuthRules {
     /// From the `[auth]` section; refuses a secret that would make tokens
     /// forgeable.
     pub fn new(cfg: &AuthConfig) -> Result<Self, AuthConfigError> {
@@ -228,6 +284,30 @@ mod tests {
                 .as_deref(),
             Some("bob")
         );
+    }
+
+    #[test]
+    fn replace_swaps_rules_and_refuses_a_short_secret() {
+        let auth = Authenticator::new(&AuthConfig::default()).expect("open");
+        let before = auth.current();
+        let cfg = AuthConfig {
+            jwt_secret: Some(SECRET.into()),
+            allowed_origins: vec!["https://app.example".into()],
+        };
+        auth.replace(&cfg).expect("valid");
+        assert!(auth.enabled());
+        assert!(auth.check_origin(Some("https://other.example")).is_err());
+        assert!(!before.enabled(), "a snapshot keeps its rules");
+        assert_eq!(
+            auth.replace(&AuthConfig {
+                jwt_secret: Some("short".into()),
+                allowed_origins: vec![],
+            })
+            .err(),
+            Some(AuthConfigError::ShortSecret(5))
+        );
+        assert!(auth.enabled(), "the refused config changed nothing");
+        assert!(auth.check_origin(Some("https://app.example")).is_ok());
     }
 
     #[test]

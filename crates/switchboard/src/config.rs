@@ -565,6 +565,144 @@ impl Config {
     }
 }
 
+// ---- reload (PROTOCOL.md §8) ----
+
+/// What a reload changes: the keys (`section.key`) whose value differs
+/// between the running configuration and the new one, split by whether a
+/// reload applies them. Never values: some are secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigChanges {
+    /// Applied for new requests.
+    pub applied: Vec<String>,
+    /// Left as they are until a restart.
+    pub restart_only: Vec<String>,
+}
+
+/// Keys a reload applies for new requests, by section. Everything else
+/// (listeners, `cluster.*`, `admin.*`, the log's format and file, sizes the
+/// live sessions' buffers and Socket.IO's engine were built with) needs a
+/// restart. `[turn]` is listed by [`crate::turn::TURN_RELOADABLE_KEYS`]
+/// plus what the `ice_servers` minter reads; `tls.cert`/`tls.key` reload
+/// when TLS was on at start (see [`reloadable`]).
+const RELOADABLE: &[(&str, &[&str])] = &[
+    ("rooms", &["max_peers"]),
+    (
+        "session",
+        &[
+            "resume_grace_secs",
+            "max_suspended_per_user",
+            "max_suspended_per_ip",
+        ],
+    ),
+    (
+        "limits",
+        &[
+            "max_message_bytes",
+            "max_rooms_per_session",
+            "rate_per_sec",
+            "rate_burst",
+            "max_connections",
+            "max_meta_bytes",
+            "max_room_meta_bytes",
+        ],
+    ),
+    ("calls", &["ring_timeout_secs", "max_ringing_per_caller"]),
+    ("auth", &["jwt_secret", "allowed_origins"]),
+    ("log", &["level"]),
+    (
+        "webhooks",
+        &[
+            "urls",
+            "secret",
+            "retry_secs",
+            "queue",
+            "allow_private",
+            "timeout_secs",
+        ],
+    ),
+];
+
+/// The `[turn]` keys the `ice_servers` minter reads, which it takes on
+/// reload.
+const TURN_MINTING_KEYS: &[&str] = &[
+    "public_host",
+    "servers",
+    "credential_ttl_secs",
+    "mint_per_ip_per_minute",
+];
+
+/// Whether a reload applies `key` (`section.key`) to a node started with
+/// `running`.
+pub fn reloadable(running: &Config, key: &str) -> bool {
+    let Some((section, name)) = key.split_once('.') else {
+        return false;
+    };
+    match section {
+        "turn" => {
+            crate::turn::TURN_RELOADABLE_KEYS.contains(&name) || TURN_MINTING_KEYS.contains(&name)
+        }
+        // A certificate can be swapped only under listeners that exist.
+        "tls" => running.tls.enabled() && matches!(name, "cert" | "key"),
+        _ => RELOADABLE
+            .iter()
+            .any(|(s, keys)| *s == section && keys.contains(&name)),
+    }
+}
+
+/// Why two configurations could not be compared (never for a [`Config`]
+/// that loaded: every one of them serializes).
+#[derive(Debug, thiserror::Error)]
+#[error("comparing configurations: {0}")]
+pub struct DiffError(String);
+
+fn sections(cfg: &Config) -> Result<toml::Table, DiffError> {
+    toml::Table::try_from(cfg).map_err(|e| DiffError(e.to_string()))
+}
+
+/// The changes from `running` to `next`, and the configuration a reload
+/// puts in force: `next` with every restart-only key at its running value.
+pub fn reload_plan(running: &Config, next: &Config) -> Result<(Config, ConfigChanges), DiffError> {
+    let old = sections(running)?;
+    let mut new = sections(next)?;
+    let empty = toml::Table::new();
+    let mut changes = ConfigChanges::default();
+    let names: std::collections::BTreeSet<String> = old.keys().chain(new.keys()).cloned().collect();
+    for section in names {
+        let before = old.get(&section).and_then(toml::Value::as_table);
+        let before = before.unwrap_or(&empty);
+        let after = new
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(after) = after.as_table_mut() else {
+            continue;
+        };
+        let keys: std::collections::BTreeSet<String> =
+            before.keys().chain(after.keys()).cloned().collect();
+        for key in keys {
+            if before.get(&key) == after.get(&key) {
+                continue;
+            }
+            let name = format!("{section}.{key}");
+            if reloadable(running, &name) {
+                changes.applied.push(name);
+                continue;
+            }
+            changes.restart_only.push(name);
+            // An absent key is an unset `Option`.
+            match before.get(&key) {
+                Some(v) => after.insert(key, v.clone()),
+                None => after.remove(&key),
+            };
+        }
+    }
+    let in_force = toml::Value::Table(new)
+        .try_into::<Config>()
+        .map_err(|e| DiffError(e.to_string()))?;
+    Ok((in_force, changes))
+}
+
+// ---- end of reload ----
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,6 +813,41 @@ mod tests {
             admin.listen_addr(),
             Err(AdminConfigError::Listen(_))
         ));
+    }
+
+    #[test]
+    fn a_reload_plan_keeps_restart_only_keys() {
+        let running = Config::default();
+        let mut next = Config::default();
+        next.limits.max_message_bytes = 1000;
+        next.turn.users.insert("bob".into(), "pw".into());
+        next.http.listen = "127.0.0.1:1".parse().expect("addr");
+        next.cluster.redis_url = Some("redis://127.0.0.1/".into());
+        next.session.replay_frames = 10;
+        next.auth.jwt_secret = Some("x".repeat(32));
+        next.tls.cert = Some("c.pem".into());
+        let (in_force, changes) = reload_plan(&running, &next).expect("compares");
+        assert_eq!(
+            changes.applied,
+            ["auth.jwt_secret", "limits.max_message_bytes", "turn.users"]
+        );
+        assert_eq!(
+            changes.restart_only,
+            [
+                "cluster.redis_url",
+                "http.listen",
+                "session.replay_frames",
+                "tls.cert"
+            ]
+        );
+        assert_eq!(in_force.limits.max_message_bytes, 1000);
+        assert_eq!(in_force.turn.users.len(), 1);
+        assert_eq!(in_force.http.listen, running.http.listen);
+        assert!(in_force.cluster.redis_url.is_none());
+        assert!(in_force.tls.cert.is_none());
+        assert_eq!(in_force.session.replay_frames, 1024);
+        let (_, none) = reload_plan(&running, &running).expect("compares");
+        assert_eq!(none, ConfigChanges::default());
     }
 
     #[test]

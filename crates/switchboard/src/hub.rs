@@ -108,6 +108,11 @@ impl Hub {
         let _ = self.webhooks.set(hooks);
     }
 
+    /// New limits for the core, from the next request on (a reload).
+    pub fn reconfigure(&self, config: switchboard_signal::Config) {
+        self.lock().core.reconfigure(config);
+    }
+
     /// A push from the cluster's store.
     pub fn push(&self, push: Push) {
         let logs = {

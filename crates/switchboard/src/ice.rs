@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, header};
@@ -82,13 +83,37 @@ impl LocalTurn {
 /// Mints `ice_servers`. Shared by every signaling face and the HTTP API.
 #[derive(Debug)]
 pub struct IceServers {
+    local: LocalTurn,
+    /// What a reload replaces whole.
+    minting: RwLock<Arc<Minting>>,
+    mints: MintLimiter,
+}
+
+/// The `[turn]` keys a grant reads.
+#[derive(Debug)]
+struct Minting {
     secret: Vec<u8>,
     ttl_secs: u64,
     public_host: Option<String>,
-    local: LocalTurn,
     /// `turn.servers`: the fleet's other TURN nodes.
     servers: Vec<String>,
-    mints: MintLimiter,
+}
+
+impl Minting {
+    fn new(settings: &TurnSettings) -> Result<Self, IceError> {
+        let secret = first_secret(settings).ok_or(IceError::NoSecret)?;
+        Ok(Self {
+            secret: secret.as_bytes().to_vec(),
+            ttl_secs: settings.credential_ttl_secs,
+            public_host: settings.public_host.clone(),
+            servers: settings.servers.clone(),
+        })
+    }
+}
+
+/// Whether `settings` name a REST secret of their own.
+pub fn has_rest_secret(settings: &TurnSettings) -> bool {
+    first_secret(settings).is_some()
 }
 
 /// Gives `settings` a random REST secret when none is configured, so that
@@ -120,20 +145,36 @@ impl IceServers {
     /// From `[turn]` (secret, `public_host`, `servers`, TTL and the mint
     /// limit) and the local listeners.
     pub fn new(settings: &TurnSettings, local: LocalTurn) -> Result<Self, IceError> {
-        let secret = first_secret(settings).ok_or(IceError::NoSecret)?;
         Ok(Self {
-            secret: secret.as_bytes().to_vec(),
-            ttl_secs: settings.credential_ttl_secs,
-            public_host: settings.public_host.clone(),
             local,
-            servers: settings.servers.clone(),
+            minting: RwLock::new(Arc::new(Minting::new(settings)?)),
             mints: MintLimiter::new(settings.mint_per_ip_per_minute),
         })
     }
 
+    /// Mints with new `[turn]` settings from now on (a reload): secret,
+    /// `public_host`, `servers`, TTL and the mint limit. Refused, changing
+    /// nothing, without a secret: the caller passes the one in use when
+    /// the new settings name none. The listeners stay those bound at start.
+    pub fn reconfigure(&self, settings: &TurnSettings) -> Result<(), IceError> {
+        let next = Arc::new(Minting::new(settings)?);
+        *self.minting.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.mints
+            .per_minute
+            .store(settings.mint_per_ip_per_minute, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn minting(&self) -> Arc<Minting> {
+        self.minting
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Lifetime of the credentials [`Self::grant`] mints.
     pub fn credential_ttl_secs(&self) -> u64 {
-        self.ttl_secs
+        self.minting().ttl_secs
     }
 
     /// `RTCIceServer` entries with a time-limited REST credential,
@@ -144,7 +185,8 @@ impl IceServers {
     /// the STUN URL alone. `host` is the host the HTTP client used;
     /// `turn.public_host` overrides it.
     pub fn grant(&self, who: MintFor<'_>, host: &str) -> IceGrant {
-        let host = url_host(self.public_host.as_deref().unwrap_or(host));
+        let minting = self.minting();
+        let host = url_host(minting.public_host.as_deref().unwrap_or(host));
         let mut urls = Vec::new();
         if let (Some(udp), Some(tcp)) = (self.local.udp, self.local.tcp) {
             urls.push(format!("stun:{host}:{}", udp.port()));
@@ -156,7 +198,7 @@ impl IceServers {
         }
         // The fleet's other TURN nodes (`turn.servers`): any of them takes
         // a credential minted here.
-        urls.extend(self.servers.iter().cloned());
+        urls.extend(minting.servers.iter().cloned());
         if urls.is_empty() {
             return IceGrant::default();
         }
@@ -189,8 +231,8 @@ impl IceServers {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let expiry = now.saturating_add(self.ttl_secs);
-        let (username, credential) = mint_rest_credential(&self.secret, expiry, id);
+        let expiry = now.saturating_add(minting.ttl_secs);
+        let (username, credential) = mint_rest_credential(&minting.secret, expiry, id);
         IceGrant {
             servers: vec![IceServer {
                 urls,
@@ -238,7 +280,7 @@ fn url_host(host: &str) -> String {
 /// burst of the same size. 0 turns the limit off.
 #[derive(Debug)]
 struct MintLimiter {
-    per_minute: u32,
+    per_minute: AtomicU32,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
@@ -251,17 +293,18 @@ struct Bucket {
 impl MintLimiter {
     fn new(per_minute: u32) -> Self {
         Self {
-            per_minute,
+            per_minute: AtomicU32::new(per_minute),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Takes one mint for `ip` at `now`; false when its bucket is empty.
     fn allow(&self, ip: IpAddr, now: Instant) -> bool {
-        if self.per_minute == 0 {
+        let per_minute = self.per_minute.load(Ordering::Relaxed);
+        if per_minute == 0 {
             return true;
         }
-        let capacity = f64::from(self.per_minute);
+        let capacity = f64::from(per_minute);
         let rate = capacity / 60.0;
         let refilled = |b: &Bucket| {
             let secs = now.saturating_duration_since(b.at).as_secs_f64();

@@ -15,6 +15,7 @@ pub mod metrics_help;
 pub mod one_port;
 pub mod process;
 pub mod read_ahead;
+pub mod reload;
 pub mod router;
 pub mod serve;
 pub mod socketio;

@@ -46,7 +46,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(switchboard::process::run(cfg, |bound| {
+    let result = runtime.block_on(switchboard::process::run_reloading(cfg, cli, |bound| {
         // One machine-readable line for tests and scripts.
         if let Ok(json) = serde_json::to_string(bound) {
             println!("READY {json}");

@@ -1,6 +1,6 @@
 //! The process: starts every listener, serves until SIGTERM/SIGINT, then
-//! shuts down in bounded time. (SIGHUP reload slots in beside the stop
-//! signals, in [`run`].)
+//! shuts down in bounded time. SIGHUP reloads the configuration in between
+//! (see [`crate::reload`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,10 +13,13 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
 use crate::cluster::Backplane;
-use crate::config::Config;
+use crate::config::{Cli, Config};
 use crate::hub::Hub;
 use crate::ice::{IceServers, LocalTurn};
-use crate::state::{AppState, ConnLimits, Health, IceApi, Lifecycle, MetricsSources, Signaling};
+use crate::reload::Reloader;
+use crate::state::{
+    AppState, ConnLimits, Health, IceApi, Lifecycle, LiveLimits, MetricsSources, Signaling,
+};
 use crate::turn::TurnService;
 
 /// Addresses actually bound (ports may have been 0), printed on the
@@ -63,16 +66,47 @@ fn bind_tcp(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 }
 
 /// Runs the server until a shutdown signal. `ready` receives the bound
-/// addresses once every listener is up.
+/// addresses once every listener is up. A SIGHUP reads the certificate
+/// files again, and nothing else: see [`run_reloading`].
 pub async fn run(cfg: Config, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
+    serve(cfg, None, ready).await
+}
+
+/// [`run`], where a SIGHUP loads the configuration again as `cli` did at
+/// start (its file, the environment, its flags) when it names a file.
+pub async fn run_reloading(
+    cfg: Config,
+    cli: Cli,
+    ready: impl FnOnce(&Bound),
+) -> anyhow::Result<()> {
+    let source = cli.config.is_some().then_some(cli);
+    serve(cfg, source, ready).await
+}
+
+async fn serve(cfg: Config, source: Option<Cli>, ready: impl FnOnce(&Bound)) -> anyhow::Result<()> {
     // Before anything can announce READY: a SIGTERM that arrives before
-    // the handlers exist would kill the process with no goodbyes.
+    // the handlers exist would kill the process with no goodbyes, and a
+    // SIGHUP would kill it outright (its default action).
     let mut stop = StopSignals::install();
-    let node = Node::start(cfg).await?;
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("listening for SIGHUP")?;
+    let mut node = Node::start(cfg, source).await?;
     banner(&node.bound);
     ready(&node.bound);
-    // SIGHUP reload will be one more arm here, looping until a stop signal.
-    stop.recv().await;
+    loop {
+        #[cfg(unix)]
+        let reload = hup.recv();
+        #[cfg(not(unix))]
+        let reload = std::future::pending::<Option<()>>();
+        tokio::select! {
+            () = stop.recv() => break,
+            Some(()) = reload => {
+                // Logged and counted there; the node serves on either way.
+                let _ = node.reloader.reload().await;
+            }
+        }
+    }
     node.shutdown().await;
     Ok(())
 }
@@ -85,14 +119,16 @@ struct Node {
     cluster: Option<Arc<Backplane>>,
     turn: TurnService,
     shutdown_timeout: Duration,
+    reloader: Reloader,
 }
 
 impl Node {
     /// Binds every listener and starts serving.
-    async fn start(mut cfg: Config) -> anyhow::Result<Self> {
+    async fn start(mut cfg: Config, source: Option<Cli>) -> anyhow::Result<Self> {
         // Install the recorder before anything records.
         let _ = crate::telemetry::metrics_handle();
         crate::metrics_help::describe();
+        crate::reload::describe_metrics();
         // TURN checks and `ice_servers` mints with the same secret, a random
         // one when none is configured.
         crate::ice::ensure_rest_secret(&mut cfg.turn);
@@ -126,18 +162,23 @@ impl Node {
         let (hub, cluster) = start_hub(&cfg, &life);
         let webhooks = crate::webhooks::start(&cfg, life.shutdown.clone(), &life.tasks)?;
         hub.set_webhooks(webhooks.clone());
-        forward_allocation_events(&turn, webhooks, &life);
+        forward_allocation_events(&turn, webhooks.clone(), &life);
         let auth = Arc::new(Authenticator::new(&cfg.auth)?);
+        let connections = Arc::new(Semaphore::new(cfg.limits.max_connections));
+        let limits = LiveLimits::new(conn_limits(&cfg));
         let state = AppState {
             signaling: Signaling {
                 hub: hub.clone(),
                 auth: auth.clone(),
                 ice: ice.clone(),
-                connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
-                limits: conn_limits(&cfg),
+                connections: connections.clone(),
+                limits: limits.clone(),
                 life: life.clone(),
             },
-            ice_api: IceApi { auth, ice },
+            ice_api: IceApi {
+                auth: auth.clone(),
+                ice: ice.clone(),
+            },
             health: Health {
                 shutdown: life.shutdown.clone(),
                 draining: life.draining.clone(),
@@ -203,13 +244,30 @@ impl Node {
             turn_tls: local_turn.tls,
             admin,
         };
+        let reloader = Reloader {
+            cli: source,
+            certs,
+            auth,
+            ice,
+            hub: hub.clone(),
+            turn: turn.clone(),
+            webhooks,
+            limits,
+            connections,
+            shutdown: life.shutdown.clone(),
+            tasks: life.tasks.clone(),
+            running: cfg,
+        };
         Ok(Self {
             bound,
             life,
             hub,
             cluster,
             turn,
-            shutdown_timeout: Duration::from_secs(cfg.http.shutdown_timeout_secs.max(1)),
+            shutdown_timeout: Duration::from_secs(
+                reloader.running.http.shutdown_timeout_secs.max(1),
+            ),
+            reloader,
         })
     }
 

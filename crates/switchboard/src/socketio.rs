@@ -120,17 +120,19 @@ async fn sweep_unconfirmed(
 fn layer(app: &Signaling, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
     // Engine.IO's client gives up after pingInterval + pingTimeout without a
     // ping; match the native face's heartbeat interval and timeout.
-    let ping_timeout = app
-        .limits
+    // Socket.IO's engine is configured once: a reload does not change
+    // these (docs/operations.md, Reload).
+    let limits = app.limits.get();
+    let ping_timeout = limits
         .heartbeat_timeout
-        .saturating_sub(app.limits.heartbeat_interval)
+        .saturating_sub(limits.heartbeat_interval)
         .max(Duration::from_secs(1));
-    let max_frame = app.limits.transport_max_frame;
+    let max_frame = limits.transport_max_frame;
     let (layer, io) = SocketIo::builder()
         .req_path(PATH)
-        .ping_interval(app.limits.heartbeat_interval)
+        .ping_interval(limits.heartbeat_interval)
         .ping_timeout(ping_timeout)
-        .max_buffer_size(app.limits.outbound_queue_frames.max(1))
+        .max_buffer_size(limits.outbound_queue_frames.max(1))
         // The core answers `too_large` over `limits.max_message_bytes`; this
         // is only the transport's own bound on a frame or a polling body, as
         // on `/ws`.
@@ -143,7 +145,7 @@ fn layer(app: &Signaling, keeper: Arc<Gatekeeper>) -> SocketIoLayer {
         .ws_read_buffer_size(1024)
         // Until CONNECT a session has passed no check but the origin and
         // the per-address cap of `Front`: it gets a few seconds.
-        .connect_timeout(app.limits.socketio_connect_timeout)
+        .connect_timeout(limits.socketio_connect_timeout)
         // The classic events are JSON. socketioxide would buffer up to
         // 10,000 attachments and 10 MB per packet, even before CONNECT; one
         // small attachment is still read, so that a client that sent one by
@@ -211,7 +213,7 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 /// Engine.IO with its own sessions).
 pub fn service(app: &Signaling, routes: axum::Router) -> Front<SocketIoService<axum::Router>> {
     let keeper = Gatekeeper::new(
-        app.limits.socketio_pending_per_ip.max(1),
+        app.limits.get().socketio_pending_per_ip.max(1),
         app.life.shutdown.clone(),
         app.life.draining.clone(),
     );
@@ -286,10 +288,9 @@ impl Admit {
             .headers
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok());
-        self.app
-            .auth
-            .check_origin(origin)
-            .map_err(Refused::Origin)?;
+        // One snapshot of the rules for the whole admission (reload).
+        let rules = self.app.auth.current();
+        rules.check_origin(origin).map_err(Refused::Origin)?;
         let from_auth = auth
             .and_then(Value::as_str)
             .and_then(|text| serde_json::from_str::<AuthPayload>(text).ok())
@@ -299,9 +300,7 @@ impl Admit {
                 .ok()
                 .and_then(|q| q.0.token)
         });
-        let identity = self
-            .app
-            .auth
+        let identity = rules
             .identify(token.as_deref(), None)
             .map_err(Refused::Token)?;
         let permit = self

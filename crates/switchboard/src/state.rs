@@ -3,7 +3,7 @@
 //! `FromRef`), so that the signaling faces, the HTTP API and the web assets
 //! never see each other's state.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::FromRef;
@@ -17,7 +17,7 @@ use crate::hub::Hub;
 use crate::ice::IceServers;
 use crate::turn::TurnService;
 
-/// Limits the connection tasks read on every frame.
+/// Limits a connection task takes when it opens.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     /// Bounded outbound queue, in frames.
@@ -37,6 +37,29 @@ pub struct ConnLimits {
     pub heartbeat_interval: Duration,
     /// Silence after which a connection counts as dropped.
     pub heartbeat_timeout: Duration,
+}
+
+/// [`ConnLimits`] that a reload replaces. A connection reads them once,
+/// when it opens, and keeps them for its life: new connections take new
+/// values, open ones are not disturbed.
+#[derive(Debug, Clone)]
+pub struct LiveLimits(Arc<RwLock<ConnLimits>>);
+
+impl LiveLimits {
+    /// Limits in force from the start.
+    pub fn new(limits: ConnLimits) -> Self {
+        Self(Arc::new(RwLock::new(limits)))
+    }
+
+    /// The limits in force now.
+    pub fn get(&self) -> ConnLimits {
+        *self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `limits` in force for the connections to come.
+    pub fn set(&self, limits: ConnLimits) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
 }
 
 /// Where the process is in its life, as every connection sees it.
@@ -83,8 +106,8 @@ pub struct Signaling {
     pub ice: Arc<IceServers>,
     /// Caps the number of signaling connections.
     pub connections: Arc<Semaphore>,
-    /// Per-connection limits.
-    pub limits: ConnLimits,
+    /// Per-connection limits, read when a connection opens.
+    pub limits: LiveLimits,
     /// Shutdown and the tasks it waits for.
     pub life: Lifecycle,
 }

@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -39,11 +39,66 @@ fn non_blocking<W: std::io::Write + Send + 'static>(w: W) -> (NonBlocking, Worke
         .finish(w)
 }
 
+/// The filter a reload replaces (`log.level`), once logging is installed.
+/// `None` inside when `RUST_LOG` chose the filter: it wins over the config,
+/// reloads included.
+static FILTER: OnceLock<Option<reload::Handle<EnvFilter, Registry>>> = OnceLock::new();
+
+/// Why `log.level` could not be changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogLevelError {
+    /// Not a tracing filter.
+    #[error("log.level {0:?} is not a tracing filter: {1}")]
+    Invalid(String, String),
+    /// The subscriber is gone (never happens while the process runs).
+    #[error("the log filter cannot be replaced: {0}")]
+    Gone(String),
+}
+
+/// What [`set_log_level`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevelChange {
+    /// The new filter is in force.
+    Applied,
+    /// `RUST_LOG` set the filter at start and still does.
+    EnvironmentWins,
+    /// Logging was not installed by [`init_logging`] (tests, embedders).
+    NotInstalled,
+}
+
+/// Checks that `level` is a filter [`set_log_level`] would take.
+pub fn check_log_level(level: &str) -> Result<(), LogLevelError> {
+    EnvFilter::try_new(level)
+        .map(drop)
+        .map_err(|e| LogLevelError::Invalid(level.to_owned(), e.to_string()))
+}
+
+/// Replaces the log filter for every line from now on (a reload).
+pub fn set_log_level(level: &str) -> Result<LogLevelChange, LogLevelError> {
+    let filter = EnvFilter::try_new(level)
+        .map_err(|e| LogLevelError::Invalid(level.to_owned(), e.to_string()))?;
+    match FILTER.get() {
+        None => Ok(LogLevelChange::NotInstalled),
+        Some(None) => Ok(LogLevelChange::EnvironmentWins),
+        Some(Some(handle)) => handle
+            .reload(filter)
+            .map(|()| LogLevelChange::Applied)
+            .map_err(|e| LogLevelError::Gone(e.to_string())),
+    }
+}
+
 /// Installs the global subscriber: stderr, plus the optional log file.
 pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<LogGuard> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.level))
-        .map_err(|e| anyhow::anyhow!("log.level {:?}: {e}", cfg.level))?;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_wins = from_env.is_some();
+    let filter = match from_env {
+        Some(f) => f,
+        None => EnvFilter::try_new(&cfg.level)
+            .map_err(|e| anyhow::anyhow!("log.level {:?}: {e}", cfg.level))?,
+    };
+    // Behind a reload layer, so that SIGHUP can change `log.level`.
+    let (filter, handle) = reload::Layer::new(filter);
     let json = cfg.format == LogFormat::Json;
     let mut guards = Vec::new();
     let mut counters = Vec::new();
@@ -89,6 +144,7 @@ pub fn init_logging(cfg: &LogConfig) -> anyhow::Result<LogGuard> {
         .try_init()
         .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))?;
     let _ = DROPPED.set(counters);
+    let _ = FILTER.set((!env_wins).then_some(handle));
     Ok(LogGuard(guards))
 }
 

@@ -53,6 +53,11 @@ pub enum TlsError {
     /// Only one of `tls.cert` and `tls.key` is set.
     #[error("tls.cert and tls.key go together")]
     HalfPair,
+    /// A reload without `tls.cert`/`tls.key` where the node serves them.
+    #[error(
+        "tls.cert and tls.key cannot be removed by a reload (the TLS listeners stay up): restart to turn TLS off"
+    )]
+    Removed,
     /// The development certificate could not be made.
     #[error("making a self-signed certificate: {0}")]
     SelfSigned(String),
@@ -86,6 +91,14 @@ impl ResolvesServerCert for SwapResolver {
                 .clone(),
         )
     }
+}
+
+/// A certificate pair read and checked by [`CertStore::stage`], not in use
+/// yet.
+#[derive(Debug)]
+pub struct StagedCert {
+    source: Source,
+    pair: Option<CertifiedKey>,
 }
 
 /// The certificate of every TLS listener, and the means to replace it.
@@ -181,34 +194,54 @@ impl CertStore {
     /// certificate changed. On error the certificate in use stays. A
     /// self-signed certificate is kept as it is.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let source = self.source();
-        match source {
-            Source::Files { cert, key } => self.swap_in(&cert, &key),
-            Source::SelfSigned => Ok(false),
-        }
+        let staged = self.stage_source(self.source())?;
+        Ok(self.install(staged))
     }
 
     /// Like [`Self::reload`], from other files (`tls.cert`/`tls.key` were
     /// changed in the config); later reloads read these.
     pub fn reload_from(&self, cert: &Path, key: &Path) -> Result<bool, TlsError> {
-        let changed = self.swap_in(cert, key)?;
-        *self.inner.source.lock().unwrap_or_else(|p| p.into_inner()) = Source::Files {
+        let staged = self.stage_source(Source::Files {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
+        })?;
+        Ok(self.install(staged))
+    }
+
+    /// Reads and checks the pair `[tls]` names, without using it yet
+    /// ([`Self::install`] does), so that a reload can check everything
+    /// before it changes anything. The files of a store made from files
+    /// cannot be taken away by a reload (the listeners stay up): that is
+    /// refused. A self-signed store stays self-signed unless files are named.
+    pub fn stage(&self, cfg: &TlsConfig) -> Result<StagedCert, TlsError> {
+        let source = match (&cfg.cert, &cfg.key, self.source()) {
+            (Some(cert), Some(key), _) => Source::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (None, None, Source::SelfSigned) => Source::SelfSigned,
+            (None, None, Source::Files { .. }) => return Err(TlsError::Removed),
+            _ => return Err(TlsError::HalfPair),
         };
-        Ok(changed)
+        self.stage_source(source)
     }
 
-    fn source(&self) -> Source {
-        self.inner
-            .source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn stage_source(&self, source: Source) -> Result<StagedCert, TlsError> {
+        let pair = match &source {
+            Source::Files { cert, key } => Some(read_pair(cert, key, &self.inner.provider)?),
+            Source::SelfSigned => None,
+        };
+        Ok(StagedCert { source, pair })
     }
 
-    fn swap_in(&self, cert: &Path, key: &Path) -> Result<bool, TlsError> {
-        let pair = read_pair(cert, key, &self.inner.provider)?;
+    /// Serves `staged` to every handshake from now on; returns whether the
+    /// certificate changed.
+    pub fn install(&self, staged: StagedCert) -> bool {
+        let StagedCert { source, pair } = staged;
+        *self.inner.source.lock().unwrap_or_else(|p| p.into_inner()) = source;
+        let Some(pair) = pair else {
+            return false;
+        };
         let mut current = self
             .inner
             .resolver
@@ -217,7 +250,15 @@ impl CertStore {
             .unwrap_or_else(|p| p.into_inner());
         let changed = current.cert != pair.cert;
         *current = Arc::new(pair);
-        Ok(changed)
+        changed
+    }
+
+    fn source(&self) -> Source {
+        self.inner
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The end-entity certificate served now (DER).

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::hub::{ConnSink, QueueFull};
 use crate::ice::MintFor;
 use crate::read_ahead::ReadAhead;
-use crate::state::Signaling;
+use crate::state::{ConnLimits, Signaling};
 
 /// A native connection's WebSocket, on its upgraded HTTP/1.1 stream.
 type WebSocket = WebSocketStream<ReadAhead<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -57,11 +57,14 @@ pub async fn handler(
     };
     let headers = req.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if let Err(e) = app.auth.check_origin(origin) {
+    // One snapshot for the whole request: a reload in between cannot mix
+    // two configurations' checks.
+    let auth = app.auth.current();
+    if let Err(e) = auth.check_origin(origin) {
         tracing::info!(%remote, "refused: {e}");
         return (StatusCode::FORBIDDEN, e.to_string()).into_response();
     }
-    let identity = match app.auth.identify(q.token.as_deref(), q.user.as_deref()) {
+    let identity = match auth.identify(q.token.as_deref(), q.user.as_deref()) {
         // The core caps sessions in grace per source IP.
         Ok(id) => switchboard_signal::Identity {
             source_ip: Some(remote.ip()),
@@ -90,7 +93,8 @@ pub async fn handler(
         metrics::counter!("switchboard_connections_refused_total").increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
-    let max_frame = app.limits.transport_max_frame;
+    let limits = app.limits.get();
+    let max_frame = limits.transport_max_frame;
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_frame))
         .max_frame_size(Some(max_frame))
@@ -107,6 +111,8 @@ pub async fn handler(
         app,
         remote,
         identity,
+        verified: auth.enabled(),
+        limits,
         query: q,
         permit,
     });
@@ -198,6 +204,11 @@ struct Pending {
     app: Signaling,
     remote: std::net::SocketAddr,
     identity: switchboard_signal::Identity,
+    /// The identity came from a token (auth was on for this request).
+    verified: bool,
+    /// The limits in force when the request came, kept for the
+    /// connection's life.
+    limits: ConnLimits,
     host: String,
     query: WsQuery,
     permit: tokio::sync::OwnedSemaphorePermit,
@@ -333,6 +344,8 @@ impl Conn {
             app,
             remote,
             identity,
+            verified,
+            limits,
             host,
             query: q,
             permit,
@@ -340,8 +353,8 @@ impl Conn {
         let id = app.hub.next_conn_id();
         let sink = Arc::new(NativeSink {
             queue: Mutex::new(Queue::default()),
-            cap: app.limits.outbound_queue_frames.max(1),
-            cap_bytes: app.limits.outbound_queue_bytes,
+            cap: limits.outbound_queue_frames.max(1),
+            cap_bytes: limits.outbound_queue_bytes,
             ready: Notify::new(),
             close: OnceLock::new(),
         });
@@ -349,7 +362,7 @@ impl Conn {
         // idle connection, and the conn number ties the lines together.
         let user = identity.user.clone();
         // Only a verified `sub` names the TURN user; `?user=` proves nothing.
-        let sub = app.auth.enabled().then_some(user.as_deref()).flatten();
+        let sub = verified.then_some(user.as_deref()).flatten();
         let ice = |peer: &str| {
             app.ice
                 .grant(
@@ -466,11 +479,12 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let now = Instant::now();
+    let limits = app.limits.get();
     let mut hb = Heartbeat {
         last_seen: now,
-        next_ping: now + app.limits.heartbeat_interval,
-        interval: app.limits.heartbeat_interval,
-        timeout: app.limits.heartbeat_timeout,
+        next_ping: now + limits.heartbeat_interval,
+        interval: limits.heartbeat_interval,
+        timeout: limits.heartbeat_timeout,
     };
     // One timer for pings and silence, re-armed only when it fires: arming
     // a timer per frame would cost more than the frame.
@@ -712,7 +726,7 @@ mod tests {
                     .expect("a secret"),
             ),
             connections: Arc::new(tokio::sync::Semaphore::new(1)),
-            limits: crate::state::ConnLimits {
+            limits: crate::state::LiveLimits::new(crate::state::ConnLimits {
                 outbound_queue_frames: 8,
                 outbound_queue_bytes: 1 << 16,
                 transport_max_frame: 1 << 20,
@@ -720,7 +734,7 @@ mod tests {
                 socketio_pending_per_ip: 16,
                 heartbeat_interval: interval,
                 heartbeat_timeout: timeout,
-            },
+            }),
             life: crate::state::Lifecycle::new(1001),
         }
     }
