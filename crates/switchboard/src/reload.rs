@@ -112,7 +112,10 @@ impl Reloader {
             }
             Err(e) => {
                 metrics::counter!(METRIC, "result" => "refused").increment(1);
-                tracing::error!("reload refused, the running configuration stays: {e}");
+                // One line, for log shippers: TOML errors come with a
+                // multi-line excerpt of the file.
+                let why = e.to_string().replace('\n', " ");
+                tracing::error!("reload refused, the running configuration stays: {why}");
             }
         }
         outcome

@@ -222,3 +222,43 @@ fn a_rate_limited_frame_is_not_parsed() {
     h.text(a.conn, r#"{"id":7,"type":"#);
     h.expect_error(a.conn, "rate_limited", Some(json!(7)));
 }
+
+#[test]
+fn reconfigure_applies_to_the_next_join_and_keeps_who_is_in() {
+    let mut h = H::new(Config {
+        max_peers: 3,
+        ..Config::default()
+    });
+    let clients: Vec<_> = (0..3).map(|_| h.connect()).collect();
+    for c in &clients[..2] {
+        h.join(c, "r");
+    }
+    let mut tighter = h.core.config().clone();
+    tighter.max_peers = 2;
+    tighter.max_message_bytes = 100;
+    tighter.replay_frames = 1;
+    h.core.reconfigure(tighter);
+    let _ = h.take(clients[0].conn);
+    let _ = h.take(clients[1].conn);
+    // The two in stay in and talk; the third finds the room full now.
+    h.send(clients[2].conn, json!({"type":"join","room":"r","id":1}));
+    h.expect(
+        clients[2].conn,
+        json!({"type":"full","room":"r","reply_to":1}),
+    );
+    h.send(
+        clients[0].conn,
+        json!({"type":"message","room":"r","data":"x".repeat(200)}),
+    );
+    h.expect_error(clients[0].conn, "too_large", None);
+    h.send(
+        clients[0].conn,
+        json!({"type":"message","room":"r","data":"hi"}),
+    );
+    assert_eq!(h.next(clients[1].conn)["data"], "hi");
+    assert_eq!(
+        h.core.config().replay_frames,
+        Config::default().replay_frames,
+        "the replay buffers' size is a restart's"
+    );
+}
