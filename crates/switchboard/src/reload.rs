@@ -175,39 +175,51 @@ impl Reloader {
         })
     }
 
-    /// `limits.max_connections` from `from` to `to`: more room at once;
-    /// less as open connections close (none is cut), by a task that takes
-    /// the permits they give back and drops them.
     fn resize_connections(&self, from: usize, to: usize) {
-        if to > from {
-            let room = Semaphore::MAX_PERMITS.saturating_sub(self.connections.available_permits());
-            self.connections.add_permits((to - from).min(room));
-            return;
-        }
-        let excess = from - to;
-        if excess == 0 {
-            return;
-        }
-        let taken = self.connections.forget_permits(excess);
-        let owed = u32::try_from(excess - taken).unwrap_or(u32::MAX);
-        if owed == 0 {
-            return;
-        }
-        let connections = self.connections.clone();
-        let shutdown = self.shutdown.clone();
-        // The semaphore is fair: the permits closing connections release go
-        // to this waiter before any new connection.
-        self.tasks.spawn(async move {
-            tokio::select! {
-                permits = connections.acquire_many_owned(owed) => {
-                    if let Ok(permits) = permits {
-                        permits.forget();
-                    }
-                }
-                () = shutdown.cancelled() => {}
-            }
-        });
+        resize(
+            &self.connections,
+            from,
+            to,
+            &self.tasks,
+            self.shutdown.clone(),
+        );
     }
+}
+
+/// `limits.max_connections` from `from` to `to`: more room at once; less
+/// as open connections close (none is cut), by a task that takes the
+/// permits they give back and drops them.
+fn resize(
+    connections: &Arc<Semaphore>,
+    from: usize,
+    to: usize,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    if to > from {
+        let room = Semaphore::MAX_PERMITS.saturating_sub(connections.available_permits());
+        connections.add_permits((to - from).min(room));
+        return;
+    }
+    let excess = from - to;
+    let taken = connections.forget_permits(excess);
+    let owed = u32::try_from(excess - taken).unwrap_or(u32::MAX);
+    if owed == 0 {
+        return;
+    }
+    let connections = connections.clone();
+    // The semaphore is fair: the permits closing connections release go to
+    // this waiter before any new connection.
+    tasks.spawn(async move {
+        tokio::select! {
+            permits = connections.acquire_many_owned(owed) => {
+                if let Ok(permits) = permits {
+                    permits.forget();
+                }
+            }
+            () = shutdown.cancelled() => {}
+        }
+    });
 }
 
 fn log_applied(with_file: bool, done: &Reloaded) {
@@ -235,5 +247,42 @@ fn log_applied(with_file: bool, done: &Reloaded) {
             keys = %restart_only.join(", "),
             "reload: changed keys NOT applied; they need a restart"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lowering_max_connections_cuts_nobody_and_waits_for_closes() {
+        let sem = Arc::new(Semaphore::new(4));
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let held: Vec<_> = (0..3)
+            .map(|_| sem.clone().try_acquire_owned().expect("room"))
+            .collect();
+        // 4 -> 2 with 3 open: the free one goes now, one more when a
+        // connection closes; the three stay open meanwhile.
+        resize(&sem, 4, 2, &tasks, stop.clone());
+        assert_eq!(sem.available_permits(), 0);
+        let mut held = held.into_iter();
+        drop(held.next());
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !tasks.is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the waiter took the released permit");
+        assert!(
+            sem.clone().try_acquire_owned().is_err(),
+            "two open, cap two"
+        );
+        drop(held.next());
+        assert_eq!(sem.available_permits(), 1);
+        // And up again: room at once.
+        resize(&sem, 2, 5, &tasks, stop);
+        assert_eq!(sem.available_permits(), 4);
     }
 }

@@ -553,3 +553,38 @@ async fn without_a_config_file_sighup_reads_the_certificate_files_only() {
     exchange(&mut p1, &mut p2, 2).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `ice_servers` credentials from `/api/ice-servers`.
+async fn minted(node: &Node) -> (String, String) {
+    let (status, body) = http_get(&node.http, "/api/ice-servers", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let ice: Value = serde_json::from_str(&body).expect("json");
+    let s = &ice["ice_servers"][0];
+    (
+        s["username"].as_str().expect("username").to_owned(),
+        s["credential"].as_str().expect("credential").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_file_without_a_rest_secret_keeps_the_random_one_across_reloads() {
+    let dir = temp_dir("secret");
+    let a = pair();
+    write_pair(&dir, &a.cert_pem, &a.key_pem);
+    let file = dir.join("switchboard.toml");
+    std::fs::write(&file, config(&dir, "[rooms]\nmax_peers = 4\n")).expect("config");
+    let node = Node::start(&["--config", file.to_str().expect("utf8")]).await;
+    let turn_udp = node.addr("turn_udp");
+    let (user1, pass1) = minted(&node).await;
+    let mut before = allocated(Conn::udp(turn_udp).await, &user1, &pass1).await;
+
+    std::fs::write(&file, config(&dir, "[rooms]\nmax_peers = 5\n")).expect("config");
+    node.reload("applied").await;
+    // TURN and the minter still agree, on the same random secret: a
+    // credential from before and one from after both allocate.
+    let (user2, pass2) = minted(&node).await;
+    allocated(Conn::udp(turn_udp).await, &user2, &pass2).await;
+    allocated(Conn::udp(turn_udp).await, &user1, &pass1).await;
+    refreshes(&mut before).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
