@@ -20,6 +20,7 @@ use crate::config::{Cli, Config, ConfigChanges};
 use crate::hub::Hub;
 use crate::ice::IceServers;
 use crate::state::LiveLimits;
+use crate::telemetry::LogLevelChange;
 use crate::tls::{CertStore, TlsError};
 use crate::turn::TurnService;
 use crate::webhooks::Webhooks;
@@ -164,9 +165,13 @@ impl Reloader {
             self.running.limits.max_connections,
             in_force.limits.max_connections,
         );
-        if let Err(e) = crate::telemetry::set_log_level(&in_force.log.level) {
+        match crate::telemetry::set_log_level(&in_force.log.level) {
+            Ok(LogLevelChange::EnvironmentWins) if in_force.log.level != self.running.log.level => {
+                tracing::warn!("log.level not applied: RUST_LOG is set, and wins");
+            }
+            Ok(_) => {}
             // Checked above; a subscriber that is gone is not the config's fault.
-            tracing::warn!("log.level not changed: {e}");
+            Err(e) => tracing::warn!("log.level not changed: {e}"),
         }
         self.running = in_force;
         Ok(Reloaded {
