@@ -51,6 +51,11 @@ struct Node {
 
 impl Node {
     async fn start(args: &[&str]) -> Node {
+        Self::start_tls_on("127.0.0.1:0", "127.0.0.1:0", args).await
+    }
+
+    /// With HTTPS on `https` and TURN over TLS on `turn_tls`.
+    async fn start_tls_on(https: &str, turn_tls: &str, args: &[&str]) -> Node {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "--http-listen",
@@ -58,9 +63,9 @@ impl Node {
             "--turn-listen",
             "127.0.0.1:0",
             "--https-listen",
-            "127.0.0.1:0",
+            https,
             "--turn-tls-listen",
-            "127.0.0.1:0",
+            turn_tls,
             "--admin-listen",
             "",
         ])
@@ -586,5 +591,55 @@ async fn a_file_without_a_rest_secret_keeps_the_random_one_across_reloads() {
     allocated(Conn::udp(turn_udp).await, &user2, &pass2).await;
     allocated(Conn::udp(turn_udp).await, &user1, &pass1).await;
     refreshes(&mut before).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A free TCP port of 127.0.0.1 now (the one TLS port needs a port that
+/// both keys name, so not 0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test]
+async fn the_one_tls_port_takes_the_new_certificate_for_https_and_turn() {
+    let dir = temp_dir("oneport");
+    let (a, b) = (pair(), pair());
+    write_pair(&dir, &a.cert_pem, &a.key_pem);
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let node = Node::start_tls_on(
+        &addr,
+        &addr,
+        &[
+            "--tls-cert",
+            cert.to_str().expect("utf8"),
+            "--tls-key",
+            key.to_str().expect("utf8"),
+        ],
+    )
+    .await;
+    let port: SocketAddr = addr.parse().expect("addr");
+    assert_eq!(node.addr("https"), port);
+    assert_eq!(node.addr("turn_tls"), port);
+    let mut secure = wss(port, &a.der).await;
+    wss_recv(&mut secure, "welcome").await;
+    let (user, pass) = minted(&node).await;
+    let mut over_tls = allocated(Conn::tls(port, client_config(&a.der)).await, &user, &pass).await;
+
+    write_pair(&dir, &b.cert_pem, &b.key_pem);
+    node.reload("applied").await;
+    presented(port, &b.der).await.expect("B on the shared port");
+    let mut fresh = allocated(Conn::tls(port, client_config(&b.der)).await, &user, &pass).await;
+    refreshes(&mut fresh).await;
+    // The connections of before are still served.
+    refreshes(&mut over_tls).await;
+    secure
+        .send(Message::text(r#"{"type":"ping","id":1}"#))
+        .await
+        .expect("send");
+    wss_recv(&mut secure, "pong").await;
     let _ = std::fs::remove_dir_all(&dir);
 }
