@@ -260,39 +260,6 @@ async fn lifecycle_events_reach_every_subscriber_and_disabled_turn_is_empty() {
 }
 
 const UCLIENT: &str = "turnutils_uclient";
-const PEER: &str = "turnutils_peer";
-
-fn have(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
-}
-
-/// turnutils_peer echoes every datagram; waits until it does.
-async fn start_echo_peer() -> (tokio::process::Child, SocketAddr) {
-    let port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let child = Command::new(PEER)
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("turnutils_peer starts");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    for _ in 0..100 {
-        probe.send_to(b"ping", addr).await.unwrap();
-        let mut buf = [0u8; 16];
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_millis(50), probe.recv_from(&mut buf)).await
-        {
-            return (child, addr);
-        }
-    }
-    panic!("turnutils_peer did not come up on {addr}");
-}
 
 /// `(sent, received)` from uclient's final report.
 fn totals(output: &str) -> Option<(u64, u64)> {

@@ -9,19 +9,12 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::process::Command;
 use turn_support::*;
 
 const UCLIENT: &str = "turnutils_uclient";
-const PEER: &str = "turnutils_peer";
 const CLIENTS: u32 = 4;
 const MESSAGES: u32 = 150;
-
-fn have(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
-}
 
 /// True when the coturn tools are there; otherwise skips loudly, except in
 /// CI where their absence is a failure.
@@ -37,33 +30,6 @@ fn coturn_available() -> bool {
         "\n*** SKIPPING coturn interop: {UCLIENT}/{PEER} not installed (apt-get install -y coturn) ***\n"
     );
     false
-}
-
-/// turnutils_peer echoes every datagram; waits until it does.
-async fn start_peer() -> (tokio::process::Child, SocketAddr) {
-    let port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let child = Command::new(PEER)
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("turnutils_peer starts");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    for _ in 0..100 {
-        probe.send_to(b"ping", addr).await.unwrap();
-        let mut buf = [0u8; 16];
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_millis(50), probe.recv_from(&mut buf)).await
-        {
-            return (child, addr);
-        }
-    }
-    panic!("turnutils_peer did not come up on {addr}");
 }
 
 /// Totals from uclient's last report.
@@ -152,7 +118,7 @@ async fn coturn_uclient_over_udp_and_tcp() {
         return;
     }
     let server = start(&interop_settings("61000-62999"), None).await;
-    let (_peer, peer) = start_peer().await;
+    let (_peer, peer) = start_echo_peer().await;
     let udp = server.service.local_udp().unwrap();
     // Without -c uclient allocates RTP/RTCP pairs: EVEN-PORT with the R bit,
     // then RESERVATION-TOKEN; -c leaves the RTCP allocation out.
@@ -202,7 +168,7 @@ async fn coturn_uclient_over_tls() {
     }
     let (server_tls, _) = tls_pair();
     let server = start(&interop_settings("63000-64999"), Some(server_tls)).await;
-    let (_peer, peer) = start_peer().await;
+    let (_peer, peer) = start_echo_peer().await;
     let tls = server.service.local_tls().unwrap();
     check(
         "TLS, static user",

@@ -341,3 +341,39 @@ pub async fn peer_recv(peer: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
     buf.truncate(n);
     Some((buf, from))
 }
+
+/// coturn's echo peer.
+pub const PEER: &str = "turnutils_peer";
+
+/// Whether `binary` is on the PATH.
+pub fn have(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+}
+
+/// turnutils_peer echoes every datagram; waits until it does.
+pub async fn start_echo_peer() -> (tokio::process::Child, SocketAddr) {
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let child = tokio::process::Command::new(PEER)
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("turnutils_peer starts");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..100 {
+        probe.send_to(b"ping", addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(50), probe.recv_from(&mut buf)).await
+        {
+            return (child, addr);
+        }
+    }
+    panic!("turnutils_peer did not come up on {addr}");
+}
