@@ -1,3 +1,4 @@
+# usage: redis-server --port 7391 --save "" --appendonly no &; python3 measure.py 7391 lean.lua 176 lua|plain
 import socket, time, sys, os
 def enc(args):
     out=[b'*%d\r\n'%len(args)]
