@@ -6,7 +6,10 @@
 //! ```
 //! use switchboard_signal_proto::{ClientFrame, Request, RequestId, ServerFrame, ServerEvent};
 //!
-//! let join = ClientFrame::with_id(7, Request::Join { room: "lobby".into(), meta: None });
+//! let join = ClientFrame::with_id(
+//!     7,
+//!     Request::Join { room: "lobby".into(), meta: None, media: None },
+//! );
 //! assert_eq!(
 //!     serde_json::to_string(&join).unwrap(),
 //!     r#"{"id":7,"type":"join","room":"lobby"}"#
@@ -220,6 +223,37 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// How a room carries media (PROTOCOL.md §7): decided by the join that
+/// makes the room (its `media`, else the server's `rooms.media`); a later
+/// join gets the room's kind whatever it asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    /// Peers send their media to each other (one connection per pair).
+    #[default]
+    Mesh,
+    /// Each peer sends its media once, to the server, which forwards it;
+    /// offers, answers and candidates go with the server as `media`.
+    Sfu,
+}
+
+impl MediaKind {
+    /// The wire spelling: `"mesh"` or `"sfu"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Mesh => "mesh",
+            MediaKind::Sfu => "sfu",
+        }
+    }
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A client request (PROTOCOL.md §1 and §3), tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -231,6 +265,11 @@ pub enum Request {
         /// Shown to the other peers in `peers` and `other_joined`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         meta: Option<Value>,
+        /// The kind of the room if this join makes it (PROTOCOL.md §7);
+        /// absent: the server's `rooms.media`. Ignored for a room that
+        /// exists: `joined.media` says which it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaKind>,
     },
     /// Leave a room.
     Leave {
@@ -245,6 +284,15 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<String>,
         /// Anything JSON; opaque to the server.
+        data: Value,
+    },
+    /// Negotiation with the server's media relay in an SFU room (§7): no
+    /// reply on success (the server's answer comes as a `media` frame).
+    Media {
+        /// Room name: an SFU room the client is in.
+        room: String,
+        /// `{"kind":"offer"|"answer","sdp":..}` or
+        /// `{"kind":"candidate","candidate":{..}}` (an `RTCIceCandidateInit`).
         data: Value,
     },
     /// Answered by `pong`.
@@ -374,6 +422,10 @@ pub enum ServerEvent {
         peer: String,
         /// The peers already in the room, in join order.
         peers: Vec<PeerInfo>,
+        /// The room's kind (always sent; read as `mesh` when absent, as
+        /// from a server before §7).
+        #[serde(default)]
+        media: MediaKind,
     },
     /// Someone entered a room this client is in.
     OtherJoined {
@@ -410,6 +462,15 @@ pub enum ServerEvent {
         /// The sender's `data`, verbatim.
         data: Value,
     },
+    /// From the server's media relay in an SFU room (§7): an offer, an
+    /// answer or a candidate, in the shapes of [`Request::Media`].
+    Media {
+        /// Room name.
+        room: String,
+        /// `{"kind":"offer"|"answer","sdp":..}` or
+        /// `{"kind":"candidate","candidate":{..}}`.
+        data: Value,
+    },
     /// Reply to a `message` that had an `id`.
     Ack {
         /// Recipients it was queued for.
@@ -423,7 +484,8 @@ pub enum ServerEvent {
         code: ErrorCode,
         /// Human-readable text.
         message: String,
-        /// The room it concerns, on `kicked`.
+        /// The room it concerns: on `kicked`, and on errors of an SFU
+        /// room's media (§7).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
     },
@@ -511,13 +573,32 @@ mod tests {
         prop::option::of(arb_value().prop_filter("null meta is absent", |v| !v.is_null()))
     }
 
+    fn arb_media() -> impl Strategy<Value = MediaKind> {
+        prop_oneof![Just(MediaKind::Mesh), Just(MediaKind::Sfu)]
+    }
+
+    /// The shapes of §7, and anything else (the types do not check `data`).
+    fn arb_media_data() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            ".{0,40}".prop_map(|sdp| json!({"kind":"offer","sdp":sdp})),
+            ".{0,40}".prop_map(|sdp| json!({"kind":"answer","sdp":sdp})),
+            (".{0,30}", prop::option::of(0u16..4)).prop_map(|(c, line)| json!({
+                "kind":"candidate",
+                "candidate":{"candidate":c,"sdpMid":"0","sdpMLineIndex":line}
+            })),
+            arb_value(),
+        ]
+    }
+
     fn arb_request() -> impl Strategy<Value = Request> {
         let s = || ".{0,20}";
         prop_oneof![
-            (s(), arb_meta()).prop_map(|(room, meta)| Request::Join { room, meta }),
+            (s(), arb_meta(), prop::option::of(arb_media()))
+                .prop_map(|(room, meta, media)| Request::Join { room, meta, media }),
             s().prop_map(|room| Request::Leave { room }),
             (s(), prop::option::of(s()), arb_value())
                 .prop_map(|(room, to, data)| Request::Message { room, to, data }),
+            (s(), arb_media_data()).prop_map(|(room, data)| Request::Media { room, data }),
             Just(Request::Ping),
             (s(), arb_meta()).prop_map(|(to, meta)| Request::Call { to, meta }),
             s().prop_map(|call| Request::Accept { call }),
@@ -547,16 +628,22 @@ mod tests {
                     credential: None
                 }],
             }),
-            (s(), s(), prop::collection::vec((s(), arb_value()), 0..3)).prop_map(
-                |(room, peer, peers)| ServerEvent::Joined {
+            (
+                s(),
+                s(),
+                prop::collection::vec((s(), arb_value()), 0..3),
+                arb_media()
+            )
+                .prop_map(|(room, peer, peers, media)| ServerEvent::Joined {
                     room,
                     peer,
                     peers: peers
                         .into_iter()
                         .map(|(peer, meta)| PeerInfo { peer, meta })
                         .collect(),
-                }
-            ),
+                    media,
+                }),
+            (s(), arb_media_data()).prop_map(|(room, data)| ServerEvent::Media { room, data }),
             (s(), s(), arb_value()).prop_map(|(room, from, data)| ServerEvent::Message {
                 room,
                 from,
@@ -568,6 +655,11 @@ mod tests {
                 code: ErrorCode::NoSuchPeer,
                 message,
                 room: None,
+            }),
+            (s(), s()).prop_map(|(message, room)| ServerEvent::Error {
+                code: ErrorCode::BadRequest,
+                message,
+                room: Some(room),
             }),
             (s(), s()).prop_map(|(message, room)| ServerEvent::Error {
                 code: ErrorCode::Kicked,
@@ -645,6 +737,58 @@ mod tests {
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"join"}"#).is_err());
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"ping","id":1.5}"#).is_err());
+    }
+
+    #[test]
+    fn media_spellings() {
+        let join = ClientFrame::new(Request::Join {
+            room: "r".into(),
+            meta: None,
+            media: Some(MediaKind::Sfu),
+        });
+        assert_eq!(
+            serde_json::to_string(&join).unwrap(),
+            r#"{"type":"join","room":"r","media":"sfu"}"#
+        );
+        let plain: ClientFrame = serde_json::from_str(r#"{"type":"join","room":"r"}"#).unwrap();
+        assert!(matches!(plain.request, Request::Join { media: None, .. }));
+        assert!(
+            serde_json::from_str::<ClientFrame>(r#"{"type":"join","room":"r","media":"p2p"}"#)
+                .is_err()
+        );
+        // `joined` always says the kind; a frame without it is a mesh room's.
+        let joined = ServerFrame {
+            seq: Some(1),
+            reply_to: None,
+            event: ServerEvent::Joined {
+                room: "r".into(),
+                peer: "p".into(),
+                peers: vec![],
+                media: MediaKind::Mesh,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&joined).unwrap(),
+            r#"{"seq":1,"type":"joined","room":"r","peer":"p","peers":[],"media":"mesh"}"#
+        );
+        let old: ServerFrame =
+            serde_json::from_str(r#"{"seq":1,"type":"joined","room":"r","peer":"p","peers":[]}"#)
+                .unwrap();
+        assert_eq!(old, joined);
+        let media = ServerFrame {
+            seq: Some(2),
+            reply_to: None,
+            event: ServerEvent::Media {
+                room: "r".into(),
+                data: json!({"kind":"answer","sdp":"v=0\r\n"}),
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&media).unwrap(),
+            r#"{"seq":2,"type":"media","room":"r","data":{"kind":"answer","sdp":"v=0\r\n"}}"#
+        );
+        assert_eq!(MediaKind::default(), MediaKind::Mesh);
+        assert_eq!(MediaKind::Sfu.to_string(), "sfu");
     }
 
     /// `fuzz/smoke.sh` (target `signal_client_frame`) found that this

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use switchboard_signal_proto::ErrorCode;
+use switchboard_signal_proto::{ErrorCode, MediaKind};
 
 use crate::cluster::{Command, NodeId, ReqId, RoomInfo, RoomMembers, Text};
 use crate::clustered::Pending;
@@ -72,24 +72,9 @@ pub enum AdminRequest {
     },
 }
 
-/// How a room carries media (PROTOCOL.md §7). Every room is a mesh room
-/// until the SFU comes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Media {
-    /// Peers send their media to each other.
-    Mesh,
-}
-
-impl Media {
-    /// The wire spelling: `"mesh"`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Media::Mesh => "mesh",
-        }
-    }
-}
+/// How a room carries media (PROTOCOL.md §7): the admin views' name for
+/// [`MediaKind`].
+pub type Media = MediaKind;
 
 /// One room in the list of `GET /admin/api/rooms`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,6 +45,8 @@
 //!         }
 //!         // Only from a clustered core (`SignalCore::clustered`).
 //!         Output::Backplane(_) | Output::ClassicReply { .. } => {}
+//!         // SFU rooms only: for the media relay (see `MediaOutput`).
+//!         Output::Media(_) => {}
 //!     }
 //! }
 //! while let Some(event) = core.poll_event() {
@@ -174,6 +176,7 @@ mod cluster_calls;
 mod cluster_sessions;
 mod clustered;
 mod idmap;
+mod media;
 mod native;
 mod observe;
 mod outbox;
@@ -195,13 +198,14 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde_json::Value;
 use switchboard_signal_proto::RequestId;
-pub use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer};
+pub use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer, MediaKind};
 
 pub use crate::admin::{
     AdminAnswer, AdminError, AdminId, AdminReply, AdminRequest, Media, PeerView, RoomDetail,
     RoomSummary,
 };
 pub use crate::classic::{ClassicArg, ClassicArgs};
+pub use crate::media::MediaOutput;
 pub use crate::observe::{
     Counters, EVENT_QUEUE_CAP, EndReason, Event, LeaveReason, ResumeFailReason,
 };
@@ -293,6 +297,10 @@ pub struct Config {
     pub max_suspended_per_user: usize,
     /// `session.max_suspended_per_ip`: the same per source IP.
     pub max_suspended_per_ip: usize,
+    /// `rooms.media`: the kind of a room made by a join that does not say
+    /// (PROTOCOL.md §7). A clustered core refuses joins that would make an
+    /// SFU room (SFU rooms need a single node for now).
+    pub default_media: MediaKind,
 }
 
 /// What one member adds to `joined` besides its meta: the peer id and the
@@ -320,6 +328,7 @@ impl Default for Config {
             max_ringing_per_caller: 4,
             max_suspended_per_user: 8,
             max_suspended_per_ip: 128,
+            default_media: MediaKind::Mesh,
         }
     }
 }
@@ -401,6 +410,11 @@ pub enum Output {
         /// The payload, as `handle_classic` would have returned it.
         payload: Value,
     },
+    /// For the media relay (SFU rooms only, PROTOCOL.md §7): a native peer
+    /// entered or left an SFU room, or sent a `media` request. Hand them
+    /// to the SFU in order; its answers go back with
+    /// [`SignalCore::send_media`] and [`SignalCore::media_error`].
+    Media(MediaOutput),
 }
 
 /// The signaling state machine: sessions, rooms, replay buffers, calls.

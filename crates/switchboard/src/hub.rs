@@ -373,6 +373,9 @@ impl Hub {
                         }
                         continue;
                     }
+                    // No media relay yet: h/sfu-shell replaces this arm
+                    // with the hand-over to the SFU driver.
+                    Output::Media(_) => continue,
                 };
                 if let Some(Err(QueueFull)) = queued {
                     // Detach at once: a later frame of this same drain must

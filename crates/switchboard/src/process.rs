@@ -56,6 +56,8 @@ pub(crate) fn core_config(cfg: &Config) -> switchboard_signal::Config {
         max_ringing_per_caller: cfg.calls.max_ringing_per_caller,
         max_suspended_per_user: cfg.session.max_suspended_per_user,
         max_suspended_per_ip: cfg.session.max_suspended_per_ip,
+        // h/sfu-shell fills it from `rooms.media`.
+        default_media: switchboard_signal::MediaKind::Mesh,
     }
 }
 

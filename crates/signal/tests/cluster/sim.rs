@@ -373,6 +373,7 @@ impl Sim {
                         self.clients[c].conn = None;
                     }
                 }
+                Output::Media(m) => panic!("SFU rooms need a single node for now: {m:?}"),
                 Output::Backplane(cmd) => {
                     if self.nodes[node].alive && !self.nodes[node].cut {
                         let d = self.delay();

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use switchboard_signal::{
-    ClassicEvent, Config, ConnId, Disconnect, Face, IceServer, Identity, Output, SignalCore,
+    ClassicEvent, Config, ConnId, Disconnect, Face, IceServer, Identity, MediaOutput, Output,
+    SignalCore,
 };
 use switchboard_signal_proto::ServerFrame;
 
@@ -25,6 +26,8 @@ pub struct H {
     inbox: HashMap<ConnId, VecDeque<Value>>,
     events: HashMap<ConnId, VecDeque<ClassicEvent>>,
     pub closes: Vec<(ConnId, u16, &'static str)>,
+    /// What the core told the media relay, in order.
+    pub media: Vec<MediaOutput>,
 }
 
 pub fn ice(peer: &str) -> Vec<IceServer> {
@@ -63,6 +66,7 @@ impl H {
             inbox: HashMap::new(),
             events: HashMap::new(),
             closes: Vec::new(),
+            media: Vec::new(),
         }
     }
 
@@ -167,6 +171,7 @@ impl H {
                     self.events.entry(conn).or_default().push_back(event);
                 }
                 Output::Close { conn, code, reason } => self.closes.push((conn, code, reason)),
+                Output::Media(m) => self.media.push(m),
                 Output::Backplane(cmd) => panic!("a node alone has no backplane: {cmd:?}"),
                 Output::ClassicReply { .. } => panic!("a node alone answers classic acks at once"),
             }

@@ -150,6 +150,7 @@ impl World {
                     }
                 }
                 Output::Classic { .. } => {}
+                Output::Media(m) => panic!("no SFU room here: {m:?}"),
                 Output::Backplane(_) | Output::ClassicReply { .. } => {
                     panic!("a node alone has no backplane")
                 }
