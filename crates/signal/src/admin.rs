@@ -297,7 +297,7 @@ impl SignalCore {
             .iter()
             .map(|r| RoomSummary {
                 room: r.name.to_string(),
-                media: Media::Mesh,
+                media: r.media,
                 peers: r.members.len(),
                 created: r.created,
             })
@@ -330,7 +330,7 @@ impl SignalCore {
             .collect();
         Ok(RoomDetail {
             room: room.name.to_string(),
-            media: Media::Mesh,
+            media: room.media,
             created: room.created,
             peers,
         })

@@ -283,13 +283,22 @@ impl SignalCore {
             call.caller,
             &room,
             call.meta.as_deref(),
+            None,
             JoinKind::Call,
             Reply::Native(None),
         ) {
             let body = self.joined_body(rid, call.caller, None);
             self.send(call.caller, body);
         }
-        let joined = self.join(now, sid, &room, None, JoinKind::Call, Reply::Native(None));
+        let joined = self.join(
+            now,
+            sid,
+            &room,
+            None,
+            None,
+            JoinKind::Call,
+            Reply::Native(None),
+        );
         if let Ok(JoinOutcome::Joined(_)) = joined {
             let body = self.joined_body(rid, sid, reply_to);
             self.send(sid, body);

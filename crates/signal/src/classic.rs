@@ -236,7 +236,10 @@ impl SignalCore {
         match event {
             "join" => {
                 let room = room_arg(args)?;
-                let outcome = self.join(now, sid, &room, None, JoinKind::Request, reply)?;
+                // No way to ask for a kind here: a room made by a classic
+                // join gets `rooms.media` (see `MediaOutput` for what a
+                // classic peer of an SFU room gets).
+                let outcome = self.join(now, sid, &room, None, None, JoinKind::Request, reply)?;
                 let id = peer(self);
                 let (name, ack) = match outcome {
                     JoinOutcome::Joined(_) => ("joined", json!({"ok": true})),

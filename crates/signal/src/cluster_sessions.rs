@@ -13,6 +13,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use switchboard_signal_proto::MediaKind;
+
 use crate::cluster::{Command, ReqId, SessionRecord, TakeOutcome};
 use crate::clustered::Pending;
 use crate::session::{ReplayBuffer, Session, Sid, TokenBucket};
@@ -225,7 +227,7 @@ impl SignalCore {
         }
         let mut rooms = Vec::with_capacity(rec.rooms.len());
         for name in &rec.rooms {
-            if let Ok(rid) = self.rooms.join(name, sid, None, 0, 0, now) {
+            if let Ok(rid) = self.rooms.join(name, sid, None, 0, 0, MediaKind::Mesh, now) {
                 rooms.push(rid);
             }
         }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use switchboard_signal_proto::{ErrorCode, RequestId};
+use switchboard_signal_proto::{ErrorCode, MediaKind, RequestId};
 
 use crate::cluster::{
     Command, Copy, NodeId, Push, ReqId, RoomEvent as Remote, SeatLimits, SeatOutcome,
@@ -625,7 +625,7 @@ impl SignalCore {
         reply: &Reply,
     ) {
         // Local membership only: capacity was the store's to decide.
-        let Ok(rid) = self.rooms.join(room, sid, None, 0, 0, now) else {
+        let Ok(rid) = self.rooms.join(room, sid, None, 0, 0, MediaKind::Mesh, now) else {
             return;
         };
         let Some(s) = self.sessions.get_mut(&sid) else {
@@ -669,6 +669,7 @@ impl SignalCore {
                             .zip(&metas)
                             .map(|((p, _), m)| (&**p, m.as_deref())),
                     )
+                    .str("media", MediaKind::Mesh.as_str())
                     .reply_to(id.as_ref())
                     .finish();
                 self.send(sid, body);

@@ -1022,6 +1022,7 @@ impl SignalCore {
             sessions: self.sessions.len(),
             connected: self.by_conn.len(),
             rooms: self.rooms.len(),
+            sfu_rooms: self.rooms.sfu_len(),
             ringing_calls: self.calls.len(),
         }
     }
@@ -1189,6 +1190,8 @@ pub struct Stats {
     pub connected: usize,
     /// Rooms with at least one peer.
     pub rooms: usize,
+    /// Of those, SFU rooms (PROTOCOL.md §7).
+    pub sfu_rooms: usize,
     /// Calls ringing.
     pub ringing_calls: usize,
 }

@@ -1,12 +1,18 @@
 //! SFU rooms (PROTOCOL.md §7): what the media relay hears from the core
 //! and what it says back to a peer through it.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
+use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::value::RawValue;
-use switchboard_signal_proto::ErrorCode;
+use switchboard_signal_proto::{ErrorCode, MediaKind};
 
-use crate::{ConnId, SignalCore};
+use crate::presence::{no_session, not_in_room};
+use crate::rooms::RoomId;
+use crate::session::Sid;
+use crate::{ConnId, Face, Output, Refusal, SignalCore, wire};
 
 /// What the core tells the media relay ([`crate::Output::Media`]). Only
 /// native peers of SFU rooms on a node alone cause these: a Socket.IO peer
@@ -78,15 +84,125 @@ impl PartialEq for MediaOutput {
     }
 }
 
+/// The shapes of §1 that a `media` request's `data` may take; anything
+/// else in the object is the relay's to ignore.
+#[derive(Deserialize)]
+struct Shape<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    // Raw: only their JSON type is checked here, and an SDP is not copied
+    // to do it.
+    #[serde(default, borrow, deserialize_with = "wire::raw_some")]
+    sdp: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "wire::raw_some")]
+    candidate: Option<&'a RawValue>,
+}
+
+fn bad(message: &'static str) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, message)
+}
+
+/// Checks `data` against the shapes the relay takes (PROTOCOL.md §7).
+fn check_signal(data: &RawValue) -> Result<(), Refusal> {
+    // A struct would also read from an array.
+    if !data.get().starts_with('{') {
+        return Err(bad("media `data` must be an object"));
+    }
+    let shape: Shape<'_> = serde_json::from_str(data.get())
+        .map_err(|_| bad("media `data` must have a string `kind`, and no field twice"))?;
+    let is = |v: Option<&RawValue>, first: char| v.is_some_and(|v| v.get().starts_with(first));
+    match &*shape.kind {
+        "offer" | "answer" if is(shape.sdp, '"') => Ok(()),
+        "offer" | "answer" => Err(bad("a media offer or answer needs a string `sdp`")),
+        "candidate" if is(shape.candidate, '{') => Ok(()),
+        "candidate" => Err(bad("a media candidate needs an object `candidate`")),
+        _ => Err(bad("media `kind` must be offer, answer or candidate")),
+    }
+}
+
 impl SignalCore {
+    /// Tells the relay of a native peer that just entered an SFU room (its
+    /// `joined` is queued): nothing for a mesh room or a Socket.IO peer.
+    pub(crate) fn media_joined(&mut self, rid: RoomId, sid: Sid) {
+        let Some(room) = self.rooms.get(rid) else {
+            return;
+        };
+        if room.media != MediaKind::Sfu {
+            return;
+        }
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let (Face::Native, Some(conn)) = (s.face, s.conn) else {
+            return;
+        };
+        let out = MediaOutput::Joined {
+            room: room.name.to_string(),
+            peer: s.peer.to_string(),
+            conn,
+        };
+        self.rooms.add_media_peer(rid, sid);
+        self.outbox.push(Output::Media(out));
+    }
+
+    /// A `media` request (the rate limit was spent with the frame). No
+    /// reply on success: the relay answers with a `media` frame.
+    pub(crate) fn media_request(
+        &mut self,
+        sid: Sid,
+        name: &str,
+        data: &RawValue,
+    ) -> Result<(), Refusal> {
+        let s = self.sessions.get(&sid).ok_or_else(no_session)?;
+        let rid = self
+            .rooms
+            .find(name)
+            .filter(|&rid| s.is_in(rid))
+            .ok_or_else(not_in_room)?;
+        if !self.rooms.is_media_peer(rid, sid) {
+            return Err(bad("media outside an SFU room"));
+        }
+        check_signal(data)?;
+        self.counters.media_signals += 1;
+        let out = MediaOutput::Signal {
+            room: name.to_owned(),
+            peer: s.peer.to_string(),
+            data: data.to_owned(),
+        };
+        self.outbox.push(Output::Media(out));
+        Ok(())
+    }
+
+    /// The session of `peer` when the relay knows it in `room`.
+    fn media_peer(&self, room: &str, peer: &str) -> Option<Sid> {
+        let rid = self.rooms.find(room)?;
+        let sid = *self.by_peer.get(peer)?;
+        self.rooms.is_media_peer(rid, sid).then_some(sid)
+    }
+
+    /// A sequenced frame to a media peer; whether its session has it (one
+    /// in its grace period with a full replay buffer does not, and ends).
+    fn media_frame(&mut self, sid: Sid, body: Bytes) -> bool {
+        let kept = self
+            .sessions
+            .get_mut(&sid)
+            .is_some_and(|s| self.outbox.frame(sid, s, body));
+        self.settle();
+        kept
+    }
+
     /// Sends `{"type":"media","room":room,"data":data}` to `peer`, with
     /// `seq` and kept for replay like any frame, so that it survives a
     /// resume. Returns false, sending nothing, when `peer` is not (or no
     /// longer) a media peer of the SFU room `room`: the relay drops it.
     /// Drain [`SignalCore::poll_output`] after it.
     pub fn send_media(&mut self, _now: Instant, room: &str, peer: &str, data: &RawValue) -> bool {
-        let _ = (room, peer, data);
-        false
+        self.flush_ack();
+        let Some(sid) = self.media_peer(room, peer) else {
+            return false;
+        };
+        self.counters.media_frames += 1;
+        self.media_frame(sid, wire::media(room, data.get()))
     }
 
     /// Sends an `error` frame with `code`, `message` and `"room":room` to
@@ -103,7 +219,11 @@ impl SignalCore {
         code: ErrorCode,
         message: &str,
     ) -> bool {
-        let _ = (room, peer, code, message);
-        false
+        self.flush_ack();
+        let Some(sid) = self.media_peer(room, peer) else {
+            return false;
+        };
+        self.counters.error(code);
+        self.media_frame(sid, wire::room_error(code, message, room))
     }
 }

@@ -59,10 +59,16 @@ impl SignalCore {
     fn native_request(&mut self, now: Instant, sid: Sid, id: Option<RequestId>, req: Req<'_>) {
         let id = id.as_ref();
         let result = match req {
-            Req::Join { room, meta } => {
+            Req::Join { room, meta, media } => {
                 let reply = Reply::Native(id.cloned());
-                match self.join(now, sid, &room, meta, JoinKind::Request, reply) {
-                    Ok(JoinOutcome::Joined(rid)) => Ok(Some(self.joined_body(rid, sid, id))),
+                match self.join(now, sid, &room, meta, media, JoinKind::Request, reply) {
+                    Ok(JoinOutcome::Joined(rid)) => {
+                        let body = self.joined_body(rid, sid, id);
+                        self.send(sid, body);
+                        // After `joined`: the relay may answer at once.
+                        self.media_joined(rid, sid);
+                        Ok(None)
+                    }
                     Ok(JoinOutcome::Full) => Ok(Some(wire::room_only("full", &room, id))),
                     Ok(JoinOutcome::Pending) => Ok(None),
                     Err(e) => Err(e),
@@ -95,6 +101,7 @@ impl SignalCore {
                     (result, _) => result.map(|d| id.map(|id| wire::ack(d.count, id))),
                 }
             }
+            Req::Media { room, data } => self.media_request(sid, &room, data).map(|()| None),
             Req::Ping => Ok(Some(wire::Body::new("pong").reply_to(id).finish())),
             Req::PingConfirm { last_seq } => self
                 .confirm(sid, last_seq)

@@ -252,6 +252,10 @@ pub struct Counters {
     pub rooms_full: u64,
     /// Calls that started ringing.
     pub calls: u64,
+    /// `media` requests handed to the media relay (SFU rooms, §7).
+    pub media_signals: u64,
+    /// `media` frames the relay sent to peers ([`SignalCore::send_media`](crate::SignalCore::send_media)).
+    pub media_frames: u64,
     /// Events dropped because the queue held [`EVENT_QUEUE_CAP`] undrained.
     pub events_dropped: u64,
     pub(crate) errors: [u64; ErrorCode::ALL.len()],

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use switchboard_signal_proto::{ErrorCode, RequestId};
+use switchboard_signal_proto::{ErrorCode, MediaKind, RequestId};
 
 use crate::clustered::Reply;
+use crate::media::MediaOutput;
 use crate::outbox::{Data, Fanout, RoomEvent};
 use crate::rooms::{Refused, RoomId};
 use crate::session::Sid;
-use crate::{Event, Face, LeaveReason, Refusal, SignalCore, wire};
+use crate::{Event, Face, LeaveReason, Output, Refusal, SignalCore, wire};
 
 /// Whom a message was queued for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,12 +76,16 @@ pub(crate) fn not_in_room() -> Refusal {
 }
 
 impl SignalCore {
+    /// `media` is the kind asked for, used if this join makes the room
+    /// (else `rooms.media`); a call's room is always a mesh room.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn join(
         &mut self,
         now: Instant,
         sid: Sid,
         name: &str,
         meta: Option<&RawValue>,
+        media: Option<MediaKind>,
         kind: JoinKind,
         reply: Reply,
     ) -> Result<JoinOutcome, Refusal> {
@@ -109,7 +114,21 @@ impl SignalCore {
             ));
         }
         check_meta(meta, self.config.max_meta_bytes)?;
+        let media = if checked {
+            media.unwrap_or(self.config.default_media)
+        } else {
+            MediaKind::Mesh
+        };
         if self.cluster.is_some() {
+            if media == MediaKind::Sfu {
+                // Which node holds a room's media is the next slice: until
+                // then a cluster makes no SFU room rather than a mesh room
+                // that was not asked for.
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "SFU rooms need a single node for now (this server is one node of a cluster)",
+                ));
+            }
             self.cluster_join(sid, name, meta, kind, None, reply)?;
             return Ok(JoinOutcome::Pending);
         }
@@ -125,6 +144,7 @@ impl SignalCore {
             meta.map(RawValue::to_owned),
             max_peers,
             max_listed,
+            media,
             now,
         ) {
             Ok(rid) => rid,
@@ -181,10 +201,12 @@ impl SignalCore {
                 let s = self.sessions.get(&m.sid)?;
                 Some((&*s.peer, m.meta.as_deref()))
             });
+        let media = room.map_or(MediaKind::Mesh, |r| r.media);
         wire::Body::new("joined")
             .str("room", self.rooms.name(rid))
             .str("peer", me)
             .peers("peers", peers)
+            .str("media", media.as_str())
             .reply_to(reply_to)
             .finish()
     }
@@ -203,12 +225,20 @@ impl SignalCore {
         Ok(())
     }
 
-    /// Takes `sid` out of the room and tells the others.
+    /// Takes `sid` out of the room and tells the others, and the media
+    /// relay when it knew the peer there.
     pub(crate) fn depart(&mut self, rid: RoomId, sid: Sid, peer: &str, reason: LeaveReason) {
         // Read before the leave: the last one out takes the room with it.
         let name = self.rooms.name(rid).to_owned();
+        let media_peer = self.rooms.take_media_peer(rid, sid);
         if !self.rooms.leave(rid, sid) {
             return;
+        }
+        if media_peer {
+            self.outbox.push(Output::Media(MediaOutput::Left {
+                room: name.clone(),
+                peer: peer.to_owned(),
+            }));
         }
         let room = self.rooms.get(rid);
         self.events.push(Event::Left {

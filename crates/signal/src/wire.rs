@@ -11,7 +11,9 @@ use std::io::Write as _;
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
-use switchboard_signal_proto::{CallEndReason, ErrorCode, IceServer, PROTOCOL_VERSION, RequestId};
+use switchboard_signal_proto::{
+    CallEndReason, ErrorCode, IceServer, MediaKind, PROTOCOL_VERSION, RequestId,
+};
 
 /// A request of PROTOCOL.md §1/§3, borrowing from the frame text.
 #[derive(Debug)]
@@ -19,6 +21,8 @@ pub(crate) enum Req<'a> {
     Join {
         room: Cow<'a, str>,
         meta: Option<&'a RawValue>,
+        /// The kind asked for, if the join makes the room.
+        media: Option<MediaKind>,
     },
     Leave {
         room: Cow<'a, str>,
@@ -26,6 +30,12 @@ pub(crate) enum Req<'a> {
     Message {
         room: Cow<'a, str>,
         to: Option<Cow<'a, str>>,
+        data: &'a RawValue,
+    },
+    /// For the media relay of an SFU room; `data` is checked later, by
+    /// the room's kind first.
+    Media {
+        room: Cow<'a, str>,
         data: &'a RawValue,
     },
     Ping,
@@ -66,13 +76,17 @@ struct Fields<'a> {
     meta: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "raw_some")]
     data: Option<&'a RawValue>,
+    /// Only `join` reads it: raw, so that another request with a stray
+    /// `media` key is not refused for its type.
+    #[serde(default, borrow, deserialize_with = "raw_some")]
+    media: Option<&'a RawValue>,
     /// Only `ping` reads it.
     #[serde(default)]
     last_seq: Option<u64>,
 }
 
 /// `Option<&RawValue>` would read `null` as absent; `data: null` is data.
-fn raw_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+pub(crate) fn raw_some<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
@@ -124,10 +138,24 @@ pub(crate) fn parse(text: &str) -> Result<(Option<RequestId>, Req<'_>), BadReque
         });
     }
     let req = match &*f.ty {
-        "join" => match f.room {
-            Some(room) => Req::Join { room, meta },
-            None => return Err(missing("room", id)),
-        },
+        "join" => {
+            let Some(room) = f.room else {
+                return Err(missing("room", id));
+            };
+            let media = match f.media.filter(|m| m.get() != "null") {
+                None => None,
+                Some(m) => match serde_json::from_str::<MediaKind>(m.get()) {
+                    Ok(kind) => Some(kind),
+                    Err(_) => {
+                        return Err(BadRequest {
+                            id,
+                            message: "`media` must be \"mesh\" or \"sfu\"".into(),
+                        });
+                    }
+                },
+            };
+            Req::Join { room, meta, media }
+        }
         "leave" => match f.room {
             Some(room) => Req::Leave { room },
             None => return Err(missing("room", id)),
@@ -138,6 +166,11 @@ pub(crate) fn parse(text: &str) -> Result<(Option<RequestId>, Req<'_>), BadReque
                 to: f.to,
                 data,
             },
+            (None, _) => return Err(missing("room", id)),
+            (_, None) => return Err(missing("data", id)),
+        },
+        "media" => match (f.room, f.data) {
+            (Some(room), Some(data)) => Req::Media { room, data },
             (None, _) => return Err(missing("room", id)),
             (_, None) => return Err(missing("data", id)),
         },
@@ -389,6 +422,24 @@ pub(crate) fn message(room: &str, from: &str, data: &str) -> Bytes {
         .finish()
 }
 
+/// `{"type":"media","room":R,"data":D}`: `data` is the relay's JSON text.
+pub(crate) fn media(room: &str, data: &str) -> Bytes {
+    Body::with_capacity("media", 32 + room.len() + data.len())
+        .str("room", room)
+        .raw("data", data)
+        .finish()
+}
+
+/// An `error` about an SFU room's media: it names the room, as `kicked`
+/// does, for a client in several rooms.
+pub(crate) fn room_error(code: ErrorCode, message: &str, room: &str) -> Bytes {
+    Body::new("error")
+        .str("code", code.as_str())
+        .str("message", message)
+        .str("room", room)
+        .finish()
+}
+
 /// `{"type":"ack","delivered":N,"reply_to":ID}`, sized for a short id.
 pub(crate) fn ack(delivered: u64, reply_to: &RequestId) -> Bytes {
     Body::with_capacity("ack", 64)
@@ -438,7 +489,31 @@ mod tests {
         ));
         assert!(matches!(
             parse(r#"{"type":"join","room":"a\u0062","meta":null}"#),
-            Ok((None, Req::Join { room, meta: None })) if room == "ab"
+            Ok((None, Req::Join { room, meta: None, media: None })) if room == "ab"
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"join","room":"r","media":"sfu"}"#),
+            Ok((
+                None,
+                Req::Join {
+                    media: Some(MediaKind::Sfu),
+                    ..
+                }
+            ))
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"join","room":"r","media":null}"#),
+            Ok((None, Req::Join { media: None, .. }))
+        ));
+        // Only `join` reads `media`: elsewhere it is an unknown field.
+        assert!(matches!(
+            parse(r#"{"type":"leave","room":"r","media":5}"#),
+            Ok((None, Req::Leave { .. }))
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"media","room":"r","data":{"kind":"offer","sdp":"v=0"},"id":2}"#),
+            Ok((Some(RequestId::Int(2)), Req::Media { room, data }))
+                if room == "r" && data.get() == r#"{"kind":"offer","sdp":"v=0"}"#
         ));
         assert!(matches!(
             parse(r#"{"type":"cancel","call":"c"}"#),
@@ -466,6 +541,26 @@ mod tests {
                 .contains("meta")
         );
         assert!(bad(r#"["join","r"]"#).id.is_none());
+        let b = bad(r#"{"type":"join","room":"r","media":"p2p","id":4}"#);
+        assert_eq!(
+            (b.id, b.message.contains("mesh")),
+            (Some(RequestId::Int(4)), true)
+        );
+        assert!(
+            bad(r#"{"type":"join","room":"r","media":1}"#)
+                .message
+                .contains("media")
+        );
+        assert!(
+            bad(r#"{"type":"media","data":{}}"#)
+                .message
+                .contains("room")
+        );
+        assert!(
+            bad(r#"{"type":"media","room":"r"}"#)
+                .message
+                .contains("data")
+        );
         assert!(bad("nope").id.is_none());
         assert!(bad("").id.is_none());
         assert!(bad(r#"{"room":"r"}"#).message.contains("type"));

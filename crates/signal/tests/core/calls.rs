@@ -62,12 +62,12 @@ fn accept_makes_a_private_room_for_the_two() {
     assert!(room.starts_with("call-") && room.len() >= 25, "{room}");
     h.expect(
         s.alice.conn,
-        json!({"type":"joined","room":room,"peer":s.alice.peer,"peers":[]}),
+        json!({"type":"joined","room":room,"peer":s.alice.peer,"peers":[],"media":"mesh"}),
     );
     h.expect(
         s.bob2.conn,
         json!({"type":"joined","room":room,"peer":s.bob2.peer,
-               "peers":[{"peer":s.alice.peer,"meta":{"video":true}}],"reply_to":"a"}),
+               "peers":[{"peer":s.alice.peer,"meta":{"video":true}}],"media":"mesh","reply_to":"a"}),
     );
     h.expect(
         s.alice.conn,

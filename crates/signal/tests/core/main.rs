@@ -7,6 +7,7 @@ mod calls;
 mod caps;
 mod classic;
 mod harness;
+mod media;
 mod observe;
 mod promise;
 mod props;

@@ -52,12 +52,12 @@ fn join_lists_peers_in_join_order_and_announces_the_newcomer() {
     );
     h.expect(
         a.conn,
-        json!({"type":"joined","room":"r","peer":a.peer,"peers":[],"reply_to":1}),
+        json!({"type":"joined","room":"r","peer":a.peer,"peers":[],"media":"mesh","reply_to":1}),
     );
     h.send(b.conn, json!({"type":"join","room":"r","id":"x"}));
     h.expect(
         b.conn,
-        json!({"type":"joined","room":"r","peer":b.peer,"peers":[{"peer":a.peer,"meta":{"name":"A"}}],"reply_to":"x"}),
+        json!({"type":"joined","room":"r","peer":b.peer,"peers":[{"peer":a.peer,"meta":{"name":"A"}}],"media":"mesh","reply_to":"x"}),
     );
     h.expect(
         a.conn,
@@ -67,7 +67,7 @@ fn join_lists_peers_in_join_order_and_announces_the_newcomer() {
     h.expect(
         c.conn,
         json!({"type":"joined","room":"r","peer":c.peer,"peers":[
-            {"peer":a.peer,"meta":{"name":"A"}},{"peer":b.peer,"meta":{}}]}),
+            {"peer":a.peer,"meta":{"name":"A"}},{"peer":b.peer,"meta":{}}],"media":"mesh"}),
     );
     for x in [&a, &b] {
         h.expect(
