@@ -130,6 +130,13 @@
 //!   `join`/`leave` → `{"ok":true}`, `{"full":true}` or the error object.
 //!   Unknown events get an `error` event `bad_request`.
 //! - `meta` must be a JSON object (or `null`/absent, shown as `{}`).
+//! - **SFU rooms** (§7): a room's kind is decided by the join that makes
+//!   it (its `media`, else [`Config::default_media`]); a call's room is a
+//!   mesh room. The media relay hears of native peers only, through
+//!   [`Output::Media`] (see [`MediaOutput`] for when); a `media` request
+//!   gets no reply on success, and [`SignalCore::send_media`] /
+//!   [`SignalCore::media_error`] send sequenced frames kept for replay.
+//!   docs/protocol-notes.md has the rest.
 //!
 //! [`Config::default`] holds the protocol defaults: `max_peers` 0 (no
 //! limit), `max_rooms_per_session` 16, `max_message_bytes` 65536,

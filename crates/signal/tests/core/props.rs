@@ -1,14 +1,18 @@
 //! Random lifetimes: whatever clients send, connect, drop and resume, the
 //! core never panics, every native connection sees `seq` 1, 2, 3, ... from
-//! its welcome (or `last_seq + 1, ...` after a resume), and the gauges agree
-//! with the connections alive.
+//! its welcome (or `last_seq + 1, ...` after a resume), the gauges agree
+//! with the connections alive, and the media relay hears of every peer of an
+//! SFU room once when it enters and once when it leaves for good.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use switchboard_signal::{Config, ConnId, Disconnect, Face, Identity, Output, SignalCore};
+use switchboard_signal::{
+    Config, ConnId, Disconnect, Face, Identity, MediaOutput, Output, SignalCore,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -25,6 +29,11 @@ enum Op {
         id: bool,
     },
     Ping(u8),
+    /// A `media` request (room1 is made as an SFU room when a native join
+    /// makes it).
+    Media(u8, u8),
+    /// The relay's `media` frame to one peer.
+    Relay(u8, u8),
     Call(u8, u8),
     Answer {
         who: u8,
@@ -75,6 +84,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), 0u8..2).prop_map(|(w, r)| Op::Leave(w, r)),
         5 => message,
         1 => any::<u8>().prop_map(Op::Ping),
+        2 => (any::<u8>(), 0u8..2).prop_map(|(w, r)| Op::Media(w, r)),
+        2 => (any::<u8>(), 0u8..2).prop_map(|(p, r)| Op::Relay(p, r)),
         2 => (any::<u8>(), 0u8..4).prop_map(|(w, u)| Op::Call(w, u)),
         3 => answer,
         1 => (any::<u8>(), any::<u8>()).prop_map(|(w, g)| Op::Garbage(w, g)),
@@ -104,6 +115,8 @@ struct World {
     owner: HashMap<ConnId, usize>,
     peers: Vec<String>,
     calls: Vec<String>,
+    /// (room, peer) pairs the relay was told of and not yet told gone.
+    media: HashSet<(String, String)>,
 }
 
 impl World {
@@ -150,7 +163,18 @@ impl World {
                     }
                 }
                 Output::Classic { .. } => {}
-                Output::Media(m) => panic!("no SFU room here: {m:?}"),
+                Output::Media(MediaOutput::Joined { room, peer, .. }) => {
+                    assert!(self.media.insert((room, peer)), "joined twice");
+                }
+                Output::Media(MediaOutput::Left { room, peer }) => {
+                    assert!(self.media.remove(&(room, peer)), "left unjoined");
+                }
+                Output::Media(MediaOutput::Signal { room, peer, .. }) => {
+                    assert!(
+                        self.media.contains(&(room, peer)),
+                        "signal from no media peer"
+                    );
+                }
                 Output::Backplane(_) | Output::ClassicReply { .. } => {
                     panic!("a node alone has no backplane")
                 }
@@ -201,7 +225,11 @@ impl World {
             }
             Op::Join(w, r) => {
                 if let Some((_, c)) = self.live(w) {
-                    self.text(c, json!({"type":"join","room":room(r),"meta":{"w":w}}));
+                    let media = if r == 1 { "sfu" } else { "mesh" };
+                    self.text(
+                        c,
+                        json!({"type":"join","room":room(r),"meta":{"w":w},"media":media}),
+                    );
                 }
             }
             Op::Leave(w, r) => {
@@ -229,6 +257,24 @@ impl World {
             Op::Ping(w) => {
                 if let Some((_, c)) = self.live(w) {
                     self.text(c, json!({"type":"ping","id":1}));
+                }
+            }
+            Op::Media(w, r) => {
+                if let Some((_, c)) = self.live(w) {
+                    let data = json!({"kind":"offer","sdp":"v=0"});
+                    self.text(c, json!({"type":"media","room":room(r),"data":data,"id":2}));
+                }
+            }
+            Op::Relay(p, r) => {
+                if !self.peers.is_empty() {
+                    let peer = self.peers[usize::from(p) % self.peers.len()].clone();
+                    let data = RawValue::from_string(r#"{"kind":"answer","sdp":"v=0"}"#.into())
+                        .expect("json");
+                    let room = room(r);
+                    let sent = self.core.send_media(self.now, &room, &peer, &data);
+                    if sent {
+                        assert!(self.media.contains(&(room, peer)), "sent to no media peer");
+                    }
                 }
             }
             Op::Call(w, u) => {
@@ -349,6 +395,7 @@ proptest! {
             owner: HashMap::new(),
             peers: Vec::new(),
             calls: Vec::new(),
+            media: HashSet::new(),
         };
         for op in ops {
             w.apply(op);
@@ -364,6 +411,8 @@ proptest! {
         w.drain();
         let s = w.core.stats();
         prop_assert_eq!((s.sessions, s.connected, s.rooms, s.ringing_calls), (0, 0, 0, 0));
+        prop_assert_eq!(s.sfu_rooms, 0);
+        prop_assert!(w.media.is_empty(), "the relay still has {:?}", w.media);
         prop_assert_eq!(w.core.poll_timeout(), None);
     }
 }
