@@ -34,25 +34,74 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod demux;
+mod negotiate;
+mod peer;
+mod room;
+mod simulcast;
 mod types;
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
+
+use str0m::bwe::Bitrate;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, IceCreds, Input, Rtc};
+
+use crate::demux::Kind;
+use crate::negotiate::OfferOutcome;
+use crate::peer::{Peer, PeerKey, Sink, Work};
+use crate::room::Room;
 
 pub use types::{
     DatagramError, MediaSignal, OutSignal, SfuConfig, SfuError, SfuEvent, SfuStats, Transmit,
 };
 
+/// Source addresses remembered per peer (its host address, a TURN relay, a NAT rebinding).
+const MAX_ADDRS_PER_PEER: usize = 8;
+
 /// The SFU core: every SFU room of this node and its peers.
 #[derive(Debug)]
 pub struct Sfu {
     config: SfuConfig,
+    peers: HashMap<PeerKey, Peer>,
+    by_name: HashMap<(String, String), PeerKey>,
+    by_ufrag: HashMap<String, PeerKey>,
+    by_addr: HashMap<SocketAddr, PeerKey>,
+    rooms: HashMap<String, Room>,
+    /// Every peer filed under its next deadline, so that neither `poll_timeout` nor
+    /// `handle_timeout` scans all peers.
+    timers: BTreeSet<(Instant, PeerKey)>,
+    next_key: PeerKey,
+    transmits: VecDeque<Transmit>,
+    signals: VecDeque<OutSignal>,
+    events: VecDeque<SfuEvent>,
+    work: VecDeque<Work>,
+    /// Peers that may owe their client an offer.
+    dirty: Vec<PeerKey>,
+    stats: SfuStats,
 }
 
 impl Sfu {
     /// A core with no room.
     pub fn new(config: SfuConfig) -> Sfu {
-        Sfu { config }
+        Sfu {
+            config,
+            peers: HashMap::new(),
+            by_name: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            rooms: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_key: 0,
+            transmits: VecDeque::new(),
+            signals: VecDeque::new(),
+            events: VecDeque::new(),
+            work: VecDeque::new(),
+            dirty: Vec::new(),
+            stats: SfuStats::default(),
+        }
     }
 
     /// A peer entered an SFU room. `local` is the media address put in the server's
@@ -66,14 +115,107 @@ impl Sfu {
         peer: &str,
         local: SocketAddr,
     ) -> Result<(), SfuError> {
-        let _ = (now, room, peer, local, &self.config);
+        let name = (room.to_string(), peer.to_string());
+        if self.by_name.contains_key(&name) {
+            return Err(SfuError::AlreadyJoined {
+                room: name.0,
+                peer: name.1,
+            });
+        }
+        let members = self.rooms.get(room).map_or(0, |r| r.members.len());
+        if members >= self.config.max_peers_per_room {
+            return Err(SfuError::RoomFull {
+                room: name.0,
+                max: self.config.max_peers_per_room,
+            });
+        }
+        let candidate = Candidate::host(local, "udp").map_err(|e| SfuError::BadLocalAddress {
+            addr: local,
+            reason: e.to_string(),
+        })?;
+        let mut creds = IceCreds::new();
+        while self.by_ufrag.contains_key(&creds.ufrag) {
+            creds = IceCreds::new();
+        }
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds.clone())
+            .enable_bwe(Some(Bitrate::bps(self.config.bwe_initial_bps)))
+            .build(now);
+        if rtc.add_local_candidate(candidate).is_none() {
+            return Err(SfuError::BadLocalAddress {
+                addr: local,
+                reason: "refused as a host candidate".to_string(),
+            });
+        }
+        let initial = self.config.bwe_initial_bps;
+        rtc.bwe().set_bitrate(
+            Bitrate::bps(initial.min(300_000)),
+            Bitrate::bps(self.config.bwe_desired_bps),
+        );
+
+        let key = self.next_key;
+        self.next_key += 1;
+        let mut new_peer = Peer {
+            key,
+            room: name.0.clone(),
+            id: name.1.clone(),
+            local,
+            rtc,
+            ufrag: creds.ufrag.clone(),
+            addrs: Vec::new(),
+            connected: false,
+            connect_deadline: now + self.config.connect_timeout,
+            answered_first: false,
+            pending: None,
+            dirty: false,
+            tracks_out: Vec::new(),
+            published: Vec::new(),
+            estimate: None,
+            cap_bps: None,
+            next_layer_check: now,
+            rtc_timeout: now,
+            timer: None,
+            failed: false,
+        };
+        let room_state = self.rooms.entry(name.0.clone()).or_default();
+        for track in &room_state.tracks {
+            new_peer.subscribe(track);
+        }
+        room_state.members.push(key);
+        if new_peer.dirty {
+            self.dirty.push(key);
+        }
+        self.by_ufrag.insert(creds.ufrag, key);
+        self.by_name.insert(name, key);
+        self.peers.insert(key, new_peer);
+        self.drain_peer(key);
+        tracing::debug!(room, peer, %local, "sfu peer added");
         Ok(())
     }
 
     /// The peer left the room (leave, kick, session end): its `Rtc` ends and its tracks
     /// leave the others' sessions by a renegotiation at once. Unknown peers are ignored.
     pub fn remove_peer(&mut self, now: Instant, room: &str, peer: &str) {
-        let _ = (now, room, peer);
+        let Some(&key) = self.by_name.get(&(room.to_string(), peer.to_string())) else {
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(&key)
+            && !p.failed
+        {
+            let mut sink = Sink {
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+                work: &mut self.work,
+            };
+            // A DTLS close_notify, so the client learns at once rather than by timeout.
+            let _ = p.rtc.handle_input(Input::Timeout(now));
+            p.drain(&mut sink);
+            let _ = p.rtc.close();
+            p.drain(&mut sink);
+        }
+        self.remove_key(key);
+        self.run(now);
     }
 
     /// A `media` request's data from the client.
@@ -87,8 +229,58 @@ impl Sfu {
         peer: &str,
         signal: MediaSignal,
     ) -> Result<(), SfuError> {
-        let _ = (now, room, peer, signal);
-        Ok(())
+        let key = self.key_of(room, peer)?;
+        let Some(p) = self.peers.get_mut(&key) else {
+            return Err(SfuError::UnknownPeer {
+                room: room.to_string(),
+                peer: peer.to_string(),
+            });
+        };
+        let result = match signal {
+            MediaSignal::Offer { sdp } => match p.accept_offer(&sdp) {
+                Ok(OfferOutcome::Answer(answer)) => {
+                    self.signals.push_back(OutSignal {
+                        room: p.room.clone(),
+                        peer: p.id.clone(),
+                        signal: MediaSignal::Answer { sdp: answer },
+                    });
+                    Ok(())
+                }
+                Ok(OfferOutcome::Collision) => {
+                    tracing::debug!(
+                        room,
+                        peer,
+                        "client offer ignored: a server offer is pending"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            MediaSignal::Answer { sdp } => p.accept_answer(&sdp).map(|opened| {
+                self.work
+                    .extend(opened.into_iter().map(|i| Work::Opened(key, i)));
+            }),
+            MediaSignal::Candidate { candidate, .. } => {
+                let line = candidate.trim();
+                let line = line.strip_prefix("a=").unwrap_or(line);
+                if line.is_empty() {
+                    Ok(())
+                } else {
+                    match Candidate::from_sdp_string(line) {
+                        Ok(c) => {
+                            p.rtc.add_remote_candidate(c);
+                            Ok(())
+                        }
+                        Err(e) => Err(SfuError::BadCandidate(e.to_string())),
+                    }
+                }
+            }
+        };
+        // Each branch mutated the Rtc at most once: drain it before anything else.
+        self.drain_peer(key);
+        self.mark_dirty(key);
+        self.run(now);
+        result
     }
 
     /// One datagram from the media socket. `to` is the socket's address and may be
@@ -101,53 +293,288 @@ impl Sfu {
         to: SocketAddr,
         bytes: &[u8],
     ) -> Result<(), DatagramError> {
-        let _ = (now, from, to, bytes);
-        Err(DatagramError::Unrouted)
+        let _ = to;
+        self.stats.datagrams_in += 1;
+        let routed = self.route(from, bytes);
+        let key = match routed {
+            Ok(key) => key,
+            Err(e) => {
+                self.stats.dropped_datagrams += 1;
+                tracing::trace!(%from, len = bytes.len(), error = %e, "sfu datagram dropped");
+                return Err(e);
+            }
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            self.stats.dropped_datagrams += 1;
+            return Err(DatagramError::Unrouted);
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, from, p.local, bytes) else {
+            self.stats.dropped_datagrams += 1;
+            return Err(DatagramError::Garbage);
+        };
+        if let Err(e) = p.rtc.handle_input(Input::Receive(now, receive)) {
+            let mut sink = Sink {
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+                work: &mut self.work,
+            };
+            p.fail(format!("media session error: {e}"), &mut sink);
+        }
+        self.drain_peer(key);
+        self.run(now);
+        Ok(())
     }
 
     /// Time passed: call at [`Sfu::poll_timeout`] (early or late is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
+        // Due peers are taken first: a drain may file a peer again at or before `now`,
+        // which must wait for the next call rather than loop here.
+        let later = self.timers.split_off(&(now, PeerKey::MAX));
+        let due = std::mem::replace(&mut self.timers, later);
+        for (_, key) in due {
+            let answer_timeout = self.config.answer_timeout;
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            p.timer = None;
+            let mut sink = Sink {
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+                work: &mut self.work,
+            };
+            if !p.connected && now >= p.connect_deadline {
+                p.fail(
+                    format!(
+                        "ICE/DTLS did not complete in {:?}",
+                        self.config.connect_timeout
+                    ),
+                    &mut sink,
+                );
+            } else if p
+                .pending
+                .as_ref()
+                .is_some_and(|(_, since)| now >= *since + answer_timeout)
+            {
+                p.fail(
+                    format!("the client did not answer an offer in {answer_timeout:?}"),
+                    &mut sink,
+                );
+            } else if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                p.fail(format!("media session error: {e}"), &mut sink);
+            }
+            self.drain_peer(key);
+        }
+        self.run(now);
     }
 
     /// Caps the bandwidth a receiver's simulcast layers are chosen for, in bit/s, on top of
     /// its bandwidth estimate (`None`: the estimate alone).
     pub fn set_bitrate_cap(
         &mut self,
+        now: Instant,
         room: &str,
         peer: &str,
         cap_bps: Option<u64>,
     ) -> Result<(), SfuError> {
-        let _ = (room, peer, cap_bps);
+        let key = self.key_of(room, peer)?;
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.cap_bps = cap_bps;
+        }
+        self.work.push_back(Work::Layers(key));
+        self.run(now);
         Ok(())
     }
 
     /// The next datagram to send. Drain after every `handle_*` call.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
+        self.transmits.pop_front()
     }
 
     /// The next signal for a peer (an answer, an offer). Drain after every `handle_*` call.
     #[must_use]
     pub fn poll_signal(&mut self) -> Option<OutSignal> {
-        None
+        self.signals.pop_front()
     }
 
     /// The next event. Drain after every `handle_*` call.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SfuEvent> {
-        None
+        self.events.pop_front()
     }
 
     /// When to call [`Sfu::handle_timeout`] next (`None`: no peer, nothing to wait for).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.timers.first().map(|(at, _)| *at)
     }
 
     /// Counters and gauges for metrics.
     pub fn stats(&self) -> SfuStats {
-        SfuStats::default()
+        let mut stats = self.stats.clone();
+        stats.rooms = self.rooms.len();
+        stats.peers = self.peers.len();
+        stats.connected_peers = self.peers.values().filter(|p| p.connected).count();
+        stats.published_tracks = self.rooms.values().map(|r| r.tracks.len()).sum();
+        stats.forwarded_tracks = self
+            .peers
+            .values()
+            .map(|p| {
+                p.tracks_out
+                    .iter()
+                    .filter(|t| matches!(t.state, peer::OutState::Open(_)))
+                    .count()
+            })
+            .sum();
+        stats
+    }
+
+    fn key_of(&self, room: &str, peer: &str) -> Result<PeerKey, SfuError> {
+        self.by_name
+            .get(&(room.to_string(), peer.to_string()))
+            .copied()
+            .ok_or_else(|| SfuError::UnknownPeer {
+                room: room.to_string(),
+                peer: peer.to_string(),
+            })
+    }
+
+    /// The peer a datagram is for: STUN by the server ufrag in its USERNAME (and its source
+    /// is remembered), the rest by source address.
+    fn route(&mut self, from: SocketAddr, bytes: &[u8]) -> Result<PeerKey, DatagramError> {
+        match demux::classify(bytes) {
+            Kind::Garbage => Err(DatagramError::Garbage),
+            Kind::Stun => {
+                let by_ufrag = demux::stun_local_ufrag(bytes)
+                    .and_then(|u| self.by_ufrag.get(u))
+                    .copied();
+                match by_ufrag {
+                    Some(key) => {
+                        self.learn_addr(key, from);
+                        Ok(key)
+                    }
+                    None => self
+                        .by_addr
+                        .get(&from)
+                        .copied()
+                        .ok_or(DatagramError::Unrouted),
+                }
+            }
+            Kind::Dtls | Kind::Rtp => self
+                .by_addr
+                .get(&from)
+                .copied()
+                .ok_or(DatagramError::Unrouted),
+        }
+    }
+
+    fn learn_addr(&mut self, key: PeerKey, from: SocketAddr) {
+        if self.by_addr.get(&from) == Some(&key) {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.addrs.len() >= MAX_ADDRS_PER_PEER {
+            let oldest = p.addrs.remove(0);
+            if self.by_addr.get(&oldest) == Some(&key) {
+                self.by_addr.remove(&oldest);
+            }
+        }
+        p.addrs.push(from);
+        self.by_addr.insert(from, key);
+    }
+
+    /// Drains a peer's `Rtc` and files it under its next deadline.
+    fn drain_peer(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let mut sink = Sink {
+            transmits: &mut self.transmits,
+            events: &mut self.events,
+            work: &mut self.work,
+        };
+        p.drain(&mut sink);
+        let at = p.deadline(self.config.answer_timeout);
+        if p.timer != Some(at) {
+            if let Some(old) = p.timer.take() {
+                self.timers.remove(&(old, key));
+            }
+            p.timer = Some(at);
+            self.timers.insert((at, key));
+        }
+    }
+
+    fn mark_dirty(&mut self, key: PeerKey) {
+        if self.peers.get(&key).is_some_and(|p| p.dirty) {
+            self.dirty.push(key);
+        }
+    }
+
+    /// Handles what the drains queued (forwarding, failures, track changes), then sends the
+    /// offers that became due.
+    fn run(&mut self, now: Instant) {
+        loop {
+            while let Some(work) = self.work.pop_front() {
+                self.handle_work(now, work);
+            }
+            let dirty = std::mem::take(&mut self.dirty);
+            for key in dirty {
+                self.negotiate(now, key);
+            }
+            if self.work.is_empty() && self.dirty.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn negotiate(&mut self, now: Instant, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(sdp) = p.make_offer(now) {
+            self.signals.push_back(OutSignal {
+                room: p.room.clone(),
+                peer: p.id.clone(),
+                signal: MediaSignal::Offer { sdp },
+            });
+            self.drain_peer(key);
+        }
+    }
+
+    /// Forgets a peer: its addresses, timer, published tracks (the others drop them).
+    fn remove_key(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.by_name.remove(&(p.room.clone(), p.id.clone()));
+        self.by_ufrag.remove(&p.ufrag);
+        for addr in &p.addrs {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
+            }
+        }
+        if let Some(at) = p.timer {
+            self.timers.remove(&(at, key));
+        }
+        let Some(room) = self.rooms.get_mut(&p.room) else {
+            return;
+        };
+        room.members.retain(|k| *k != key);
+        room.tracks.retain(|t| t.id.publisher != key);
+        let members = room.members.clone();
+        if members.is_empty() {
+            self.rooms.remove(&p.room);
+        }
+        for other in members {
+            if let Some(o) = self.peers.get_mut(&other) {
+                o.drop_source(key, None);
+                if o.dirty {
+                    self.dirty.push(other);
+                }
+            }
+        }
+        tracing::debug!(room = %p.room, peer = %p.id, "sfu peer removed");
     }
 }

@@ -1,0 +1,223 @@
+//! One peer of one SFU room: its `Rtc` with the server, what it receives, and driving that
+//! `Rtc` until it is drained (str0m's single-mutation invariant).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::SdpPendingOffer;
+use str0m::media::{Direction, KeyframeRequest, MediaAdded, MediaData, MediaKind, Mid, Rid};
+use str0m::{Event, IceConnectionState, Output, Rtc};
+
+use crate::types::{SfuEvent, Transmit};
+
+/// The index of a peer in the core; never reused.
+pub(crate) type PeerKey = u64;
+
+/// A published track: the publisher and the mid of its m-line in the publisher's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TrackId {
+    pub(crate) publisher: PeerKey,
+    pub(crate) mid: Mid,
+}
+
+/// Where a forwarded track stands in the receiver's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutState {
+    /// To be added by the next server offer.
+    ToOpen,
+    /// Added by the server offer in flight.
+    Negotiating(Mid),
+    /// Negotiated: media is written to this mid.
+    Open(Mid),
+    /// To be stopped by the next server offer.
+    ToStop(Mid),
+    /// Stopped by the server offer in flight.
+    NegotiatingStop(Mid),
+}
+
+/// One published track as one receiver gets it.
+#[derive(Debug)]
+pub(crate) struct TrackOut {
+    pub(crate) source: TrackId,
+    pub(crate) kind: MediaKind,
+    /// The msid stream id: the publisher's peer id.
+    pub(crate) stream_id: String,
+    pub(crate) state: OutState,
+    /// The publisher left while the offer adding this track was in flight.
+    pub(crate) removed: bool,
+    /// The simulcast layer forwarded now (`None`: none yet, or no simulcast).
+    pub(crate) layer: Option<Rid>,
+    /// The layer to switch to at its next key frame.
+    pub(crate) target: Option<Rid>,
+    /// Added to the publisher's RTP time (mod 2^32) so that a layer switch does not make
+    /// the receiver's timestamps jump: each layer has its own random RTP time origin.
+    pub(crate) time_offset: u32,
+    pub(crate) last_time: Option<u32>,
+}
+
+impl TrackOut {
+    pub(crate) fn new(source: TrackId, kind: MediaKind, stream_id: String) -> TrackOut {
+        TrackOut {
+            source,
+            kind,
+            stream_id,
+            state: OutState::ToOpen,
+            removed: false,
+            layer: None,
+            target: None,
+            time_offset: 0,
+            last_time: None,
+        }
+    }
+}
+
+/// Something a peer's `Rtc` said that concerns the room (other peers), handled once the
+/// `Rtc` is drained.
+#[derive(Debug)]
+pub(crate) enum Work {
+    /// The client added an m-line (it may be a published track).
+    MediaAdded(PeerKey, MediaAdded),
+    /// The client changed an m-line's direction.
+    DirectionChanged(PeerKey, Mid, Direction),
+    /// A frame from a publisher.
+    Media(PeerKey, Box<MediaData>),
+    /// A receiver asks for a key frame of a track it gets.
+    KeyframeRequest(PeerKey, KeyframeRequest),
+    /// A forwarded track (the receiver's mid) was negotiated: media may start.
+    Opened(PeerKey, Mid),
+    /// A receiver's bandwidth estimate changed: choose its layers again.
+    Layers(PeerKey),
+    /// The peer's `Rtc` failed or ended.
+    Failed(PeerKey, String),
+}
+
+/// The shared outputs a drain writes to.
+pub(crate) struct Sink<'a> {
+    pub(crate) transmits: &'a mut VecDeque<Transmit>,
+    pub(crate) events: &'a mut VecDeque<SfuEvent>,
+    pub(crate) work: &'a mut VecDeque<Work>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) key: PeerKey,
+    pub(crate) room: String,
+    pub(crate) id: String,
+    pub(crate) local: SocketAddr,
+    pub(crate) rtc: Rtc,
+    pub(crate) ufrag: String,
+    /// Source addresses learned from its STUN (direct, or a TURN relay).
+    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) connected: bool,
+    pub(crate) connect_deadline: Instant,
+    /// The server answered the client's first offer: the server may offer from now on.
+    pub(crate) answered_first: bool,
+    /// The server offer in flight, and when it was sent.
+    pub(crate) pending: Option<(SdpPendingOffer, Instant)>,
+    /// Tracks to add or remove: an offer is due once nothing is pending.
+    pub(crate) dirty: bool,
+    pub(crate) tracks_out: Vec<TrackOut>,
+    /// Mids of the tracks it publishes.
+    pub(crate) published: Vec<Mid>,
+    pub(crate) estimate: Option<Bitrate>,
+    pub(crate) cap_bps: Option<u64>,
+    /// The next time the layers it receives are chosen again.
+    pub(crate) next_layer_check: Instant,
+    /// The `Rtc`'s own next timeout.
+    pub(crate) rtc_timeout: Instant,
+    /// The instant this peer is filed under in the core's timer set.
+    pub(crate) timer: Option<Instant>,
+    /// A failure was reported: the `Rtc` is not touched again.
+    pub(crate) failed: bool,
+}
+
+/// Upper bound of outputs taken from one drain: str0m always ends with a timeout, this
+/// only keeps a bug there from hanging the core.
+const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
+
+impl Peer {
+    /// The earliest instant the core must look at this peer again.
+    pub(crate) fn deadline(&self, answer_timeout: std::time::Duration) -> Instant {
+        let mut at = self.rtc_timeout;
+        if !self.connected {
+            at = at.min(self.connect_deadline);
+        }
+        if let Some((_, since)) = &self.pending {
+            at = at.min(*since + answer_timeout);
+        }
+        at
+    }
+
+    /// Takes every output of the `Rtc` up to its next timeout. Call after every mutation.
+    pub(crate) fn drain(&mut self, sink: &mut Sink<'_>) {
+        if self.failed {
+            return;
+        }
+        for _ in 0..MAX_OUTPUTS_PER_DRAIN {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    self.rtc_timeout = at;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => sink.transmits.push_back(Transmit {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Ok(Output::Event(event)) => self.on_event(event, sink),
+                Err(e) => {
+                    self.fail(format!("media session error: {e}"), sink);
+                    return;
+                }
+            }
+        }
+        self.fail("media session does not settle".to_string(), sink);
+    }
+
+    pub(crate) fn fail(&mut self, reason: String, sink: &mut Sink<'_>) {
+        if !self.failed {
+            self.failed = true;
+            sink.work.push_back(Work::Failed(self.key, reason));
+        }
+    }
+
+    fn on_event(&mut self, event: Event, sink: &mut Sink<'_>) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                sink.events.push_back(SfuEvent::PeerConnected {
+                    room: self.room.clone(),
+                    peer: self.id.clone(),
+                });
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.fail(
+                    "ICE disconnected (no consent from the client)".to_string(),
+                    sink,
+                );
+            }
+            Event::Closed => self.fail("the client closed its media session".to_string(), sink),
+            Event::MediaAdded(added) => sink.work.push_back(Work::MediaAdded(self.key, added)),
+            Event::MediaChanged(changed) => {
+                sink.work.push_back(Work::DirectionChanged(
+                    self.key,
+                    changed.mid,
+                    changed.direction,
+                ));
+            }
+            Event::MediaData(data) => sink.work.push_back(Work::Media(self.key, Box::new(data))),
+            Event::KeyframeRequest(req) => {
+                sink.work.push_back(Work::KeyframeRequest(self.key, req))
+            }
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => {
+                self.estimate = Some(estimate);
+                sink.work.push_back(Work::Layers(self.key));
+            }
+            _ => {}
+        }
+    }
+}

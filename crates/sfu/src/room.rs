@@ -1,0 +1,401 @@
+//! A room's published tracks and what happens to them: subscribing receivers, forwarding
+//! frames, key frame requests and the simulcast layer of each receiver.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use str0m::media::{KeyframeRequestKind, MediaAdded, MediaData, MediaKind, Mid, Rid};
+
+use crate::Sfu;
+use crate::peer::{OutState, Peer, PeerKey, Sink, TrackId, TrackOut, Work};
+use crate::simulcast::{LayerMeter, choose_layer};
+
+/// How often a receiver's layers are chosen again besides on a new estimate, so that
+/// layers measured after the last estimate count.
+const LAYER_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// One frame at 30 fps in 90 kHz units: the gap put between the last frame of one layer
+/// and the first of the next.
+const SWITCH_GAP_90KHZ: u32 = 3000;
+
+/// The peers of one SFU room and the tracks they publish.
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    pub(crate) members: Vec<PeerKey>,
+    pub(crate) tracks: Vec<TrackIn>,
+}
+
+/// A track a peer publishes.
+#[derive(Debug)]
+pub(crate) struct TrackIn {
+    pub(crate) id: TrackId,
+    pub(crate) kind: MediaKind,
+    /// The publisher's peer id (the msid stream id of the forwarded track).
+    pub(crate) stream_id: String,
+    pub(crate) meter: LayerMeter,
+    /// The last key frame request sent to the publisher, per layer.
+    pub(crate) last_keyframe_request: HashMap<Option<Rid>, Instant>,
+}
+
+impl Peer {
+    /// Adds a published track to what this peer receives (by the next offer).
+    pub(crate) fn subscribe(&mut self, track: &TrackIn) {
+        if track.id.publisher == self.key {
+            return;
+        }
+        self.tracks_out
+            .push(TrackOut::new(track.id, track.kind, track.stream_id.clone()));
+        self.dirty = true;
+    }
+}
+
+impl Sfu {
+    pub(crate) fn handle_work(&mut self, now: Instant, work: Work) {
+        match work {
+            Work::MediaAdded(key, added) => self.media_added(key, &added),
+            Work::DirectionChanged(key, mid, dir) => {
+                if dir.is_receiving() {
+                    let kind = self
+                        .peers
+                        .get(&key)
+                        .and_then(|p| p.rtc.media(mid))
+                        .map(|m| m.kind());
+                    if let Some(kind) = kind {
+                        self.publish(key, mid, kind, Vec::new());
+                    }
+                } else {
+                    self.unpublish(key, mid);
+                }
+            }
+            Work::Media(key, data) => self.forward(now, key, &data),
+            Work::KeyframeRequest(receiver, req) => {
+                let source = self.peers.get(&receiver).and_then(|p| {
+                    p.tracks_out
+                        .iter()
+                        .find(|t| t.state == OutState::Open(req.mid))
+                        .map(|t| (t.source, t.layer))
+                });
+                if let Some((source, layer)) = source {
+                    self.request_keyframe(now, source, layer, req.kind);
+                }
+            }
+            Work::Opened(key, mid) => self.opened(now, key, mid),
+            Work::Layers(key) => self.choose_layers(now, key),
+            Work::Failed(key, reason) => {
+                if let Some(p) = self.peers.get(&key) {
+                    tracing::info!(room = %p.room, peer = %p.id, %reason, "sfu peer failed");
+                    self.events.push_back(crate::SfuEvent::PeerFailed {
+                        room: p.room.clone(),
+                        peer: p.id.clone(),
+                        reason,
+                    });
+                    self.stats.peers_failed += 1;
+                }
+                self.remove_key(key);
+            }
+        }
+    }
+
+    fn media_added(&mut self, key: PeerKey, added: &MediaAdded) {
+        if !added.direction.is_receiving() {
+            return;
+        }
+        let rids: Vec<Rid> = added
+            .simulcast
+            .as_ref()
+            .map(|s| if s.recv.is_empty() { &s.send } else { &s.recv })
+            .map(|layers| layers.iter().map(|l| l.rid).collect())
+            .unwrap_or_default();
+        self.publish(key, added.mid, added.kind, rids);
+    }
+
+    fn publish(&mut self, key: PeerKey, mid: Mid, kind: MediaKind, rids: Vec<Rid>) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.published.contains(&mid) {
+            return;
+        }
+        p.published.push(mid);
+        let track = TrackIn {
+            id: TrackId {
+                publisher: key,
+                mid,
+            },
+            kind,
+            stream_id: p.id.clone(),
+            meter: LayerMeter::new(&rids),
+            last_keyframe_request: HashMap::new(),
+        };
+        let room_name = p.room.clone();
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        for member in &room.members {
+            if let Some(receiver) = self.peers.get_mut(member) {
+                receiver.subscribe(&track);
+                if receiver.dirty {
+                    self.dirty.push(*member);
+                }
+            }
+        }
+        tracing::debug!(room = %room_name, peer = %track.stream_id, %mid, ?kind, layers = rids.len(), "sfu track published");
+        room.tracks.push(track);
+    }
+
+    fn unpublish(&mut self, key: PeerKey, mid: Mid) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.published.contains(&mid) {
+            return;
+        }
+        p.published.retain(|m| *m != mid);
+        let room_name = p.room.clone();
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        room.tracks.retain(|t| {
+            t.id != TrackId {
+                publisher: key,
+                mid,
+            }
+        });
+        for member in &room.members {
+            if let Some(receiver) = self.peers.get_mut(member) {
+                receiver.drop_source(key, Some(mid));
+                if receiver.dirty {
+                    self.dirty.push(*member);
+                }
+            }
+        }
+    }
+
+    /// Writes a publisher's frame to every receiver of the track (the layer it gets).
+    fn forward(&mut self, now: Instant, publisher: PeerKey, data: &MediaData) {
+        let Some(room_name) = self.peers.get(&publisher).map(|p| p.room.clone()) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        let source = TrackId {
+            publisher,
+            mid: data.mid,
+        };
+        let Some(track) = room.tracks.iter_mut().find(|t| t.id == source) else {
+            return;
+        };
+        if let Some(rid) = data.rid {
+            track.meter.record(now, rid, data.data.len());
+        }
+        let members = room.members.clone();
+        let mut wants_keyframe = false;
+        for member in members {
+            if member == publisher {
+                continue;
+            }
+            let written = self.write_to(now, member, source, data);
+            wants_keyframe |= written == Written::Stalled;
+            if written == Written::Yes {
+                self.drain_peer(member);
+            }
+        }
+        // A loss the receivers cannot recover from without a fresh key frame.
+        if (!data.contiguous || wants_keyframe) && data.params.spec().codec.is_video() {
+            self.request_keyframe(now, source, data.rid, KeyframeRequestKind::Pli);
+        }
+    }
+
+    fn write_to(
+        &mut self,
+        now: Instant,
+        member: PeerKey,
+        source: TrackId,
+        data: &MediaData,
+    ) -> Written {
+        let Some(receiver) = self.peers.get_mut(&member) else {
+            return Written::No;
+        };
+        if receiver.failed {
+            return Written::No;
+        }
+        if now >= receiver.next_layer_check {
+            self.work.push_back(Work::Layers(member));
+            receiver.next_layer_check = now + LAYER_CHECK_INTERVAL;
+        }
+        let Some(out) = receiver.tracks_out.iter_mut().find(|t| t.source == source) else {
+            return Written::No;
+        };
+        let OutState::Open(mid) = out.state else {
+            return Written::No;
+        };
+        let mut time = data.time;
+        if data.rid.is_some() {
+            if out.layer != data.rid {
+                if out.target != data.rid {
+                    return Written::No;
+                }
+                if !data.is_keyframe() {
+                    return Written::Stalled;
+                }
+                // Switch at this key frame; keep the receiver's RTP time continuous.
+                let incoming = data.time.numer() as u32;
+                out.time_offset = match out.last_time {
+                    Some(last) => last.wrapping_add(SWITCH_GAP_90KHZ).wrapping_sub(incoming),
+                    None => 0,
+                };
+                if out.layer.is_some() {
+                    self.stats.layer_switches += 1;
+                }
+                out.layer = data.rid;
+            }
+            let rtp = (data.time.numer() as u32).wrapping_add(out.time_offset);
+            out.last_time = Some(rtp);
+            time = str0m::media::MediaTime::new(u64::from(rtp), data.time.frequency());
+        }
+        let Some(writer) = receiver.rtc.writer(mid) else {
+            return Written::No;
+        };
+        let Some(pt) = writer.match_params(data.params) else {
+            return Written::No;
+        };
+        if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
+            let mut sink = Sink {
+                transmits: &mut self.transmits,
+                events: &mut self.events,
+                work: &mut self.work,
+            };
+            receiver.fail(format!("forwarding failed: {e}"), &mut sink);
+            return Written::No;
+        }
+        self.stats.forwarded_frames += 1;
+        self.stats.forwarded_bytes += data.data.len() as u64;
+        Written::Yes
+    }
+
+    /// Asks a publisher for a key frame of one track (one layer), at most once per
+    /// `keyframe_request_interval`.
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        source: TrackId,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    ) {
+        let Some(p) = self.peers.get_mut(&source.publisher) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&p.room) else {
+            return;
+        };
+        let Some(track) = room.tracks.iter_mut().find(|t| t.id == source) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let interval = self.config.keyframe_request_interval;
+        if track
+            .last_keyframe_request
+            .get(&rid)
+            .is_some_and(|last| now < *last + interval)
+        {
+            self.stats.keyframe_requests_throttled += 1;
+            return;
+        }
+        track.last_keyframe_request.insert(rid, now);
+        let Some(mut writer) = p.rtc.writer(source.mid) else {
+            return;
+        };
+        if !writer.is_request_keyframe_possible(kind) {
+            return;
+        }
+        if writer.request_keyframe(rid, kind).is_ok() {
+            self.stats.keyframe_requests += 1;
+        }
+        self.drain_peer(source.publisher);
+    }
+
+    /// A receiver's track was negotiated: pick its layer and ask for a key frame so that
+    /// it can start decoding at once.
+    fn opened(&mut self, now: Instant, key: PeerKey, mid: Mid) {
+        let Some(out) = self
+            .peers
+            .get(&key)
+            .and_then(|p| p.tracks_out.iter().find(|t| t.state == OutState::Open(mid)))
+        else {
+            return;
+        };
+        let (source, simulcast) = (
+            out.source,
+            out.target.is_some() || self.is_simulcast(out.source),
+        );
+        if simulcast {
+            self.choose_layers(now, key);
+        } else {
+            self.request_keyframe(now, source, None, KeyframeRequestKind::Pli);
+        }
+    }
+
+    fn is_simulcast(&self, source: TrackId) -> bool {
+        self.peers
+            .get(&source.publisher)
+            .and_then(|p| self.rooms.get(&p.room))
+            .and_then(|r| r.tracks.iter().find(|t| t.id == source))
+            .is_some_and(|t| t.meter.is_simulcast())
+    }
+
+    /// Chooses the layer of every simulcast track a receiver gets, from its estimate (and
+    /// cap) shared among them; a new target layer gets a key frame request.
+    pub(crate) fn choose_layers(&mut self, now: Instant, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(&p.room) else {
+            return;
+        };
+        let estimate = p
+            .estimate
+            .map_or(self.config.bwe_initial_bps, |e| e.as_u64());
+        let budget = p.cap_bps.map_or(estimate, |cap| cap.min(estimate));
+        let open: Vec<usize> = (0..p.tracks_out.len())
+            .filter(|i| matches!(p.tracks_out[*i].state, OutState::Open(_)))
+            .filter(|i| {
+                room.tracks
+                    .iter()
+                    .any(|t| t.id == p.tracks_out[*i].source && t.meter.is_simulcast())
+            })
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let share = budget / open.len() as u64;
+        let mut requests = Vec::new();
+        for i in open {
+            let out = &mut p.tracks_out[i];
+            let Some(track) = room.tracks.iter().find(|t| t.id == out.source) else {
+                continue;
+            };
+            let choice = choose_layer(&track.meter.rates(), share, out.layer);
+            if choice != out.target {
+                tracing::debug!(peer = %p.id, from = ?out.target, to = ?choice, share, "sfu layer target");
+                out.target = choice;
+            }
+            if out.layer != out.target {
+                requests.push((out.source, out.target));
+            }
+        }
+        for (source, rid) in requests {
+            self.request_keyframe(now, source, rid, KeyframeRequestKind::Pli);
+        }
+    }
+}
+
+/// What writing a frame to one receiver did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Yes,
+    No,
+    /// The receiver waits for a key frame of this layer to switch to it.
+    Stalled,
+}

@@ -1,0 +1,184 @@
+//! Which simulcast layer a receiver gets: measured layer bitrates against its budget.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Rid;
+
+/// An upgrade needs this much headroom (in percent of the layer's rate), so that an
+/// estimate hovering at a layer's rate does not flip between two layers.
+const UPGRADE_HEADROOM_PERCENT: u64 = 115;
+const METER_WINDOW: Duration = Duration::from_secs(1);
+
+/// Received bitrate of each layer of one published track, measured over one-second windows.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerMeter {
+    layers: Vec<Layer>,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    rid: Rid,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    bps: Option<u64>,
+}
+
+impl LayerMeter {
+    /// `rids` in the publisher's SDP order.
+    pub(crate) fn new(rids: &[Rid]) -> LayerMeter {
+        let layers = rids
+            .iter()
+            .map(|rid| Layer {
+                rid: *rid,
+                window_start: None,
+                window_bytes: 0,
+                bps: None,
+            })
+            .collect();
+        LayerMeter { layers }
+    }
+
+    pub(crate) fn is_simulcast(&self) -> bool {
+        !self.layers.is_empty()
+    }
+
+    pub(crate) fn record(&mut self, now: Instant, rid: Rid, bytes: usize) {
+        let Some(layer) = self.layers.iter_mut().find(|l| l.rid == rid) else {
+            return;
+        };
+        let start = *layer.window_start.get_or_insert(now);
+        layer.window_bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= METER_WINDOW {
+            let micros = elapsed.as_micros().max(1) as u64;
+            layer.bps = Some(layer.window_bytes.saturating_mul(8_000_000) / micros);
+            layer.window_start = Some(now);
+            layer.window_bytes = 0;
+        }
+    }
+
+    /// `(rid, measured bit/s)` of every layer, in SDP order.
+    pub(crate) fn rates(&self) -> Vec<(Rid, Option<u64>)> {
+        self.layers.iter().map(|l| (l.rid, l.bps)).collect()
+    }
+}
+
+/// The layer to forward for a budget of `budget_bps`: the highest measured layer that fits
+/// (an upgrade over `current` with some headroom), else the lowest measured one. Before any
+/// layer was measured, the first one the publisher listed.
+pub(crate) fn choose_layer(
+    layers: &[(Rid, Option<u64>)],
+    budget_bps: u64,
+    current: Option<Rid>,
+) -> Option<Rid> {
+    let mut measured: Vec<(Rid, u64)> = layers
+        .iter()
+        .filter_map(|(rid, bps)| bps.map(|b| (*rid, b)))
+        .collect();
+    if measured.is_empty() {
+        return current.or_else(|| layers.first().map(|(rid, _)| *rid));
+    }
+    measured.sort_by_key(|(_, bps)| *bps);
+    let current_bps = current
+        .and_then(|c| measured.iter().find(|(rid, _)| *rid == c))
+        .map(|(_, b)| *b);
+    let fits = |bps: u64| {
+        let is_upgrade = current_bps.is_some_and(|c| bps > c);
+        let needed = if is_upgrade {
+            bps.saturating_mul(UPGRADE_HEADROOM_PERCENT) / 100
+        } else {
+            bps
+        };
+        needed <= budget_bps
+    };
+    let best = measured
+        .iter()
+        .rev()
+        .find(|(_, bps)| fits(*bps))
+        .or(measured.first());
+    best.map(|(rid, _)| *rid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers() -> Vec<(Rid, Option<u64>)> {
+        vec![
+            (Rid::from("l"), Some(150_000)),
+            (Rid::from("m"), Some(500_000)),
+            (Rid::from("h"), Some(1_500_000)),
+        ]
+    }
+
+    #[test]
+    fn highest_layer_that_fits() {
+        assert_eq!(
+            choose_layer(&layers(), 10_000_000, None),
+            Some(Rid::from("h"))
+        );
+        assert_eq!(
+            choose_layer(&layers(), 1_000_000, None),
+            Some(Rid::from("m"))
+        );
+        assert_eq!(choose_layer(&layers(), 200_000, None), Some(Rid::from("l")));
+    }
+
+    #[test]
+    fn lowest_layer_when_nothing_fits() {
+        assert_eq!(
+            choose_layer(&layers(), 10_000, Some(Rid::from("h"))),
+            Some(Rid::from("l"))
+        );
+    }
+
+    #[test]
+    fn upgrade_needs_headroom_downgrade_does_not() {
+        // 1.6 Mbit/s covers h (1.5) but not h with 15% headroom: stay on m.
+        assert_eq!(
+            choose_layer(&layers(), 1_600_000, Some(Rid::from("m"))),
+            Some(Rid::from("m"))
+        );
+        assert_eq!(
+            choose_layer(&layers(), 1_800_000, Some(Rid::from("m"))),
+            Some(Rid::from("h"))
+        );
+        // Already on h: 1.6 keeps it.
+        assert_eq!(
+            choose_layer(&layers(), 1_600_000, Some(Rid::from("h"))),
+            Some(Rid::from("h"))
+        );
+        assert_eq!(
+            choose_layer(&layers(), 1_400_000, Some(Rid::from("h"))),
+            Some(Rid::from("m"))
+        );
+    }
+
+    #[test]
+    fn unmeasured_layers_keep_the_first_listed() {
+        let unmeasured = vec![(Rid::from("q"), None), (Rid::from("f"), None)];
+        assert_eq!(choose_layer(&unmeasured, 1, None), Some(Rid::from("q")));
+        assert_eq!(
+            choose_layer(&unmeasured, 1, Some(Rid::from("f"))),
+            Some(Rid::from("f"))
+        );
+        assert_eq!(choose_layer(&[], 1, None), None);
+        // Measured layers win over unmeasured ones.
+        let partly = vec![(Rid::from("q"), None), (Rid::from("f"), Some(900))];
+        assert_eq!(choose_layer(&partly, 1, None), Some(Rid::from("f")));
+    }
+
+    #[test]
+    fn meter_measures_per_window() {
+        let t0 = Instant::now();
+        let mut meter = LayerMeter::new(&[Rid::from("l"), Rid::from("h")]);
+        for i in 0..=10 {
+            meter.record(t0 + Duration::from_millis(100 * i), Rid::from("h"), 1000);
+        }
+        let rates = meter.rates();
+        assert_eq!(rates[0].1, None);
+        // 11 kB over 1 s.
+        assert_eq!(rates[1].1, Some(88_000));
+        meter.record(t0, Rid::from("x"), 5);
+    }
+}
