@@ -148,11 +148,10 @@ impl Sfu {
                 reason: "refused as a host candidate".to_string(),
             });
         }
-        let initial = self.config.bwe_initial_bps;
-        rtc.bwe().set_bitrate(
-            Bitrate::bps(initial.min(300_000)),
-            Bitrate::bps(self.config.bwe_desired_bps),
-        );
+        // No sustained padding (str0m keeps its small floor); probing towards `desired` is
+        // what lets an estimate grow back to a higher layer.
+        rtc.bwe()
+            .set_bitrate(Bitrate::bps(0), Bitrate::bps(self.config.bwe_desired_bps));
 
         let key = self.next_key;
         self.next_key += 1;

@@ -376,7 +376,7 @@ impl Sfu {
             let Some(track) = room.tracks.iter().find(|t| t.id == out.source) else {
                 continue;
             };
-            let choice = choose_layer(&track.meter.rates(), share, out.layer);
+            let choice = choose_layer(&track.meter.rates(now), share, out.layer);
             if choice != out.target {
                 tracing::debug!(peer = %p.id, from = ?out.target, to = ?choice, share, "sfu layer target");
                 out.target = choice;

@@ -8,6 +8,9 @@ use str0m::media::Rid;
 /// estimate hovering at a layer's rate does not flip between two layers.
 const UPGRADE_HEADROOM_PERCENT: u64 = 115;
 const METER_WINDOW: Duration = Duration::from_secs(1);
+/// A layer with no frame for this long counts as gone (the publisher stopped sending it,
+/// as browsers do under their own congestion): it is chosen by nobody until it is back.
+const LAYER_IDLE: Duration = Duration::from_secs(2);
 
 /// Received bitrate of each layer of one published track, measured over one-second windows.
 #[derive(Debug, Clone)]
@@ -21,6 +24,7 @@ struct Layer {
     window_start: Option<Instant>,
     window_bytes: u64,
     bps: Option<u64>,
+    last_frame: Option<Instant>,
 }
 
 impl LayerMeter {
@@ -33,6 +37,7 @@ impl LayerMeter {
                 window_start: None,
                 window_bytes: 0,
                 bps: None,
+                last_frame: None,
             })
             .collect();
         LayerMeter { layers }
@@ -46,6 +51,16 @@ impl LayerMeter {
         let Some(layer) = self.layers.iter_mut().find(|l| l.rid == rid) else {
             return;
         };
+        if layer
+            .last_frame
+            .is_some_and(|last| now.saturating_duration_since(last) >= LAYER_IDLE)
+        {
+            // Back after a pause: measure afresh.
+            layer.window_start = None;
+            layer.window_bytes = 0;
+            layer.bps = None;
+        }
+        layer.last_frame = Some(now);
         let start = *layer.window_start.get_or_insert(now);
         layer.window_bytes += bytes as u64;
         let elapsed = now.saturating_duration_since(start);
@@ -57,9 +72,17 @@ impl LayerMeter {
         }
     }
 
-    /// `(rid, measured bit/s)` of every layer, in SDP order.
-    pub(crate) fn rates(&self) -> Vec<(Rid, Option<u64>)> {
-        self.layers.iter().map(|l| (l.rid, l.bps)).collect()
+    /// `(rid, measured bit/s)` of every layer, in SDP order; `None` for a layer not measured
+    /// yet or idle.
+    pub(crate) fn rates(&self, now: Instant) -> Vec<(Rid, Option<u64>)> {
+        let live = |l: &Layer| {
+            l.last_frame
+                .is_some_and(|last| now.saturating_duration_since(last) < LAYER_IDLE)
+        };
+        self.layers
+            .iter()
+            .map(|l| (l.rid, l.bps.filter(|_| live(l))))
+            .collect()
     }
 }
 
@@ -175,10 +198,15 @@ mod tests {
         for i in 0..=10 {
             meter.record(t0 + Duration::from_millis(100 * i), Rid::from("h"), 1000);
         }
-        let rates = meter.rates();
+        let t1 = t0 + Duration::from_secs(1);
+        let rates = meter.rates(t1);
         assert_eq!(rates[0].1, None);
         // 11 kB over 1 s.
         assert_eq!(rates[1].1, Some(88_000));
         meter.record(t0, Rid::from("x"), 5);
+        // Idle for 2 s: gone, until measured again.
+        assert_eq!(meter.rates(t1 + Duration::from_secs(2))[1].1, None);
+        meter.record(t1 + Duration::from_secs(3), Rid::from("h"), 1000);
+        assert_eq!(meter.rates(t1 + Duration::from_secs(3))[1].1, None);
     }
 }

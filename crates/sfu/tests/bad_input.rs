@@ -254,3 +254,22 @@ fn offer_video(net: &mut Net, id: &str) -> String {
     c.sending.push((mid, str0m::media::MediaKind::Video, false));
     offer.to_sdp_string()
 }
+
+#[test]
+fn a_peer_that_never_answers_an_offer_fails_alone() {
+    let mut config = SfuConfig::default();
+    config.answer_timeout = Duration::from_secs(5);
+    let mut net = Net::with_config(config);
+    net.join("a", "r", Publish::Audio);
+    net.join("b", "r", Publish::Audio);
+    assert!(net.run_until(Duration::from_secs(5), connected));
+    // c joins; a's offer for c's track is never answered.
+    net.hold_signals_for = Some("a".to_string());
+    net.join("c", "r", Publish::Audio);
+    assert!(net.run_until(Duration::from_secs(7), |n| !n.failed().is_empty()));
+    assert_eq!(net.failed(), vec!["a"]);
+    let since = net.now;
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.client("b").streams_received_since(since), vec!["c"]);
+    assert_eq!(net.client("c").streams_received_since(since), vec!["b"]);
+}

@@ -170,3 +170,68 @@ fn last_peer_leaving_ends_the_room() {
     );
     assert_eq!(net.sfu.poll_timeout(), None);
 }
+
+#[test]
+fn a_client_behind_a_relay_is_just_another_source_address() {
+    let mut net = Net::new();
+    net.join("direct", "r", Publish::AudioVideo);
+    net.join("relayed", "r", Publish::AudioVideo);
+    // Everything from "relayed" reaches the server from a TURN relay's address.
+    net.client_mut("relayed").via = Some("198.51.100.7:49152".parse().unwrap());
+    assert!(net.run_until(Duration::from_secs(5), connected));
+    let since = net.now;
+    net.run(Duration::from_secs(1));
+    assert_eq!(
+        net.client("direct").streams_received_since(since),
+        vec!["relayed"]
+    );
+    assert_eq!(
+        net.client("relayed").streams_received_since(since),
+        vec!["direct"]
+    );
+    let connected_events = net
+        .events
+        .iter()
+        .filter(|e| matches!(e, switchboard_sfu::SfuEvent::PeerConnected { .. }))
+        .count();
+    assert_eq!(connected_events, 2);
+}
+
+#[test]
+fn a_track_unpublished_by_the_client_leaves_the_others() {
+    let mut net = Net::new();
+    net.join("a", "r", Publish::AudioVideo);
+    net.join("b", "r", Publish::Nothing);
+    assert!(net.run_until(Duration::from_secs(5), connected));
+    net.run(Duration::from_millis(300));
+    assert_eq!(net.client("b").active_streams(), vec!["a", "a"]);
+    // a stops sending its video: it offers the m-line inactive.
+    let c = net.client_mut("a");
+    let (video, _, _) = c
+        .sending
+        .iter()
+        .copied()
+        .find(|(_, k, _)| *k == str0m::media::MediaKind::Video)
+        .unwrap();
+    c.sending.retain(|(m, _, _)| *m != video);
+    let mut change = c.rtc.sdp_api();
+    change.set_direction(video, str0m::media::Direction::Inactive);
+    let (offer, pending) = change.apply().unwrap();
+    c.pending = Some(pending);
+    let now = net.now;
+    net.sfu
+        .handle_signal(
+            now,
+            "r",
+            "a",
+            switchboard_sfu::MediaSignal::Offer {
+                sdp: offer.to_sdp_string(),
+            },
+        )
+        .unwrap();
+    assert!(
+        net.run_until(Duration::from_secs(1), |n| n.client("b").active_streams()
+            == vec!["a"])
+    );
+    assert_eq!(net.sfu.stats().published_tracks, 1);
+}

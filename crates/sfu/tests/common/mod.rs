@@ -59,6 +59,8 @@ pub struct Client {
     pub blackholed: bool,
     pub closed: bool,
     pub added: Vec<Mid>,
+    /// The address the server sees this client at (a TURN relay, a NAT), if not its own.
+    pub via: Option<SocketAddr>,
 }
 
 impl Client {
@@ -235,6 +237,7 @@ impl Net {
             blackholed: false,
             closed: false,
             added: Vec::new(),
+            via: None,
         };
         self.clients.push(client);
         self.sfu
