@@ -577,3 +577,48 @@ impl Sfu {
         tracing::debug!(room = %p.room, peer = %p.id, "sfu peer removed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_core_moves_to_a_driver_task() {
+        fn send<T: Send + 'static>() {}
+        send::<Sfu>();
+        send::<SfuEvent>();
+        send::<Transmit>();
+    }
+
+    #[test]
+    fn timers_are_empty_without_peers() {
+        let mut sfu = Sfu::new(SfuConfig::default());
+        let now = Instant::now();
+        assert_eq!(sfu.poll_timeout(), None);
+        sfu.add_peer(now, "r", "p", "192.0.2.1:3480".parse().unwrap())
+            .unwrap();
+        assert!(
+            sfu.poll_timeout()
+                .is_some_and(|t| t <= now + SfuConfig::default().connect_timeout)
+        );
+        sfu.remove_peer(now, "r", "p");
+        assert_eq!(sfu.poll_timeout(), None);
+        assert_eq!(sfu.stats().rooms, 0);
+        // A room past its limit refuses, and the refusal changes nothing.
+        let mut sfu = Sfu::new(SfuConfig {
+            max_peers_per_room: 1,
+            ..SfuConfig::default()
+        });
+        sfu.add_peer(now, "r", "p", "192.0.2.1:3480".parse().unwrap())
+            .unwrap();
+        let full = sfu.add_peer(now, "r", "q", "192.0.2.1:3480".parse().unwrap());
+        assert_eq!(
+            full,
+            Err(SfuError::RoomFull {
+                room: "r".into(),
+                max: 1
+            })
+        );
+        assert_eq!(sfu.stats().peers, 1);
+    }
+}
