@@ -243,6 +243,13 @@ impl Sfu {
                         peer: p.id.clone(),
                         signal: MediaSignal::Answer { sdp: answer },
                     });
+                    // A client ICE restart gives the server new credentials too.
+                    let ufrag = p.rtc.direct_api().local_ice_credentials().ufrag;
+                    if ufrag != p.ufrag {
+                        self.by_ufrag.remove(&p.ufrag);
+                        self.by_ufrag.insert(ufrag.clone(), key);
+                        p.ufrag = ufrag;
+                    }
                     Ok(())
                 }
                 Ok(OfferOutcome::Collision) => {

@@ -235,3 +235,50 @@ fn a_track_unpublished_by_the_client_leaves_the_others() {
     );
     assert_eq!(net.sfu.stats().published_tracks, 1);
 }
+
+#[test]
+fn an_ice_restart_from_a_new_address_keeps_the_media() {
+    let mut net = Net::new();
+    net.join("a", "r", Publish::AudioVideo);
+    net.join("b", "r", Publish::AudioVideo);
+    assert!(net.run_until(Duration::from_secs(5), connected));
+    // b's network changes (a new address) and it restarts ICE.
+    let c = net.client_mut("b");
+    c.via = Some("192.0.2.77:6000".parse().unwrap());
+    let mut change = c.rtc.sdp_api();
+    change.ice_restart(true);
+    let (offer, pending) = change.apply().unwrap();
+    c.pending = Some(pending);
+    let now = net.now;
+    net.sfu
+        .handle_signal(
+            now,
+            "r",
+            "b",
+            switchboard_sfu::MediaSignal::Offer {
+                sdp: offer.to_sdp_string(),
+            },
+        )
+        .unwrap();
+    net.run(Duration::from_secs(2));
+    let since = net.now;
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.client("a").streams_received_since(since), vec!["b"]);
+    assert_eq!(net.client("b").streams_received_since(since), vec!["a"]);
+    assert!(net.failed().is_empty());
+    // The server's credentials changed with the restart: STUN is routed by the new ufrag.
+    let ufrags: Vec<String> = net
+        .signals
+        .iter()
+        .filter(|s| s.peer == "b")
+        .filter_map(|s| match &s.signal {
+            switchboard_sfu::MediaSignal::Answer { sdp } => sdp
+                .lines()
+                .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+                .map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ufrags.len(), 2);
+    assert_ne!(ufrags[0], ufrags[1]);
+}
