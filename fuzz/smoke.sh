@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-20}
 shift || true
-all="stun_message channel_data stream_framing signal_client_frame signal_core turn_server engineio_packet"
+all="stun_message channel_data stream_framing signal_client_frame signal_core turn_server engineio_packet sfu_demux"
 if [ $# -gt 0 ]; then
     targets="$*"
 else

@@ -156,3 +156,18 @@ write("engineio_packet", "websocket", [1]
       + ws('451-["message","lobby",{"_placeholder":true,"num":0}]')
       + ws(b"\x01\x02\x03", binary=True) + ws("bAAEC") + ws('42/admin,["join","r0"]')
       + ws("41"))
+
+# --- sfu_demux: steps [source, to_bound, op, ...] ----------------------------------------
+# op 0 raw long bytes, 1 STUN around server ufrag [peer, tail, user tail, prefix?, len?, tid],
+# 2 DTLS-first-byte long bytes, 3 RTP-first-byte long bytes, 4 time [ms16].
+def sfu_stun(source, peer, user=b"cli"):
+    return [source, 1, 1, peer, 0] + [len(user)] + list(user) + [0, 0] + [7] * 12
+
+
+dtls_hello = bytes([22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 1]) + bytes(40)
+rtp = bytes([0x80, 111, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4]) + bytes(60)
+write("sfu_demux", "stun_dtls_rtp",
+      sfu_stun(0, 0) + [0, 0, 2] + long(dtls_hello) + [0, 0, 3] + long(rtp)
+      + sfu_stun(1, 1) + [1, 1, 3] + long(rtp) + [0, 0, 4, 0x03, 0xe8]
+      + [2, 0, 2] + long(dtls_hello) + [3, 0, 0] + long(b"\x00\x01garbage"))
+write("sfu_demux", "timeouts", [0, 0, 4, 0x75, 0x30, 0, 0, 4, 0x75, 0x30] + sfu_stun(0, 0))
