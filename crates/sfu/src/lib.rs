@@ -85,7 +85,12 @@ pub struct Sfu {
 
 impl Sfu {
     /// A core with no room.
-    pub fn new(config: SfuConfig) -> Sfu {
+    pub fn new(mut config: SfuConfig) -> Sfu {
+        // Deadlines are `now + duration`: keep them far from Instant's overflow.
+        let day = std::time::Duration::from_secs(86_400);
+        config.connect_timeout = config.connect_timeout.min(day);
+        config.answer_timeout = config.answer_timeout.min(day);
+        config.keyframe_request_interval = config.keyframe_request_interval.min(day);
         Sfu {
             config,
             peers: HashMap::new(),

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Settings of an [`Sfu`](crate::Sfu). `Default` gives the documented values.
+/// Settings of an [`Sfu`](crate::Sfu). `Default` gives the documented values; durations
+/// are capped at one day.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SfuConfig {
