@@ -67,7 +67,11 @@ fn stun_with_username(ufrag: &str, tail: &[u8], input: &mut Input<'_>) -> Vec<u8
         attrs.push(0);
     }
     attrs.extend_from_slice(tail);
-    let len = if input.bool() { input.u16() } else { attrs.len() as u16 };
+    let len = if input.bool() {
+        input.u16()
+    } else {
+        attrs.len() as u16
+    };
     let mut m = vec![0x00, 0x01];
     m.extend_from_slice(&len.to_be_bytes());
     m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
@@ -94,7 +98,8 @@ fuzz_target!(|data: &[u8]| {
     for (i, peer) in PEERS.iter().enumerate() {
         sfu.add_peer(now, "r", peer, server).expect("add_peer");
         let offer = client_offer(now, sources[i], i == 0);
-        sfu.handle_signal(now, "r", peer, MediaSignal::Offer { sdp: offer }).expect("the client's offer");
+        sfu.handle_signal(now, "r", peer, MediaSignal::Offer { sdp: offer })
+            .expect("the client's offer");
     }
     while let Some(s) = sfu.poll_signal() {
         if let MediaSignal::Answer { sdp } = &s.signal {
@@ -107,7 +112,11 @@ fuzz_target!(|data: &[u8]| {
     let mut errors = 0u64;
     while !input.is_empty() {
         let from = sources[input.pick(sources.len())];
-        let to: SocketAddr = if input.bool() { server } else { "0.0.0.0:3480".parse().unwrap() };
+        let to: SocketAddr = if input.bool() {
+            server
+        } else {
+            "0.0.0.0:3480".parse().unwrap()
+        };
         let datagram: Vec<u8> = match input.pick(5) {
             0 => input.long_bytes(1500).to_vec(),
             1 => {
@@ -154,6 +163,9 @@ fuzz_target!(|data: &[u8]| {
         sfu.remove_peer(now, "r", peer);
     }
     let stats = sfu.stats();
-    assert_eq!((stats.rooms, stats.peers, stats.published_tracks), (0, 0, 0));
+    assert_eq!(
+        (stats.rooms, stats.peers, stats.published_tracks),
+        (0, 0, 0)
+    );
     assert_eq!(sfu.poll_timeout(), None);
 });
