@@ -259,6 +259,16 @@ impl Sfu {
         let Some(pt) = writer.match_params(data.params) else {
             return Written::No;
         };
+        // Kept for the receiver: who speaks (active speaker UIs) and which way is up.
+        let ext = &data.ext_vals;
+        let writer = match (ext.audio_level, ext.voice_activity) {
+            (Some(level), voice) => writer.audio_level(level, voice.unwrap_or(false)),
+            _ => writer,
+        };
+        let writer = match ext.video_orientation {
+            Some(o) => writer.video_orientation(o),
+            None => writer,
+        };
         if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
             let mut sink = Sink {
                 transmits: &mut self.transmits,
