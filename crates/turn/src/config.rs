@@ -1,6 +1,6 @@
 //! Settings of the sans-IO server.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::auth::Credentials;
@@ -57,6 +57,11 @@ pub struct ServerConfig {
     /// allocations; loopback ones only follow the policy. The server adds
     /// the addresses its clients reach it on and its relays get.
     pub own_addresses: Vec<IpAddr>,
+    /// Exact addresses of this host's own services that clients may always
+    /// relay to, whatever the policy and the own-address rule say: the
+    /// SFU's media socket (PROTOCOL.md §7, "the server's own addresses are
+    /// always allowed peers"). Any other port on those IPs stays refused.
+    pub service_peers: Vec<SocketAddr>,
     /// Also accept channel numbers 0x5000–0x7FFE in ChannelBind, as RFC 5766
     /// did (coturn's clients pick from the whole old range). RFC 8656
     /// reserves them, so this is off by default in the core.
@@ -92,6 +97,7 @@ impl ServerConfig {
             challenges_per_ip_per_sec: 32,
             policy: PeerPolicy::new(),
             own_addresses: Vec::new(),
+            service_peers: Vec::new(),
             allow_rfc5766_channels: false,
             relay_ipv4: true,
             relay_ipv6: false,

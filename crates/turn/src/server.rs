@@ -489,10 +489,23 @@ impl TurnServer {
             return true;
         }
         let ip = canonical(peer.ip());
+        if self.is_service_peer(ip, peer.port()) {
+            return true;
+        }
         if !ip.is_loopback() && self.own_ips.contains(&ip) {
             return false;
         }
         self.config.policy.permits(ip)
+    }
+
+    /// One of [`ServerConfig::service_peers`]; `ip` is canonical. A short
+    /// list (a socket's addresses), scanned only for peers the policy or
+    /// the own-address rule would look at anyway.
+    fn is_service_peer(&self, ip: IpAddr, port: u16) -> bool {
+        self.config
+            .service_peers
+            .iter()
+            .any(|s| s.port() == port && canonical(s.ip()) == ip)
     }
 
     /// Records an address this host answers on (a 5-tuple's server side,
@@ -616,7 +629,8 @@ impl TurnServer {
     /// that short list.
     fn own_relay_still_live(&self, peer: SocketAddr) -> bool {
         let ip = canonical(peer.ip());
-        if ip.is_loopback() || !self.own_ips.contains(&ip) {
+        if ip.is_loopback() || !self.own_ips.contains(&ip) || self.is_service_peer(ip, peer.port())
+        {
             return true;
         }
         self.by_relay.contains_key(&peer) || self.public_relays.contains_key(&peer)

@@ -454,3 +454,47 @@ fn the_servers_own_addresses_are_no_peers_but_live_relays_are() {
     c.allocate(&mut h);
     assert_eq!(permit(&mut c, &mut h, "127.0.0.1:9"), None);
 }
+
+#[test]
+fn service_peers_are_allowed_and_nothing_else_on_their_ips() {
+    // The SFU's media socket on an own address and on loopback: both are
+    // refused by default, both are peers once named as services.
+    let mut config = common::config();
+    config.own_addresses = vec!["93.184.216.1".parse().unwrap()];
+    config.service_peers = vec![addr("93.184.216.1:3480"), addr("127.0.0.1:3480")];
+    let mut h = Harness::new(config);
+    let mut c = Client::udp("198.51.100.7:4000", "alice", "alice-pw");
+    c.allocate(&mut h);
+    let permit = |c: &mut Client, h: &mut Harness, peer: &str| {
+        error_code(&c.ask(h, Method::CREATE_PERMISSION, |b| {
+            b.add_xor_peer_address(addr(peer));
+        }))
+    };
+    assert_eq!(permit(&mut c, &mut h, "93.184.216.1:3480"), None);
+    assert_eq!(permit(&mut c, &mut h, "127.0.0.1:3480"), None);
+    for other in ["93.184.216.1:3481", "127.0.0.1:22", "127.0.0.2:3480"] {
+        assert_eq!(permit(&mut c, &mut h, other), Some(403), "{other}");
+    }
+    let send = |c: &mut Client, h: &mut Harness, peer: SocketAddr| {
+        let ind = c.signed_with(switchboard_stun::MessageType::SEND_INDICATION, |b| {
+            b.add_xor_peer_address(peer).add_data(b"media");
+        });
+        h.client_sends(c.ft, &ind).len()
+    };
+    assert_eq!(send(&mut c, &mut h, addr("93.184.216.1:3480")), 1);
+    assert_eq!(send(&mut c, &mut h, addr("93.184.216.1:3481")), 0);
+    let bound = c.ask(&mut h, Method::CHANNEL_BIND, |b| {
+        b.add(&ChannelNumber(0x4001))
+            .add_xor_peer_address(addr("93.184.216.1:3480"));
+    });
+    assert!(is_success(&bound));
+    let mut frame = Vec::new();
+    ChannelData::new(0x4001, b"media")
+        .expect("channel data")
+        .encode(&mut frame, false);
+    assert_eq!(
+        h.client_sends(c.ft, &frame).len(),
+        1,
+        "a channel to the SFU relays"
+    );
+}

@@ -45,6 +45,8 @@ pub use reload::{TURN_RELOADABLE_KEYS, TurnReloadError};
 pub use stream::TlsHandoff;
 use stream::{StreamContext, accept_loop};
 use udp::UdpEndpoint;
+/// The media socket (`crate::media`) asks the kernel for as little as TURN does.
+pub(crate) use udp::quiet_receive;
 
 /// Attempts at finding a port free for both UDP and TCP when `listen` has port 0.
 const SHARED_PORT_ATTEMPTS: usize = 16;
@@ -119,6 +121,19 @@ impl TurnService {
     /// `/metrics`), each with its `# HELP`.
     pub fn export_metrics(&self) {
         exported::export(&self.metrics(), self.send_failures());
+    }
+
+    /// Lets clients relay to `peers`, this host's own service addresses
+    /// (the SFU's media socket), which the peer policy refuses otherwise.
+    /// Kept across reloads. A no-op when TURN is disabled.
+    pub fn allow_service_peers(&self, peers: Vec<SocketAddr>) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        let mut core = shared.lock();
+        let mut config = core.server.config().clone();
+        config.service_peers = peers;
+        core.server.reconfigure(config);
     }
 
     /// Waits until every task of the service has ended (after shutdown).

@@ -74,5 +74,7 @@ fn keep_restart_only(mut next: ServerConfig, running: &ServerConfig) -> ServerCo
     next.default_lifetime = running.default_lifetime;
     next.max_queued_allocation_events = running.max_queued_allocation_events;
     next.software.clone_from(&running.software);
+    // Set by the process from its own sockets, not from `[turn]`.
+    next.service_peers.clone_from(&running.service_peers);
     next
 }
