@@ -43,6 +43,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The admin API's listener and token.
     pub admin: AdminConfig,
+    /// The SFU's media socket (PROTOCOL.md §7).
+    pub media: MediaConfig,
 }
 
 /// `[http]`
@@ -109,6 +111,19 @@ impl TlsConfig {
 pub struct RoomsConfig {
     /// Peers per room; 0 = no limit.
     pub max_peers: usize,
+    /// The kind of a room whose first join does not ask for one.
+    pub media: RoomMedia,
+}
+
+/// How a room's media flows (PROTOCOL.md §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomMedia {
+    /// Every peer sends to every other peer.
+    #[default]
+    Mesh,
+    /// Every peer sends once, to this server, which forwards.
+    Sfu,
 }
 
 /// `[session]`
@@ -360,6 +375,81 @@ impl AdminConfig {
 
 // ---- end of [admin] ----
 
+// ---- [media] ----
+
+/// The address `media.listen` has by default.
+pub const DEFAULT_MEDIA_LISTEN: &str = "0.0.0.0:3480";
+
+/// `[media]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// The SFU's one UDP socket for every peer; `""` turns the SFU off.
+    pub listen: String,
+    /// The IP put in the server's ICE candidates; unset = the address each
+    /// client's signaling connection reached.
+    pub public_ip: Option<std::net::IpAddr>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_MEDIA_LISTEN.to_owned(),
+            public_ip: None,
+        }
+    }
+}
+
+/// A `[media]` that must not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaConfigError {
+    /// `media.listen` is not an address.
+    #[error("media.listen {0:?} is not an address like 0.0.0.0:3480 (or \"\" for no SFU)")]
+    Listen(String),
+    /// SFU rooms by default, and nowhere for their media to go.
+    #[error("rooms.media = \"sfu\" needs the SFU: set media.listen (it is \"\", media off)")]
+    SfuWithoutMedia,
+    /// An address nobody could send to.
+    #[error("media.public_ip {0} is not an address clients can reach (unspecified or multicast)")]
+    PublicIp(std::net::IpAddr),
+}
+
+impl MediaConfig {
+    /// The address to bind, `None` when the SFU is off.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, MediaConfigError> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen
+            .parse()
+            .map(Some)
+            .map_err(|_| MediaConfigError::Listen(self.listen.clone()))
+    }
+
+    /// Whether `listen` is the default, which may be taken (two nodes on
+    /// one host) without stopping the start.
+    pub fn is_default_listen(&self) -> bool {
+        self.listen.trim() == DEFAULT_MEDIA_LISTEN
+    }
+
+    fn validate(&self, rooms: &RoomsConfig) -> Result<(), MediaConfigError> {
+        let listen = self.listen_addr()?;
+        if listen.is_none() && rooms.media == RoomMedia::Sfu {
+            return Err(MediaConfigError::SfuWithoutMedia);
+        }
+        if let Some(ip) = self.public_ip
+            && (ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(MediaConfigError::PublicIp(ip));
+        }
+        Ok(())
+    }
+}
+
+// ---- end of [media] ----
+
 /// `[webhooks]` (PROTOCOL.md §8, docs/webhooks.md)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -483,6 +573,9 @@ pub struct Cli {
     /// admin.listen: the admin API's address ("" = off).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+    /// media.listen: the SFU's UDP address ("" = off).
+    #[arg(long, value_name = "ADDR")]
+    pub media_listen: Option<String>,
     /// log.level, a tracing filter.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -519,6 +612,7 @@ impl Cli {
         set!("cluster.redis_url", self.redis_url.as_ref());
         set!("cluster.node_id", self.node_id.as_ref());
         set!("admin.listen", self.admin_listen.as_ref());
+        set!("media.listen", self.media_listen.as_ref());
         set!("log.level", self.log_level.as_ref());
         set!("log.format", self.log_json.then_some(LogFormat::Json));
         set!("log.file", self.log_file.as_ref());
@@ -555,6 +649,7 @@ impl Config {
         crate::auth::check_secret(self.auth.jwt_secret.as_deref())?;
         self.webhooks.validate()?;
         self.admin.listen_addr()?;
+        self.media.validate(&self.rooms)?;
         crate::one_port::check_config(self)?;
         Ok(())
     }
@@ -848,6 +943,48 @@ mod tests {
         assert_eq!(in_force.session.replay_frames, 1024);
         let (_, none) = reload_plan(&running, &running).expect("compares");
         assert_eq!(none, ConfigChanges::default());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+    fn media_is_on_by_default_and_sfu_rooms_need_it() {
+        figment::Jail::expect_with(|jail| {
+            let cfg = Config::load(&Cli::default()).expect("defaults load");
+            assert_eq!(
+                cfg.media.listen_addr().expect("parses"),
+                Some("0.0.0.0:3480".parse().expect("addr"))
+            );
+            assert!(cfg.media.is_default_listen());
+            assert_eq!(cfg.rooms.media, RoomMedia::Mesh);
+            jail.set_env("SWITCHBOARD_MEDIA__LISTEN", "127.0.0.1:0");
+            jail.set_env("SWITCHBOARD_ROOMS__MEDIA", "sfu");
+            let cfg = Config::load(&Cli::default()).expect("loads");
+            assert_eq!(cfg.rooms.media, RoomMedia::Sfu);
+            assert!(!cfg.media.is_default_listen());
+            let off = Cli {
+                media_listen: Some(String::new()),
+                ..Cli::default()
+            };
+            let err = Config::load(&off).expect_err("sfu rooms without media");
+            assert!(format!("{err:#}").contains("rooms.media"), "{err:#}");
+            jail.set_env("SWITCHBOARD_ROOMS__MEDIA", "mesh");
+            let cfg = Config::load(&off).expect("mesh rooms without media");
+            assert_eq!(cfg.media.listen_addr().expect("parses"), None);
+            jail.set_env("SWITCHBOARD_MEDIA__LISTEN", "port 3480");
+            assert!(Config::load(&Cli::default()).is_err());
+            jail.set_env("SWITCHBOARD_MEDIA__LISTEN", "127.0.0.1:0");
+            jail.set_env("SWITCHBOARD_MEDIA__PUBLIC_IP", "0.0.0.0");
+            assert!(Config::load(&Cli::default()).is_err());
+            jail.set_env("SWITCHBOARD_MEDIA__PUBLIC_IP", "203.0.113.7");
+            let cfg = Config::load(&Cli::default()).expect("loads");
+            assert_eq!(
+                cfg.media.public_ip,
+                Some("203.0.113.7".parse().expect("ip"))
+            );
+            jail.set_env("SWITCHBOARD_ROOMS__MEDIA", "star");
+            assert!(Config::load(&Cli::default()).is_err(), "an unknown kind");
+            Ok(())
+        });
     }
 
     #[test]

@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use switchboard_signal::cluster::{Command, Push};
 use switchboard_signal::{
     AdminError, AdminId, AdminReply, AdminRequest, ClassicArg, ClassicEvent, ConnId, Counters,
-    Disconnect, Event, Face, IceServer, Identity, OutFrame, Output, SignalCore, Stats,
+    Disconnect, ErrorCode, Event, Face, IceServer, Identity, MediaOutput, OutFrame, Output,
+    SignalCore, Stats,
 };
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +47,11 @@ pub trait ConnSink: Send + Sync {
     /// Answers the oldest unanswered acknowledgement of a classic event
     /// (only a clustered core answers later than `Hub::classic` returns).
     fn classic_reply(&self, _payload: Value) {}
+    /// The local IP of the connection (the address the client reached),
+    /// for the SFU's candidate when `media.public_ip` is not set.
+    fn local_ip(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 /// Where a clustered core's commands go: the backplane client, in order.
@@ -78,6 +85,9 @@ pub struct Hub {
     /// Lifecycle events go here too, under the lock (so in the core's
     /// order); it only queues.
     webhooks: std::sync::OnceLock<crate::webhooks::Webhooks>,
+    /// The SFU's driver, when the media socket is on. Handing over only
+    /// queues, so it is done under the lock, in the core's order.
+    media: std::sync::OnceLock<crate::media::MediaLink>,
 }
 
 impl Hub {
@@ -100,12 +110,43 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             timer: Notify::new(),
             webhooks: std::sync::OnceLock::new(),
+            media: std::sync::OnceLock::new(),
         })
     }
 
     /// Hands every lifecycle event from now on to `hooks` too (once).
     pub fn set_webhooks(&self, hooks: crate::webhooks::Webhooks) {
         let _ = self.webhooks.set(hooks);
+    }
+
+    /// Hands SFU rooms' media outputs to `link` from now on (once).
+    pub fn set_media(&self, link: crate::media::MediaLink) {
+        let _ = self.media.set(link);
+    }
+
+    /// The SFU's `data` for `peer` in `room`, as a `media` frame. `false`
+    /// when the peer is no longer in that room.
+    pub fn send_media(&self, room: &str, peer: &str, data: &RawValue) -> bool {
+        let (sent, logs) = {
+            let mut st = self.lock();
+            let sent = st.core.send_media(Instant::now(), room, peer, data);
+            (sent, self.drain(&mut st))
+        };
+        logs.write();
+        sent
+    }
+
+    /// An `error` frame to `peer` about its media in `room`.
+    pub fn media_error(&self, room: &str, peer: &str, code: ErrorCode, message: &str) -> bool {
+        let (sent, logs) = {
+            let mut st = self.lock();
+            let sent = st
+                .core
+                .media_error(Instant::now(), room, peer, code, message);
+            (sent, self.drain(&mut st))
+        };
+        logs.write();
+        sent
     }
 
     /// New limits for the core, from the next request on (a reload).
@@ -373,9 +414,10 @@ impl Hub {
                         }
                         continue;
                     }
-                    // No media relay yet: h/sfu-shell replaces this arm
-                    // with the hand-over to the SFU driver.
-                    Output::Media(_) => continue,
+                    Output::Media(media) => {
+                        self.hand_to_sfu(st, media);
+                        continue;
+                    }
                 };
                 if let Some(Err(QueueFull)) = queued {
                     // Detach at once: a later frame of this same drain must
@@ -421,6 +463,47 @@ impl Hub {
             }
         }
         logs
+    }
+
+    /// Queues an SFU room's output for the media driver, never waiting: a
+    /// `media` request it cannot take now gets `unavailable` (the client
+    /// may send it again), a join or leave always goes through.
+    fn hand_to_sfu(&self, st: &mut State, media: MediaOutput) {
+        let Some(link) = self.media.get() else {
+            // Rooms are SFU rooms only when a client asked; nothing here
+            // relays their media.
+            if let MediaOutput::Joined { room, peer, .. } | MediaOutput::Signal { room, peer, .. } =
+                &media
+            {
+                st.core.media_error(
+                    Instant::now(),
+                    room,
+                    peer,
+                    ErrorCode::Unavailable,
+                    "this server relays no media (media.listen is off)",
+                );
+            }
+            return;
+        };
+        match media {
+            MediaOutput::Joined { room, peer, conn } => {
+                let reached = st.conns.get(&conn).and_then(|sink| sink.local_ip());
+                link.joined(room, peer, reached);
+            }
+            MediaOutput::Left { room, peer } => link.left(room, peer),
+            MediaOutput::Signal { room, peer, data } => {
+                let refused = link.signal(room.clone(), peer.clone(), data).is_err();
+                if refused {
+                    st.core.media_error(
+                        Instant::now(),
+                        &room,
+                        &peer,
+                        ErrorCode::Unavailable,
+                        "the media relay is busy; send it again",
+                    );
+                }
+            }
+        }
     }
 
     /// Runs the core's timers until `shutdown`.

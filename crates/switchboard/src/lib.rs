@@ -11,6 +11,7 @@ pub mod config;
 pub mod cors;
 pub mod hub;
 pub mod ice;
+pub mod media;
 pub mod metrics_help;
 pub mod one_port;
 pub mod process;

@@ -106,6 +106,45 @@ pub fn describe() {
         "switchboard_cluster_backplane_down_total",
         "Times the link to the cluster's Redis was lost"
     );
+    // The SFU (PROTOCOL.md §7), when media.listen is on.
+    describe_gauge!("switchboard_sfu_rooms", "SFU rooms with at least one peer");
+    describe_gauge!("switchboard_sfu_peers", "Peers in SFU rooms");
+    describe_gauge!(
+        "switchboard_sfu_peers_connected",
+        "Peers in SFU rooms whose ICE and DTLS completed"
+    );
+    describe_gauge!(
+        "switchboard_sfu_published_tracks",
+        "Tracks published into SFU rooms"
+    );
+    describe_gauge!(
+        "switchboard_sfu_forwarded_tracks",
+        "Published tracks sent to a receiver, one per receiver"
+    );
+    describe_counter!(
+        "switchboard_sfu_forwarded_frames_total",
+        "Media frames the SFU forwarded, one per receiver"
+    );
+    describe_counter!(
+        "switchboard_sfu_forwarded_bytes_total",
+        "Payload bytes of the media frames the SFU forwarded"
+    );
+    describe_counter!(
+        "switchboard_sfu_peers_failed_total",
+        "SFU peers whose media failed (handshake deadline, unanswered offer, ICE lost)"
+    );
+    describe_counter!(
+        "switchboard_sfu_dropped_datagrams_total",
+        "Datagrams on the media port that no SFU peer took (garbage, unknown senders)"
+    );
+    describe_counter!(
+        "switchboard_sfu_signals_refused_total",
+        "media requests refused (unavailable) because the SFU driver was behind"
+    );
+    describe_counter!(
+        "switchboard_sfu_send_failures_total",
+        "Datagrams dropped because the media socket's send buffer was full"
+    );
     describe_counter!(
         "switchboard_admin_unauthorized_total",
         "Admin API requests refused for a missing or wrong token"

@@ -283,7 +283,7 @@ impl OnePort {
             _ => {
                 self.http
                     .clone()
-                    .serve_connection(Replay::new(first, tls), activity, remote)
+                    .serve_connection(Replay::new(first, tls), activity, remote, Some(local))
                     .await;
             }
         }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use switchboard_signal::SignalCore;
+use switchboard_signal::{MediaKind, SignalCore};
 use tokio::sync::Semaphore;
 
 use crate::auth::Authenticator;
 use crate::cluster::Backplane;
-use crate::config::{Cli, Config};
+use crate::config::{Cli, Config, RoomMedia};
 use crate::hub::Hub;
 use crate::ice::{IceServers, LocalTurn};
 use crate::reload::Reloader;
@@ -38,6 +38,8 @@ pub struct Bound {
     pub turn_tls: Option<SocketAddr>,
     /// The admin API, when it listens.
     pub admin: Option<SocketAddr>,
+    /// The SFU's media socket (UDP), when it listens.
+    pub media: Option<SocketAddr>,
 }
 
 pub(crate) fn core_config(cfg: &Config) -> switchboard_signal::Config {
@@ -56,8 +58,10 @@ pub(crate) fn core_config(cfg: &Config) -> switchboard_signal::Config {
         max_ringing_per_caller: cfg.calls.max_ringing_per_caller,
         max_suspended_per_user: cfg.session.max_suspended_per_user,
         max_suspended_per_ip: cfg.session.max_suspended_per_ip,
-        // h/sfu-shell fills it from `rooms.media`.
-        default_media: switchboard_signal::MediaKind::Mesh,
+        default_media: match cfg.rooms.media {
+            RoomMedia::Mesh => MediaKind::Mesh,
+            RoomMedia::Sfu => MediaKind::Sfu,
+        },
     }
 }
 
@@ -165,6 +169,7 @@ impl Node {
         let webhooks = crate::webhooks::start(&cfg, life.shutdown.clone(), &life.tasks)?;
         hub.set_webhooks(webhooks.clone());
         forward_allocation_events(&turn, webhooks.clone(), &life);
+        let media = start_media(&cfg, &life, &hub, &turn)?;
         let auth = Arc::new(Authenticator::new(&cfg.auth)?);
         let connections = Arc::new(Semaphore::new(cfg.limits.max_connections));
         let limits = LiveLimits::new(conn_limits(&cfg));
@@ -189,6 +194,7 @@ impl Node {
             metrics: MetricsSources {
                 hub: hub.clone(),
                 turn: Some(turn.clone()),
+                media: media.clone(),
             },
         };
         life.tasks
@@ -245,6 +251,7 @@ impl Node {
             turn_tcp: turn.local_tcp(),
             turn_tls: local_turn.tls,
             admin,
+            media: media.as_ref().map(crate::media::MediaLink::local),
         };
         let reloader = Reloader {
             cli: source,
@@ -356,6 +363,32 @@ fn start_admin(
     Ok(Some(bound))
 }
 
+/// The SFU (PROTOCOL.md §7), when `media.listen` is set and binds: its
+/// driver takes the hub's SFU rooms, and TURN lets clients relay to it.
+fn start_media(
+    cfg: &Config,
+    life: &Lifecycle,
+    hub: &Arc<Hub>,
+    turn: &TurnService,
+) -> anyhow::Result<Option<crate::media::MediaLink>> {
+    let link = crate::media::start(&cfg.media, hub, life)?;
+    let Some(link) = link else {
+        // `validate` refused this with media off on purpose; here the
+        // default address was taken.
+        anyhow::ensure!(
+            cfg.rooms.media == RoomMedia::Mesh,
+            "rooms.media = \"sfu\" needs the SFU, and media.listen {} could not be bound",
+            cfg.media.listen
+        );
+        return Ok(None);
+    };
+    hub.set_media(link.clone());
+    let reachable = crate::media::reachable_addresses(link.local(), cfg.media.public_ip)?;
+    tracing::debug!(?reachable, "TURN clients may relay to the SFU");
+    turn.allow_service_peers(reachable);
+    Ok(Some(link))
+}
+
 /// The signaling core's driver, clustered when `cluster.redis_url` is set.
 fn start_hub(cfg: &Config, life: &Lifecycle) -> (Arc<Hub>, Option<Arc<Backplane>>) {
     let mut seed = [0u8; 32];
@@ -429,6 +462,9 @@ fn banner(b: &Bound) {
     }
     if let Some(admin) = b.admin {
         tracing::info!("  admin API:   http://{admin}/admin/api/");
+    }
+    if let Some(media) = b.media {
+        tracing::info!("  SFU media:   udp {media}");
     }
 }
 

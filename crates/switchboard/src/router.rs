@@ -75,6 +75,11 @@ async fn metrics(State(src): State<MetricsSources>) -> Response {
     if let Some(turn) = &src.turn {
         turn.export_metrics();
     }
+    if let Some(media) = &src.media
+        && let Some(s) = media.stats().await
+    {
+        export_media(&s);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::metrics_handle().render(),
@@ -100,6 +105,33 @@ fn export_counters(c: &switchboard_signal::Counters) {
     }
     for (code, value) in c.errors_by_code() {
         metrics::counter!("switchboard_errors_total", "code" => code.as_str()).absolute(value);
+    }
+}
+
+fn export_media(s: &crate::media::MediaStats) {
+    let gauges = [
+        ("switchboard_sfu_rooms", s.rooms),
+        ("switchboard_sfu_peers", s.peers),
+        ("switchboard_sfu_peers_connected", s.connected_peers),
+        ("switchboard_sfu_published_tracks", s.published_tracks),
+        ("switchboard_sfu_forwarded_tracks", s.forwarded_tracks),
+    ];
+    for (name, value) in gauges {
+        metrics::gauge!(name).set(value as f64);
+    }
+    let counters = [
+        ("switchboard_sfu_forwarded_frames_total", s.forwarded_frames),
+        ("switchboard_sfu_forwarded_bytes_total", s.forwarded_bytes),
+        ("switchboard_sfu_peers_failed_total", s.peers_failed),
+        (
+            "switchboard_sfu_dropped_datagrams_total",
+            s.dropped_datagrams,
+        ),
+        ("switchboard_sfu_signals_refused_total", s.signals_refused),
+        ("switchboard_sfu_send_failures_total", s.send_failures),
+    ];
+    for (name, value) in counters {
+        metrics::counter!(name).absolute(value);
     }
 }
 

@@ -267,6 +267,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+/// The local address of a request's connection (the address its client
+/// reached), beside axum's `ConnectInfo` (the client's).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
+
 /// What every connection of one listener shares.
 #[derive(Clone)]
 pub struct Listener {
@@ -288,10 +293,11 @@ impl Listener {
         while let Some((stream, remote)) = self.accept(&listener).await {
             match self.admission.admit(remote.ip()) {
                 Ok(slot) => {
+                    let local = stream.local_addr().ok();
                     let io = Tracked::new(stream, slot);
                     let activity = io.activity.clone();
                     self.tasks
-                        .spawn(self.clone().serve_connection(io, activity, remote));
+                        .spawn(self.clone().serve_connection(io, activity, remote, local));
                 }
                 Err(why) => {
                     refused(why, remote);
@@ -316,6 +322,7 @@ impl Listener {
             };
             let acceptor = acceptor.clone();
             let this = self.clone();
+            let local = stream.local_addr().ok();
             self.tasks.spawn(async move {
                 let io = Tracked::new(stream, slot);
                 let activity = io.activity.clone();
@@ -338,7 +345,7 @@ impl Listener {
                     },
                     () = this.stop.cancelled() => return,
                 };
-                this.serve_connection(tls, activity, remote).await;
+                this.serve_connection(tls, activity, remote, local).await;
             });
         }
     }
@@ -382,12 +389,16 @@ impl Listener {
         io: I,
         activity: Arc<AtomicU32>,
         remote: SocketAddr,
+        local: Option<SocketAddr>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let router = self.router;
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(remote));
+            if let Some(local) = local {
+                req.extensions_mut().insert(LocalAddr(local));
+            }
             tower::Service::call(&mut router.clone(), req)
         });
         let conn = hyper::server::conn::http1::Builder::new()

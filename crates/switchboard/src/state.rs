@@ -139,6 +139,8 @@ pub struct MetricsSources {
     pub hub: Arc<Hub>,
     /// TURN's counters.
     pub turn: Option<TurnService>,
+    /// The SFU's counters, when it runs.
+    pub media: Option<crate::media::MediaLink>,
 }
 
 /// The router's state: every part above, each extracted on its own.

@@ -51,6 +51,10 @@ pub async fn handler(
     Query(q): Query<WsQuery>,
     mut req: Request,
 ) -> Response {
+    let local_ip = req
+        .extensions()
+        .get::<crate::serve::LocalAddr>()
+        .map(|l| l.0.ip());
     let accept = match accept_key(&req) {
         Ok(accept) => accept,
         Err(refusal) => return refusal.into_response(),
@@ -110,6 +114,7 @@ pub async fn handler(
         host: crate::ice::request_host(req.headers()),
         app,
         remote,
+        local_ip,
         identity,
         verified: auth.enabled(),
         limits,
@@ -203,6 +208,8 @@ fn accept_key(req: &Request) -> Result<HeaderValue, NotAnUpgrade> {
 struct Pending {
     app: Signaling,
     remote: std::net::SocketAddr,
+    /// The address the client reached (the SFU's candidate, PROTOCOL.md §7).
+    local_ip: Option<std::net::IpAddr>,
     identity: switchboard_signal::Identity,
     /// The identity came from a token (auth was on for this request).
     verified: bool,
@@ -231,6 +238,8 @@ struct NativeSink {
     /// Set when the server closes the connection (takeover, slow reader,
     /// shutdown), with the code to send.
     close: OnceLock<(u16, &'static str)>,
+    /// The address the client reached.
+    local_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Default)]
@@ -322,6 +331,10 @@ impl ConnSink for NativeSink {
         let _ = self.close.set((code, reason));
         self.ready.notify_one();
     }
+
+    fn local_ip(&self) -> Option<std::net::IpAddr> {
+        self.local_ip
+    }
 }
 
 /// One connection, in one allocation, so that its task's future holds a
@@ -343,6 +356,7 @@ impl Conn {
         let Pending {
             app,
             remote,
+            local_ip,
             identity,
             verified,
             limits,
@@ -357,6 +371,7 @@ impl Conn {
             cap_bytes: limits.outbound_queue_bytes,
             ready: Notify::new(),
             close: OnceLock::new(),
+            local_ip,
         });
         // No span held for the connection's life: a span costs memory per
         // idle connection, and the conn number ties the lines together.
@@ -674,6 +689,7 @@ mod sink_tests {
             cap_bytes,
             ready: Notify::new(),
             close: OnceLock::new(),
+            local_ip: None,
         }
     }
 
@@ -753,6 +769,7 @@ mod tests {
             cap_bytes: 1 << 16,
             ready: Notify::new(),
             close: OnceLock::new(),
+            local_ip: None,
         };
         let how =
             tokio::time::timeout(Duration::from_secs(5), run(&app, ConnId(1), &mut ws, &sink))

@@ -220,7 +220,7 @@ async fn the_open_file_limit_is_raised_to_the_hard_limit() {
     // The shell lowers the soft limit the server starts with.
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg("ulimit -Sn 256 && exec \"$0\" --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0")
+        .arg("ulimit -Sn 256 && exec \"$0\" --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --media-listen 127.0.0.1:0")
         .arg(BIN)
         .env("SWITCHBOARD_LOG__LEVEL", "error")
         .stdin(std::process::Stdio::null())

@@ -68,6 +68,8 @@ impl Node {
             turn_tls,
             "--admin-listen",
             "",
+            "--media-listen",
+            "127.0.0.1:0",
         ])
         .args(args)
         // The file decides the log level here (the environment would win).

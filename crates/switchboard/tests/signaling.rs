@@ -539,6 +539,8 @@ async fn start_with_secret(secret: &str) -> Option<(Option<i32>, String)> {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--media-listen",
+            "127.0.0.1:0",
         ])
         .env("SWITCHBOARD_AUTH__JWT_SECRET", secret)
         .stdin(std::process::Stdio::null())

@@ -61,8 +61,10 @@ impl Server {
         ])
         .args(args)
         .env("SWITCHBOARD_LOG__LEVEL", "warn")
-        // The admin API on a port of its own, never the fixed default.
+        // The admin API and the SFU's media socket on ports of their own,
+        // never the fixed defaults.
         .env("SWITCHBOARD_ADMIN__LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_MEDIA__LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(if stall_stderr {
@@ -207,6 +209,16 @@ impl Client {
         self.read_frame(WAIT)
             .await
             .expect("expected a frame, got none")
+    }
+
+    /// The next frame if one comes within `limit` (`None`: none did, or
+    /// the connection closed). Cancel-safe: a frame half read stays in the
+    /// WebSocket's buffer.
+    pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
+        if let Some(v) = self.pending.pop_front() {
+            return Some(v);
+        }
+        self.read_frame(limit).await
     }
 
     /// The next frame of `type`, keeping others for later `recv`s.

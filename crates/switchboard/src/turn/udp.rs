@@ -128,7 +128,7 @@ impl UdpEndpoint {
 /// 8 % of the server's CPU on paced traffic in A/B runs. Best effort: a
 /// socket that keeps them works the same, only slower.
 #[cfg(target_os = "linux")]
-fn quiet_receive(socket: &std::net::UdpSocket, local: SocketAddr) {
+pub(crate) fn quiet_receive(socket: &std::net::UdpSocket, local: SocketAddr) {
     use nix::sys::socket::{setsockopt, sockopt};
     let wildcard = local.ip().is_unspecified();
     let _ = setsockopt(socket, sockopt::ReceiveTimestampns, &false);
@@ -146,7 +146,7 @@ fn quiet_receive(socket: &std::net::UdpSocket, local: SocketAddr) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn quiet_receive(_socket: &std::net::UdpSocket, _local: SocketAddr) {}
+pub(crate) fn quiet_receive(_socket: &std::net::UdpSocket, _local: SocketAddr) {}
 
 /// Receive buffers for one `recvmmsg`.
 pub(super) struct RecvBuffers {
