@@ -85,7 +85,7 @@ start_server() {
         switchboard)
             SWITCHBOARD_LIMITS__RATE_PER_SEC=1000000 SWITCHBOARD_LIMITS__RATE_BURST=1000000 \
                 SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
-                "${server_cpus[@]}" "$SWITCHBOARD" --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+                "${server_cpus[@]}" "$SWITCHBOARD" --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --media-listen 127.0.0.1:0 \
                 >"$out" 2>"$WORK/$name.err" &
             ;;
         socketio)

@@ -86,7 +86,7 @@ trap stop_server EXIT
 
 SWITCHBOARD_SESSION__RESUME_GRACE_SECS="$GRACE" "${server_cpus[@]}" "$SB_BIN" \
     --config "$HERE/switchboard.toml" \
-    --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --media-listen 127.0.0.1:0 \
     </dev/null >"$OUT/server.stdout" 2>"$OUT/server.log" &
 SERVER_PID=$!
 

@@ -39,7 +39,7 @@ measure() { # name pid
 
 echo "| server | allocations | RSS before KiB | RSS after KiB | peak RSS KiB | growth KiB per 1,000 clients |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: |"
-"$SB" --config bench/turn/switchboard.toml --http-listen 127.0.0.1:0 >"${TMPDIR:-/tmp}/alloc-memory-sb.out" 2>&1 &
+"$SB" --config bench/turn/switchboard.toml --http-listen 127.0.0.1:0 --media-listen 127.0.0.1:0 >"${TMPDIR:-/tmp}/alloc-memory-sb.out" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 wait_stun

@@ -85,6 +85,8 @@ export async function startServer(env = {}, opts = {}) {
       ...inherited,
       SWITCHBOARD_TURN__ALLOWED_PEER_RANGES: '["127.0.0.0/8"]',
       SWITCHBOARD_TURN__PUBLIC_HOST: '127.0.0.1',
+      // The SFU's media socket beside HTTP (reachable where the page is), never the fixed default.
+      SWITCHBOARD_MEDIA__LISTEN: `${host}:0`,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

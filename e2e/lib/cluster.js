@@ -182,6 +182,8 @@ export async function startNode(o) {
         SWITCHBOARD_CLUSTER__REDIS_URL: o.redisUrl,
         SWITCHBOARD_CLUSTER__NODE_ID: o.nodeId,
         SWITCHBOARD_CLUSTER__NODE_TIMEOUT_SECS: '2',
+        // Never the fixed default (nodes share this host).
+        SWITCHBOARD_MEDIA__LISTEN: '127.0.0.1:0',
         ...o.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -71,7 +71,7 @@ start_server() {
             # (the Node server logs nothing per connection either).
             SWITCHBOARD_LIMITS__RATE_PER_SEC=0 SWITCHBOARD_LOG__LEVEL=warn \
                 SWITCHBOARD_LIMITS__MAX_CONNECTIONS_PER_IP=0 \
-                "${server_cpus[@]}" "$SWITCHBOARD" --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+                "${server_cpus[@]}" "$SWITCHBOARD" --http-listen 127.0.0.1:0 --turn-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --media-listen 127.0.0.1:0 \
                 >"$out" 2>"$WORK/$name.err" &
             ;;
         node)

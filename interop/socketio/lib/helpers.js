@@ -19,7 +19,7 @@ function startServer(env = {}) {
   return new Promise((resolve, reject) => {
     // SWITCHBOARD_BIN is ours, not a config key: the server would refuse it.
     const { SWITCHBOARD_BIN: _bin, ...inherited } = process.env;
-    const proc = spawn(BIN, ['--http-listen', '127.0.0.1:0', '--turn-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], {
+    const proc = spawn(BIN, ['--http-listen', '127.0.0.1:0', '--turn-listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--media-listen', '127.0.0.1:0'], {
       env: { ...inherited, SWITCHBOARD_LOG__LEVEL: process.env.SWITCHBOARD_LOG__LEVEL ?? 'warn', ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
