@@ -220,6 +220,52 @@ pub fn reachable_addresses(
 mod tests {
     use super::*;
 
+    fn link() -> (MediaLink, mpsc::UnboundedReceiver<ToDriver>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = MediaLink {
+            tx,
+            pending_signals: Arc::new(AtomicUsize::new(0)),
+            counters: Arc::new(ShellCounters::default()),
+            local: "127.0.0.1:3480".parse().expect("addr"),
+        };
+        (link, rx)
+    }
+
+    fn data() -> Box<RawValue> {
+        RawValue::from_string(r#"{"kind":"offer","sdp":"v=0"}"#.to_owned()).expect("json")
+    }
+
+    #[test]
+    fn a_driver_behind_refuses_signals_but_never_joins_or_leaves() {
+        let (link, mut rx) = link();
+        link.joined("r".into(), "a".into(), None);
+        for _ in 0..MAX_PENDING_SIGNALS {
+            link.signal("r".into(), "a".into(), data())
+                .expect("room in the queue");
+        }
+        assert_eq!(
+            link.signal("r".into(), "a".into(), data()),
+            Err(Refused::Busy)
+        );
+        assert_eq!(link.counters.signals_refused.load(Ordering::Relaxed), 1);
+        link.left("r".into(), "a".into());
+        // In order: the join, every signal taken, the leave.
+        assert!(matches!(rx.try_recv(), Ok(ToDriver::Joined { .. })));
+        for _ in 0..MAX_PENDING_SIGNALS {
+            assert!(matches!(rx.try_recv(), Ok(ToDriver::Signal { .. })));
+        }
+        assert!(matches!(rx.try_recv(), Ok(ToDriver::Left { .. })));
+        // The driver counts a signal out when it takes it: room again.
+        link.pending_signals.fetch_sub(1, Ordering::AcqRel);
+        assert_eq!(link.signal("r".into(), "a".into(), data()), Ok(()));
+        drop(rx);
+        link.pending_signals.store(0, Ordering::Release);
+        assert_eq!(
+            link.signal("r".into(), "a".into(), data()),
+            Err(Refused::Stopped)
+        );
+    }
+
     #[test]
     fn reachable_addresses_follow_the_binding() {
         let public: IpAddr = "203.0.113.7".parse().expect("ip");
