@@ -2,6 +2,7 @@
 //! str0m peers on 127.0.0.1 signaling through `/ws`.
 
 mod sfu_support;
+mod turn_support;
 
 use std::time::{Duration, Instant};
 
@@ -298,4 +299,69 @@ async fn an_sfu_room_on_a_server_without_media_gets_unavailable() {
         .await;
     let err = c.recv_type("error").await;
     assert_eq!(err["code"], "unavailable", "{err}");
+}
+
+/// PROTOCOL.md §7: a client that cannot reach the media port relays to it
+/// through switchboard's TURN, although loopback is no allowed peer here;
+/// no other port of that address opens.
+#[tokio::test]
+#[ignore = "needs the SFU core of h/sfu-core"]
+async fn turn_clients_may_relay_to_the_media_port_and_nowhere_else_on_its_ip() {
+    use switchboard_stun::Method;
+    use turn_support::{Conn, TurnClient, error_code, is_success};
+
+    let s = server().await;
+    let media: std::net::SocketAddr = s.ready["media"]
+        .as_str()
+        .expect("media")
+        .parse()
+        .expect("addr");
+    let turn: std::net::SocketAddr = s.ready["turn_udp"]
+        .as_str()
+        .expect("turn")
+        .parse()
+        .expect("addr");
+    let c = Client::connect(&s.ws_url("")).await;
+    let ice = &c.hello["ice_servers"][0];
+    let mut t = TurnClient::new(
+        Conn::udp(turn).await,
+        ice["username"].as_str().expect("username"),
+        ice["credential"].as_str().expect("credential"),
+    );
+    t.allocate().await.expect("allocates");
+    let permit = |peer: std::net::SocketAddr| {
+        move |b: &mut switchboard_stun::MessageBuilder<'_>| {
+            b.add_xor_peer_address(peer);
+        }
+    };
+    let ok = t.ask(Method::CREATE_PERMISSION, permit(media)).await;
+    assert!(is_success(&ok), "the media socket is an allowed peer");
+    let http: std::net::SocketAddr = s.http.parse().expect("addr");
+    for other in [
+        http,
+        std::net::SocketAddr::new(media.ip(), media.port() ^ 1),
+    ] {
+        let refused = t.ask(Method::CREATE_PERMISSION, permit(other)).await;
+        assert_eq!(error_code(&refused), Some(403), "{other}");
+    }
+    // What the client sends through the relay reaches the media socket
+    // (which drops it: no peer sent it, and counts it).
+    let dropped = || async {
+        let (_, metrics) = http_get(&s.http, "/metrics", &[]).await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_sfu_dropped_datagrams_total "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = dropped().await;
+    let end = Instant::now() + WAIT;
+    let mut reached = false;
+    while Instant::now() < end && !reached {
+        t.send_indication(media, &[0x16, 0xfe, 0xfd, 0, 0, 0, 0])
+            .await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        reached = dropped().await > before;
+    }
+    assert!(reached, "nothing relayed reached the media socket");
 }
