@@ -60,7 +60,6 @@ fn report(peers: &[MediaPeer]) -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs the SFU core of h/sfu-core"]
 async fn two_then_three_peers_receive_each_others_media() {
     let s = server().await;
     let mut room = peers(&s, "call", 2).await;
@@ -84,7 +83,6 @@ async fn two_then_three_peers_receive_each_others_media() {
 }
 
 #[tokio::test]
-#[ignore = "needs the SFU core of h/sfu-core"]
 async fn a_leaving_peers_tracks_are_removed_from_the_others() {
     let s = server().await;
     let mut room = peers(&s, "leave", 3).await;
@@ -142,7 +140,6 @@ async fn media_outside_an_sfu_room_is_a_bad_request() {
 }
 
 #[tokio::test]
-#[ignore = "needs the SFU core of h/sfu-core"]
 async fn sdp_the_sfu_refuses_is_a_bad_request_and_the_peer_can_try_again() {
     let s = server().await;
     let mut p = MediaPeer::join(&s, "bad-sdp").await;
@@ -158,7 +155,6 @@ async fn sdp_the_sfu_refuses_is_a_bad_request_and_the_peer_can_try_again() {
 }
 
 #[tokio::test]
-#[ignore = "needs the SFU core of h/sfu-core"]
 async fn garbage_on_the_media_port_does_not_disturb_a_running_call() {
     let s = server().await;
     let media: std::net::SocketAddr = s.ready["media"]
@@ -305,7 +301,6 @@ async fn an_sfu_room_on_a_server_without_media_gets_unavailable() {
 /// through switchboard's TURN, although loopback is no allowed peer here;
 /// no other port of that address opens.
 #[tokio::test]
-#[ignore = "needs the SFU core of h/sfu-core"]
 async fn turn_clients_may_relay_to_the_media_port_and_nowhere_else_on_its_ip() {
     use switchboard_stun::Method;
     use turn_support::{Conn, TurnClient, error_code, is_success};
