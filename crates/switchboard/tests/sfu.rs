@@ -360,3 +360,58 @@ async fn turn_clients_may_relay_to_the_media_port_and_nowhere_else_on_its_ip() {
     }
     assert!(reached, "nothing relayed reached the media socket");
 }
+
+/// The server's host candidate in an answer: `a=candidate:.. IP PORT typ host`.
+fn candidate_address(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| {
+        let fields: Vec<&str> = l.trim().strip_prefix("a=candidate:")?.split(' ').collect();
+        (fields.get(6) == Some(&"typ")).then(|| format!("{}:{}", fields[4], fields[5]))
+    })
+}
+
+/// The default binding is a wildcard: the candidate is the address each
+/// client's signaling connection reached (here 127.0.0.2, not the
+/// loopback a server without a clue would pick), and replies leave from
+/// it.
+#[tokio::test]
+async fn on_a_wildcard_socket_the_candidate_is_the_address_the_client_reached() {
+    let s = Server::start_with_http(
+        BIN,
+        "127.0.0.2:0",
+        &[("SWITCHBOARD_MEDIA__LISTEN", "0.0.0.0:0")],
+        &[],
+    )
+    .await;
+    assert!(s.http.starts_with("127.0.0.2:"), "{}", s.http);
+    let media = s.ready["media"].as_str().expect("media");
+    let port = media.rsplit(':').next().expect("port");
+    assert!(media.starts_with("0.0.0.0:"), "{media}");
+    let mut room = peers(&s, "wildcard", 2).await;
+    let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
+    assert!(ok, "{}", report(&room));
+    for p in &room {
+        assert_eq!(
+            candidate_address(&p.answer_sdp),
+            Some(format!("127.0.0.2:{port}")),
+            "{}",
+            p.answer_sdp
+        );
+    }
+}
+
+/// `media.public_ip` goes in every candidate, whatever the client reached.
+#[tokio::test]
+async fn the_public_ip_is_the_candidate() {
+    let s = Server::start(BIN, &[("SWITCHBOARD_MEDIA__PUBLIC_IP", "192.0.2.80")], &[]).await;
+    let media = s.ready["media"].as_str().expect("media");
+    let port = media.rsplit(':').next().expect("port");
+    let mut room = peers(&s, "public", 1).await;
+    let ok = drive_until(&mut room, CONNECT, false, |p| p[0].answers == 1).await;
+    assert!(ok, "{}", report(&room));
+    assert_eq!(
+        candidate_address(&room[0].answer_sdp),
+        Some(format!("192.0.2.80:{port}")),
+        "{}",
+        room[0].answer_sdp
+    );
+}

@@ -33,7 +33,18 @@ impl Server {
     /// Starts `bin` on 127.0.0.1 with free ports, with extra `env` and
     /// `args`, and waits for its `READY` line.
     pub async fn start(bin: &str, env: &[(&str, &str)], args: &[&str]) -> Server {
-        Self::start_with(bin, env, args, false).await
+        Self::start_with(bin, "127.0.0.1:0", env, args, false).await
+    }
+
+    /// Like [`Server::start`], with HTTP on `http` (e.g. `127.0.0.2:0`: a
+    /// client that reaches another loopback address than the default).
+    pub async fn start_with_http(
+        bin: &str,
+        http: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        Self::start_with(bin, http, env, args, false).await
     }
 
     /// Like [`Server::start`], with stderr a pipe that nobody reads: once
@@ -43,36 +54,32 @@ impl Server {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> Server {
-        Self::start_with(bin, env, args, true).await
+        Self::start_with(bin, "127.0.0.1:0", env, args, true).await
     }
 
     async fn start_with(
         bin: &str,
+        http: &str,
         env: &[(&str, &str)],
         args: &[&str],
         stall_stderr: bool,
     ) -> Server {
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "--http-listen",
-            "127.0.0.1:0",
-            "--turn-listen",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .env("SWITCHBOARD_LOG__LEVEL", "warn")
-        // The admin API and the SFU's media socket on ports of their own,
-        // never the fixed defaults.
-        .env("SWITCHBOARD_ADMIN__LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_MEDIA__LISTEN", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(if stall_stderr {
-            Stdio::piped()
-        } else {
-            Stdio::inherit()
-        })
-        .kill_on_drop(true);
+        cmd.args(["--http-listen", http, "--turn-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SWITCHBOARD_LOG__LEVEL", "warn")
+            // The admin API and the SFU's media socket on ports of their own,
+            // never the fixed defaults.
+            .env("SWITCHBOARD_ADMIN__LISTEN", "127.0.0.1:0")
+            .env("SWITCHBOARD_MEDIA__LISTEN", "127.0.0.1:0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if stall_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
+            .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -45,6 +45,8 @@ pub struct MediaPeer {
     pub connected: bool,
     pub server_offers: u32,
     pub answers: u32,
+    /// The server's latest answer.
+    pub answer_sdp: String,
     /// `error` frames.
     pub errors: Vec<Value>,
     /// Other frames, in order.
@@ -83,6 +85,7 @@ impl MediaPeer {
             connected: false,
             server_offers: 0,
             answers: 0,
+            answer_sdp: String::new(),
             errors: Vec::new(),
             frames: Vec::new(),
             rtp_time: 0,
@@ -196,6 +199,7 @@ impl MediaPeer {
                             .accept_answer(pending, answer)
                             .expect("answer accepted");
                         self.answers += 1;
+                        self.answer_sdp = sdp.to_owned();
                     }
                     Some("offer") => {
                         // The polite peer: a pending offer of ours is rolled
