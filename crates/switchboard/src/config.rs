@@ -389,6 +389,12 @@ pub struct MediaConfig {
     /// The IP put in the server's ICE candidates; unset = the address each
     /// client's signaling connection reached.
     pub public_ip: Option<std::net::IpAddr>,
+    /// A peer whose ICE and DTLS have not completed this long after it
+    /// joined gets an `error` and its media ends.
+    pub connect_timeout_secs: u64,
+    /// A server offer left unanswered this long ends the peer's media the
+    /// same way.
+    pub answer_timeout_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -396,6 +402,8 @@ impl Default for MediaConfig {
         Self {
             listen: DEFAULT_MEDIA_LISTEN.to_owned(),
             public_ip: None,
+            connect_timeout_secs: 30,
+            answer_timeout_secs: 30,
         }
     }
 }

@@ -415,3 +415,50 @@ async fn the_public_ip_is_the_candidate() {
         room[0].answer_sdp
     );
 }
+
+/// A peer whose handshake never finishes (it offers, takes the answer, and
+/// never sends a datagram) gets an `error` once `media.connect_timeout_secs`
+/// passes; the call beside it goes on.
+#[tokio::test]
+async fn a_handshake_that_never_finishes_ends_with_an_error_and_nobody_else_stutters() {
+    let s = Server::start(
+        BIN,
+        &[("SWITCHBOARD_MEDIA__CONNECT_TIMEOUT_SECS", "1")],
+        &[],
+    )
+    .await;
+    let mut room = peers(&s, "stuck", 2).await;
+    let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
+    assert!(ok, "{}", report(&room));
+    let mut silent = MediaPeer::join(&s, "stuck").await;
+    silent.offer_tracks().await;
+    let answer = silent.ws.recv_type("media").await;
+    assert_eq!(answer["data"]["kind"], "answer", "{answer}");
+    let started = Instant::now();
+    let before: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+    // The others go on while the silent one waits for its verdict.
+    let mut verdict = None;
+    while verdict.is_none() && started.elapsed() < WAIT {
+        drive_until(&mut room, Duration::from_millis(100), true, |_| false).await;
+        verdict = silent
+            .ws
+            .try_recv(Duration::from_millis(1))
+            .await
+            .filter(|f| f["type"] == "error");
+    }
+    let err = verdict.expect("an error frame for the stuck peer");
+    assert_eq!(err["code"], "unavailable", "{err}");
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("media"),
+        "{err}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500), "too early");
+    for (p, b) in room.iter().zip(&before) {
+        assert!(p.connected && p.errors.is_empty(), "{}", report(&room));
+        assert!(
+            p.received.values().sum::<u64>() > b + 20,
+            "{}",
+            report(&room)
+        );
+    }
+}

@@ -63,6 +63,7 @@ pub(super) struct Driver {
 impl Driver {
     pub(super) fn new(
         socket: MediaSocket,
+        config: SfuConfig,
         public_ip: Option<IpAddr>,
         hub: Arc<Hub>,
         rx: mpsc::UnboundedReceiver<ToDriver>,
@@ -70,7 +71,7 @@ impl Driver {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
-            sfu: Sfu::new(SfuConfig::default()),
+            sfu: Sfu::new(config),
             socket,
             public_ip,
             hub,

@@ -167,6 +167,7 @@ pub fn start(
     };
     let driver = driver::Driver::new(
         socket,
+        sfu_config(cfg),
         cfg.public_ip,
         hub.clone(),
         rx,
@@ -176,6 +177,14 @@ pub fn start(
     life.tasks.spawn(driver.run());
     tracing::info!(%local, public_ip = ?cfg.public_ip, "SFU media socket listening");
     Ok(Some(link))
+}
+
+/// The core's settings from `[media]`; the rest keep the core's defaults.
+fn sfu_config(cfg: &MediaConfig) -> switchboard_sfu::SfuConfig {
+    let mut config = switchboard_sfu::SfuConfig::default();
+    config.connect_timeout = Duration::from_secs(cfg.connect_timeout_secs.max(1));
+    config.answer_timeout = Duration::from_secs(cfg.answer_timeout_secs.max(1));
+    config
 }
 
 /// Where peers reach the media socket: `public_ip`, else the bound IP,
