@@ -421,13 +421,23 @@ async fn the_public_ip_is_the_candidate() {
 /// passes; the call beside it goes on.
 #[tokio::test]
 async fn a_handshake_that_never_finishes_ends_with_an_error_and_nobody_else_stutters() {
+    // Long enough for a good peer to connect on a loaded machine: each is
+    // driven alone right after its join, its deadline running.
     let s = Server::start(
         BIN,
-        &[("SWITCHBOARD_MEDIA__CONNECT_TIMEOUT_SECS", "1")],
+        &[("SWITCHBOARD_MEDIA__CONNECT_TIMEOUT_SECS", "5")],
         &[],
     )
     .await;
-    let mut room = peers(&s, "stuck", 2).await;
+    let mut room = Vec::new();
+    for _ in 0..2 {
+        let mut p = MediaPeer::join(&s, "stuck").await;
+        p.offer_tracks().await;
+        let mut one = vec![p];
+        let ok = drive_until(&mut one, CONNECT, false, |p| p[0].connected).await;
+        assert!(ok, "{}", report(&one));
+        room.append(&mut one);
+    }
     let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
     assert!(ok, "{}", report(&room));
     let mut silent = MediaPeer::join(&s, "stuck").await;
@@ -452,7 +462,7 @@ async fn a_handshake_that_never_finishes_ends_with_an_error_and_nobody_else_stut
         err["message"].as_str().unwrap_or("").contains("media"),
         "{err}"
     );
-    assert!(started.elapsed() >= Duration::from_millis(500), "too early");
+    assert!(started.elapsed() >= Duration::from_secs(3), "too early");
     for (p, b) in room.iter().zip(&before) {
         assert!(p.connected && p.errors.is_empty(), "{}", report(&room));
         assert!(

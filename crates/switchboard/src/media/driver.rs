@@ -287,8 +287,9 @@ fn error_code(e: &SfuError) -> ErrorCode {
         SfuError::BadSdp(_) | SfuError::UnexpectedAnswer | SfuError::BadCandidate(_) => {
             ErrorCode::BadRequest
         }
-        // The signaling room took the peer, the media relay cannot.
-        SfuError::RoomFull { .. } => ErrorCode::Unavailable,
+        // The signaling room took the peer, the media relay cannot; or
+        // its media failed before (it joins the room again for more).
+        SfuError::RoomFull { .. } | SfuError::UnknownPeer { .. } => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     }
 }

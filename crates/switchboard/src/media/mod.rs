@@ -9,6 +9,7 @@
 //! ordered channel carries both, so a signal is never handled before the
 //! join it follows.
 
+pub mod config;
 mod driver;
 mod signal;
 mod udp;
