@@ -128,6 +128,10 @@ mod tests {
                 cfg.media.public_ip,
                 Some("203.0.113.7".parse().expect("ip"))
             );
+            jail.set_env("SWITCHBOARD_ROOMS__MEDIA", "sfu");
+            jail.set_env("SWITCHBOARD_CLUSTER__REDIS_URL", "redis://127.0.0.1:6379/0");
+            let err = Config::load(&Cli::default()).expect_err("sfu rooms in a cluster");
+            assert!(format!("{err:#}").contains("cluster"), "{err:#}");
             jail.set_env("SWITCHBOARD_ROOMS__MEDIA", "star");
             assert!(Config::load(&Cli::default()).is_err(), "an unknown kind");
             Ok(())
