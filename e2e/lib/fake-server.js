@@ -12,7 +12,11 @@ const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../we
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml' };
 
 /**
- * @param {{maxPeers?: number, graceMs?: number, iceServers?: object[]}} [opts]
+ * `sfu` makes rooms that are joined with `"media":"sfu"` SFU rooms (PROTOCOL.md §7): their
+ * joins, departures and `media` requests go to `sfu.join(room, peer)`, `sfu.leave(room,
+ * peer)` and `sfu.media(room, peer, data)`, and `server.push(peer, {type:'media',..})`
+ * answers. Without it every room is a mesh room and `media` is a bad request.
+ * @param {{maxPeers?: number, graceMs?: number, iceServers?: object[], sfu?: {join: Function, leave: Function, media: Function}}} [opts]
  */
 export async function startFakeServer(opts = {}) {
   const graceMs = opts.graceMs ?? 2000;
@@ -21,6 +25,13 @@ export async function startFakeServer(opts = {}) {
   const sessions = new Map();
   /** @type {Map<string, Set<any>>} room -> sessions */
   const rooms = new Map();
+  /** @type {Map<string, 'mesh'|'sfu'>} room -> kind */
+  const kinds = new Map();
+  const sfuRoom = (r) => !!opts.sfu && kinds.get(r) === 'sfu';
+  const sfuLeave = (r, s) => {
+    if (sfuRoom(r)) opts.sfu.leave(r, s.peer);
+    if (!rooms.get(r)?.size) kinds.delete(r);
+  };
   const log = [];
   const knobs = { refuseResume: false, delayResumeMs: 0 };
 
@@ -78,6 +89,7 @@ export async function startFakeServer(opts = {}) {
       members?.delete(s);
       for (const o of members ?? []) send(o, { type: 'bye', room: r, peer: s.peer });
       if (members?.size === 0) rooms.delete(r);
+      sfuLeave(r, s);
     }
   }
 
@@ -145,12 +157,14 @@ export async function startFakeServer(opts = {}) {
         const members = rooms.get(f.room) ?? new Set();
         if (opts.maxPeers && members.size >= opts.maxPeers) return reply({ type: 'full', room: f.room });
         const peers = [...members].map((o) => ({ peer: o.peer, meta: o.meta?.[f.room] ?? {} }));
+        if (members.size === 0) kinds.set(f.room, opts.sfu && f.media === 'sfu' ? 'sfu' : 'mesh');
         members.add(s);
         rooms.set(f.room, members);
         s.rooms.add(f.room);
         s.meta = { ...s.meta, [f.room]: f.meta ?? {} };
-        reply({ type: 'joined', room: f.room, peer: s.peer, peers });
+        reply({ type: 'joined', room: f.room, peer: s.peer, peers, media: kinds.get(f.room) });
         for (const o of members) if (o !== s) send(o, { type: 'other_joined', room: f.room, peer: s.peer, meta: f.meta ?? {} });
+        if (sfuRoom(f.room)) opts.sfu.join(f.room, s.peer);
         return;
       }
       case 'leave': {
@@ -160,6 +174,14 @@ export async function startFakeServer(opts = {}) {
         members.delete(s);
         reply({ type: 'left', room: f.room });
         for (const o of members) send(o, { type: 'bye', room: f.room, peer: s.peer });
+        if (members.size === 0) rooms.delete(f.room);
+        sfuLeave(f.room, s);
+        return;
+      }
+      case 'media': {
+        if (!s.rooms.has(f.room)) return reply({ type: 'error', code: 'not_in_room', message: f.room });
+        if (!sfuRoom(f.room)) return reply({ type: 'error', code: 'bad_request', message: 'not an SFU room' });
+        opts.sfu.media(f.room, s.peer, f.data);
         return;
       }
       case 'message': {

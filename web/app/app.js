@@ -1,4 +1,5 @@
-// The Switchboard web client: a mesh video call over the SDK.
+// The Switchboard web client: a video call over the SDK, in a mesh room (a connection per
+// peer) or an SFU room (one connection, with the server, which forwards everyone's media).
 import { connect, SignalError } from '/sdk/switchboard.js';
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -16,6 +17,8 @@ const state = {
   muted: false,
   cameraOff: false,
   relayOnly: params.get('relay') === '1',
+  /** Ask for an SFU room when this join creates the room ("group call through the server"). */
+  sfu: params.get('media') === 'sfu',
   /** @type {MediaStream|null} */
   stream: null,
   /** 'ok' | 'denied' | 'nodevices' | 'error' */
@@ -125,6 +128,7 @@ const micSelect = /** @type {HTMLSelectElement} */ ($('mic'));
 roomInput.value = params.get('room') || decodeURIComponent(location.hash.slice(1)) || '';
 nameInput.value = params.get('name') || storage('switchboard.name', '');
 /** @type {HTMLInputElement} */ ($('relay-lobby')).checked = state.relayOnly;
+/** @type {HTMLInputElement} */ ($('sfu-lobby')).checked = state.sfu;
 $('my-user').textContent = userId;
 
 function shareUrl(room) {
@@ -278,6 +282,7 @@ async function joinRoom(room, joinedFrame) {
     // Not kept: fine.
   }
   state.relayOnly = /** @type {HTMLInputElement} */ ($('relay-lobby')).checked;
+  state.sfu = /** @type {HTMLInputElement} */ ($('sfu-lobby')).checked;
   state.room = room;
   state.phase = 'joining';
   history.replaceState(null, '', shareUrl(room) + (state.relayOnly ? '&relay=1' : ''));
@@ -287,7 +292,7 @@ async function joinRoom(room, joinedFrame) {
   $('grid').replaceChildren();
   addTile('local', `${state.name} (you)`, true);
   setVideo('local', state.stream);
-  mesh = client.mesh(room, { stream: state.stream ?? undefined, relayOnly: state.relayOnly, dataChannel: true });
+  mesh = client.room(room, { stream: state.stream ?? undefined, relayOnly: state.relayOnly, dataChannel: true, media: state.sfu ? 'sfu' : undefined });
   wireMesh(mesh);
   try {
     if (joinedFrame) mesh.adopt(joinedFrame);
@@ -313,7 +318,7 @@ function enterCall() {
   $('lobby').hidden = true;
   $('call').hidden = false;
   $('room-label').hidden = false;
-  $('room-label').textContent = state.room;
+  $('room-label').textContent = roomLabel();
   /** @type {HTMLInputElement} */ ($('relay-call')).checked = state.relayOnly;
   renderTileState('local');
   startStatsLoop();
@@ -322,9 +327,13 @@ function enterCall() {
 /** @param {import('/sdk/switchboard.js').Mesh} m */
 function wireMesh(m) {
   m.on('peer', (peer) => {
-    state.peers[peer.id] = { name: peer.meta?.name || 'Guest', muted: false, cameraOff: false, screen: null, camera: null, connection: 'new' };
+    // In an SFU room the peers share our one connection with the server: its state is theirs.
+    const connection = m.media === 'sfu' ? (m.link?.pc.connectionState ?? 'new') : 'new';
+    state.peers[peer.id] = { name: peer.meta?.name || 'Guest', muted: false, cameraOff: false, screen: null, camera: null, connection };
     addTile(peer.id, state.peers[peer.id].name, false);
-    if (m.peers.size >= MAX_MESH) toast(`This call has ${m.peers.size + 1} people; a mesh works best with ${MAX_MESH} or fewer.`);
+    if (m.media !== 'sfu' && m.peers.size >= MAX_MESH) {
+      toast(`This call has ${m.peers.size + 1} people; a mesh works best with ${MAX_MESH} or fewer (a new room as a group call through the server takes more).`);
+    }
     // Tell the newcomer our mute and share state.
     m.send(myState(), peer.id);
     peer.on('state', (s) => {
@@ -336,19 +345,24 @@ function wireMesh(m) {
   m.on('track', ({ peer, stream }) => {
     const p = state.peers[peer.id];
     if (!p) return;
+    if (m.media === 'sfu') return sfuAssign(peer.id);
     if (p.screen && stream.id === p.screen) setScreen(peer.id, stream);
     else if (!p.camera || stream.id === p.camera) setVideo(peer.id, stream);
     else setScreen(peer.id, stream);
   });
+  m.on('track_removed', ({ peer }) => sfuAssign(peer.id));
   m.on('stream_removed', ({ peer, stream }) => {
     const p = state.peers[peer.id];
+    if (m.media === 'sfu') return sfuAssign(peer.id);
     if (p && stream.id !== p.camera) setScreen(peer.id, null);
   });
   m.on('peer_left', (peer) => {
     const name = state.peers[peer.id]?.name || 'A peer';
     delete state.peers[peer.id];
     delete stats[peer.id];
+    delete sfuTracks[peer.id];
     document.getElementById(`tile-${peer.id}`)?.remove();
+    document.getElementById(`tile-screen-${peer.id}`)?.remove();
     updateGridCount();
     if (mesh) toast(`${name} left the call`);
   });
@@ -359,6 +373,7 @@ function wireMesh(m) {
   });
   m.on('joined', (f) => {
     if (state.phase === 'call' && f.peers) renderAllTiles();
+    $('room-label').textContent = roomLabel();
   });
   m.on('error', (err) => {
     // Negotiation errors are recovered by perfect negotiation and ICE restarts; keep a trace.
@@ -374,7 +389,49 @@ function myState() {
     cameraOff: state.cameraOff,
     camera: state.stream?.id ?? null,
     screen: state.screen?.id ?? null,
+    // Track ids and the camera's size: in an SFU room every track of a peer arrives in one
+    // stream (its id is the peer's), and the received layer shows as a fraction of `width`.
+    cameraTrack: state.stream?.getVideoTracks()[0]?.id ?? null,
+    screenTrack: state.screen?.getVideoTracks()[0]?.id ?? null,
+    width: state.stream?.getVideoTracks()[0]?.getSettings().width ?? null,
   };
+}
+
+/**
+ * Tracks of each SFU peer as shown: `camera` (its voice too) and `screen`, kept apart from
+ * the SDK's one stream per peer. @type {Record<string, {camera: MediaStream|null, screen: MediaStream|null}>}
+ */
+const sfuTracks = {};
+
+/**
+ * Puts an SFU peer's live tracks on its tiles. The server keeps stream ids (the peer's id)
+ * but not necessarily track ids, so a second video track is told from the camera by the
+ * track ids in the peer's state when they match, else by arrival order (the camera first).
+ * @param {string} id
+ */
+function sfuAssign(id) {
+  const peer = mesh?.peers.get(id);
+  const p = state.peers[id];
+  if (!peer || !p) return;
+  const tracks = [...peer.streams.values()].flatMap((s) => s.getTracks()).filter((t) => t.readyState === 'live');
+  const video = tracks.filter((t) => t.kind === 'video');
+  const audio = tracks.filter((t) => t.kind === 'audio');
+  let cam = video.find((t) => t.id === p.cameraTrack);
+  let screen = video.find((t) => t.id === p.screenTrack);
+  if (!cam) cam = video.find((t) => t !== screen);
+  if (!screen && p.screen) screen = video.find((t) => t !== cam);
+  const was = sfuTracks[id] ?? { camera: null, screen: null };
+  const same = (s, list) => !!s && s.getTracks().length === list.length && list.every((t) => s.getTracks().includes(t));
+  const camList = [...audio, ...(cam ? [cam] : [])];
+  const camera = camList.length === 0 ? null : same(was.camera, camList) ? was.camera : new MediaStream(camList);
+  const screenStream = !screen ? null : same(was.screen, [screen]) ? was.screen : new MediaStream([screen]);
+  sfuTracks[id] = { camera, screen: screenStream };
+  setVideo(id, camera);
+  setScreen(id, screenStream);
+}
+
+function roomLabel() {
+  return mesh?.media === 'sfu' ? `${state.room} · group call` : state.room;
 }
 
 function onAppData(from, data) {
@@ -389,9 +446,15 @@ function onAppData(from, data) {
       camera: data.camera ?? p.camera,
       screen: data.screen ?? null,
     });
+    Object.assign(p, {
+      cameraTrack: typeof data.cameraTrack === 'string' ? data.cameraTrack : null,
+      screenTrack: typeof data.screenTrack === 'string' ? data.screenTrack : null,
+      width: Number.isFinite(data.width) ? data.width : null,
+    });
     // Streams may have arrived before the state that tells camera from screen.
     const peer = mesh?.peers.get(from);
-    if (peer) {
+    if (peer && mesh?.media === 'sfu') sfuAssign(from);
+    else if (peer) {
       for (const s of peer.streams.values()) {
         if (s.id === p.screen) setScreen(from, s);
         else if (s.id === p.camera) setVideo(from, s);
@@ -443,6 +506,7 @@ function setVideo(id, stream) {
   const v = /** @type {HTMLVideoElement|null} */ (document.querySelector(`#tile-${CSS.escape(id)} video`));
   if (!v || v.srcObject === stream) return;
   v.srcObject = stream;
+  if (!stream) return;
   v.play().catch(() => {
     // Autoplay may wait for a gesture; the video starts on the next click.
   });
@@ -560,6 +624,8 @@ function leaveCall() {
   stopStatsLoop();
   for (const k of Object.keys(state.peers)) delete state.peers[k];
   for (const k of Object.keys(stats)) delete stats[k];
+  for (const k of Object.keys(sfuTracks)) delete sfuTracks[k];
+  delete lastBytes.server;
   state.phase = 'lobby';
   $('call').hidden = true;
   $('lobby').hidden = false;
@@ -638,6 +704,7 @@ function stopStatsLoop() {
 
 async function collectStats() {
   if (!mesh) return;
+  if (mesh.media === 'sfu') return collectSfuStats(mesh);
   for (const peer of [...mesh.peers.values()]) {
     let report;
     try {
@@ -690,6 +757,120 @@ async function collectStats() {
   renderStats();
 }
 
+/** The selected candidate pair of a stats report, with its local and remote candidates. */
+function selectedPath(report) {
+  const byId = new Map();
+  report.forEach((r) => byId.set(r.id, r));
+  let pair = null;
+  report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) pair = byId.get(r.selectedCandidatePairId) ?? pair;
+  });
+  if (!pair) report.forEach((r) => r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded' && (pair = r));
+  return { pair, local: pair ? byId.get(pair.localCandidateId) : null, remote: pair ? byId.get(pair.remoteCandidateId) : null };
+}
+
+/** Which simulcast layer a frame width is of the publisher's camera width: f, h or q. */
+function layerOf(frameWidth, fullWidth) {
+  if (!frameWidth || !fullWidth) return null;
+  const down = fullWidth / frameWidth;
+  return down < 1.5 ? 'f' : down < 3 ? 'h' : 'q';
+}
+
+/**
+ * An SFU room's one connection, with the server, as `stats.server`: its path and totals,
+ * `inbound` per received track (publisher, bitrate, frame size, the simulcast layer it is)
+ * and `outbound` per sent layer (rid), each sent once whoever receives it.
+ * @param {import('/sdk/switchboard.js').Mesh} m
+ */
+async function collectSfuStats(m) {
+  const pc = m.link?.pc;
+  if (!pc) return;
+  let report;
+  try {
+    report = await pc.getStats();
+  } catch {
+    return;
+  }
+  // Which peer a received track belongs to: the stream it is in carries the peer's id.
+  const owner = new Map();
+  for (const peer of m.peers.values()) for (const st of peer.streams.values()) for (const t of st.getTracks()) owner.set(t.id, peer.id);
+  const now = performance.now();
+  const prev = lastBytes.server;
+  const secs = prev ? (now - prev.at) / 1000 : 0;
+  const rate = (key, bytes) => {
+    const before = prev?.per[key];
+    return secs && before != null && bytes >= before ? Math.round(((bytes - before) * 8) / secs / 1000) : 0;
+  };
+  const per = {};
+  const inbound = [];
+  const outbound = [];
+  let bytesIn = 0;
+  let bytesOut = 0;
+  let framesDecoded = 0;
+  let packetsLost = 0;
+  report.forEach((r) => {
+    if (r.type === 'inbound-rtp') {
+      bytesIn += r.bytesReceived ?? 0;
+      packetsLost += r.packetsLost ?? 0;
+      if (r.kind === 'video') framesDecoded += r.framesDecoded ?? 0;
+      const peer = owner.get(r.trackIdentifier) ?? null;
+      per[r.id] = r.bytesReceived ?? 0;
+      inbound.push({
+        peer,
+        name: peer ? state.peers[peer]?.name ?? null : null,
+        mid: r.mid ?? null,
+        kind: r.kind,
+        kbps: rate(r.id, r.bytesReceived ?? 0),
+        frameWidth: r.frameWidth ?? null,
+        frameHeight: r.frameHeight ?? null,
+        framesDecoded: r.framesDecoded ?? 0,
+        layer: r.kind === 'video' ? layerOf(r.frameWidth, peer ? state.peers[peer]?.width : null) : null,
+      });
+    }
+    if (r.type === 'outbound-rtp') {
+      bytesOut += r.bytesSent ?? 0;
+      per[r.id] = r.bytesSent ?? 0;
+      outbound.push({
+        kind: r.kind,
+        rid: r.rid ?? null,
+        kbps: rate(r.id, r.bytesSent ?? 0),
+        frameWidth: r.frameWidth ?? null,
+        frameHeight: r.frameHeight ?? null,
+        framesEncoded: r.framesEncoded ?? 0,
+        active: r.active ?? true,
+        limitedBy: r.qualityLimitationReason ?? null,
+      });
+    }
+  });
+  inbound.sort((a, b) => String(a.name ?? a.peer).localeCompare(String(b.name ?? b.peer)) || a.kind.localeCompare(b.kind));
+  outbound.sort((a, b) => a.kind.localeCompare(b.kind) || String(a.rid).localeCompare(String(b.rid)));
+  const { pair, local, remote } = selectedPath(report);
+  stats.server = {
+    name: 'Server (group call)',
+    server: true,
+    connectionState: pc.connectionState,
+    iceConnectionState: pc.iceConnectionState,
+    localType: local?.candidateType ?? null,
+    localAddress: local ? `${local.address ?? local.ip}:${local.port}` : null,
+    localProtocol: local?.protocol ?? null,
+    relayProtocol: local?.relayProtocol ?? null,
+    localUrl: local?.url ?? null,
+    remoteType: remote?.candidateType ?? null,
+    remoteAddress: remote ? `${remote.address ?? remote.ip}:${remote.port}` : null,
+    rttMs: pair?.currentRoundTripTime != null ? Math.round(pair.currentRoundTripTime * 1000) : null,
+    kbpsIn: secs ? Math.round(((bytesIn - prev.bytesIn) * 8) / secs / 1000) : 0,
+    kbpsOut: secs ? Math.round(((bytesOut - prev.bytesOut) * 8) / secs / 1000) : 0,
+    framesDecoded,
+    packetsLost,
+    iceRestarts: m.link.restarts,
+    simulcast: m.link.simulcast,
+    inbound,
+    outbound,
+  };
+  lastBytes.server = { at: now, bytesIn, bytesOut, per };
+  renderStats();
+}
+
 function renderStats() {
   const panel = $('stats-panel');
   if (panel.hidden || $('side').hidden) return;
@@ -715,6 +896,18 @@ function renderStats() {
         ['Packets lost', String(s.packetsLost)],
         ['ICE restarts', String(s.iceRestarts)],
       ];
+      if (s.server) {
+        rows.push(['Simulcast out', s.simulcast ? 'yes (3 layers)' : 'no (1 layer)']);
+        for (const o of s.outbound) {
+          const size = o.frameWidth ? ` ${o.frameWidth}×${o.frameHeight}` : '';
+          rows.push([`Out ${o.kind}${o.rid ? ` ${o.rid}` : ''}`, `${o.kbps} kbit/s${size}${o.limitedBy && o.limitedBy !== 'none' ? ` (${o.limitedBy})` : ''}`]);
+        }
+        for (const i of s.inbound) {
+          const size = i.frameWidth ? ` ${i.frameWidth}×${i.frameHeight}` : '';
+          const layer = i.layer ? ` layer ${i.layer}` : '';
+          rows.push([`In ${i.name ?? i.peer ?? '?'} ${i.kind}`, `${i.kbps} kbit/s${size}${layer}`]);
+        }
+      }
       const h = document.createElement('h3');
       h.textContent = s.name || id;
       const dl = document.createElement('dl');
@@ -914,8 +1107,9 @@ const hooks = {
   get mesh() {
     return mesh;
   },
-  /** @returns {Record<string, RTCPeerConnection>} */
+  /** @returns {Record<string, RTCPeerConnection>} per peer in a mesh; `server` alone in an SFU room */
   pcs() {
+    if (mesh?.media === 'sfu') return mesh.link ? { server: mesh.link.pc } : {};
     return Object.fromEntries([...(mesh?.peers.values() ?? [])].map((p) => [p.id, p.pc]));
   },
   /** Ends the signaling socket abruptly (not 1000/1001): the client must resume. */

@@ -132,6 +132,9 @@ export class SignalingClient extends Emitter {
     /** Rooms we are in, with the meta we joined with, so a lost session can be rebuilt. */
     /** @type {Map<string, object|undefined>} */
     this.rooms = new Map();
+    /** The room kind each join asked for ('mesh'|'sfu'), so that a rejoin asks again. */
+    /** @type {Map<string, string>} */
+    this.roomMedia = new Map();
     /** @type {RTCIceServer[]} */
     this.iceServers = [];
     /** Number of consecutive failed attempts, for backoff. */
@@ -323,9 +326,11 @@ export class SignalingClient extends Emitter {
         break;
       case 'left':
         this.rooms.delete(f.room);
+        this.roomMedia.delete(f.room);
         break;
       case 'full':
         this.rooms.delete(f.room);
+        this.roomMedia.delete(f.room);
         break;
       case 'error':
         if (f.code === 'resume_failed') {
@@ -367,8 +372,10 @@ export class SignalingClient extends Emitter {
     for (const [room, meta] of rejoin) {
       const frame = { type: 'join', room };
       if (meta !== undefined) frame.meta = meta;
+      const media = this.roomMedia.get(room);
+      if (media) frame.media = media;
       if (inFlight.has(room)) this._write({ ...frame, id: inFlight.get(room) });
-      else this.join(room, meta).catch((err) => this.emit('error', err));
+      else this.join(room, meta, media ? { media } : undefined).catch((err) => this.emit('error', err));
     }
     for (const frame of queued) this._write(frame);
   }
@@ -433,17 +440,25 @@ export class SignalingClient extends Emitter {
 
   /**
    * Joins a room. Rejects with SignalError code `full` when the room is at capacity.
-   * @param {string} room @param {object} [meta]
+   * `media` ('mesh'|'sfu') is the kind asked for should this join create the room
+   * (PROTOCOL.md §7); the `joined` frame's `media` says what the room is.
+   * @param {string} room @param {object} [meta] @param {{media?: 'mesh'|'sfu'}} [opts]
    * @returns {Promise<ServerFrame>} the `joined` frame
    */
-  async join(room, meta) {
+  async join(room, meta, opts = {}) {
     this.rooms.set(room, meta);
+    if (opts.media) this.roomMedia.set(room, opts.media);
+    else this.roomMedia.delete(room);
     try {
       const frame = { type: 'join', room };
       if (meta !== undefined) frame.meta = meta;
+      if (opts.media) frame.media = opts.media;
       return await this.request(frame);
     } catch (err) {
-      if (!(err instanceof SignalError && err.code === 'already_joined')) this.rooms.delete(room);
+      if (!(err instanceof SignalError && err.code === 'already_joined')) {
+        this.rooms.delete(room);
+        this.roomMedia.delete(room);
+      }
       throw err;
     }
   }
@@ -451,6 +466,7 @@ export class SignalingClient extends Emitter {
   /** @param {string} room */
   async leave(room) {
     this.rooms.delete(room);
+    this.roomMedia.delete(room);
     return this.request({ type: 'leave', room });
   }
 
@@ -548,12 +564,27 @@ export class SignalingClient extends Emitter {
   mesh(room, options = {}) {
     return new Mesh(this, room, options);
   }
+
+  /**
+   * A call in a room of either kind: `{media: 'sfu'}` asks for a room whose media goes
+   * through the server (one RTCPeerConnection, PROTOCOL.md §7) should the join create it;
+   * without it the server's default kind applies. Joining an existing room takes that
+   * room's kind, whatever was asked. The same object and events as `mesh()`.
+   * @param {string} room @param {MeshOptions} [options]
+   */
+  room(room, options = {}) {
+    return new Mesh(this, room, options);
+  }
 }
 
 /**
  * @typedef {object} MeshOptions
  * @property {MediaStream} [stream] local media to send to every peer.
- * @property {MediaStreamConstraints} [media] without `stream`: getUserMedia(media) at join.
+ * @property {'mesh'|'sfu'|MediaStreamConstraints} [media] 'mesh' or 'sfu': the room kind asked
+ *   for should the join create the room (PROTOCOL.md §7). An object is taken as `constraints`
+ *   (its older name).
+ * @property {MediaStreamConstraints} [constraints] without `stream`: getUserMedia(constraints) at join.
+ * @property {boolean} [simulcast] SFU rooms: send video in three layers when the browser can (default true).
  * @property {boolean} [relayOnly] iceTransportPolicy 'relay'.
  * @property {boolean} [dataChannel] open a negotiated data channel 'switchboard' (id 0) per peer.
  * @property {RTCIceServer[]} [iceServers] overrides welcome.ice_servers.
@@ -748,10 +779,276 @@ export class Peer extends Emitter {
 const SIGNAL_KINDS = new Set(['offer', 'answer', 'candidate']);
 
 /**
+ * The simulcast layers a video track is published in to an SFU: quarter, half and full
+ * resolution. The server forwards each receiver the layer its bandwidth allows.
+ */
+export const SIMULCAST_ENCODINGS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 }),
+]);
+
+/**
+ * Another peer of an SFU room. It has no connection of its own: its tracks come over the
+ * room's one connection with the server (`room.link`), grouped by stream id, which is the
+ * publisher's peer id. `pc` is that shared connection.
+ */
+export class SfuPeer extends Emitter {
+  /** @param {Mesh} room @param {string} id @param {object} [meta] */
+  constructor(room, id, meta) {
+    super();
+    this.room = room;
+    this.id = id;
+    this.meta = meta ?? {};
+    /** @type {Map<string, MediaStream>} */
+    this.streams = new Map();
+    this.channel = null;
+    this.restarts = 0;
+    this.started = true;
+    this.closed = false;
+    /** @type {Record<string, RTCRtpSender>} */
+    this.senders = {};
+  }
+
+  /** @returns {RTCPeerConnection|null} the room's connection with the server */
+  get pc() {
+    return this.room.link?.pc ?? null;
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit('closed', {});
+  }
+}
+
+/**
+ * The one RTCPeerConnection of an SFU room, with the server (PROTOCOL.md §7). The client
+ * offers first with its own tracks; afterwards the server offers whenever others' tracks
+ * come or go. Perfect negotiation with the client as the polite side: on a collision it
+ * rolls its own offer back, answers the server's, and offers again once stable.
+ */
+export class SfuLink extends Emitter {
+  /** @param {Mesh} room */
+  constructor(room) {
+    super();
+    this.room = room;
+    this.makingOffer = false;
+    this.isSettingRemoteAnswerPending = false;
+    this.restarts = 0;
+    this.closed = false;
+    /** Whether video goes out in simulcast layers (false: the browser refused them). */
+    this.simulcast = false;
+    /** Inbound signaling is handled one message at a time, in arrival order. */
+    this._queue = Promise.resolve();
+    this._disconnectTimer = null;
+    /** @type {Map<MediaStreamTrack, RTCRtpSender>} */
+    this.senders = new Map();
+    /** Senders published with simulcast layers. @type {Set<RTCRtpSender>} */
+    this._layered = new Set();
+    const PC = room.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
+    this.pc = new PC(room.rtcConfig());
+    this._wire();
+  }
+
+  /** Publishes the room's tracks; the first offer goes out on negotiationneeded. */
+  start() {
+    const room = this.room;
+    for (const track of room.stream?.getTracks() ?? []) this.publish(track, room.stream, true);
+    for (const { track, stream } of room.extraTracks) this.publish(track, stream, false);
+    if (this.senders.size === 0) {
+      // An offer needs an m-line; with nothing to send, a data channel (unused) is one that
+      // makes the server send nothing on our behalf.
+      this.pc.createDataChannel('switchboard');
+    }
+  }
+
+  /**
+   * Sends a track to the server: sendonly, video as simulcast layers when the browser takes
+   * them. @param {MediaStreamTrack} track @param {MediaStream|null|undefined} stream
+   * @param {boolean} layered whether video may be simulcast (the camera; not a screen)
+   */
+  publish(track, stream, layered) {
+    if (this.closed || this.senders.has(track)) return this.senders.get(track);
+    const init = { direction: /** @type {RTCRtpTransceiverDirection} */ ('sendonly'), streams: stream ? [stream] : [] };
+    /** @type {RTCRtpTransceiver|null} */
+    let transceiver = null;
+    if (track.kind === 'video' && layered && this.room.options.simulcast !== false) {
+      try {
+        transceiver = this.pc.addTransceiver(track, { ...init, sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })) });
+        this.simulcast = transceiver.sender.getParameters().encodings?.length > 1;
+        if (this.simulcast) this._layered.add(transceiver.sender);
+      } catch {
+        // No simulcast here: one layer, below.
+        transceiver = null;
+      }
+    }
+    transceiver ??= this.pc.addTransceiver(track, init);
+    this.senders.set(track, transceiver.sender);
+    return transceiver.sender;
+  }
+
+  /**
+   * After an answer: a server that took no simulcast leaves only the first layer (the
+   * quarter one) sending; send that one at full size instead.
+   */
+  async _checkLayers() {
+    const sdp = this.pc.remoteDescription?.sdp ?? '';
+    if (this._layered.size === 0 || sdp.includes('a=simulcast:')) return;
+    this.simulcast = false;
+    const full = SIMULCAST_ENCODINGS[SIMULCAST_ENCODINGS.length - 1];
+    for (const sender of this._layered) {
+      this._layered.delete(sender);
+      const params = sender.getParameters();
+      if (!params.encodings?.length) continue;
+      params.encodings[0].scaleResolutionDownBy = full.scaleResolutionDownBy;
+      params.encodings[0].maxBitrate = full.maxBitrate;
+      try {
+        await sender.setParameters(params);
+      } catch (err) {
+        this.room.emit('error', err);
+      }
+    }
+  }
+
+  /** Stops sending a track; renegotiates. @param {MediaStreamTrack} track */
+  unpublish(track) {
+    const sender = this.senders.get(track) ?? this.pc.getSenders().find((s) => s.track === track);
+    this.senders.delete(track);
+    if (!sender || this.closed) return;
+    const t = this.pc.getTransceivers().find((x) => x.sender === sender);
+    try {
+      if (t) t.stop();
+      else this.pc.removeTrack(sender);
+    } catch {
+      // Already stopped or closed.
+    }
+  }
+
+  /** Swaps a sent track without renegotiating. @param {MediaStreamTrack} old @param {MediaStreamTrack|null} track */
+  async replace(old, track) {
+    const sender = old ? this.senders.get(old) : undefined;
+    if (!sender) return false;
+    this.senders.delete(old);
+    if (track) this.senders.set(track, sender);
+    await sender.replaceTrack(track);
+    return true;
+  }
+
+  _wire() {
+    const pc = this.pc;
+    pc.onnegotiationneeded = async () => {
+      try {
+        this.makingOffer = true;
+        await pc.setLocalDescription();
+        if (pc.localDescription?.type === 'offer') this._signal({ kind: 'offer', sdp: pc.localDescription.sdp });
+      } catch (err) {
+        this.room.emit('error', err);
+      } finally {
+        this.makingOffer = false;
+      }
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate) this._signal({ kind: 'candidate', candidate: candidate.toJSON() });
+    };
+    pc.ontrack = (ev) => this.room._onSfuTrack(ev);
+    pc.oniceconnectionstatechange = () => {
+      const s = pc.iceConnectionState;
+      clearTimeout(this._disconnectTimer);
+      if (s === 'failed') this.restartIce();
+      else if (s === 'disconnected') {
+        this._disconnectTimer = setTimeout(() => {
+          if (pc.iceConnectionState === 'disconnected') this.restartIce();
+        }, this.room.options.disconnectedRestartMs ?? 4000);
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      this.emit('state', pc.connectionState);
+      this.room.emit('server_state', { state: pc.connectionState });
+      for (const p of this.room.peers.values()) {
+        p.emit('state', pc.connectionState);
+        this.room.emit('peer_state', { peer: p, state: pc.connectionState });
+      }
+    };
+  }
+
+  /** @param {object} data */
+  _signal(data) {
+    if (this.closed) return;
+    this.room.client.send({ type: 'media', room: this.room.room, data });
+  }
+
+  restartIce() {
+    if (this.closed) return;
+    this.restarts += 1;
+    // We are the controlling side against an ICE-lite server: a fresh offer restarts it.
+    this.pc.restartIce();
+  }
+
+  /** @param {any} data the `data` of a `media` frame */
+  handleSignal(data) {
+    this._queue = this._queue.then(() => this._handle(data)).catch((err) => this.room.emit('error', err));
+    return this._queue;
+  }
+
+  async _handle(data) {
+    if (this.closed || !data || typeof data !== 'object') return;
+    const pc = this.pc;
+    if (data.kind === 'offer' || data.kind === 'answer') {
+      if (data.kind === 'answer' && pc.signalingState !== 'have-local-offer') return; // a stale answer to an offer we rolled back
+      this.isSettingRemoteAnswerPending = data.kind === 'answer';
+      try {
+        // Polite: an offer that collides with ours rolls ours back (implicitly); our
+        // negotiationneeded fires again once stable and re-offers what is still unsent.
+        await pc.setRemoteDescription({ type: data.kind, sdp: data.sdp });
+      } finally {
+        this.isSettingRemoteAnswerPending = false;
+      }
+      if (data.kind === 'offer') {
+        await pc.setLocalDescription();
+        this._signal({ kind: 'answer', sdp: pc.localDescription.sdp });
+      } else {
+        await this._checkLayers();
+      }
+    } else if (data.kind === 'candidate') {
+      try {
+        await pc.addIceCandidate(data.candidate ?? null);
+      } catch (err) {
+        // A candidate for a description we rolled back may not fit; nothing is lost.
+        if (pc.signalingState === 'stable') this.room.emit('error', err);
+      }
+    }
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this._disconnectTimer);
+    const pc = this.pc;
+    pc.onnegotiationneeded = null;
+    pc.onicecandidate = null;
+    pc.ontrack = null;
+    pc.oniceconnectionstatechange = null;
+    pc.onconnectionstatechange = null;
+    try {
+      pc.close();
+    } catch {
+      // Already closed.
+    }
+    this.emit('closed', {});
+  }
+}
+
+/**
  * A call with everyone in a room. Events: `joined` (frame), `peer` (Peer), `peer_left`
  * (Peer), `track` ({peer, track, stream, isNew}), `stream_removed`, `peer_state`
  * ({peer, state}), `data` ({peer, from, data}) for app messages (any `data` whose kind is
  * not offer/answer/candidate), `channel_message`, `full`, `error`, `left`.
+ *
+ * The room's kind comes with `joined` (`room.media`): in a mesh room each other peer is a
+ * `Peer` with its own connection; in an SFU room (PROTOCOL.md §7) there is one connection,
+ * `room.link` (an SfuLink) with the server, the others are `SfuPeer`s whose tracks arrive
+ * over it, and `server_state` ({state}) follows that connection.
  */
 export class Mesh extends Emitter {
   /** @param {SignalingClient} client @param {string} room @param {MeshOptions} options */
@@ -763,11 +1060,22 @@ export class Mesh extends Emitter {
     this.stream = options.stream ?? null;
     /** @type {{track: MediaStreamTrack, stream: MediaStream}[]} */
     this.extraTracks = [];
-    /** @type {Map<string, Peer>} */
+    /** @type {Map<string, Peer|SfuPeer>} */
     this.peers = new Map();
     this.meta = undefined;
     this.active = false;
+    /** 'mesh' | 'sfu' once joined: the room's kind, from the `joined` frame. */
+    /** @type {'mesh'|'sfu'|null} */
+    this.media = null;
+    /** The connection with the server, in an SFU room. @type {SfuLink|null} */
+    this.link = null;
     this._offs = [];
+  }
+
+  /** The room kind asked for at join ('mesh'|'sfu'), if any. */
+  get _askedKind() {
+    const m = this.options.media;
+    return m === 'sfu' || m === 'mesh' ? m : undefined;
   }
 
   /** @returns {RTCConfiguration} */
@@ -787,10 +1095,14 @@ export class Mesh extends Emitter {
       c.on('other_joined', (f) => mine(f) && this._peer(f.peer, f.meta, true)),
       c.on('bye', (f) => mine(f) && this._drop(f.peer)),
       c.on('message', (f) => mine(f) && this._onMessage(f)),
+      c.on('media', (f) => mine(f) && this.link?.handleSignal(f.data)),
       c.on('full', (f) => mine(f) && this.emit('full', f)),
       c.on('welcome', (f) => {
         // A fresh session has a fresh peer id: every old connection is unusable.
-        if (f.previousPeer && f.previousPeer !== f.peer) for (const id of [...this.peers.keys()]) this._drop(id);
+        if (f.previousPeer && f.previousPeer !== f.peer) {
+          for (const id of [...this.peers.keys()]) this._drop(id);
+          this._closeLink();
+        }
       }),
     );
   }
@@ -798,11 +1110,14 @@ export class Mesh extends Emitter {
   /** Joins the room and calls everyone already there. @param {object} [meta] */
   async join(meta) {
     this.meta = meta;
-    if (!this.stream && this.options.media) this.stream = await navigator.mediaDevices.getUserMedia(this.options.media);
+    const m = this.options.media;
+    const constraints = this.options.constraints ?? (m && typeof m === 'object' ? m : undefined);
+    if (!this.stream && constraints) this.stream = await navigator.mediaDevices.getUserMedia(constraints);
     if (!this.active) this._listen();
     this.active = true;
     try {
-      return await this.client.join(this.room, meta);
+      const kind = this._askedKind;
+      return await this.client.join(this.room, meta, kind ? { media: kind } : undefined);
     } catch (err) {
       this.leave(false);
       throw err;
@@ -818,21 +1133,68 @@ export class Mesh extends Emitter {
 
   /** @param {ServerFrame} f */
   _onJoined(f) {
+    const media = f.media === 'sfu' ? 'sfu' : 'mesh';
+    if (this.media && this.media !== media) {
+      // The room ended while we were away and came back as the other kind.
+      for (const id of [...this.peers.keys()]) this._drop(id);
+    }
+    this.media = media;
+    if (media === 'sfu') {
+      // A (re)join is a fresh media session on the server: the old connection is gone.
+      for (const id of [...this.peers.keys()]) this._drop(id);
+      this._closeLink();
+    }
     // After a rejoin, peers that vanished while we were away must go.
     const present = new Set((f.peers ?? []).map((p) => p.peer));
     for (const id of [...this.peers.keys()]) if (!present.has(id)) this._drop(id);
     for (const p of f.peers ?? []) this._peer(p.peer, p.meta, false);
+    if (media === 'sfu') {
+      this.link = new SfuLink(this);
+      this.link.start();
+    }
     this.emit('joined', f);
   }
 
-  /** @param {string} id @param {object} [meta] @param {boolean} [initiator] @returns {Peer} */
+  _closeLink() {
+    const link = this.link;
+    this.link = null;
+    link?.close();
+  }
+
+  /**
+   * A track from the server. Its stream id is the publisher's peer id (PROTOCOL.md §7).
+   * @param {RTCTrackEvent} ev
+   */
+  _onSfuTrack({ track, streams }) {
+    const stream = streams[0] ?? new MediaStream([track]);
+    const peer = /** @type {SfuPeer} */ (this._peer(stream.id));
+    const isNew = !peer.streams.has(stream.id);
+    peer.streams.set(stream.id, stream);
+    track.addEventListener('ended', () => peer.emit('track_ended', { track, stream }));
+    // The server removes a track by renegotiation: the stream loses it (and the track is
+    // muted). A transceiver may later carry another peer's track, in another stream.
+    stream.onremovetrack = (ev) => {
+      const owner = /** @type {SfuPeer|undefined} */ (this.peers.get(stream.id));
+      if (!owner) return;
+      owner.emit('track_removed', { track: ev.track, stream });
+      this.emit('track_removed', { peer: owner, track: ev.track, stream });
+      if (stream.getTracks().length > 0 || owner.streams.get(stream.id) !== stream) return;
+      owner.streams.delete(stream.id);
+      owner.emit('stream_removed', { stream });
+      this.emit('stream_removed', { peer: owner, stream });
+    };
+    peer.emit('track', { track, stream, isNew });
+    this.emit('track', { peer, track, stream, isNew });
+  }
+
+  /** @param {string} id @param {object} [meta] @param {boolean} [initiator] @returns {Peer|SfuPeer} */
   _peer(id, meta, initiator = false) {
     let peer = this.peers.get(id);
     if (peer) {
       if (meta) peer.meta = meta;
       return peer;
     }
-    peer = new Peer(this, id, meta, initiator);
+    peer = this.media === 'sfu' ? new SfuPeer(this, id, meta) : new Peer(this, id, meta, initiator);
     this.peers.set(id, peer);
     this.emit('peer', peer);
     return peer;
@@ -851,6 +1213,8 @@ export class Mesh extends Emitter {
   _onMessage(f) {
     const data = f.data;
     if (data && typeof data === 'object' && SIGNAL_KINDS.has(data.kind)) {
+      // In an SFU room media signaling is with the server alone (`media` frames).
+      if (this.media === 'sfu') return;
       // A message can beat other_joined only across a rejoin; make the peer on demand.
       this._peer(f.from).handleSignal(data);
       return;
@@ -888,6 +1252,12 @@ export class Mesh extends Emitter {
       if (old) this.stream.removeTrack(old);
       this.stream.addTrack(track);
     }
+    if (this.link) {
+      const link = this.link;
+      if (old && (await link.replace(old, track))) return;
+      if (track && this.stream) link.publish(track, this.stream, true);
+      return;
+    }
     await Promise.all(
       [...this.peers.values()].map((p) => {
         if (!p.started || p.closed) return undefined;
@@ -911,6 +1281,10 @@ export class Mesh extends Emitter {
       return;
     }
     this.stream = stream;
+    if (this.link) {
+      for (const track of stream.getTracks()) this.link.publish(track, stream, true);
+      return;
+    }
     await Promise.all(
       [...this.peers.values()].flatMap((p) => {
         if (!p.started || p.closed) return [];
@@ -927,6 +1301,10 @@ export class Mesh extends Emitter {
   /** Adds an extra track (e.g. a screen share) to every connection; renegotiates. */
   addTrack(/** @type {MediaStreamTrack} */ track, /** @type {MediaStream} */ stream) {
     this.extraTracks.push({ track, stream });
+    if (this.media === 'sfu') {
+      this.link?.publish(track, stream, false);
+      return;
+    }
     // A peer that has not started yet takes extraTracks when it does.
     for (const p of this.peers.values()) if (p.started && !p.closed) p.pc.addTrack(track, stream);
   }
@@ -934,6 +1312,10 @@ export class Mesh extends Emitter {
   /** Removes an extra track from every connection; renegotiates. @param {MediaStreamTrack} track */
   removeTrack(track) {
     this.extraTracks = this.extraTracks.filter((t) => t.track !== track);
+    if (this.media === 'sfu') {
+      this.link?.unpublish(track);
+      return;
+    }
     for (const p of this.peers.values()) {
       if (p.closed) continue;
       const sender = p.pc.getSenders().find((s) => s.track === track);
@@ -944,6 +1326,12 @@ export class Mesh extends Emitter {
   /** Switches relay-only on or off for every connection and restarts ICE so it applies now. @param {boolean} on */
   setRelayOnly(on) {
     this.options.relayOnly = on;
+    if (this.link) {
+      const pc = this.link.pc;
+      pc.setConfiguration({ ...pc.getConfiguration(), iceTransportPolicy: on ? 'relay' : 'all' });
+      this.link.restartIce();
+      return;
+    }
     for (const p of this.peers.values()) {
       if (p.closed) continue;
       p.pc.setConfiguration({ ...p.pc.getConfiguration(), iceTransportPolicy: on ? 'relay' : 'all' });
@@ -956,6 +1344,7 @@ export class Mesh extends Emitter {
     for (const off of this._offs) off();
     this._offs = [];
     for (const id of [...this.peers.keys()]) this._drop(id);
+    this._closeLink();
     const wasActive = this.active;
     this.active = false;
     if (tellServer && wasActive && this.client.rooms.has(this.room) && this.client.state !== 'closed') {
