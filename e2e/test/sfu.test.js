@@ -7,7 +7,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { launchBrowser } from '../lib/browser.js';
-import { countPeerConnections, assertSfuFramesGrow, sfuOutbound, sfuInboundVideo } from '../lib/page.js';
+import { countPeerConnections, assertSfuFramesGrow, sfuOutbound, sfuInboundVideo, selectedPairs } from '../lib/page.js';
 import { startSfuBackend } from '../lib/sfu.js';
 
 for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
@@ -32,9 +32,10 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
     });
 
     /** Opens the app as `name` and joins; `sfu`: ticks "Group call" in the lobby. */
-    async function join(name, sfu = false) {
+    async function join(name, sfu = false, relay = false) {
       const page = await browser.newPage();
       const q = new URLSearchParams({ room, name, user: `${name.toLowerCase()}-${Date.now()}` });
+      if (relay) q.set('relay', '1');
       await page.goto(`http://${server.http}/?${q}`, { timeout: 15_000 });
       await page.waitForFunction(() => window.__sb?.state.media !== 'pending' && window.__sb.client.state === 'open', null, { timeout: 15_000 });
       if (sfu) await page.getByText('Group call (through the server)').click();
@@ -159,6 +160,43 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
       assert.deepEqual(await tileNames(people.Eve.page), ['Ann', 'Bob', 'Cid']);
     });
 
+    test('simulcast: a receiver that asks for little gets a low layer, and the full one again after', async (t) => {
+      if (server.skip) return t.skip(server.skip);
+      if (backend !== 'switchboard') return t.skip('the stand-in forwards no simulcast');
+      const ann = people.Ann;
+      const bob = people.Bob.page;
+      // What Ann sends as her full layer (the encoder may scale it for CPU: read it live),
+      // and the size of Ann's video that Bob decodes.
+      const annFull = async () => (await sfuOutbound(ann.page)).find((o) => o.kind === 'video' && o.rid === 'f')?.frameWidth ?? 0;
+      const bobGets = async () => Math.max(0, ...(await sfuInboundVideo(bob)).filter((i) => i.peer === ann.id).map((i) => i.frameWidth ?? 0));
+      const waitFor = async (what, ms, fn) => {
+        const end = Date.now() + ms;
+        while (Date.now() < end) {
+          if (await fn()) return;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        throw new Error(`${what} within ${ms} ms: Ann's full layer ${await annFull()} wide, Bob decodes ${await bobGets()}`);
+      };
+      const full = async () => {
+        const f = await annFull();
+        return f > 0 && (await bobGets()) >= f * 0.9;
+      };
+      await waitFor('Bob gets the full layer', 30_000, full);
+      const fullWidth = await annFull();
+      // The cap is Bob's own: b=AS/b=TIAS in the SDP it sends (SDK receiveBitrate).
+      await bob.evaluate(() => window.__sb.mesh.link.setReceiveBitrate(200_000));
+      await waitFor('Bob, capped at 200 kbit/s, drops to a lower layer', 20_000, async () => {
+        const w = await bobGets();
+        return w > 0 && w <= fullWidth * 0.6;
+      });
+      const low = await bobGets();
+      // Cid, uncapped, still gets the full layer meanwhile.
+      assert.ok(Math.max(0, ...(await sfuInboundVideo(people.Cid.page)).filter((i) => i.peer === ann.id).map((i) => i.frameWidth ?? 0)) >= fullWidth * 0.9);
+      await bob.evaluate(() => window.__sb.mesh.link.setReceiveBitrate(null));
+      await waitFor('Bob, uncapped, gets the full layer again', 30_000, full);
+      console.log(`# simulcast: full ${fullWidth} wide, capped ${low}, then ${await bobGets()}`);
+    });
+
     test('a shared screen comes as a second tile of its publisher and goes when it stops', async (t) => {
       if (server.skip) return t.skip(server.skip);
       const ann = people.Ann;
@@ -194,6 +232,20 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
       for (const page of viewers) await page.waitForFunction((id) => !document.getElementById(`tile-screen-${id}`), ann.id, { timeout: 5_000 });
       // The camera goes on.
       await assertSfuFramesGrow(people.Bob.page, ids('Ann', 'Cid', 'Eve'), 15_000);
+    });
+
+    test("relay only: a page reaches the SFU through switchboard's TURN", async (t) => {
+      if (server.skip) return t.skip(server.skip);
+      if (backend !== 'switchboard') return t.skip('the stand-in has no TURN');
+      const fay = await join('Fay', false, true);
+      await assertSfuFramesGrow(fay.page, ids('Ann', 'Bob', 'Cid', 'Eve'), 30_000);
+      const pairs = await selectedPairs(fay.page);
+      assert.deepEqual(Object.keys(pairs), ['server']);
+      assert.equal(pairs.server?.localType, 'relay', JSON.stringify(pairs));
+      await assertSfuFramesGrow(people.Ann.page, ids('Bob', 'Cid', 'Eve', 'Fay'), 30_000);
+      await fay.page.evaluate(() => document.getElementById('btn-leave').click());
+      await fay.page.close();
+      delete people.Fay;
     });
 
     test('no errors in the pages', async (t) => {

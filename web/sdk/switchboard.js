@@ -585,6 +585,9 @@ export class SignalingClient extends Emitter {
  *   (its older name).
  * @property {MediaStreamConstraints} [constraints] without `stream`: getUserMedia(constraints) at join.
  * @property {boolean} [simulcast] SFU rooms: send video in three layers when the browser can (default true).
+ * @property {number} [receiveBitrate] SFU rooms: the most video bit/s this client wants, per track, put
+ *   in its SDP (b=AS, b=TIAS on video): the server forwards a lower simulcast layer when the
+ *   layer would not fit. `room.link.setReceiveBitrate(bps|null)` changes it and renegotiates.
  * @property {boolean} [relayOnly] iceTransportPolicy 'relay'.
  * @property {boolean} [dataChannel] open a negotiated data channel 'switchboard' (id 0) per peer.
  * @property {RTCIceServer[]} [iceServers] overrides welcome.ice_servers.
@@ -846,9 +849,59 @@ export class SfuLink extends Emitter {
     this.senders = new Map();
     /** Senders published with simulcast layers. @type {Set<RTCRtpSender>} */
     this._layered = new Set();
+    /**
+     * The main stream's sender per kind, kept so that a track can be swapped in even after
+     * replaceTrack(null). @type {Record<string, RTCRtpSender>}
+     */
+    this.mainSenders = {};
+    /** Video bit/s wanted per track, announced in our SDP; null: no limit. @type {number|null} */
+    this.receiveBitrate = room.options.receiveBitrate ?? null;
     const PC = room.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
     this.pc = new PC(room.rtcConfig());
     this._wire();
+  }
+
+  /**
+   * Announces the most video this client wants to receive (bit/s per track; null: no
+   * limit) and renegotiates so that the server hears it. @param {number|null} bps
+   */
+  setReceiveBitrate(bps) {
+    this.receiveBitrate = bps && bps > 0 ? Math.round(bps) : null;
+    return this.renegotiate();
+  }
+
+  /** Offers now, as negotiationneeded would: to carry a changed SDP-only setting. */
+  async renegotiate() {
+    const pc = this.pc;
+    if (this.closed || this.makingOffer || pc.signalingState !== 'stable') return;
+    try {
+      this.makingOffer = true;
+      await pc.setLocalDescription(await pc.createOffer());
+      this._signal({ kind: 'offer', sdp: this._outSdp(pc.localDescription.sdp) });
+    } catch (err) {
+      this.room.emit('error', err);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  /**
+   * Our SDP as sent: with a receive limit, each video section says so (b=AS in kbit/s,
+   * b=TIAS in bit/s, after its c= line, as RFC 4566/3890 order them).
+   * @param {string} sdp
+   */
+  _outSdp(sdp) {
+    const bps = this.receiveBitrate;
+    if (!bps) return sdp;
+    const out = [];
+    let video = false;
+    for (const line of sdp.split('\r\n')) {
+      if (line.startsWith('m=')) video = line.startsWith('m=video');
+      if (video && line.startsWith('b=')) continue;
+      out.push(line);
+      if (video && line.startsWith('c=')) out.push(`b=AS:${Math.max(1, Math.round(bps / 1000))}`, `b=TIAS:${bps}`);
+    }
+    return out.join('\r\n');
   }
 
   /** Publishes the room's tracks; the first offer goes out on negotiationneeded. */
@@ -885,6 +938,7 @@ export class SfuLink extends Emitter {
     }
     transceiver ??= this.pc.addTransceiver(track, init);
     this.senders.set(track, transceiver.sender);
+    if (layered) this.mainSenders[track.kind] ??= transceiver.sender;
     return transceiver.sender;
   }
 
@@ -925,11 +979,14 @@ export class SfuLink extends Emitter {
     }
   }
 
-  /** Swaps a sent track without renegotiating. @param {MediaStreamTrack} old @param {MediaStreamTrack|null} track */
-  async replace(old, track) {
-    const sender = old ? this.senders.get(old) : undefined;
-    if (!sender) return false;
-    this.senders.delete(old);
+  /**
+   * Swaps the main stream's track of a kind without renegotiating; false when nothing of
+   * that kind was ever published. @param {'audio'|'video'} kind @param {MediaStreamTrack|null} track
+   */
+  async replace(kind, track) {
+    const sender = this.mainSenders[kind];
+    if (!sender || this.closed) return false;
+    for (const [t, s] of this.senders) if (s === sender) this.senders.delete(t);
     if (track) this.senders.set(track, sender);
     await sender.replaceTrack(track);
     return true;
@@ -941,7 +998,7 @@ export class SfuLink extends Emitter {
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
-        if (pc.localDescription?.type === 'offer') this._signal({ kind: 'offer', sdp: pc.localDescription.sdp });
+        if (pc.localDescription?.type === 'offer') this._signal({ kind: 'offer', sdp: this._outSdp(pc.localDescription.sdp) });
       } catch (err) {
         this.room.emit('error', err);
       } finally {
@@ -1006,7 +1063,7 @@ export class SfuLink extends Emitter {
       }
       if (data.kind === 'offer') {
         await pc.setLocalDescription();
-        this._signal({ kind: 'answer', sdp: pc.localDescription.sdp });
+        this._signal({ kind: 'answer', sdp: this._outSdp(pc.localDescription.sdp) });
       } else {
         await this._checkLayers();
       }
@@ -1254,7 +1311,7 @@ export class Mesh extends Emitter {
     }
     if (this.link) {
       const link = this.link;
-      if (old && (await link.replace(old, track))) return;
+      if (await link.replace(kind, track)) return;
       if (track && this.stream) link.publish(track, this.stream, true);
       return;
     }
