@@ -322,6 +322,8 @@ function enterCall() {
   /** @type {HTMLInputElement} */ ($('relay-call')).checked = state.relayOnly;
   renderTileState('local');
   startStatsLoop();
+  // A join takes an existing room as it is: say so when that is not what was asked.
+  if (state.sfu && mesh?.media !== 'sfu') toast('This room is a direct (mesh) call: joined it as one.');
 }
 
 /** @param {import('/sdk/switchboard.js').Mesh} m */
