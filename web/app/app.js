@@ -377,6 +377,20 @@ function wireMesh(m) {
     if (state.phase === 'call' && f.peers) renderAllTiles();
     $('room-label').textContent = roomLabel();
   });
+  m.on('media_error', (f) => {
+    // The server ended our media in this group call: a rejoin starts it afresh.
+    setBanner({
+      kind: 'error',
+      text: `Media through the server failed (${f.message || f.code}).`,
+      action: [
+        'Rejoin',
+        () => {
+          leaveCall();
+          joinRoom(state.room);
+        },
+      ],
+    });
+  });
   m.on('error', (err) => {
     // Negotiation errors are recovered by perfect negotiation and ICE restarts; keep a trace.
     console.warn('call:', err?.message || err);

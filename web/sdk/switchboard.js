@@ -1006,7 +1006,9 @@ export class SfuLink extends Emitter {
       }
     };
     pc.onicecandidate = ({ candidate }) => {
-      if (candidate) this._signal({ kind: 'candidate', candidate: candidate.toJSON() });
+      // An ICE-lite server learns our addresses from our checks; an mDNS name it could
+      // not resolve anyway.
+      if (candidate && !/\s\S+\.local\s/.test(candidate.candidate)) this._signal({ kind: 'candidate', candidate: candidate.toJSON() });
     };
     pc.ontrack = (ev) => this.room._onSfuTrack(ev);
     pc.oniceconnectionstatechange = () => {
@@ -1105,7 +1107,9 @@ export class SfuLink extends Emitter {
  * The room's kind comes with `joined` (`room.media`): in a mesh room each other peer is a
  * `Peer` with its own connection; in an SFU room (PROTOCOL.md §7) there is one connection,
  * `room.link` (an SfuLink) with the server, the others are `SfuPeer`s whose tracks arrive
- * over it, and `server_state` ({state}) follows that connection.
+ * over it, `server_state` ({state}) follows that connection, `track_removed` ({peer,
+ * track, stream}) says the server took a track away, and `media_error` (the `error` frame)
+ * that the server ended our media (a rejoin starts it again).
  */
 export class Mesh extends Emitter {
   /** @param {SignalingClient} client @param {string} room @param {MeshOptions} options */
@@ -1153,6 +1157,9 @@ export class Mesh extends Emitter {
       c.on('bye', (f) => mine(f) && this._drop(f.peer)),
       c.on('message', (f) => mine(f) && this._onMessage(f)),
       c.on('media', (f) => mine(f) && this.link?.handleSignal(f.data)),
+      // The server's word that our media with it failed (SDP it refused, a session that
+      // died): the room stays joined, the call needs a rejoin to get media again.
+      c.on('error', (f) => mine(f) && this.media === 'sfu' && f.code !== 'kicked' && this.emit('media_error', f)),
       c.on('full', (f) => mine(f) && this.emit('full', f)),
       c.on('welcome', (f) => {
         // A fresh session has a fresh peer id: every old connection is unusable.
