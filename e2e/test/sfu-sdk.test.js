@@ -199,7 +199,7 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
       for (const [i, page] of stay.entries()) {
         await page.waitForFunction((id) => window.t.log.left.includes(id) && !window.t.room.peers.has(id), cid.id, { timeout: 2_000 });
         // The server renegotiates Cid's video away: one receiving transceiver fewer.
-        await until(async () => (await recv(page)) === before[i] - 1, backend === 'switchboard' ? 2_000 : 8_000);
+        await until(async () => (await recv(page)) === before[i] - 1, backend === 'switchboard' ? 2_000 : 15_000);
       }
       // The room's own connection is closed with it.
       assert.deepEqual(await cid.page.evaluate(() => window.__pcCount()), { made: 1, open: 0 });
