@@ -6,7 +6,8 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { launchBrowser } from '../lib/browser.js';
+import path from 'node:path';
+import { launchBrowser, REPO } from '../lib/browser.js';
 import { countPeerConnections, assertSfuFramesGrow, sfuOutbound, sfuInboundVideo, selectedPairs } from '../lib/page.js';
 import { startSfuBackend } from '../lib/sfu.js';
 
@@ -91,6 +92,12 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
       for (const n of ['Bob', 'Cid', 'Dee']) assert.match(panel, new RegExp(`In ${n} video`));
       assert.match(panel, /layer [qhf]/);
       assert.match(panel, /Server \(group call\)/);
+      if (backend === 'switchboard') {
+        const shot = path.join(REPO, 'target', 'e2e', 'sfu-call.png');
+        fs.mkdirSync(path.dirname(shot), { recursive: true });
+        await ann.screenshot({ path: shot });
+        console.log(`# screenshot ${shot}`);
+      }
       await ann.click('#btn-stats');
     });
 
