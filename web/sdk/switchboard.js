@@ -1234,19 +1234,28 @@ export class Mesh extends Emitter {
     const peer = /** @type {SfuPeer} */ (this._peer(stream.id));
     const isNew = !peer.streams.has(stream.id);
     peer.streams.set(stream.id, stream);
-    track.addEventListener('ended', () => peer.emit('track_ended', { track, stream }));
-    // The server removes a track by renegotiation: the stream loses it (and the track is
-    // muted). A transceiver may later carry another peer's track, in another stream.
-    stream.onremovetrack = (ev) => {
+    // The server takes a track away by renegotiation: a stopped m-line ends the track, an
+    // inactive one takes it out of the stream; either way the stream loses it once. A
+    // transceiver may later carry another peer's track, in another stream.
+    const gone = (/** @type {MediaStreamTrack} */ t, byBrowser) => {
+      if (!byBrowser) {
+        if (!stream.getTracks().includes(t)) return;
+        stream.removeTrack(t);
+      }
       const owner = /** @type {SfuPeer|undefined} */ (this.peers.get(stream.id));
       if (!owner) return;
-      owner.emit('track_removed', { track: ev.track, stream });
-      this.emit('track_removed', { peer: owner, track: ev.track, stream });
+      owner.emit('track_removed', { track: t, stream });
+      this.emit('track_removed', { peer: owner, track: t, stream });
       if (stream.getTracks().length > 0 || owner.streams.get(stream.id) !== stream) return;
       owner.streams.delete(stream.id);
       owner.emit('stream_removed', { stream });
       this.emit('stream_removed', { peer: owner, stream });
     };
+    track.addEventListener('ended', () => {
+      peer.emit('track_ended', { track, stream });
+      gone(track, false);
+    });
+    stream.onremovetrack = (ev) => gone(ev.track, true);
     peer.emit('track', { track, stream, isNew });
     this.emit('track', { peer, track, stream, isNew });
   }
