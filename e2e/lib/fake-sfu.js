@@ -38,8 +38,8 @@ function sfuPageScript() {
     const t = to.forwards.get(track);
     if (!t) return;
     to.forwards.delete(track);
-    t.sender.replaceTrack(null).catch(() => {});
-    t.direction = 'inactive';
+    // As switchboard's SFU does (str0m's stop_media): the m-line is stopped, not kept.
+    t.stop();
     renegotiate(to);
   }
 
