@@ -585,9 +585,6 @@ export class SignalingClient extends Emitter {
  *   (its older name).
  * @property {MediaStreamConstraints} [constraints] without `stream`: getUserMedia(constraints) at join.
  * @property {boolean} [simulcast] SFU rooms: send video in three layers when the browser can (default true).
- * @property {number} [receiveBitrate] SFU rooms: the most video bit/s this client wants, per track, put
- *   in its SDP (b=AS, b=TIAS on video): the server forwards a lower simulcast layer when the
- *   layer would not fit. `room.link.setReceiveBitrate(bps|null)` changes it and renegotiates.
  * @property {boolean} [relayOnly] iceTransportPolicy 'relay'.
  * @property {boolean} [dataChannel] open a negotiated data channel 'switchboard' (id 0) per peer.
  * @property {RTCIceServer[]} [iceServers] overrides welcome.ice_servers.
@@ -854,92 +851,9 @@ export class SfuLink extends Emitter {
      * replaceTrack(null). @type {Record<string, RTCRtpSender>}
      */
     this.mainSenders = {};
-    /** Video bit/s wanted per track, announced in our SDP; null: no limit. @type {number|null} */
-    this.receiveBitrate = room.options.receiveBitrate ?? null;
     const PC = room.options.RTCPeerConnection ?? globalThis.RTCPeerConnection;
     this.pc = new PC(room.rtcConfig());
     this._wire();
-  }
-
-  /**
-   * Announces the most video this client wants to receive (bit/s per track; null: no
-   * limit) and renegotiates so that the server hears it. @param {number|null} bps
-   */
-  setReceiveBitrate(bps) {
-    this.receiveBitrate = bps && bps > 0 ? Math.round(bps) : null;
-    return this.renegotiate();
-  }
-
-  /** Offers now, as negotiationneeded would: to carry a changed SDP-only setting. */
-  async renegotiate() {
-    const pc = this.pc;
-    if (this.closed || this.makingOffer || pc.signalingState !== 'stable') return;
-    try {
-      this.makingOffer = true;
-      await pc.setLocalDescription(await pc.createOffer());
-      this._signal({ kind: 'offer', sdp: this._outSdp(pc.localDescription.sdp) });
-    } catch (err) {
-      this.room.emit('error', err);
-    } finally {
-      this.makingOffer = false;
-    }
-  }
-
-  /**
-   * Our SDP as sent: with a receive limit, each video section says so (b=AS in kbit/s,
-   * b=TIAS in bit/s, after its c= line, as RFC 4566/3890 order them).
-   * @param {string} sdp
-   */
-  _outSdp(sdp) {
-    const bps = this.receiveBitrate;
-    if (!bps) return sdp;
-    const out = [];
-    let video = false;
-    for (const line of sdp.split('\r\n')) {
-      if (line.startsWith('m=')) video = line.startsWith('m=video');
-      if (video && line.startsWith('b=')) continue;
-      out.push(line);
-      if (video && line.startsWith('c=')) out.push(`b=AS:${Math.max(1, Math.round(bps / 1000))}`, `b=TIAS:${bps}`);
-    }
-    return out.join('\r\n');
-  }
-
-  /** Publishes the room's tracks; the first offer goes out on negotiationneeded. */
-  start() {
-    const room = this.room;
-    for (const track of room.stream?.getTracks() ?? []) this.publish(track, room.stream, true);
-    for (const { track, stream } of room.extraTracks) this.publish(track, stream, false);
-    if (this.senders.size === 0) {
-      // An offer needs an m-line; with nothing to send, a data channel (unused) is one that
-      // makes the server send nothing on our behalf.
-      this.pc.createDataChannel('switchboard');
-    }
-  }
-
-  /**
-   * Sends a track to the server: sendonly, video as simulcast layers when the browser takes
-   * them. @param {MediaStreamTrack} track @param {MediaStream|null|undefined} stream
-   * @param {boolean} layered whether video may be simulcast (the camera; not a screen)
-   */
-  publish(track, stream, layered) {
-    if (this.closed || this.senders.has(track)) return this.senders.get(track);
-    const init = { direction: /** @type {RTCRtpTransceiverDirection} */ ('sendonly'), streams: stream ? [stream] : [] };
-    /** @type {RTCRtpTransceiver|null} */
-    let transceiver = null;
-    if (track.kind === 'video' && layered && this.room.options.simulcast !== false) {
-      try {
-        transceiver = this.pc.addTransceiver(track, { ...init, sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })) });
-        this.simulcast = transceiver.sender.getParameters().encodings?.length > 1;
-        if (this.simulcast) this._layered.add(transceiver.sender);
-      } catch {
-        // No simulcast here: one layer, below.
-        transceiver = null;
-      }
-    }
-    transceiver ??= this.pc.addTransceiver(track, init);
-    this.senders.set(track, transceiver.sender);
-    if (layered) this.mainSenders[track.kind] ??= transceiver.sender;
-    return transceiver.sender;
   }
 
   /**
@@ -998,7 +912,7 @@ export class SfuLink extends Emitter {
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
-        if (pc.localDescription?.type === 'offer') this._signal({ kind: 'offer', sdp: this._outSdp(pc.localDescription.sdp) });
+        if (pc.localDescription?.type === 'offer') this._signal({ kind: 'offer', sdp: pc.localDescription.sdp });
       } catch (err) {
         this.room.emit('error', err);
       } finally {
@@ -1065,7 +979,7 @@ export class SfuLink extends Emitter {
       }
       if (data.kind === 'offer') {
         await pc.setLocalDescription();
-        this._signal({ kind: 'answer', sdp: this._outSdp(pc.localDescription.sdp) });
+        this._signal({ kind: 'answer', sdp: pc.localDescription.sdp });
       } else {
         await this._checkLayers();
       }
