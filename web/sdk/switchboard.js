@@ -856,6 +856,44 @@ export class SfuLink extends Emitter {
     this._wire();
   }
 
+  /** Publishes the room's tracks; the first offer goes out on negotiationneeded. */
+  start() {
+    const room = this.room;
+    for (const track of room.stream?.getTracks() ?? []) this.publish(track, room.stream, true);
+    for (const { track, stream } of room.extraTracks) this.publish(track, stream, false);
+    if (this.senders.size === 0) {
+      // An offer needs an m-line; with nothing to send, a data channel (unused) is one that
+      // makes the server send nothing on our behalf.
+      this.pc.createDataChannel('switchboard');
+    }
+  }
+
+  /**
+   * Sends a track to the server: sendonly, video as simulcast layers when the browser takes
+   * them. @param {MediaStreamTrack} track @param {MediaStream|null|undefined} stream
+   * @param {boolean} layered whether video may be simulcast (the camera; not a screen)
+   */
+  publish(track, stream, layered) {
+    if (this.closed || this.senders.has(track)) return this.senders.get(track);
+    const init = { direction: /** @type {RTCRtpTransceiverDirection} */ ('sendonly'), streams: stream ? [stream] : [] };
+    /** @type {RTCRtpTransceiver|null} */
+    let transceiver = null;
+    if (track.kind === 'video' && layered && this.room.options.simulcast !== false) {
+      try {
+        transceiver = this.pc.addTransceiver(track, { ...init, sendEncodings: SIMULCAST_ENCODINGS.map((e) => ({ ...e })) });
+        this.simulcast = transceiver.sender.getParameters().encodings?.length > 1;
+        if (this.simulcast) this._layered.add(transceiver.sender);
+      } catch {
+        // No simulcast here: one layer, below.
+        transceiver = null;
+      }
+    }
+    transceiver ??= this.pc.addTransceiver(track, init);
+    this.senders.set(track, transceiver.sender);
+    if (layered) this.mainSenders[track.kind] ??= transceiver.sender;
+    return transceiver.sender;
+  }
+
   /**
    * After an answer: a server that took no simulcast leaves only the first layer (the
    * quarter one) sending; send that one at full size instead.
