@@ -189,6 +189,65 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
       assert.deepEqual(await ann.evaluate(() => window.__pcCount()), { made: 1, open: 1 });
     });
 
+    test('perfect negotiation, polite client: a server offer crossing ours rolls ours back, then ours again', async (t) => {
+      if (server.skip) return t.skip(server.skip);
+      if (backend !== 'stand-in') return t.skip('scripted in one page: once is enough');
+      const page = await browser.newPage();
+      await page.goto(`http://${server.http}/sdk/switchboard.js`, { timeout: 15_000 });
+      const result = await page.evaluate(async () => {
+        const { SfuLink } = await import('/sdk/switchboard.js');
+        const wait = async (fn, what) => {
+          for (let i = 0; i < 200; i++) {
+            if (fn()) return;
+            await new Promise((r) => setTimeout(r, 25));
+          }
+          throw new Error(`timed out: ${what}`);
+        };
+        const sent = [];
+        const c = Object.assign(document.createElement('canvas'), { width: 160, height: 90 });
+        c.getContext('2d').fillRect(0, 0, 160, 90);
+        const stream = c.captureStream(10);
+        // A room as SfuLink sees it; `client.send` collects what would go to the server.
+        const room = { options: {}, room: 'r', stream, extraTracks: [], peers: new Map(), rtcConfig: () => ({}), client: { send: (f) => sent.push(f.data) }, emit() {}, _onSfuTrack() {} };
+        const link = new SfuLink(room);
+        link.start();
+        await wait(() => sent.some((d) => d.kind === 'offer'), 'the client offer');
+        // The server (impolite) ignores that offer and makes its own, which crosses it.
+        const srv = new RTCPeerConnection();
+        let published = 0;
+        srv.ontrack = () => (published += 1);
+        const c2 = Object.assign(document.createElement('canvas'), { width: 160, height: 90 });
+        c2.getContext('2d').fillRect(0, 0, 160, 90);
+        const other = c2.captureStream(10);
+        srv.addTransceiver(other.getVideoTracks()[0], { direction: 'sendonly', streams: [other] });
+        await srv.setLocalDescription();
+        const stateBefore = link.pc.signalingState;
+        await link.handleSignal({ kind: 'offer', sdp: srv.localDescription.sdp });
+        const answer = sent.find((d) => d.kind === 'answer');
+        await srv.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+        // Stable again, the client's own negotiationneeded offers its track once more.
+        await wait(() => sent.filter((d) => d.kind === 'offer').length === 2, 'the client offers again');
+        const offer2 = sent.filter((d) => d.kind === 'offer')[1];
+        await srv.setRemoteDescription({ type: 'offer', sdp: offer2.sdp });
+        await srv.setLocalDescription();
+        await link.handleSignal({ kind: 'answer', sdp: srv.localDescription.sdp });
+        const out = {
+          stateBefore,
+          order: sent.filter((d) => d.kind !== 'candidate').map((d) => d.kind),
+          client: link.pc.signalingState,
+          server: srv.signalingState,
+          published,
+          received: link.pc.getTransceivers().filter((x) => x.currentDirection === 'recvonly').length,
+          sending: link.pc.getTransceivers().filter((x) => x.currentDirection === 'sendonly').length,
+        };
+        link.close();
+        srv.close();
+        return out;
+      });
+      await page.close();
+      assert.deepEqual(result, { stateBefore: 'have-local-offer', order: ['offer', 'answer', 'offer'], client: 'stable', server: 'stable', published: 1, received: 1, sending: 1 });
+    });
+
     test('leave: the others get peer_left, and its tracks go', async (t) => {
       if (server.skip) return t.skip(server.skip);
       const cid = people.Cid;
