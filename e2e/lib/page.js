@@ -139,7 +139,8 @@ export async function assertSfuFramesGrow(page, from, timeout = 15_000) {
     }
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`video from ${want.join(',')} did not grow within ${timeout} ms: first ${JSON.stringify(before)}, now ${JSON.stringify(now)}`);
+  const names = await page.evaluate(() => Object.fromEntries(Object.entries(window.__sb.state.peers).map(([id, p]) => [id, p.name])));
+  throw new Error(`video from ${want.map((p) => `${names[p] ?? '?'} (${p})`).join(', ')} did not grow within ${timeout} ms: first ${JSON.stringify(before)}, now ${JSON.stringify(now)}`);
 }
 
 /**

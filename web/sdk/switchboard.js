@@ -1369,12 +1369,14 @@ export class Mesh extends Emitter {
     for (const off of this._offs) off();
     this._offs = [];
     for (const id of [...this.peers.keys()]) this._drop(id);
-    this._closeLink();
     const wasActive = this.active;
     this.active = false;
     if (tellServer && wasActive && this.client.rooms.has(this.room) && this.client.state !== 'closed') {
       this.client.leave(this.room).catch(() => {});
     }
+    // After the leave is on its way: an SFU that saw the media end first would take it
+    // for a failure.
+    this._closeLink();
     this.emit('left', {});
   }
 }
