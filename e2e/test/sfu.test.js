@@ -48,6 +48,15 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
     }
 
     const ids = (...names) => names.map((n) => people[n].id);
+    /** Runs `fn`; on failure prints the server's last log lines (its SFU's say what it forwarded). */
+    const withLogs = async (fn) => {
+      try {
+        return await fn();
+      } catch (err) {
+        console.log(`# server log, last lines:\n${server.logs.slice(-60).join('\n')}`);
+        throw err;
+      }
+    };
     const tileNames = (page) => page.evaluate(() => [...document.querySelectorAll('#grid .tile:not(.local) .name')].map((n) => n.textContent).sort());
 
     test('four pages: one connection each, everyone decodes the three others, video sent once', async (t) => {
@@ -60,7 +69,7 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
         const { page } = people[n];
         assert.equal(await page.evaluate(() => window.__sb.mesh.media), 'sfu', `${n} is in an SFU room`);
         const others = names.filter((o) => o !== n);
-        await assertSfuFramesGrow(page, ids(...others), 30_000);
+        await withLogs(() => assertSfuFramesGrow(page, ids(...others), 30_000));
         assert.deepEqual(await page.evaluate(() => window.__pcCount()), { made: 1, open: 1 }, `${n} has exactly one RTCPeerConnection`);
         assert.deepEqual(Object.keys(await page.evaluate(() => window.__sb.pcs())), ['server']);
         // Tiles carry the publishers' names (the stream id is the publisher's peer id).
@@ -211,7 +220,7 @@ for (const backend of /** @type {const} */ (['switchboard', 'stand-in'])) {
       if (server.skip) return t.skip(server.skip);
       if (backend !== 'switchboard') return t.skip('the stand-in has no TURN');
       const fay = await join('Fay', false, true);
-      await assertSfuFramesGrow(fay.page, ids('Ann', 'Bob', 'Cid', 'Eve'), 30_000);
+      await withLogs(() => assertSfuFramesGrow(fay.page, ids('Ann', 'Bob', 'Cid', 'Eve'), 30_000));
       const pairs = await selectedPairs(fay.page);
       assert.deepEqual(Object.keys(pairs), ['server']);
       assert.equal(pairs.server?.localType, 'relay', JSON.stringify(pairs));
