@@ -80,4 +80,7 @@ pub enum LoadError {
         /// File under `/proc/PID`.
         file: &'static str,
     },
+    /// A media client (the SFU benchmark) could not set up or keep its call.
+    #[error("media: {0}")]
+    Media(String),
 }

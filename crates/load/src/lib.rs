@@ -46,6 +46,7 @@
 
 mod error;
 mod idle;
+mod media;
 mod peer;
 pub mod procstat;
 mod target;
@@ -54,6 +55,7 @@ pub mod wire;
 
 pub use error::LoadError;
 pub use idle::{IdleConfig, IdleReport, IdleStep, run_idle};
+pub use media::{MediaConfig, MediaReport, MediaTarget, run_media};
 pub use target::Target;
 pub use traffic::{Latency, ProcessUse, TrafficConfig, TrafficReport, run_traffic};
 pub use wire::Protocol;

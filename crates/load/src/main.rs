@@ -5,7 +5,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use switchboard_load::{IdleConfig, Protocol, Target, TrafficConfig, run_idle, run_traffic};
+use switchboard_load::{
+    IdleConfig, MediaConfig, MediaTarget, Protocol, Target, TrafficConfig, run_idle, run_media,
+    run_traffic,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-load", version, about = "Signaling load generator")]
@@ -20,6 +23,49 @@ enum Mode {
     Traffic(TrafficArgs),
     /// Hold many idle connections; measure server RSS per connection.
     Idle(IdleArgs),
+    /// SFU rooms: str0m clients publish and receive video (or plain UDP
+    /// through bench/fanout-floor); measure server CPU per forwarded packet.
+    Media(MediaArgs),
+}
+
+#[derive(Debug, Args)]
+struct MediaArgs {
+    /// ws://HOST:PORT of a switchboard server.
+    #[arg(long, conflicts_with = "floor")]
+    url: Option<String>,
+    /// UDP address of bench/fanout-floor instead of a server.
+    #[arg(long)]
+    floor: Option<std::net::SocketAddr>,
+    /// Server (or floor) process id, for CPU time and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Publishing peers per room (each also receives the other publishers).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Receive-only peers per room.
+    #[arg(long, default_value_t = 10)]
+    subscribers: usize,
+    /// Video bitrate of each publisher, bits/s.
+    #[arg(long, default_value_t = 1_000_000)]
+    bitrate: u64,
+    /// Video frames per second.
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// A key frame every this many frames (and whenever the server asks).
+    #[arg(long, default_value_t = 300)]
+    key_every: u64,
+    /// Seconds of sending after everyone receives, before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Upper bound for everyone to connect and receive, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +206,29 @@ async fn run(cli: Cli) -> Result<(String, String), String> {
                 room_prefix: args.target.room_prefix(),
             };
             let report = run_idle(&cfg).await.map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+            Ok((report.summary(), json))
+        }
+        Mode::Media(args) => {
+            let target = match (args.url, args.floor) {
+                (Some(url), None) => MediaTarget::Switchboard { url },
+                (None, Some(addr)) => MediaTarget::Floor { addr },
+                _ => return Err("give --url or --floor".into()),
+            };
+            let cfg = MediaConfig {
+                target,
+                server_pid: args.server_pid,
+                rooms: args.rooms,
+                publishers_per_room: args.publishers,
+                subscribers_per_room: args.subscribers,
+                bitrate: args.bitrate,
+                fps: args.fps,
+                key_every: args.key_every,
+                warmup: seconds(args.warmup, "--warmup")?,
+                duration: seconds(args.duration, "--duration")?,
+                connect_timeout: seconds(args.connect_timeout, "--connect-timeout")?,
+            };
+            let report = run_media(&cfg).await.map_err(|e| e.to_string())?;
             let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
             Ok((report.summary(), json))
         }
