@@ -27,6 +27,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${need[@]}"
 fi
+# The independent WebRTC stack of e2e/test/sfu-aiortc.test.js (which skips, saying why, without it).
+if ! python3 -c 'import aiortc, websockets' >/dev/null 2>&1; then
+  step "installing aiortc"
+  python3 -m pip install --quiet aiortc==1.16.0 websockets==17.4 ||
+    echo "aiortc could not be installed: e2e/test/sfu-aiortc.test.js will be skipped"
+fi
 # coturn's package starts a system TURN server on 3478; tests never use
 # fixed ports, but a quiet machine measures better.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop coturn >/dev/null 2>&1 || true; fi
