@@ -3,21 +3,15 @@
 //! TURN listeners are (`crate::turn`), but waited on by tokio: it has one
 //! reader, the driver task.
 
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use quinn_udp::{RecvMeta, UdpSocketState};
+use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 
-/// Datagrams per `recvmmsg`.
-const SLOTS: usize = if quinn_udp::BATCH_SIZE < 32 {
-    quinn_udp::BATCH_SIZE
-} else {
-    32
-};
-/// Bytes per receive slot: room for a GRO train of full-size datagrams.
-const SLOT_LEN: usize = 64 * 1024;
+pub(crate) use crate::turn::RecvBuffers;
+
 /// Socket buffers asked of the kernel: every peer's media shares them, and
 /// a video key frame arrives as a burst.
 const BUFFER: usize = 4 << 20;
@@ -66,12 +60,10 @@ impl MediaSocket {
     /// One `recvmmsg` without waiting: the message count, `WouldBlock` when
     /// the socket is empty (which also clears tokio's readiness).
     pub(crate) fn try_recv(&self, bufs: &mut RecvBuffers) -> io::Result<usize> {
-        let mut chunks = bufs.storage.chunks_mut(SLOT_LEN);
-        let mut iovs: [IoSliceMut<'_>; SLOTS] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        self.socket.try_io(Interest::READABLE, || {
-            self.state
-                .recv((&self.socket).into(), &mut iovs, &mut bufs.meta)
+        bufs.fill(|iovs, meta| {
+            self.socket.try_io(Interest::READABLE, || {
+                self.state.recv((&self.socket).into(), iovs, meta)
+            })
         })
     }
 
@@ -98,38 +90,5 @@ impl MediaSocket {
                 self.state.try_send((&self.socket).into(), &transmit)
             })
             .is_ok()
-    }
-}
-
-/// Receive buffers for one `recvmmsg`, kept by the driver for its life.
-pub(crate) struct RecvBuffers {
-    storage: Vec<u8>,
-    meta: [RecvMeta; SLOTS],
-}
-
-impl RecvBuffers {
-    pub(crate) fn new() -> Self {
-        Self {
-            storage: vec![0; SLOTS * SLOT_LEN],
-            meta: [RecvMeta::default(); SLOTS],
-        }
-    }
-
-    /// The datagrams of the last `n`-message receive: (sender, our address
-    /// if the kernel said, bytes), GRO trains split at their stride.
-    pub(crate) fn datagrams(
-        &self,
-        n: usize,
-    ) -> impl Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])> + '_ {
-        self.meta
-            .iter()
-            .take(n)
-            .enumerate()
-            .flat_map(move |(i, meta)| {
-                let start = i * SLOT_LEN;
-                let data = &self.storage[start..start + meta.len.min(SLOT_LEN)];
-                data.chunks(meta.stride.max(1))
-                    .map(move |seg| (meta.addr, meta.dst_ip, seg))
-            })
     }
 }

@@ -46,7 +46,7 @@ pub use stream::TlsHandoff;
 use stream::{StreamContext, accept_loop};
 use udp::UdpEndpoint;
 /// The media socket (`crate::media`) asks the kernel for as little as TURN does.
-pub(crate) use udp::quiet_receive;
+pub(crate) use udp::{RecvBuffers, quiet_receive};
 
 /// Attempts at finding a port free for both UDP and TCP when `listen` has port 0.
 const SHARED_PORT_ATTEMPTS: usize = 16;

@@ -112,11 +112,7 @@ impl UdpEndpoint {
     /// One `recvmmsg`: the message count, `WouldBlock` when the socket is
     /// empty. Fewer than [`SLOTS`] messages means the queue was drained.
     pub(super) fn recv(&self, bufs: &mut RecvBuffers) -> io::Result<usize> {
-        let mut chunks = bufs.storage.chunks_mut(SLOT_LEN);
-        let mut iovs: [IoSliceMut<'_>; SLOTS] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        self.state
-            .recv((&self.socket).into(), &mut iovs, &mut bufs.meta)
+        bufs.fill(|iovs, meta| self.state.recv((&self.socket).into(), iovs, meta))
     }
 }
 
@@ -148,23 +144,36 @@ pub(crate) fn quiet_receive(socket: &std::net::UdpSocket, local: SocketAddr) {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn quiet_receive(_socket: &std::net::UdpSocket, _local: SocketAddr) {}
 
-/// Receive buffers for one `recvmmsg`.
-pub(super) struct RecvBuffers {
+/// Receive buffers for one `recvmmsg` (the TURN listeners' and the SFU's
+/// media socket's).
+pub(crate) struct RecvBuffers {
     storage: Vec<u8>,
     meta: [RecvMeta; SLOTS],
 }
 
 impl RecvBuffers {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             storage: vec![0; SLOTS * SLOT_LEN],
             meta: [RecvMeta::default(); SLOTS],
         }
     }
 
+    /// Runs one receive (`recv`: quinn-udp's, however the caller waits)
+    /// into these slots, and returns its message count.
+    pub(crate) fn fill(
+        &mut self,
+        recv: impl FnOnce(&mut [IoSliceMut<'_>], &mut [RecvMeta]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut chunks = self.storage.chunks_mut(SLOT_LEN);
+        let mut iovs: [IoSliceMut<'_>; SLOTS] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        recv(&mut iovs, &mut self.meta)
+    }
+
     /// The datagrams of the last `n`-message receive: (sender, our address
     /// if known, bytes), GRO trains split at their stride.
-    pub(super) fn datagrams(
+    pub(crate) fn datagrams(
         &self,
         n: usize,
     ) -> impl Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])> + '_ {
