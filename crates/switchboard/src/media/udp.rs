@@ -3,9 +3,11 @@
 //! TURN listeners are (`crate::turn`), but waited on by tokio: it has one
 //! reader, the driver task.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
 use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -91,4 +93,58 @@ impl MediaSocket {
             })
             .is_ok()
     }
+
+    /// Whether a datagram's source address is implied: the socket is
+    /// bound to one address, so no per-datagram source needs choosing and
+    /// [`MediaSocket::try_send_many`] can take it.
+    pub(crate) fn source_implied(&self) -> bool {
+        !self.local.ip().is_unspecified()
+    }
+
+    /// Sends `batch` with as few `sendmmsg` calls as `headers` allows,
+    /// without waiting: what a full socket buffer refuses is dropped, as
+    /// the network would. Returns how many went. Only for a socket whose
+    /// source is implied ([`MediaSocket::source_implied`]).
+    pub(crate) fn try_send_many(&self, batch: &[(SocketAddr, &[u8])]) -> usize {
+        let mut sent = 0;
+        for chunk in batch.chunks(SEND_BATCH) {
+            // Per call: nix's headers hold raw pointers, so the driver task
+            // (which must be Send) cannot keep them.
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                chunk.iter().map(|(_, b)| [IoSlice::new(b)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = chunk
+                .iter()
+                .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+                .collect();
+            let mut done = 0;
+            while done < chunk.len() {
+                let fd = self.socket.as_raw_fd();
+                let r = self.socket.try_io(Interest::WRITABLE, || {
+                    nix::sys::socket::sendmmsg(
+                        fd,
+                        &mut headers,
+                        &slices[done..],
+                        &addrs[done..],
+                        [],
+                        MsgFlags::MSG_DONTWAIT,
+                    )
+                    .map(|r| r.count())
+                    .map_err(io::Error::from)
+                });
+                match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => done += n,
+                }
+            }
+            sent += done;
+            if done < chunk.len() {
+                break;
+            }
+        }
+        sent
+    }
 }
+
+/// Datagrams per `sendmmsg`.
+const SEND_BATCH: usize = 64;
