@@ -101,7 +101,7 @@ impl MediaSocket {
         !self.local.ip().is_unspecified()
     }
 
-    /// Sends `batch` with as few `sendmmsg` calls as `headers` allows,
+    /// Sends `batch` with one `sendmmsg` per 64 datagrams,
     /// without waiting: what a full socket buffer refuses is dropped, as
     /// the network would. Returns how many went. Only for a socket whose
     /// source is implied ([`MediaSocket::source_implied`]).
@@ -133,13 +133,16 @@ impl MediaSocket {
                     .map_err(io::Error::from)
                 });
                 match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => done += n,
+                    Ok(n) if n > 0 => {
+                        done += n;
+                        sent += n;
+                    }
+                    // A full socket buffer: the rest of the drain is dropped.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+                    // The kernel refused this one datagram (its destination):
+                    // it alone is dropped, the others still go.
+                    _ => done += 1,
                 }
-            }
-            sent += done;
-            if done < chunk.len() {
-                break;
             }
         }
         sent
