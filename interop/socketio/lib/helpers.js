@@ -135,6 +135,11 @@ function connectSio(url, opts = {}) {
     socket.once('connect_error', (err) => {
       clearTimeout(timer);
       socket.close();
+      // engine.io-client says only "xhr poll error": add the HTTP status and
+      // body (or the network error) it keeps, so that a failure says why.
+      const ctx = err?.context;
+      const why = ctx?.status !== undefined ? `HTTP ${ctx.status} ${String(ctx.responseText ?? '').slice(0, 200)}` : err?.description?.message ?? err?.description;
+      if (why !== undefined) err.message = `${err.message} (${why})`;
       reject(err);
     });
   });
