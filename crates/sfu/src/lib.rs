@@ -80,6 +80,9 @@ pub struct Sfu {
     work: VecDeque<Work>,
     /// Peers that may owe their client an offer.
     dirty: Vec<PeerKey>,
+    /// The receivers of the frame being forwarded, kept between frames so that
+    /// forwarding allocates nothing.
+    fanout: Vec<PeerKey>,
     stats: SfuStats,
 }
 
@@ -105,6 +108,7 @@ impl Sfu {
             events: VecDeque::new(),
             work: VecDeque::new(),
             dirty: Vec::new(),
+            fanout: Vec::new(),
             stats: SfuStats::default(),
         }
     }

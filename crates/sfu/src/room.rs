@@ -172,10 +172,10 @@ impl Sfu {
 
     /// Writes a publisher's frame to every receiver of the track (the layer it gets).
     fn forward(&mut self, now: Instant, publisher: PeerKey, data: &MediaData) {
-        let Some(room_name) = self.peers.get(&publisher).map(|p| p.room.clone()) else {
+        let Some(p) = self.peers.get(&publisher) else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(&room_name) else {
+        let Some(room) = self.rooms.get_mut(&p.room) else {
             return;
         };
         let source = TrackId {
@@ -188,9 +188,11 @@ impl Sfu {
         if let Some(rid) = data.rid {
             track.meter.record(now, rid, data.data.len());
         }
-        let members = room.members.clone();
+        let mut members = std::mem::take(&mut self.fanout);
+        members.clear();
+        members.extend_from_slice(&room.members);
         let mut wants_keyframe = false;
-        for member in members {
+        for &member in &members {
             if member == publisher {
                 continue;
             }
@@ -200,6 +202,7 @@ impl Sfu {
                 self.drain_peer(member);
             }
         }
+        self.fanout = members;
         // A loss the receivers cannot recover from without a fresh key frame.
         if (!data.contiguous || wants_keyframe) && data.params.spec().codec.is_video() {
             self.request_keyframe(now, source, data.rid, KeyframeRequestKind::Pli);

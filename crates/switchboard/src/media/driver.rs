@@ -251,13 +251,8 @@ impl Driver {
         if self.pending.is_empty() {
             return;
         }
-        let batch: Vec<(SocketAddr, &[u8])> = self
-            .pending
-            .iter()
-            .map(|t| (t.destination, t.contents.as_slice()))
-            .collect();
-        let sent = self.socket.try_send_many(&batch);
-        let failed = batch.len() - sent;
+        let sent = self.socket.try_send_many(&self.pending);
+        let failed = self.pending.len() - sent;
         if failed > 0 {
             self.link
                 .counters

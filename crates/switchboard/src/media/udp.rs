@@ -105,17 +105,17 @@ impl MediaSocket {
     /// without waiting: what a full socket buffer refuses is dropped, as
     /// the network would. Returns how many went. Only for a socket whose
     /// source is implied ([`MediaSocket::source_implied`]).
-    pub(crate) fn try_send_many(&self, batch: &[(SocketAddr, &[u8])]) -> usize {
+    pub(crate) fn try_send_many(&self, batch: &[switchboard_sfu::Transmit]) -> usize {
         let mut sent = 0;
         for chunk in batch.chunks(SEND_BATCH) {
             // Per call: nix's headers hold raw pointers, so the driver task
             // (which must be Send) cannot keep them.
             let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
             let slices: Vec<[IoSlice<'_>; 1]> =
-                chunk.iter().map(|(_, b)| [IoSlice::new(b)]).collect();
+                chunk.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
             let addrs: Vec<Option<SockaddrStorage>> = chunk
                 .iter()
-                .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+                .map(|t| Some(SockaddrStorage::from(t.destination)))
                 .collect();
             let mut done = 0;
             while done < chunk.len() {
