@@ -197,7 +197,7 @@ impl Sfu {
         self.by_ufrag.insert(creds.ufrag, key);
         self.by_name.insert(name, key);
         self.peers.insert(key, new_peer);
-        self.drain_peer(key);
+        self.drain_peer(now, key);
         tracing::debug!(room, peer, %local, "sfu peer added");
         Ok(())
     }
@@ -218,9 +218,9 @@ impl Sfu {
             };
             // A DTLS close_notify, so the client learns at once rather than by timeout.
             let _ = p.rtc.handle_input(Input::Timeout(now));
-            p.drain(&mut sink);
+            p.drain(now, &mut sink);
             let _ = p.rtc.close();
-            p.drain(&mut sink);
+            p.drain(now, &mut sink);
         }
         self.remove_key(key);
         self.run(now);
@@ -292,7 +292,7 @@ impl Sfu {
             }
         };
         // Each branch mutated the Rtc at most once: drain it before anything else.
-        self.drain_peer(key);
+        self.drain_peer(now, key);
         self.mark_dirty(key);
         self.run(now);
         result
@@ -335,7 +335,7 @@ impl Sfu {
             };
             p.fail(format!("media session error: {e}"), &mut sink);
         }
-        self.drain_peer(key);
+        self.drain_peer(now, key);
         self.run(now);
         Ok(())
     }
@@ -377,7 +377,7 @@ impl Sfu {
             } else if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
                 p.fail(format!("media session error: {e}"), &mut sink);
             }
-            self.drain_peer(key);
+            self.drain_peer(now, key);
         }
         self.run(now);
     }
@@ -501,7 +501,7 @@ impl Sfu {
     }
 
     /// Drains a peer's `Rtc` and files it under its next deadline.
-    fn drain_peer(&mut self, key: PeerKey) {
+    fn drain_peer(&mut self, now: Instant, key: PeerKey) {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
@@ -510,7 +510,7 @@ impl Sfu {
             events: &mut self.events,
             work: &mut self.work,
         };
-        p.drain(&mut sink);
+        p.drain(now, &mut sink);
         let at = p.deadline(self.config.answer_timeout);
         if p.timer != Some(at) {
             if let Some(old) = p.timer.take() {
@@ -554,7 +554,7 @@ impl Sfu {
                 peer: p.id.clone(),
                 signal: MediaSignal::Offer { sdp },
             });
-            self.drain_peer(key);
+            self.drain_peer(now, key);
         }
     }
 

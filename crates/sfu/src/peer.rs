@@ -8,7 +8,7 @@ use std::time::Instant;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
 use str0m::media::{Direction, KeyframeRequest, MediaAdded, MediaData, MediaKind, Mid, Rid};
-use str0m::{Event, IceConnectionState, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
 
 use crate::types::{SfuEvent, Transmit};
 
@@ -137,6 +137,19 @@ pub(crate) struct Peer {
 /// only keeps a bug there from hanging the core.
 const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
 
+/// Send timeouts that one drain serves itself. str0m packetizes a written frame at its next
+/// timeout, and its pacer hands out one packet per timeout, asking for the next one a
+/// microsecond later (so that each packet has its own send time for TWCC): served here, a
+/// frame's packets to a receiver leave together (one GSO message, one driver turn) instead
+/// of one core turn each. Only those reasons: other timers (BWE control, feedback) may stay
+/// due after a timeout at the same instant. The bound keeps one peer from holding the core;
+/// the rest waits for its timer.
+const MAX_SEND_TIMEOUTS_PER_DRAIN: usize = 256;
+
+/// How far ahead of `now` a send timeout may be and still be served by the drain: the
+/// pacer's next-packet step is 1 µs, so 256 of them stay well inside this.
+const SEND_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Peer {
     /// The earliest instant the core must look at this peer again.
     pub(crate) fn deadline(&self, answer_timeout: std::time::Duration) -> Instant {
@@ -150,14 +163,31 @@ impl Peer {
         at
     }
 
-    /// Takes every output of the `Rtc` up to its next timeout. Call after every mutation.
-    pub(crate) fn drain(&mut self, sink: &mut Sink<'_>) {
+    /// Takes every output of the `Rtc` up to its next timeout (a due send timeout is served
+    /// at once). Call after every mutation.
+    pub(crate) fn drain(&mut self, now: Instant, sink: &mut Sink<'_>) {
         if self.failed {
             return;
         }
+        let mut send_timeouts = 0;
         for _ in 0..MAX_OUTPUTS_PER_DRAIN {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
+                    let sending = matches!(
+                        self.rtc.last_timeout_reason(),
+                        Reason::Pacer(_) | Reason::Packetize
+                    );
+                    if sending
+                        && at <= now + SEND_TIMEOUT_SLACK
+                        && send_timeouts < MAX_SEND_TIMEOUTS_PER_DRAIN
+                    {
+                        send_timeouts += 1;
+                        if let Err(e) = self.rtc.handle_input(Input::Timeout(at.max(now))) {
+                            self.fail(format!("media session error: {e}"), sink);
+                            return;
+                        }
+                        continue;
+                    }
                     self.rtc_timeout = at;
                     return;
                 }

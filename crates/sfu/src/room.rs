@@ -199,7 +199,7 @@ impl Sfu {
             let written = self.write_to(now, member, source, data);
             wants_keyframe |= written == Written::Stalled;
             if written == Written::Yes {
-                self.drain_peer(member);
+                self.drain_peer(now, member);
             }
         }
         self.fanout = members;
@@ -326,7 +326,7 @@ impl Sfu {
         if writer.request_keyframe(rid, kind).is_ok() {
             self.stats.keyframe_requests += 1;
         }
-        self.drain_peer(source.publisher);
+        self.drain_peer(now, source.publisher);
     }
 
     /// A receiver's track was negotiated: pick its layer and ask for a key frame so that
