@@ -6,8 +6,9 @@
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
 use quinn_udp::UdpSocketState;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -24,6 +25,8 @@ pub(crate) struct MediaSocket {
     socket: tokio::net::UdpSocket,
     state: UdpSocketState,
     local: SocketAddr,
+    /// Whether UDP GSO is used: until the kernel refuses it once.
+    gso: AtomicBool,
 }
 
 impl MediaSocket {
@@ -46,6 +49,7 @@ impl MediaSocket {
             socket: tokio::net::UdpSocket::from_std(socket)?,
             state,
             local,
+            gso: AtomicBool::new(true),
         })
     }
 
@@ -101,53 +105,310 @@ impl MediaSocket {
         !self.local.ip().is_unspecified()
     }
 
-    /// Sends `batch` with one `sendmmsg` per 64 datagrams,
-    /// without waiting: what a full socket buffer refuses is dropped, as
-    /// the network would. Returns how many went. Only for a socket whose
+    /// Sends `batch` in `sendmmsg` calls of up to 64 messages, without
+    /// waiting: what a full socket buffer refuses is dropped, as the network
+    /// would. Returns how many datagrams went. Only for a socket whose
     /// source is implied ([`MediaSocket::source_implied`]).
+    ///
+    /// Where the kernel has UDP GSO, a run of datagrams to one receiver of
+    /// one size (a video frame's packets; the last may be shorter) goes as
+    /// one message that the kernel cuts up: one route lookup and one trip
+    /// down the stack for the run instead of one per packet.
     pub(crate) fn try_send_many(&self, batch: &[switchboard_sfu::Transmit]) -> usize {
+        let max_segments = if self.gso.load(Ordering::Relaxed) {
+            self.state.max_gso_segments().min(MAX_GSO_SEGMENTS)
+        } else {
+            1
+        };
         let mut sent = 0;
-        for chunk in batch.chunks(SEND_BATCH) {
-            // Per call: nix's headers hold raw pointers, so the driver task
-            // (which must be Send) cannot keep them.
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(chunk.len(), None);
-            let slices: Vec<[IoSlice<'_>; 1]> =
-                chunk.iter().map(|t| [IoSlice::new(&t.contents)]).collect();
-            let addrs: Vec<Option<SockaddrStorage>> = chunk
-                .iter()
-                .map(|t| Some(SockaddrStorage::from(t.destination)))
-                .collect();
-            let mut done = 0;
-            while done < chunk.len() {
-                let fd = self.socket.as_raw_fd();
-                let r = self.socket.try_io(Interest::WRITABLE, || {
-                    nix::sys::socket::sendmmsg(
-                        fd,
-                        &mut headers,
-                        &slices[done..],
-                        &addrs[done..],
-                        [],
-                        MsgFlags::MSG_DONTWAIT,
-                    )
-                    .map(|r| r.count())
-                    .map_err(io::Error::from)
-                });
-                match r {
-                    Ok(n) if n > 0 => {
-                        done += n;
-                        sent += n;
-                    }
-                    // A full socket buffer: the rest of the drain is dropped.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
-                    // The kernel refused this one datagram (its destination):
-                    // it alone is dropped, the others still go.
-                    _ => done += 1,
+        let mut call: Vec<Message> = Vec::with_capacity(SEND_BATCH);
+        let mut gso: Option<u16> = None;
+        for message in messages(batch, max_segments) {
+            let fits = call.len() < SEND_BATCH
+                && match (gso, message.segments()) {
+                    (Some(size), 1) => message.len(batch) <= usize::from(size),
+                    (Some(size), _) => message.segment == usize::from(size),
+                    (None, n) => n == 1,
+                };
+            if !fits && !call.is_empty() {
+                match self.send_call(batch, &call, gso) {
+                    Flow::Go(n) => sent += n,
+                    Flow::Full(n) => return sent + n,
                 }
+                call.clear();
+            }
+            if call.is_empty() {
+                gso = (message.segments() > 1)
+                    .then(|| u16::try_from(message.segment).ok())
+                    .flatten();
+            }
+            call.push(message);
+        }
+        if !call.is_empty() {
+            match self.send_call(batch, &call, gso) {
+                Flow::Go(n) | Flow::Full(n) => sent += n,
             }
         }
         sent
     }
+
+    /// One `sendmmsg` (repeated for what a partial send left) of `call`'s
+    /// messages, with a UDP_SEGMENT of `gso` on each when given.
+    fn send_call(
+        &self,
+        batch: &[switchboard_sfu::Transmit],
+        call: &[Message],
+        gso: Option<u16>,
+    ) -> Flow {
+        // Per call: nix's headers hold raw pointers, so the driver task
+        // (which must be Send) cannot keep them.
+        let cmsg_space = gso.map(|_| nix::cmsg_space!(u16));
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(call.len(), cmsg_space);
+        let slices: Vec<IoSlice<'_>> = call
+            .iter()
+            .flat_map(|m| batch[m.start..m.end].iter())
+            .map(|t| IoSlice::new(&t.contents))
+            .collect();
+        let mut per_message: Vec<&[IoSlice<'_>]> = Vec::with_capacity(call.len());
+        let mut at = 0;
+        for m in call {
+            per_message.push(&slices[at..at + m.segments()]);
+            at += m.segments();
+        }
+        let addrs: Vec<Option<SockaddrStorage>> = call
+            .iter()
+            .map(|m| Some(SockaddrStorage::from(batch[m.start].destination)))
+            .collect();
+        let size = gso.unwrap_or(0);
+        let cmsgs: Vec<ControlMessage<'_>> = gso
+            .map(|_| ControlMessage::UdpGsoSegments(&size))
+            .into_iter()
+            .collect();
+        let mut sent = 0;
+        let mut done = 0;
+        while done < call.len() {
+            let fd = self.socket.as_raw_fd();
+            let r = self.socket.try_io(Interest::WRITABLE, || {
+                nix::sys::socket::sendmmsg(
+                    fd,
+                    &mut headers,
+                    &per_message[done..],
+                    &addrs[done..],
+                    &cmsgs,
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map(|r| r.count())
+                .map_err(io::Error::from)
+            });
+            match r {
+                Ok(n) if n > 0 => {
+                    sent += call[done..done + n]
+                        .iter()
+                        .map(Message::segments)
+                        .sum::<usize>();
+                    done += n;
+                }
+                // A full socket buffer: the rest of the drain is dropped.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Full(sent),
+                // The kernel cannot segment on this route (no checksum
+                // offload): plain datagrams from now on, this one included.
+                Err(e) if gso.is_some() && e.raw_os_error() == Some(libc_eio()) => {
+                    tracing::info!("media socket: UDP GSO refused ({e}); sending datagrams singly");
+                    self.gso.store(false, Ordering::Relaxed);
+                    return match self.send_singly(batch, &call[done..]) {
+                        Flow::Go(n) => Flow::Go(sent + n),
+                        Flow::Full(n) => Flow::Full(sent + n),
+                    };
+                }
+                // The kernel refused this one message (its destination):
+                // it alone is dropped, the others still go.
+                _ => done += 1,
+            }
+        }
+        Flow::Go(sent)
+    }
+
+    /// `call`'s messages as plain datagrams, after GSO was refused.
+    fn send_singly(&self, batch: &[switchboard_sfu::Transmit], call: &[Message]) -> Flow {
+        let mut sent = 0;
+        for m in call {
+            for t in &batch[m.start..m.end] {
+                match self.socket.try_send_to(&t.contents, t.destination) {
+                    Ok(_) => sent += 1,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Full(sent),
+                    Err(_) => {}
+                }
+            }
+        }
+        Flow::Go(sent)
+    }
 }
+
+/// How a `sendmmsg` call ended: all went (or were refused one by one), or
+/// the socket buffer was full. Both carry the datagrams sent.
+enum Flow {
+    Go(usize),
+    Full(usize),
+}
+
+/// One message of a `sendmmsg`: `batch[start..end]`, all to one
+/// destination, each `segment` bytes long but the last (which may be
+/// shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Message {
+    start: usize,
+    end: usize,
+    segment: usize,
+}
+
+impl Message {
+    fn segments(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn len(&self, batch: &[switchboard_sfu::Transmit]) -> usize {
+        batch[self.start..self.end]
+            .iter()
+            .map(|t| t.contents.len())
+            .sum()
+    }
+}
+
+/// Cuts `batch` into messages: runs of consecutive datagrams to one
+/// destination whose sizes GSO can carry (equal, the last one shorter or
+/// equal), at most `max_segments` long and under the 64 KiB a UDP message
+/// may hold.
+fn messages(
+    batch: &[switchboard_sfu::Transmit],
+    max_segments: usize,
+) -> impl Iterator<Item = Message> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let first = batch.get(start)?;
+        let segment = first.contents.len();
+        let mut end = start + 1;
+        let mut total = segment;
+        while end < batch.len() && end - start < max_segments && segment > 0 {
+            let next = &batch[end];
+            let len = next.contents.len();
+            if next.destination != first.destination
+                || len > segment
+                || len == 0
+                || total + len > MAX_GSO_BYTES
+            {
+                break;
+            }
+            total += len;
+            end += 1;
+            if len < segment {
+                break;
+            }
+        }
+        let message = Message {
+            start,
+            end,
+            segment,
+        };
+        start = end;
+        Some(message)
+    })
+}
+
+/// The errno the kernel gives a GSO send it cannot segment.
+fn libc_eio() -> i32 {
+    nix::errno::Errno::EIO as i32
+}
+
+/// Segments per GSO message: the kernel's UDP_MAX_SEGMENTS on older
+/// kernels (newer ones allow 128).
+const MAX_GSO_SEGMENTS: usize = 64;
+
+/// Bytes of one GSO message: a UDP payload's limit, with room to spare.
+const MAX_GSO_BYTES: usize = 60_000;
 
 /// Datagrams per `sendmmsg`.
 const SEND_BATCH: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(port: u16, len: usize) -> switchboard_sfu::Transmit {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        switchboard_sfu::Transmit {
+            source: addr,
+            destination: addr,
+            contents: vec![0; len],
+        }
+    }
+
+    fn runs(batch: &[switchboard_sfu::Transmit], max: usize) -> Vec<(usize, usize)> {
+        messages(batch, max).map(|m| (m.start, m.end)).collect()
+    }
+
+    #[test]
+    fn a_frame_per_receiver_is_one_message() {
+        // Two receivers, each a frame of three full packets and a short one,
+        // then an audio packet to the first.
+        let batch = [
+            t(1, 1200),
+            t(1, 1200),
+            t(1, 1200),
+            t(1, 700),
+            t(2, 1200),
+            t(2, 1200),
+            t(2, 1200),
+            t(2, 700),
+            t(1, 90),
+        ];
+        assert_eq!(runs(&batch, 64), [(0, 4), (4, 8), (8, 9)]);
+        // Without GSO every datagram is its own message.
+        assert_eq!(runs(&batch, 1).len(), batch.len());
+    }
+
+    #[test]
+    fn a_run_ends_at_a_shorter_or_longer_datagram() {
+        let batch = [t(1, 500), t(1, 400), t(1, 400), t(1, 600), t(1, 600)];
+        // The shorter one closes its run; a longer one starts a new run.
+        assert_eq!(runs(&batch, 64), [(0, 2), (2, 3), (3, 5)]);
+    }
+
+    #[test]
+    fn runs_are_bounded_in_segments_and_bytes() {
+        let batch: Vec<_> = (0..10).map(|_| t(1, 100)).collect();
+        assert_eq!(runs(&batch, 4), [(0, 4), (4, 8), (8, 10)]);
+        let big: Vec<_> = (0..60).map(|_| t(1, 1400)).collect();
+        for m in messages(&big, 64) {
+            assert!(m.len(&big) <= MAX_GSO_BYTES);
+        }
+        // An empty datagram never joins a run (GSO cannot carry it).
+        assert_eq!(runs(&[t(1, 0), t(1, 0)], 64), [(0, 1), (1, 2)]);
+    }
+
+    /// GSO messages arrive as the datagrams they were made of, in order.
+    #[tokio::test]
+    async fn gso_runs_arrive_as_datagrams() {
+        let socket = MediaSocket::bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let to = peer.local_addr().expect("addr");
+        let mut batch = Vec::new();
+        for (i, len) in [1200, 1200, 1200, 700, 90].into_iter().enumerate() {
+            batch.push(switchboard_sfu::Transmit {
+                source: socket.local(),
+                destination: to,
+                contents: vec![i as u8; len],
+            });
+        }
+        // tokio learns the socket is writable from its first poll.
+        socket.socket.writable().await.expect("writable");
+        assert_eq!(socket.try_send_many(&batch), batch.len());
+        let mut buf = [0u8; 2000];
+        for (i, t) in batch.iter().enumerate() {
+            let n = peer.recv(&mut buf).expect("a datagram");
+            assert_eq!(n, t.contents.len(), "datagram {i}");
+            assert!(buf[..n].iter().all(|b| *b == i as u8), "datagram {i}");
+        }
+    }
+}
