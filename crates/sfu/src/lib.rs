@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod budget;
 mod demux;
 mod negotiate;
 mod peer;
@@ -49,6 +50,7 @@ use str0m::bwe::Bitrate;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, IceCreds, Input, Rtc};
 
+use crate::budget::{Bucket, Limits, Verdict};
 use crate::demux::Kind;
 use crate::negotiate::OfferOutcome;
 use crate::peer::{Peer, PeerKey, Sink, Work};
@@ -83,6 +85,9 @@ pub struct Sfu {
     /// The receivers of the frame being forwarded, kept between frames so that
     /// forwarding allocates nothing.
     fanout: Vec<PeerKey>,
+    /// Each peer's inbound budget, from its first routed datagram on.
+    budgets: HashMap<PeerKey, Bucket>,
+    limits: Limits,
     stats: SfuStats,
 }
 
@@ -94,6 +99,8 @@ impl Sfu {
         config.connect_timeout = config.connect_timeout.min(day);
         config.answer_timeout = config.answer_timeout.min(day);
         config.keyframe_request_interval = config.keyframe_request_interval.min(day);
+        config.peer_flood_timeout = config.peer_flood_timeout.min(day);
+        let limits = Limits::new(&config);
         Sfu {
             config,
             peers: HashMap::new(),
@@ -109,6 +116,8 @@ impl Sfu {
             work: VecDeque::new(),
             dirty: Vec::new(),
             fanout: Vec::new(),
+            budgets: HashMap::new(),
+            limits,
             stats: SfuStats::default(),
         }
     }
@@ -323,6 +332,28 @@ impl Sfu {
             self.stats.dropped_datagrams += 1;
             return Err(DatagramError::Unrouted);
         };
+        if !self.limits.unlimited() {
+            let verdict = self
+                .budgets
+                .entry(key)
+                .or_insert_with(|| Bucket::new(now, &self.limits))
+                .charge(now, bytes.len(), &self.limits);
+            if verdict != Verdict::Pass {
+                self.stats.dropped_datagrams += 1;
+                self.stats.rate_limited_datagrams += 1;
+                if let Verdict::Flood(reason) = verdict {
+                    let mut sink = Sink {
+                        transmits: &mut self.transmits,
+                        events: &mut self.events,
+                        work: &mut self.work,
+                    };
+                    p.fail(reason, &mut sink);
+                    self.drain_peer(key);
+                    self.run(now);
+                }
+                return Err(DatagramError::OverBudget);
+            }
+        }
         let Ok(receive) = Receive::new(Protocol::Udp, from, p.local, bytes) else {
             self.stats.dropped_datagrams += 1;
             return Err(DatagramError::Garbage);
@@ -573,6 +604,7 @@ impl Sfu {
         if let Some(at) = p.timer {
             self.timers.remove(&(at, key));
         }
+        self.budgets.remove(&key);
         let Some(room) = self.rooms.get_mut(&p.room) else {
             return;
         };

@@ -24,6 +24,18 @@ pub struct SfuConfig {
     /// At most one key frame request is sent to a publisher per track and layer in this
     /// interval; the others are dropped (and counted). Default 500 ms.
     pub keyframe_request_interval: Duration,
+    /// Bytes per second (in bits) a peer may send to the media port; past it its datagrams
+    /// are dropped before its `Rtc` sees them ([`DatagramError::OverBudget`]). A peer may
+    /// burst one second's worth at once. 0: no limit. Default 20 Mbit/s (three simulcast
+    /// layers of 2.5 Mbit/s, audio and RTCP fit several times over).
+    pub peer_max_bitrate_bps: u64,
+    /// Datagrams per second a peer may send to the media port, the same way. 0: no limit.
+    /// Default 5,000.
+    pub peer_max_datagram_rate: u64,
+    /// A peer that sends at least twice its budget (in datagrams or bytes) in every second
+    /// for this long fails with a "media flood" reason. Zero: it is only limited, never
+    /// ended. Default 5 s.
+    pub peer_flood_timeout: Duration,
 }
 
 impl Default for SfuConfig {
@@ -35,6 +47,9 @@ impl Default for SfuConfig {
             bwe_initial_bps: 1_000_000,
             bwe_desired_bps: 5_000_000,
             keyframe_request_interval: Duration::from_millis(500),
+            peer_max_bitrate_bps: 20_000_000,
+            peer_max_datagram_rate: 5_000,
+            peer_flood_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -131,8 +146,12 @@ pub struct SfuStats {
     pub forwarded_bytes: u64,
     /// Datagrams given to `handle_datagram`.
     pub datagrams_in: u64,
-    /// Datagrams dropped: unknown kind or source ([`DatagramError`]).
+    /// Datagrams dropped: unknown kind or source, or over their peer's budget
+    /// ([`DatagramError`]).
     pub dropped_datagrams: u64,
+    /// Of those, datagrams of a known peer dropped because it sent past its budget
+    /// (`peer_max_bitrate_bps`, `peer_max_datagram_rate`).
+    pub rate_limited_datagrams: u64,
     /// Key frame requests sent to publishers.
     pub keyframe_requests: u64,
     /// Key frame requests dropped by the per-track throttle.
@@ -201,4 +220,9 @@ pub enum DatagramError {
     /// STUN with no USERNAME of a known peer, or DTLS/SRTP from an unknown source.
     #[error("no peer for this datagram")]
     Unrouted,
+    /// Its peer sent past its budget ([`SfuConfig::peer_max_bitrate_bps`],
+    /// [`SfuConfig::peer_max_datagram_rate`]); also counted in
+    /// [`SfuStats::rate_limited_datagrams`].
+    #[error("over the peer's budget")]
+    OverBudget,
 }

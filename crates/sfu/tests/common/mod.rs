@@ -61,6 +61,13 @@ pub struct Client {
     pub added: Vec<Mid>,
     /// The address the server sees this client at (a TURN relay, a NAT), if not its own.
     pub via: Option<SocketAddr>,
+    /// RTP from the server with an even sequence number is lost, retransmissions (RTX)
+    /// excepted: half the media never arrives and the client NACKs it.
+    pub lose_even_seq: bool,
+    /// RTP bytes the server sent towards this client (before any loss): media, and
+    /// retransmissions or padding (RTX payload types).
+    pub rtp_bytes: u64,
+    pub rtx_bytes: u64,
 }
 
 impl Client {
@@ -238,6 +245,9 @@ impl Net {
             closed: false,
             added: Vec::new(),
             via: None,
+            lose_even_seq: false,
+            rtp_bytes: 0,
+            rtx_bytes: 0,
         };
         self.clients.push(client);
         self.sfu
@@ -347,6 +357,28 @@ impl Net {
             return;
         }
         if let Some(c) = self.clients.iter_mut().find(|c| c.addr == to) {
+            // SRTP leaves the RTP header in the clear. RTCP is 192..=223 in the second byte.
+            if bytes.len() >= 12
+                && (128..=191).contains(&bytes[0])
+                && !(192..=223).contains(&bytes[1])
+            {
+                let pt = bytes[1] & 0x7f;
+                let rtx = c
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .any(|p| p.resend().is_some_and(|r| *r == pt));
+                if rtx {
+                    c.rtx_bytes += bytes.len() as u64;
+                } else {
+                    c.rtp_bytes += bytes.len() as u64;
+                    let seq = u16::from_be_bytes([bytes[2], bytes[3]]);
+                    if c.lose_even_seq && seq.is_multiple_of(2) {
+                        return;
+                    }
+                }
+            }
             let recv =
                 Receive::new(Protocol::Udp, from, to, &bytes).expect("a datagram str0m parses");
             c.rtc
