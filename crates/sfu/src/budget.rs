@@ -55,10 +55,12 @@ pub(crate) struct Bucket {
     /// Offered in the current window: (datagrams, bytes) passed and dropped.
     passed: (u64, u64),
     dropped: (u64, u64),
+    /// The first datagram dropped in the current window.
+    first_drop: Option<Instant>,
     /// Offered in the last window that ended: (datagrams, bytes).
     last_offered: (u64, u64),
-    /// The start of the first of the consecutive windows in which it sent at least twice
-    /// its budget.
+    /// The first drop of the first of the consecutive windows in which it sent at least
+    /// twice its budget and had datagrams dropped.
     flooding_since: Option<Instant>,
 }
 
@@ -73,6 +75,7 @@ impl Bucket {
             window_start: now,
             passed: (0, 0),
             dropped: (0, 0),
+            first_drop: None,
             last_offered: (0, 0),
             flooding_since: None,
         }
@@ -97,6 +100,7 @@ impl Bucket {
             return Verdict::Pass;
         }
         self.dropped = (self.dropped.0 + 1, self.dropped.1 + len);
+        self.first_drop.get_or_insert(now);
         match self.flooding_since {
             Some(since)
                 if !limits.flood_timeout.is_zero()
@@ -119,20 +123,24 @@ impl Bucket {
             .min(limits.datagrams_per_sec * burst);
     }
 
-    /// Ends the windows `now` is past: a window in which the peer sent at least twice its
-    /// budget continues (or starts) a flood, any other window ends it.
+    /// Ends the window `now` is past: a window in which the peer sent at least twice its
+    /// budget and had datagrams dropped continues (or starts) a flood, any other window
+    /// (or a gap of a whole window) ends it.
     fn close_windows(&mut self, now: Instant, limits: &Limits) {
         let since_start = now.saturating_duration_since(self.window_start);
         if since_start < WINDOW {
             return;
         }
-        let flooded = self.over_twice(limits);
+        let flooded = self.over_twice(limits) && self.first_drop.is_some();
         let consecutive = since_start < WINDOW * 2;
         self.flooding_since = match (flooded && consecutive, self.flooding_since) {
             (true, Some(since)) => Some(since),
-            (true, None) => Some(self.window_start),
+            // From its first drop, not the window's start: a flood that began late in the
+            // window (or was absorbed by the burst) has not lasted the whole window.
+            (true, None) => self.first_drop,
             (false, _) => None,
         };
+        self.first_drop = None;
         self.window_start = if consecutive {
             self.window_start + WINDOW
         } else {

@@ -135,7 +135,11 @@ pub fn describe() {
     );
     describe_counter!(
         "switchboard_sfu_dropped_datagrams_total",
-        "Datagrams on the media port that no SFU peer took (garbage, unknown senders)"
+        "Datagrams on the media port that no SFU peer took (garbage, unknown senders, over budget)"
+    );
+    describe_counter!(
+        "switchboard_sfu_rate_limited_datagrams_total",
+        "Datagrams of SFU peers dropped for exceeding media.peer_max_kbps or peer_max_datagrams_per_sec"
     );
     describe_counter!(
         "switchboard_sfu_signals_refused_total",

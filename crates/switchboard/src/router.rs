@@ -127,6 +127,10 @@ fn export_media(s: &crate::media::MediaStats) {
             "switchboard_sfu_dropped_datagrams_total",
             s.dropped_datagrams,
         ),
+        (
+            "switchboard_sfu_rate_limited_datagrams_total",
+            s.rate_limited_datagrams,
+        ),
         ("switchboard_sfu_signals_refused_total", s.signals_refused),
         ("switchboard_sfu_send_failures_total", s.send_failures),
     ];

@@ -24,6 +24,14 @@ pub struct MediaConfig {
     /// A server offer left unanswered this long ends the peer's media the
     /// same way.
     pub answer_timeout_secs: u64,
+    /// Bytes per second (in kbit/s) one peer may send to the media port;
+    /// the excess is dropped. 0: no limit.
+    pub peer_max_kbps: u64,
+    /// Datagrams per second one peer may send to the media port. 0: no limit.
+    pub peer_max_datagrams_per_sec: u64,
+    /// A peer sending at least twice its budget for this long gets an
+    /// `error` and its media ends. 0: only limited.
+    pub peer_flood_secs: u64,
 }
 
 impl Default for MediaConfig {
@@ -33,6 +41,9 @@ impl Default for MediaConfig {
             public_ip: None,
             connect_timeout_secs: 30,
             answer_timeout_secs: 30,
+            peer_max_kbps: 20_000,
+            peer_max_datagrams_per_sec: 5_000,
+            peer_flood_secs: 5,
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct MediaStats {
     /// Datagrams on the media port that no peer took (garbage, unknown
     /// senders, packets of peers gone).
     pub dropped_datagrams: u64,
+    /// Of those, datagrams of a peer past its budget (`media.peer_max_*`).
+    pub rate_limited_datagrams: u64,
     /// `media` requests refused because the driver was behind.
     pub signals_refused: u64,
     /// Datagrams the socket would not take (full send buffer).
@@ -303,6 +305,7 @@ impl Driver {
             forwarded_bytes: s.forwarded_bytes,
             peers_failed: s.peers_failed,
             dropped_datagrams: s.dropped_datagrams,
+            rate_limited_datagrams: s.rate_limited_datagrams,
             ..MediaStats::default()
         }
     }

@@ -185,6 +185,9 @@ fn sfu_config(cfg: &MediaConfig) -> switchboard_sfu::SfuConfig {
     let mut config = switchboard_sfu::SfuConfig::default();
     config.connect_timeout = Duration::from_secs(cfg.connect_timeout_secs.max(1));
     config.answer_timeout = Duration::from_secs(cfg.answer_timeout_secs.max(1));
+    config.peer_max_bitrate_bps = cfg.peer_max_kbps.saturating_mul(1000);
+    config.peer_max_datagram_rate = cfg.peer_max_datagrams_per_sec;
+    config.peer_flood_timeout = Duration::from_secs(cfg.peer_flood_secs);
     config
 }
 

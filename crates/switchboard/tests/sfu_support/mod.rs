@@ -292,6 +292,11 @@ impl MediaPeer {
             .sum()
     }
 
+    /// This peer's media socket, for a test that sends from its address.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
     /// Mids the server sends `publisher`'s media on now.
     pub fn live_from(&self, publisher: &str) -> usize {
         self.streams
