@@ -85,8 +85,6 @@ pub struct Sfu {
     /// The receivers of the frame being forwarded, kept between frames so that
     /// forwarding allocates nothing.
     fanout: Vec<PeerKey>,
-    /// Each peer's inbound budget, from its first routed datagram on.
-    budgets: HashMap<PeerKey, Bucket>,
     limits: Limits,
     stats: SfuStats,
 }
@@ -116,7 +114,6 @@ impl Sfu {
             work: VecDeque::new(),
             dirty: Vec::new(),
             fanout: Vec::new(),
-            budgets: HashMap::new(),
             limits,
             stats: SfuStats::default(),
         }
@@ -194,6 +191,7 @@ impl Sfu {
             rtc_timeout: now,
             timer: None,
             failed: false,
+            budget: None,
         };
         let room_state = self.rooms.entry(name.0.clone()).or_default();
         for track in &room_state.tracks {
@@ -333,10 +331,9 @@ impl Sfu {
             return Err(DatagramError::Unrouted);
         };
         if !self.limits.unlimited() {
-            let verdict = self
-                .budgets
-                .entry(key)
-                .or_insert_with(|| Bucket::new(now, &self.limits))
+            let verdict = p
+                .budget
+                .get_or_insert_with(|| Bucket::new(now, &self.limits))
                 .charge(now, bytes.len(), &self.limits);
             if verdict != Verdict::Pass {
                 self.stats.dropped_datagrams += 1;
@@ -348,7 +345,7 @@ impl Sfu {
                         work: &mut self.work,
                     };
                     p.fail(reason, &mut sink);
-                    self.drain_peer(key);
+                    self.drain_peer(now, key);
                     self.run(now);
                 }
                 return Err(DatagramError::OverBudget);
@@ -604,7 +601,6 @@ impl Sfu {
         if let Some(at) = p.timer {
             self.timers.remove(&(at, key));
         }
-        self.budgets.remove(&key);
         let Some(room) = self.rooms.get_mut(&p.room) else {
             return;
         };

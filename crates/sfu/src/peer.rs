@@ -131,6 +131,8 @@ pub(crate) struct Peer {
     pub(crate) timer: Option<Instant>,
     /// A failure was reported: the `Rtc` is not touched again.
     pub(crate) failed: bool,
+    /// Its inbound budget, from its first routed datagram on.
+    pub(crate) budget: Option<crate::budget::Bucket>,
 }
 
 /// Upper bound of outputs taken from one drain: str0m always ends with a timeout, this
