@@ -91,6 +91,10 @@ pub struct MediaReport {
     pub sent_datagrams: u64,
     /// Datagrams the receivers got in the window.
     pub received_datagrams: u64,
+    /// Of those, media: RTP without padding (the floor's are all media;
+    /// through switchboard the rest is RTCP, STUN, and str0m's padding and
+    /// probes for bandwidth estimation).
+    pub received_media_datagrams: u64,
     /// Bytes the receivers got in the window.
     pub received_bytes: u64,
     /// Frames the publishers sent in the window.
@@ -102,7 +106,7 @@ pub struct MediaReport {
     pub loss: f64,
     /// Server CPU time in the window, microseconds.
     pub server_cpu_us: Option<u64>,
-    /// Server CPU per datagram a receiver got, microseconds.
+    /// Server CPU per media datagram a receiver got, microseconds.
     pub cpu_us_per_forwarded: Option<f64>,
     /// Server CPU use in the window, percent of one core.
     pub cpu_percent: Option<f64>,
@@ -117,19 +121,21 @@ struct Counters {
     received_datagrams: AtomicU64,
     received_bytes: AtomicU64,
     received_frames: AtomicU64,
+    received_media_datagrams: AtomicU64,
     /// Receivers that have decoded a frame from every publisher they hear.
     receiving: AtomicU64,
     failed: AtomicU64,
 }
 
 impl Counters {
-    fn snapshot(&self) -> [u64; 5] {
+    fn snapshot(&self) -> [u64; 6] {
         [
             self.sent_datagrams.load(Ordering::Relaxed),
             self.sent_frames.load(Ordering::Relaxed),
             self.received_datagrams.load(Ordering::Relaxed),
             self.received_bytes.load(Ordering::Relaxed),
             self.received_frames.load(Ordering::Relaxed),
+            self.received_media_datagrams.load(Ordering::Relaxed),
         ]
     }
 }
@@ -210,7 +216,7 @@ pub async fn run_media(cfg: &MediaConfig) -> Result<MediaReport, LoadError> {
         }
     }
     let d = |i: usize| after[i] - before[i];
-    let (sent, received) = (d(0), d(2));
+    let (sent, received, media) = (d(0), d(2), d(5));
     // Each datagram a publisher sends is owed to every receiver that hears
     // it: the others of its room.
     let per_room_receivers =
@@ -239,14 +245,13 @@ pub async fn run_media(cfg: &MediaConfig) -> Result<MediaReport, LoadError> {
         seconds,
         sent_datagrams: sent,
         received_datagrams: received,
+        received_media_datagrams: media,
         received_bytes: d(3),
         sent_frames: d(1),
         received_frames: d(4),
         loss,
         server_cpu_us: cpu,
-        cpu_us_per_forwarded: cpu
-            .filter(|_| received > 0)
-            .map(|c| c as f64 / received as f64),
+        cpu_us_per_forwarded: cpu.filter(|_| media > 0).map(|c| c as f64 / media as f64),
         cpu_percent: cpu.map(|c| c as f64 / 1e6 / seconds * 100.0),
         rss_kib: rss_before.zip(cpu1).map(|(a, b)| (a.rss_kib, b.rss_kib)),
     })
@@ -327,6 +332,7 @@ async fn floor_client(
             got = sock.recv_from(&mut buf) => {
                 if let Ok((n, _)) = got {
                     counters.received_datagrams.fetch_add(1, Ordering::Relaxed);
+                    counters.received_media_datagrams.fetch_add(1, Ordering::Relaxed);
                     counters.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
@@ -431,6 +437,9 @@ async fn rtc_client(
                 if role.hears > 0 {
                     counters.received_datagrams.fetch_add(1, Ordering::Relaxed);
                     counters.received_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    if is_media_rtp(&buf[..n]) {
+                        counters.received_media_datagrams.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 if let Ok(r) = Receive::new(NetProtocol::Udp, source, local, &buf[..n]) {
                     let _ = rtc.handle_input(Input::Receive(Instant::now(), r));
@@ -481,5 +490,35 @@ async fn rtc_client(
                 }
             }
         }
+    }
+}
+
+/// Whether a datagram is an RTP media packet: RTP's version 2 (RFC 7983
+/// sorts the port's traffic by first byte), a payload type outside RTCP's
+/// 192-223 (RFC 5761), and no padding bit (str0m's padding and probes).
+fn is_media_rtp(datagram: &[u8]) -> bool {
+    let [b0, b1, ..] = *datagram else {
+        return false;
+    };
+    (128..=191).contains(&b0) && b0 & 0x20 == 0 && !(192..=223).contains(&b1)
+}
+
+#[cfg(test)]
+mod media_rtp_tests {
+    use super::is_media_rtp;
+
+    #[test]
+    fn media_is_rtp_without_padding() {
+        // VP8 with the marker bit (PT 96 | 0x80), plain.
+        assert!(is_media_rtp(&[0x90, 0xe0, 0, 1]));
+        assert!(is_media_rtp(&[0x80, 0x60, 0, 1]));
+        // A padding-only probe, RTCP (SR 200, RR 201, feedback 205), STUN, DTLS.
+        assert!(!is_media_rtp(&[0xa0, 0x61, 0, 1]));
+        assert!(!is_media_rtp(&[0x80, 200, 0, 6]));
+        assert!(!is_media_rtp(&[0x81, 201, 0, 7]));
+        assert!(!is_media_rtp(&[0x8f, 205, 0, 4]));
+        assert!(!is_media_rtp(&[0x00, 0x01, 0, 0]));
+        assert!(!is_media_rtp(&[0x17, 0xfe, 0xfd]));
+        assert!(!is_media_rtp(&[0x80]));
     }
 }
