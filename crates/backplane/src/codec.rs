@@ -20,12 +20,11 @@
 //! reads for the commands that are [`answered`].
 
 use bytes::Bytes;
-use switchboard_signal::CallEndReason;
-use switchboard_signal::Face;
 use switchboard_signal::cluster::{
-    Command, Copy, MemberInfo, NodeId, NodeMsg, Push, RoomEvent, RoomInfo, RoomMembers,
+    Command, Copy, MediaMsg, MemberInfo, NodeId, NodeMsg, Push, RoomEvent, RoomInfo, RoomMembers,
     SeatOutcome, SessionRecord, TakeOutcome, Text,
 };
+use switchboard_signal::{CallEndReason, ErrorCode, Face, MediaKind};
 
 /// Why a payload from Redis was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -317,9 +316,68 @@ fn write_msg(w: &mut Writer, m: &NodeMsg) -> Option<()> {
             w.text("G");
             w.text(call);
         }
+        NodeMsg::Media { room, peer, what } => {
+            w.text("S");
+            w.text(room);
+            w.text(peer);
+            match what {
+                MediaMsg::Joined => w.text("J"),
+                MediaMsg::Left => w.text("L"),
+                MediaMsg::Signal(data) => {
+                    w.text("S");
+                    w.text(data);
+                }
+                MediaMsg::Reply(data) => {
+                    w.text("R");
+                    w.text(data);
+                }
+                MediaMsg::Error { code, message } => {
+                    w.text("E");
+                    w.text(code.as_str());
+                    w.text(message);
+                }
+                _ => return None,
+            }
+        }
         _ => return None,
     }
     Some(())
+}
+
+fn read_media(r: &mut Reader) -> Result<MediaMsg, DecodeError> {
+    Ok(match r.tag()? {
+        b'J' => MediaMsg::Joined,
+        b'L' => MediaMsg::Left,
+        b'S' => MediaMsg::Signal(r.text()?),
+        b'R' => MediaMsg::Reply(r.text()?),
+        b'E' => {
+            let code = r.text()?;
+            let code = ErrorCode::ALL
+                .into_iter()
+                .find(|c| c.as_str() == &*code)
+                .ok_or_else(|| DecodeError::UnknownTag(code.to_string()))?;
+            MediaMsg::Error {
+                code,
+                message: r.text()?,
+            }
+        }
+        t => return Err(unknown(t)),
+    })
+}
+
+fn media_tag(m: MediaKind) -> &'static str {
+    match m {
+        MediaKind::Sfu => "s",
+        _ => "m",
+    }
+}
+
+fn parse_media(r: &mut Reader) -> Result<MediaKind, DecodeError> {
+    Ok(match r.tag()? {
+        b's' => MediaKind::Sfu,
+        b'm' => MediaKind::Mesh,
+        t => return Err(unknown(t)),
+    })
 }
 
 fn read_msg(r: &mut Reader) -> Result<NodeMsg, DecodeError> {
@@ -349,6 +407,11 @@ fn read_msg(r: &mut Reader) -> Result<NodeMsg, DecodeError> {
             except: r.opt_text()?,
         },
         b'G' => NodeMsg::RingGone { call: r.text()? },
+        b'S' => NodeMsg::Media {
+            room: r.text()?,
+            peer: r.text()?,
+            what: read_media(r)?,
+        },
         t => return Err(unknown(t)),
     })
 }
@@ -414,16 +477,23 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
             w.text("J");
             w.num(*req);
             match outcome {
-                SeatOutcome::Seated { peers } => {
+                SeatOutcome::Seated {
+                    peers,
+                    media,
+                    media_node,
+                } => {
                     w.text("S");
                     w.num(peers.len() as u64);
                     for (peer, meta) in peers {
                         w.text(peer);
                         w.opt(meta.as_deref());
                     }
+                    w.text(media_tag(*media));
+                    w.opt(media_node.as_ref().map(|n| &*n.0));
                 }
                 SeatOutcome::Full => w.text("F"),
                 SeatOutcome::Forbidden => w.text("X"),
+                SeatOutcome::NoRelay => w.text("N"),
             }
         }
         Push::Published {
@@ -578,10 +648,17 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
                     for _ in 0..n {
                         peers.push((r.text()?, r.opt_text()?));
                     }
-                    SeatOutcome::Seated { peers }
+                    let media = parse_media(&mut r)?;
+                    let media_node = r.opt_text()?.map(NodeId);
+                    SeatOutcome::Seated {
+                        peers,
+                        media,
+                        media_node,
+                    }
                 }
                 b'F' => SeatOutcome::Full,
                 b'X' => SeatOutcome::Forbidden,
+                b'N' => SeatOutcome::NoRelay,
                 t => return Err(unknown(t)),
             };
             Push::JoinAnswer { req, outcome }
@@ -902,6 +979,8 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             meta,
             limits,
             private,
+            media,
+            relay,
         } => {
             out.text("join");
             out.num(*req);
@@ -918,6 +997,8 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
                 }
                 None => out.num(0),
             }
+            out.text(media_tag(*media));
+            out.text(if *relay { "1" } else { "0" });
         }
         Command::Leave { session, room } => {
             out.text("leave");

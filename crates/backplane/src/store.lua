@@ -45,7 +45,8 @@ local function kf(s) return P .. ':f:' .. s end -- list: its kept frames
 local function ksr(s) return P .. ':sr:' .. s end -- list: its rooms
 local function ko(n) return P .. ':o:' .. n end -- zset 0: a node's sessions
 local function kr(r) return P .. ':r:' .. r end -- list: a room's members
--- hash: listed, pa, pb, c (created, ms), and per member S: p:S (peer),
+-- hash: listed, pa, pb, c (created, ms), k ('s' for an SFU room; absent:
+-- mesh), mn (an SFU room's media node), and per member S: p:S (peer),
 -- m:S (meta), j:S (joined, ms)
 local function kri(r) return P .. ':ri:' .. r end
 local function ku(u) return P .. ':u:' .. u end -- list: a user's native sessions
@@ -342,11 +343,15 @@ local function register(from, r)
   if r.seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(r.seq)) end
 end
 
--- Store::join; returns the encoded outcome.
-local function join(from, s, room, meta, max_peers, max_listed, private)
+-- Store::join; returns the encoded outcome. `media` is 's' or 'm', the
+-- kind of a room this join makes; `relay` whether NODE has a media socket.
+local function join(from, s, room, meta, max_peers, max_listed, private, media, relay)
   if not owns(from, s) then return a('X') end
   local peer = redis.call('HGET', ks(s), 'peer')
   local members = redis.call('LRANGE', kr(room), 0, -1)
+  -- A call's room is a mesh room, whatever the node's default.
+  if private then media = 'm' end
+  if #members == 0 and media == 's' and not relay then return a('N') end
   local rp = private
   if #members > 0 then
     local h = redis.call('HMGET', kri(room), 'pa', 'pb')
@@ -391,10 +396,16 @@ local function join(from, s, room, meta, max_peers, max_listed, private)
     if #members == 0 and private then
       redis.call('HSET', kri(room), 'pa', private[1], 'pb', private[2])
     end
+    -- The join that makes the room decides its kind; an SFU room's media
+    -- node is its node.
+    if #members == 0 and media == 's' then
+      redis.call('HSET', kri(room), 'k', 's', 'mn', from)
+    end
     redis.call('RPUSH', ksr(s), room)
     route(from, room, nil, nil, peer, a('J') .. a(peer) .. o(meta))
   end
-  return a('S') .. n(count) .. table.concat(parts)
+  local k = redis.call('HMGET', kri(room), 'k', 'mn')
+  return a('S') .. n(count) .. table.concat(parts) .. a(k[1] or 'm') .. o(k[2] or nil)
 end
 
 -- Store::take; returns the encoded outcome.
@@ -648,7 +659,8 @@ local function apply(op)
     local max_peers, max_listed = nnum(), nnum()
     local private = nil
     if nnum() == 2 then private = { nx(), nx() } end
-    local outcome = join(NODE, s, room, meta, max_peers, max_listed, private)
+    local media, relay = nx(), nx() == '1'
+    local outcome = join(NODE, s, room, meta, max_peers, max_listed, private, media, relay)
     push(NODE, a('J') .. a(req) .. outcome)
   elseif op == 'leave' then
     local s, room = nx(), nx()

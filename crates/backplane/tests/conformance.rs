@@ -13,9 +13,9 @@ use switchboard_backplane::StoreConfig;
 use switchboard_signal::cluster::{
     Command, NodeId, NodeMsg, Push, RoomEvent, SeatOutcome, SessionRecord, TakeOutcome,
 };
-use switchboard_signal::{CallEndReason, Face};
+use switchboard_signal::{CallEndReason, Face, MediaKind};
 
-use support::cluster::{Cluster, cap, copies, join, msg, persist, private_join, rec};
+use support::cluster::{Cluster, cap, copies, join, msg, persist, private_join, rec, sfu_join};
 
 fn outcomes(pushes: &[Push]) -> Vec<(u64, &SeatOutcome)> {
     pushes
@@ -25,6 +25,93 @@ fn outcomes(pushes: &[Push]) -> Vec<(u64, &SeatOutcome)> {
             _ => None,
         })
         .collect()
+}
+
+/// The join that makes a room decides its kind and, for an SFU room, its
+/// media node (that join's node): two nodes racing to make it get one
+/// answer, every later join the same, whatever it asks; a node without a
+/// media socket makes no SFU room but joins one.
+#[tokio::test]
+async fn the_first_join_decides_the_kind_and_the_media_node() {
+    let mut c = Cluster::new(StoreConfig::default(), &["a", "b", "c"]).await;
+    c.cmd("a", Command::Register(rec("s1", "p1", None))).await;
+    c.cmd("b", Command::Register(rec("s2", "p2", None))).await;
+    c.cmd("c", Command::Register(rec("s3", "p3", None))).await;
+    c.cmd("c", Command::Register(rec("s4", "p4", None))).await;
+    // b and a race to make "r" an SFU room: b's command is applied first.
+    c.cmd("b", sfu_join(1, "s2", "r", true)).await;
+    c.cmd("a", sfu_join(2, "s1", "r", true)).await;
+    // c has no media socket: it cannot make "x" an SFU room...
+    c.cmd("c", sfu_join(3, "s3", "x", false)).await;
+    // ...but joins "r", asking for mesh or not.
+    c.cmd("c", join(4, "s3", "r", None, cap(0, 0))).await;
+    c.cmd("c", sfu_join(5, "s4", "r", false)).await;
+    // A mesh room stays one, and a call's room is a mesh room.
+    c.cmd("a", join(6, "s1", "m", None, cap(0, 0))).await;
+    c.cmd("b", sfu_join(7, "s2", "m", true)).await;
+    c.cmd("a", {
+        let mut j = private_join(8, "s1", "call", ["p1", "p2"]);
+        if let Command::Join { media, relay, .. } = &mut j {
+            *media = MediaKind::Sfu;
+            *relay = true;
+        }
+        j
+    })
+    .await;
+    // The room empties and is made again: the new first join decides.
+    c.cmd(
+        "a",
+        Command::Leave {
+            session: "s1".into(),
+            room: "r".into(),
+        },
+    )
+    .await;
+    c.cmd(
+        "b",
+        Command::Leave {
+            session: "s2".into(),
+            room: "r".into(),
+        },
+    )
+    .await;
+    c.cmd(
+        "c",
+        Command::Leave {
+            session: "s3".into(),
+            room: "r".into(),
+        },
+    )
+    .await;
+    c.cmd(
+        "c",
+        Command::Leave {
+            session: "s4".into(),
+            room: "r".into(),
+        },
+    )
+    .await;
+    c.cmd("a", sfu_join(9, "s1", "r", true)).await;
+    let got = c.check().await;
+    let sfu_b = (MediaKind::Sfu, Some(NodeId::new("b")));
+    let kind = |o: &SeatOutcome| match o {
+        SeatOutcome::Seated {
+            media, media_node, ..
+        } => Some((*media, media_node.clone())),
+        _ => None,
+    };
+    let a = outcomes(&got[&NodeId::new("a")]);
+    let b = outcomes(&got[&NodeId::new("b")]);
+    let cn = outcomes(&got[&NodeId::new("c")]);
+    assert_eq!(kind(b[0].1), Some(sfu_b.clone()));
+    assert_eq!(kind(a[0].1), Some(sfu_b.clone()));
+    assert!(matches!(cn[0], (3, SeatOutcome::NoRelay)), "{cn:?}");
+    assert_eq!(kind(cn[1].1), Some(sfu_b.clone()));
+    assert_eq!(kind(cn[2].1), Some(sfu_b));
+    assert_eq!(kind(a[1].1), Some((MediaKind::Mesh, None)));
+    assert_eq!(kind(b[1].1), Some((MediaKind::Mesh, None)));
+    assert_eq!(kind(a[2].1), Some((MediaKind::Mesh, None)));
+    assert_eq!(kind(a[3].1), Some((MediaKind::Sfu, Some(NodeId::new("a")))));
 }
 
 #[tokio::test]
@@ -57,9 +144,9 @@ async fn seats_capacity_and_private_rooms() {
     let cnode = outcomes(&got[&NodeId::new("c")]);
     let b = outcomes(&got[&NodeId::new("b")]);
     assert!(matches!(cnode[0], (4, SeatOutcome::Full)));
-    assert!(matches!(b[1], (5, SeatOutcome::Seated { peers }) if peers.len() == 2));
+    assert!(matches!(b[1], (5, SeatOutcome::Seated { peers, .. }) if peers.len() == 2));
     assert!(matches!(b[2], (7, SeatOutcome::Full)));
-    assert!(matches!(cnode[1], (8, SeatOutcome::Seated { peers }) if peers.len() == 1));
+    assert!(matches!(cnode[1], (8, SeatOutcome::Seated { peers, .. }) if peers.len() == 1));
     assert!(matches!(b[3], (9, SeatOutcome::Forbidden)));
     assert!(matches!(a[1], (3, SeatOutcome::Seated { .. })));
 
@@ -124,8 +211,8 @@ async fn seats_capacity_and_private_rooms() {
     assert!(matches!(cnode[2], (15, SeatOutcome::Seated { .. })));
     assert!(matches!(cnode[3], (16, SeatOutcome::Seated { .. })));
     let b = outcomes(&got[&NodeId::new("b")]);
-    assert!(matches!(b[0], (13, SeatOutcome::Seated { peers }) if peers.len() == 1));
-    assert!(matches!(b[1], (17, SeatOutcome::Seated { peers }) if peers.len() == 2));
+    assert!(matches!(b[0], (13, SeatOutcome::Seated { peers, .. }) if peers.len() == 1));
+    assert!(matches!(b[1], (17, SeatOutcome::Seated { peers, .. }) if peers.len() == 2));
     let a = outcomes(&got[&NodeId::new("a")]);
     assert!(matches!(a[1], (14, SeatOutcome::Forbidden)));
     drop(c.redis);
@@ -718,7 +805,9 @@ async fn a_resync_naming_another_generation_restores() {
     assert!(got[&NodeId::new("b")].contains(&Push::JoinAnswer {
         req: 6,
         outcome: SeatOutcome::Seated {
-            peers: vec![("p3".into(), None), ("p1".into(), None)]
+            peers: vec![("p3".into(), None), ("p1".into(), None)],
+            media: MediaKind::Mesh,
+            media_node: None,
         }
     }));
     let views: Vec<_> = got[&NodeId::new("c")]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchboard_backplane::codec::encode_push;
 use switchboard_backplane::{Error, Event, Events, RedisBackplane, Settings, StoreConfig};
-use switchboard_signal::Face;
 use switchboard_signal::cluster::{Command, NodeId, Push, SeatLimits, SeatOutcome, SessionRecord};
+use switchboard_signal::{Face, MediaKind};
 
 use support::RedisServer;
 
@@ -47,6 +47,8 @@ fn join(req: u64, session: &str) -> Command {
         meta: None,
         limits: SeatLimits::default(),
         private: None,
+        media: MediaKind::Mesh,
+        relay: false,
     }
 }
 
@@ -159,7 +161,11 @@ async fn garbage_on_the_node_channel_is_dropped_and_the_stream_goes_on() {
         next_push(&mut rx).await,
         Push::JoinAnswer {
             req: 1,
-            outcome: SeatOutcome::Seated { peers: vec![] }
+            outcome: SeatOutcome::Seated {
+                peers: vec![],
+                media: MediaKind::Mesh,
+                media_node: None
+            }
         }
     );
 }
@@ -249,7 +255,9 @@ async fn a_killed_redis_is_reported_and_a_resync_restores_what_it_lost() {
         Push::JoinAnswer {
             req: 42,
             outcome: SeatOutcome::Seated {
-                peers: vec![("peer-s1".into(), None)]
+                peers: vec![("peer-s1".into(), None)],
+                media: MediaKind::Mesh,
+                media_node: None,
             }
         }
     );
@@ -464,6 +472,8 @@ async fn redis_memory_per_session() {
             meta: None,
             limits: SeatLimits::default(),
             private: None,
+            media: MediaKind::Mesh,
+            relay: false,
         })
         .expect("send");
     }

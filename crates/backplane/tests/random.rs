@@ -11,8 +11,8 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use switchboard_backplane::StoreConfig;
-use switchboard_signal::Face;
 use switchboard_signal::cluster::{Command, NodeId, Push, SeatOutcome, TakeOutcome, Text};
+use switchboard_signal::{Face, MediaKind};
 
 use support::cluster::{Cluster, cap, msg, rec};
 
@@ -148,6 +148,11 @@ fn command(
                 meta: (pick(rng, 2) == 0).then(|| "{\"m\":1}".into()),
                 limits: cap(pick(rng, 4), [0, 80, 120][pick(rng, 3)]),
                 private,
+                // Half the joins would make SFU rooms, from a node with a
+                // media socket or without (by the step: the walk's random
+                // draws stay those it had before rooms had kinds).
+                media: [MediaKind::Mesh, MediaKind::Sfu][(step % 2) as usize],
+                relay: !step.is_multiple_of(3),
             }
         }
         8 => Command::Leave {
@@ -280,6 +285,7 @@ fn kind(p: &Push) -> &'static str {
             SeatOutcome::Seated { .. } => "seated",
             SeatOutcome::Full => "full",
             SeatOutcome::Forbidden => "forbidden",
+            SeatOutcome::NoRelay => "no-relay",
         },
         Push::Took { outcome, .. } => match outcome {
             TakeOutcome::Taken(_) => "taken",
@@ -352,6 +358,7 @@ async fn random_interleavings_match_the_reference() {
             "seated",
             "full",
             "forbidden",
+            "no-relay",
             "taken",
             "gap",
             "unknown",

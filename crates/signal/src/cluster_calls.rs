@@ -290,7 +290,7 @@ impl SignalCore {
     }
 
     /// What another node said about a call.
-    pub(crate) fn told(&mut self, _now: Instant, from: NodeId, msg: NodeMsg) {
+    pub(crate) fn told(&mut self, now: Instant, from: NodeId, msg: NodeMsg) {
         match msg {
             NodeMsg::Accept {
                 call,
@@ -380,6 +380,9 @@ impl SignalCore {
                     c.ops.remove(&(call.clone(), sid));
                 }
                 self.ring_over(&call, reason, except);
+            }
+            NodeMsg::Media { room, peer, what } => {
+                self.media_told(now, from, room, peer, what);
             }
             NodeMsg::RingGone { call } => {
                 let Some((key, _)) = self.calls.find(&call) else {

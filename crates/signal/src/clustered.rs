@@ -147,6 +147,15 @@ pub(crate) struct Clustered {
     /// Accepts and declines waiting for the caller's node, by call id and
     /// session.
     pub(crate) ops: HashMap<(Text, Sid), (CallOp, NodeId, Option<RequestId>)>,
+    /// This node has a media socket (see `SignalCore::set_media_relay`).
+    pub(crate) relay: bool,
+    /// SFU rooms with local members whose media is not here: their media
+    /// node, or `None` when the room has none (it died, and no member's
+    /// node could take it). A room absent here relays its media here.
+    pub(crate) media_nodes: HashMap<Text, Option<NodeId>>,
+    /// Peers of other nodes whose SFU sessions are here, by `(room, peer)`:
+    /// the node that signals for them.
+    pub(crate) remote_media: HashMap<(Text, Text), NodeId>,
 }
 
 impl Clustered {
@@ -169,6 +178,9 @@ impl Clustered {
             held: None,
             rings: RemoteRings::default(),
             ops: HashMap::new(),
+            relay: false,
+            media_nodes: HashMap::new(),
+            remote_media: HashMap::new(),
         }
     }
 
@@ -491,7 +503,8 @@ impl SignalCore {
 
     // ---- joins ----
 
-    /// Claims a seat for `sid` in `room` (the local checks are done).
+    /// Claims a seat for `sid` in `room` (the local checks are done); a
+    /// room it makes is a mesh room.
     pub(crate) fn cluster_join(
         &mut self,
         sid: Sid,
@@ -499,6 +512,22 @@ impl SignalCore {
         meta: Option<&RawValue>,
         kind: JoinKind,
         private: Option<[Text; 2]>,
+        reply: Reply,
+    ) -> Result<(), Refusal> {
+        self.cluster_join_kind(sid, room, meta, kind, private, MediaKind::Mesh, reply)
+    }
+
+    /// [`SignalCore::cluster_join`] for a room of kind `media` if this
+    /// join makes it: the store decides, with its media node.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn cluster_join_kind(
+        &mut self,
+        sid: Sid,
+        room: &str,
+        meta: Option<&RawValue>,
+        kind: JoinKind,
+        private: Option<[Text; 2]>,
+        media: MediaKind,
         reply: Reply,
     ) -> Result<(), Refusal> {
         if self.cluster_down() {
@@ -529,6 +558,7 @@ impl SignalCore {
             SeatLimits::default()
         };
         let session = s.id.clone();
+        let relay = self.cluster.as_ref().is_some_and(|c| c.relay);
         let req = self.next_req();
         self.command(Command::Join {
             req,
@@ -537,6 +567,8 @@ impl SignalCore {
             meta: meta.map(|m| Text::from(m.get())),
             limits,
             private,
+            media,
+            relay,
         });
         if let Some(c) = &mut self.cluster {
             *c.joining.entry(room.clone()).or_default() += 1;
@@ -565,8 +597,13 @@ impl SignalCore {
         };
         if self.sessions.contains_key(&sid) {
             match outcome {
-                SeatOutcome::Seated { peers } => {
-                    self.seated(now, sid, &room, meta, &peers, &reply);
+                SeatOutcome::Seated {
+                    peers,
+                    media,
+                    media_node,
+                } => {
+                    let media = (media, media_node);
+                    self.seated(now, sid, &room, meta, &peers, media, &reply);
                 }
                 SeatOutcome::Full => {
                     self.counters.rooms_full += 1;
@@ -588,6 +625,14 @@ impl SignalCore {
                 }
                 SeatOutcome::Forbidden => {
                     let e = Refusal::new(ErrorCode::Forbidden, "this is a private call room");
+                    self.refuse(sid, &reply, &e);
+                }
+                SeatOutcome::NoRelay => {
+                    let e = Refusal::new(
+                        ErrorCode::Unavailable,
+                        "this node relays no media (media.listen is off): it cannot start an \
+                         SFU room; join through a node that has the SFU",
+                    );
                     self.refuse(sid, &reply, &e);
                 }
             }
@@ -615,6 +660,7 @@ impl SignalCore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn seated(
         &mut self,
         now: Instant,
@@ -622,12 +668,17 @@ impl SignalCore {
         room: &Text,
         meta: Option<Box<RawValue>>,
         peers: &[(Text, Option<Text>)],
+        (media, media_node): (MediaKind, Option<NodeId>),
         reply: &Reply,
     ) {
         // Local membership only: capacity was the store's to decide.
-        let Ok(rid) = self.rooms.join(room, sid, None, 0, 0, MediaKind::Mesh, now) else {
+        let Ok(rid) = self.rooms.join(room, sid, None, 0, 0, media, now) else {
             return;
         };
+        if media == MediaKind::Sfu {
+            self.media_node_is(room, media_node);
+        }
+        let media = self.rooms.get(rid).map_or(media, |r| r.media);
         let Some(s) = self.sessions.get_mut(&sid) else {
             return;
         };
@@ -669,10 +720,12 @@ impl SignalCore {
                             .zip(&metas)
                             .map(|((p, _), m)| (&**p, m.as_deref())),
                     )
-                    .str("media", MediaKind::Mesh.as_str())
+                    .str("media", media.as_str())
                     .reply_to(id.as_ref())
                     .finish();
                 self.send(sid, body);
+                // After `joined`: the relay may answer at once.
+                self.media_joined(rid, sid);
             }
             Reply::Classic(ticket) => {
                 self.emit_classic(sid, "joined", ClassicArgs::strs(room, &me));
@@ -1087,6 +1140,7 @@ impl SignalCore {
             self.gather_maybe_done(now, req);
         }
         self.calls_node_died(node);
+        self.media_node_died(node);
         let req = self.next_req();
         self.command(Command::Adopt {
             req,
@@ -1101,6 +1155,9 @@ impl SignalCore {
         };
         let at = now + c.heartbeat;
         let up = c.up;
+        // Rooms this node no longer has members in need no media route.
+        let rooms = &self.rooms;
+        c.media_nodes.retain(|room, _| rooms.find(room).is_some());
         self.timers.insert((at, Timer::Heartbeat));
         if up {
             self.command(Command::Heartbeat);

@@ -180,6 +180,7 @@ mod calls;
 mod classic;
 pub mod cluster;
 mod cluster_calls;
+mod cluster_media;
 mod cluster_sessions;
 mod clustered;
 mod idmap;

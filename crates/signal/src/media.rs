@@ -9,13 +9,15 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_signal_proto::{ErrorCode, MediaKind};
 
+use crate::cluster::MediaMsg;
 use crate::presence::{no_session, not_in_room};
 use crate::rooms::RoomId;
 use crate::session::Sid;
-use crate::{ConnId, Face, Output, Refusal, SignalCore, wire};
+use crate::{ConnId, Face, Refusal, SignalCore, wire};
 
 /// What the core tells the media relay ([`crate::Output::Media`]). Only
-/// native peers of SFU rooms on a node alone cause these: a Socket.IO peer
+/// native peers of SFU rooms cause these (in a cluster, on the room's
+/// media node, for the peers of every node): a Socket.IO peer
 /// cannot send `media`, so it has no media session; a call's room is a mesh
 /// room.
 #[derive(Debug, Clone)]
@@ -23,15 +25,17 @@ pub enum MediaOutput {
     /// A peer entered an SFU room (right after its `joined`). `conn` is the
     /// signaling connection it joined on, for the address the client
     /// reached (the host candidate's address when `media.public_ip` is
-    /// not set). A resume onto another connection sends nothing new: the
-    /// media session runs on UDP, apart from signaling.
+    /// not set); `None` for a peer that signals through another node of a
+    /// cluster (this node is its room's media node). A resume onto another
+    /// connection sends nothing new: the media session runs on UDP, apart
+    /// from signaling.
     Joined {
         /// Room name.
         room: String,
         /// Peer id.
         peer: String,
-        /// The connection of the join.
-        conn: ConnId,
+        /// The connection of the join, when it is this node's.
+        conn: Option<ConnId>,
     },
     /// The peer is out of the room for good: `leave`, a kick or a closed
     /// room, or its session ended (clean close, grace expiry, replay full,
@@ -139,10 +143,11 @@ impl SignalCore {
         let out = MediaOutput::Joined {
             room: room.name.to_string(),
             peer: s.peer.to_string(),
-            conn,
+            conn: Some(conn),
         };
         self.rooms.add_media_peer(rid, sid);
-        self.outbox.push(Output::Media(out));
+        // A join has nothing to refuse: a lost media node said so itself.
+        let _ = self.media_out(out);
     }
 
     /// A `media` request (the rate limit was spent with the frame). No
@@ -163,13 +168,13 @@ impl SignalCore {
             return Err(bad("media outside an SFU room"));
         }
         check_signal(data)?;
-        self.counters.media_signals += 1;
         let out = MediaOutput::Signal {
             room: name.to_owned(),
             peer: s.peer.to_string(),
             data: data.to_owned(),
         };
-        self.outbox.push(Output::Media(out));
+        self.media_out(out)?;
+        self.counters.media_signals += 1;
         Ok(())
     }
 
@@ -196,8 +201,24 @@ impl SignalCore {
     /// resume. Returns false, sending nothing, when `peer` is not (or no
     /// longer) a media peer of the SFU room `room`: the relay drops it.
     /// Drain [`SignalCore::poll_output`] after it.
-    pub fn send_media(&mut self, _now: Instant, room: &str, peer: &str, data: &RawValue) -> bool {
+    /// In a cluster, a peer that signals through another node gets it
+    /// through that node.
+    pub fn send_media(&mut self, now: Instant, room: &str, peer: &str, data: &RawValue) -> bool {
         self.flush_ack();
+        if self.media_peer(room, peer).is_none() {
+            return self.media_to_remote(room, peer, MediaMsg::Reply(data.get().into()));
+        }
+        self.send_media_here(now, room, peer, data)
+    }
+
+    /// [`SignalCore::send_media`] to a peer of this node.
+    pub(crate) fn send_media_here(
+        &mut self,
+        _now: Instant,
+        room: &str,
+        peer: &str,
+        data: &RawValue,
+    ) -> bool {
         let Some(sid) = self.media_peer(room, peer) else {
             return false;
         };
@@ -220,6 +241,24 @@ impl SignalCore {
         message: &str,
     ) -> bool {
         self.flush_ack();
+        if self.media_peer(room, peer).is_none() {
+            let what = MediaMsg::Error {
+                code,
+                message: message.into(),
+            };
+            return self.media_to_remote(room, peer, what);
+        }
+        self.media_error_here(room, peer, code, message)
+    }
+
+    /// [`SignalCore::media_error`] to a peer of this node.
+    pub(crate) fn media_error_here(
+        &mut self,
+        room: &str,
+        peer: &str,
+        code: ErrorCode,
+        message: &str,
+    ) -> bool {
         let Some(sid) = self.media_peer(room, peer) else {
             return false;
         };

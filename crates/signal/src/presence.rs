@@ -13,7 +13,7 @@ use crate::media::MediaOutput;
 use crate::outbox::{Data, Fanout, RoomEvent};
 use crate::rooms::{Refused, RoomId};
 use crate::session::Sid;
-use crate::{Event, Face, LeaveReason, Output, Refusal, SignalCore, wire};
+use crate::{Event, Face, LeaveReason, Refusal, SignalCore, wire};
 
 /// Whom a message was queued for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -120,16 +120,8 @@ impl SignalCore {
             MediaKind::Mesh
         };
         if self.cluster.is_some() {
-            if media == MediaKind::Sfu {
-                // Which node holds a room's media is the next slice: until
-                // then a cluster makes no SFU room rather than a mesh room
-                // that was not asked for.
-                return Err(Refusal::new(
-                    ErrorCode::BadRequest,
-                    "SFU rooms need a single node for now (this server is one node of a cluster)",
-                ));
-            }
-            self.cluster_join(sid, name, meta, kind, None, reply)?;
+            // The store decides the room's kind and media node.
+            self.cluster_join_kind(sid, name, meta, kind, None, media, reply)?;
             return Ok(JoinOutcome::Pending);
         }
         // A call's room holds two: no cap applies.
@@ -235,10 +227,11 @@ impl SignalCore {
             return;
         }
         if media_peer {
-            self.outbox.push(Output::Media(MediaOutput::Left {
+            // A leave has nothing to refuse.
+            let _ = self.media_out(MediaOutput::Left {
                 room: name.clone(),
                 peer: peer.to_owned(),
-            }));
+            });
         }
         let room = self.rooms.get(rid);
         self.events.push(Event::Left {

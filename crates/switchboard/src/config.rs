@@ -578,13 +578,6 @@ impl Config {
         self.webhooks.validate()?;
         self.admin.listen_addr()?;
         self.media.validate(self.rooms.media)?;
-        // The clustered core refuses every join that would make an SFU
-        // room: a node with them by default could serve no room at all.
-        anyhow::ensure!(
-            !(self.rooms.media == RoomMedia::Sfu && self.cluster.redis_url.is_some()),
-            "rooms.media = \"sfu\" is for a node alone for now: SFU rooms are refused in a \
-             cluster (cluster.redis_url is set)"
-        );
         crate::one_port::check_config(self)?;
         Ok(())
     }

@@ -119,9 +119,12 @@ impl Hub {
         let _ = self.webhooks.set(hooks);
     }
 
-    /// Hands SFU rooms' media outputs to `link` from now on (once).
+    /// Hands SFU rooms' media outputs to `link` from now on (once). In a
+    /// cluster, the node may then make SFU rooms (it is their media node).
     pub fn set_media(&self, link: crate::media::MediaLink) {
-        let _ = self.media.set(link);
+        if self.media.set(link).is_ok() {
+            self.lock().core.set_media_relay(true);
+        }
     }
 
     /// The SFU's `data` for `peer` in `room`, as a `media` frame. `false`
@@ -487,7 +490,11 @@ impl Hub {
         };
         match media {
             MediaOutput::Joined { room, peer, conn } => {
-                let reached = st.conns.get(&conn).and_then(|sink| sink.local_ip());
+                // A peer of another node (this is its room's media node)
+                // has no connection here.
+                let reached = conn
+                    .and_then(|conn| st.conns.get(&conn))
+                    .and_then(|sink| sink.local_ip());
                 link.joined(room, peer, reached);
             }
             MediaOutput::Left { room, peer } => link.left(room, peer),

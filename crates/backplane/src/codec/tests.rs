@@ -26,7 +26,21 @@ fn samples() -> Vec<Push> {
             req: 1,
             outcome: SeatOutcome::Seated {
                 peers: vec![("a".into(), None), ("b".into(), Some("{}".into()))],
+                media: MediaKind::Mesh,
+                media_node: None,
             },
+        },
+        Push::JoinAnswer {
+            req: 2,
+            outcome: SeatOutcome::Seated {
+                peers: Vec::new(),
+                media: MediaKind::Sfu,
+                media_node: Some(NodeId::new("node-a")),
+            },
+        },
+        Push::JoinAnswer {
+            req: 3,
+            outcome: SeatOutcome::NoRelay,
         },
         Push::JoinAnswer {
             req: u64::MAX,
@@ -109,6 +123,49 @@ fn samples() -> Vec<Push> {
                 call: "c".into(),
                 reason: CallEndReason::NoAnswer,
                 except: None,
+            },
+        },
+        Push::Told {
+            from: NodeId::new("b"),
+            msg: NodeMsg::Media {
+                room: "r".into(),
+                peer: "p".into(),
+                what: MediaMsg::Joined,
+            },
+        },
+        Push::Told {
+            from: NodeId::new("b"),
+            msg: NodeMsg::Media {
+                room: "r".into(),
+                peer: "p".into(),
+                what: MediaMsg::Left,
+            },
+        },
+        Push::Told {
+            from: NodeId::new("b"),
+            msg: NodeMsg::Media {
+                room: "r".into(),
+                peer: "p".into(),
+                what: MediaMsg::Signal(r#"{"kind":"offer","sdp":"v=0\r\n"}"#.into()),
+            },
+        },
+        Push::Told {
+            from: NodeId::new("a"),
+            msg: NodeMsg::Media {
+                room: "r".into(),
+                peer: "p".into(),
+                what: MediaMsg::Reply(r#"{"kind":"answer","sdp":"v=0"}"#.into()),
+            },
+        },
+        Push::Told {
+            from: NodeId::new("a"),
+            msg: NodeMsg::Media {
+                room: "r".into(),
+                peer: "p".into(),
+                what: MediaMsg::Error {
+                    code: ErrorCode::Unavailable,
+                    message: "media node lost".into(),
+                },
             },
         },
         Push::Resynced {

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use switchboard_backplane::codec::{answered, encode_push};
 use switchboard_backplane::{Event, Events, RedisBackplane, Settings, StoreConfig};
-use switchboard_signal::Face;
 use switchboard_signal::cluster::store::Store;
 use switchboard_signal::cluster::{
     Command, NodeId, Push, RoomEvent, SeatLimits, SessionRecord, Text,
 };
+use switchboard_signal::{Face, MediaKind};
 
 use super::RedisServer;
 
@@ -244,6 +244,23 @@ pub fn join(
         meta: meta.map(Into::into),
         limits,
         private: None,
+        media: MediaKind::Mesh,
+        relay: false,
+    }
+}
+
+/// A join that makes an SFU room if it makes one; `relay`: its node has a
+/// media socket.
+pub fn sfu_join(req: u64, session: &str, room: &str, relay: bool) -> Command {
+    Command::Join {
+        req,
+        session: session.into(),
+        room: room.into(),
+        meta: None,
+        limits: SeatLimits::default(),
+        private: None,
+        media: MediaKind::Sfu,
+        relay,
     }
 }
 
@@ -255,6 +272,8 @@ pub fn private_join(req: u64, session: &str, room: &str, pair: [&str; 2]) -> Com
         meta: None,
         limits: SeatLimits::default(),
         private: Some([pair[0].into(), pair[1].into()]),
+        media: MediaKind::Mesh,
+        relay: false,
     }
 }
 

@@ -38,7 +38,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard_signal_proto::CallEndReason;
+use switchboard_signal_proto::{CallEndReason, ErrorCode, MediaKind};
 
 use crate::Face;
 
@@ -203,6 +203,13 @@ pub enum Command {
         limits: SeatLimits,
         /// A call's room: only these two peers may sit in it.
         private: Option<[Text; 2]>,
+        /// The room's kind if this join makes it (PROTOCOL.md §7); a join
+        /// of a room that exists gets the room's.
+        media: MediaKind,
+        /// This node has a media socket: it may make an SFU room, whose
+        /// media node it then is. A join that would make one without it is
+        /// [`SeatOutcome::NoRelay`].
+        relay: bool,
     },
     /// `session` leaves `room`: the others' nodes get [`RoomEvent::Bye`].
     Leave {
@@ -378,15 +385,26 @@ pub enum Command {
 /// How a seat claim went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SeatOutcome {
-    /// Seated; the other members, in join order, with their metas.
+    /// Seated; the other members, in join order, with their metas, and
+    /// the room's kind and media node as they were at the seat (one
+    /// answer: two nodes never see two media nodes for one room).
     Seated {
         /// `(peer, meta)` of each other member.
         peers: Vec<(Text, Option<Text>)>,
+        /// The room's kind, decided by the join that made it.
+        media: MediaKind,
+        /// An SFU room's media node: the node whose SFU relays the room's
+        /// media. `None` for a mesh room, or an SFU room whose media node
+        /// died with no member's node left that has a media socket.
+        media_node: Option<NodeId>,
     },
     /// At capacity.
     Full,
     /// A private call room that is not this peer's.
     Forbidden,
+    /// The join would make an SFU room, and its node has no media socket
+    /// (`relay: false`): nothing changed.
+    NoRelay,
 }
 
 /// How a [`Command::Take`] went.
@@ -595,5 +613,41 @@ pub enum NodeMsg {
     RingGone {
         /// The call.
         call: Text,
+    },
+    /// About `peer`'s media in the SFU room `room` (PROTOCOL.md §7), between
+    /// the peer's own node and the room's media node (see [`MediaMsg`]).
+    Media {
+        /// The room.
+        room: Text,
+        /// The peer.
+        peer: Text,
+        /// What happened.
+        what: MediaMsg,
+    },
+}
+
+/// The media of a peer whose node is not its SFU room's media node: the
+/// peer's node hands the media node what the single-node core would hand
+/// its own SFU (`MediaOutput`), and the media node's SFU answers the same
+/// way. The store keeps the order of one node's tells, so a signal never
+/// overtakes the join it follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaMsg {
+    /// Peer's node → media node: the peer entered the room.
+    Joined,
+    /// Peer's node → media node: the peer is out of the room for good.
+    Left,
+    /// Peer's node → media node: a checked `media` request's `data` (JSON
+    /// text).
+    Signal(Text),
+    /// Media node → peer's node: the SFU's `data` for a `media` frame.
+    Reply(Text),
+    /// Media node → peer's node: an `error` frame about the peer's media.
+    Error {
+        /// Its code.
+        code: ErrorCode,
+        /// Its message.
+        message: Text,
     },
 }

@@ -7,10 +7,11 @@
 //! it came from and the time, [`Store::poll`] gives the pushes in order,
 //! [`Store::handle_timeout`] declares nodes dead.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use switchboard_signal_proto::MediaKind;
 
 use super::{
     Command, Copy, NodeId, Push, ReqId, RoomEvent, SeatLimits, SeatOutcome, SessionRecord,
@@ -162,6 +163,10 @@ struct Room {
     private: Option<[Text; 2]>,
     /// When its first member was seated, for the admin API.
     created: Instant,
+    /// Its kind, set by the join that made it.
+    media: MediaKind,
+    /// An SFU room's media node (see `SeatOutcome::Seated`).
+    media_node: Option<NodeId>,
 }
 
 impl Room {
@@ -171,6 +176,8 @@ impl Room {
             listed: 0,
             private: None,
             created: now,
+            media: MediaKind::Mesh,
+            media_node: None,
         }
     }
 }
@@ -189,6 +196,8 @@ pub struct Store {
     rooms: HashMap<Text, Room>,
     /// Native sessions per user id.
     users: HashMap<Text, Vec<Text>>,
+    /// Nodes that said they have a media socket (a join with `relay`).
+    relays: HashSet<NodeId>,
     out: VecDeque<(NodeId, Push)>,
 }
 
@@ -210,6 +219,7 @@ impl Store {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             users: HashMap::new(),
+            relays: HashSet::new(),
             out: VecDeque::new(),
         }
     }
@@ -223,6 +233,14 @@ impl Store {
     #[must_use]
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The kind and media node of `room`, for tests.
+    #[must_use]
+    pub fn media_of(&self, room: &str) -> Option<(MediaKind, Option<NodeId>)> {
+        self.rooms
+            .get(room)
+            .map(|r| (r.media, r.media_node.clone()))
     }
 
     /// Members of `room` as `(peer, owner node)`, for tests.
@@ -343,8 +361,14 @@ impl Store {
                 meta,
                 limits,
                 private,
+                media,
+                relay,
             } => {
-                let outcome = self.join(now, from, &session, &room, meta, limits, private);
+                if relay {
+                    self.relays.insert(from.clone());
+                }
+                let ask = (media, relay);
+                let outcome = self.join(now, from, &session, &room, meta, limits, private, ask);
                 self.push(from, Push::JoinAnswer { req, outcome });
             }
             Command::Leave { session, room } => {
@@ -511,6 +535,7 @@ impl Store {
         meta: Option<Text>,
         limits: SeatLimits,
         private: Option<[Text; 2]>,
+        (media, relay): (MediaKind, bool),
     ) -> SeatOutcome {
         let Some(s) = self.sessions.get(session) else {
             return SeatOutcome::Forbidden;
@@ -519,6 +544,16 @@ impl Store {
             return SeatOutcome::Forbidden;
         }
         let peer = s.peer.clone();
+        let making = self.rooms.get(name).is_none_or(|r| r.members.is_empty());
+        // A call's room is a mesh room, whatever the node's default.
+        let media = if private.is_some() {
+            MediaKind::Mesh
+        } else {
+            media
+        };
+        if making && media == MediaKind::Sfu && !relay {
+            return SeatOutcome::NoRelay;
+        }
         let room = self
             .rooms
             .entry(name.clone())
@@ -543,6 +578,8 @@ impl Store {
                     .filter(|m| &m.session != session)
                     .map(|m| (m.peer.clone(), m.meta.clone()))
                     .collect(),
+                media: room.media,
+                media_node: room.media_node.clone(),
             }
         } else if (limits.max_peers != 0 && room.members.len() >= limits.max_peers)
             || (limits.max_listed != 0 && room.listed + cost > limits.max_listed)
@@ -554,6 +591,13 @@ impl Store {
                 .iter()
                 .map(|m| (m.peer.clone(), m.meta.clone()))
                 .collect();
+            if room.members.is_empty() {
+                // The join that makes the room decides its kind, and the
+                // media node of an SFU room is its node.
+                room.media = media;
+                room.media_node = (media == MediaKind::Sfu).then(|| from.clone());
+            }
+            let (media, media_node) = (room.media, room.media_node.clone());
             room.members.push(Member {
                 session: session.clone(),
                 peer: peer.clone(),
@@ -566,7 +610,11 @@ impl Store {
             }
             let event = RoomEvent::OtherJoined { peer, meta };
             self.route(from, name, None, None, event, &[]);
-            return SeatOutcome::Seated { peers };
+            return SeatOutcome::Seated {
+                peers,
+                media,
+                media_node,
+            };
         };
         if self.rooms.get(name).is_some_and(|r| r.members.is_empty()) {
             self.rooms.remove(name);
@@ -950,6 +998,8 @@ mod tests {
                 max_listed: 0,
             },
             private: None,
+            media: MediaKind::Mesh,
+            relay: false,
         }
     }
 
@@ -967,7 +1017,7 @@ mod tests {
         let pushes: Vec<_> = std::iter::from_fn(|| st.poll()).collect();
         assert!(matches!(
             &pushes[0],
-            (n, Push::JoinAnswer { req: 1, outcome: SeatOutcome::Seated { peers } }) if n == &a && peers.is_empty()
+            (n, Push::JoinAnswer { req: 1, outcome: SeatOutcome::Seated { peers, .. } }) if n == &a && peers.is_empty()
         ));
         assert!(matches!(
             &pushes[1],
@@ -975,7 +1025,7 @@ mod tests {
         ));
         assert!(matches!(
             &pushes[2],
-            (n, Push::JoinAnswer { req: 2, outcome: SeatOutcome::Seated { peers } }) if n == &b && peers.len() == 1
+            (n, Push::JoinAnswer { req: 2, outcome: SeatOutcome::Seated { peers, .. } }) if n == &b && peers.len() == 1
         ));
         assert!(matches!(
             &pushes[3],
@@ -987,6 +1037,45 @@ mod tests {
                 }
             )
         ));
+    }
+
+    #[test]
+    fn the_join_that_makes_a_room_names_its_kind_and_media_node() {
+        let t = Instant::now();
+        let (a, b) = (NodeId::new("a"), NodeId::new("b"));
+        let mut st = Store::new(StoreConfig::default());
+        st.handle(t, &a, Command::Register(rec("s1", "p1")));
+        st.handle(t, &b, Command::Register(rec("s2", "p2")));
+        let sfu = |req, session: &str, relay| {
+            let mut j = join(req, session, "r", 0);
+            if let Command::Join {
+                media, relay: r, ..
+            } = &mut j
+            {
+                *media = MediaKind::Sfu;
+                *r = relay;
+            }
+            j
+        };
+        // b without a media socket cannot make it; then both race, and
+        // the one applied first (a) is the media node for both.
+        st.handle(t, &b, sfu(1, "s2", false));
+        st.handle(t, &a, sfu(2, "s1", true));
+        st.handle(t, &b, sfu(3, "s2", true));
+        let answers: Vec<SeatOutcome> = std::iter::from_fn(|| st.poll())
+            .filter_map(|(_, p)| match p {
+                Push::JoinAnswer { outcome, .. } => Some(outcome),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers[0], SeatOutcome::NoRelay);
+        for o in &answers[1..] {
+            assert!(
+                matches!(o, SeatOutcome::Seated { media: MediaKind::Sfu, media_node: Some(n), .. } if n == &a),
+                "{o:?}"
+            );
+        }
+        assert_eq!(st.media_of("r"), Some((MediaKind::Sfu, Some(a))));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod admin;
 mod calls;
 mod faults;
+mod media;
 mod props;
 mod rooms;
 mod sim;

@@ -1,7 +1,7 @@
 //! Rooms, messages and acks across nodes.
 
 use serde_json::json;
-use switchboard_signal::{Config, MediaKind};
+use switchboard_signal::Config;
 
 use crate::sim::Sim;
 
@@ -142,62 +142,4 @@ fn a_classic_peer_shares_a_room_across_nodes() {
     assert_eq!(sim.clients[k].replies[2]["code"], "not_in_room");
     assert_eq!(sim.clients[k].replies[3], json!({"ok": true}));
     assert_eq!(sim.fresh_of(n, "bye").len(), 1);
-}
-
-/// SFU rooms across nodes are the next slice: a cluster makes none, and
-/// says so, rather than a mesh room nobody asked for.
-#[test]
-fn a_cluster_refuses_sfu_rooms_for_now() {
-    let mut sim = Sim::new(2, Config::default(), 1);
-    let a = sim.connect(0, Default::default());
-    let b = sim.connect(1, Default::default());
-    sim.send(
-        a,
-        json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
-    );
-    sim.settle();
-    let refused = sim.reply(a, 1);
-    assert_eq!(refused["code"], "bad_request", "{refused}");
-    assert!(
-        refused["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("single node")),
-        "{refused}"
-    );
-    // A join that asks nothing, or mesh, makes a mesh room and says so.
-    assert_eq!(sim.join(a, "r", 2)["media"], "mesh");
-    let jb = sim.join(b, "r", 1);
-    assert_eq!(
-        (&jb["type"], &jb["media"]),
-        (&json!("joined"), &json!("mesh"))
-    );
-    sim.send(
-        a,
-        json!({"type": "media", "room": "r", "data": {"kind": "offer", "sdp": "v=0"}, "id": 3}),
-    );
-    sim.settle();
-    assert_eq!(sim.reply(a, 3)["code"], "bad_request");
-
-    // With `rooms.media = "sfu"` every join that does not ask for mesh is
-    // refused: native and Socket.IO alike.
-    let config = Config {
-        default_media: MediaKind::Sfu,
-        ..Config::default()
-    };
-    let mut sim = Sim::new(2, config, 2);
-    let a = sim.connect(0, Default::default());
-    let refused = sim.join(a, "r", 1);
-    assert_eq!(refused["code"], "bad_request", "{refused}");
-    sim.send(
-        a,
-        json!({"type": "join", "room": "r", "media": "mesh", "id": 2}),
-    );
-    sim.settle();
-    assert_eq!(sim.reply(a, 2)["media"], "mesh");
-    let c = sim.classic(1);
-    sim.emit(c, "join", &[json!("q")], true);
-    sim.settle();
-    let replies = &sim.clients[c].replies;
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    assert_eq!(replies[0]["code"], "bad_request", "{replies:?}");
 }

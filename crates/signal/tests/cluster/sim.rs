@@ -15,7 +15,7 @@ use switchboard_signal::cluster::store::{Store, StoreConfig};
 use switchboard_signal::cluster::{Command, NodeId, Push};
 use switchboard_signal::{
     AdminAnswer, AdminError, AdminId, AdminReply, AdminRequest, ClassicEvent, ClusterConfig,
-    Config, ConnId, Disconnect, Face, IceServer, Identity, Output, SignalCore,
+    Config, ConnId, Disconnect, Face, IceServer, Identity, MediaOutput, Output, SignalCore,
 };
 
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +46,8 @@ pub struct SimNode {
     /// The store's answers to `Persist` (Redis: the command connection's
     /// replies, a stream apart from the pushes).
     answers: VecDeque<(Instant, bool)>,
+    /// What the core handed its SFU, in order (see `Sim::media`).
+    pub media: Vec<MediaOutput>,
 }
 
 /// A client of the harness: a session as its owner sees it.
@@ -132,6 +134,7 @@ impl Sim {
                 to_store: VecDeque::new(),
                 from_store: VecDeque::new(),
                 answers: VecDeque::new(),
+                media: Vec::new(),
             });
             sim.pump(i);
         }
@@ -373,7 +376,7 @@ impl Sim {
                         self.clients[c].conn = None;
                     }
                 }
-                Output::Media(m) => panic!("SFU rooms need a single node for now: {m:?}"),
+                Output::Media(m) => self.nodes[node].media.push(m),
                 Output::Backplane(cmd) => {
                     if self.nodes[node].alive && !self.nodes[node].cut {
                         let d = self.delay();
@@ -567,5 +570,39 @@ impl Sim {
 
     pub fn peer(&self, c: usize) -> String {
         self.clients[c].peer.clone()
+    }
+
+    /// Whether `node` has a media socket (may make SFU rooms).
+    pub fn relay(&mut self, node: usize, on: bool) {
+        self.nodes[node].core.set_media_relay(on);
+    }
+
+    /// What `node`'s core handed its SFU since the last call.
+    pub fn media(&mut self, node: usize) -> Vec<MediaOutput> {
+        std::mem::take(&mut self.nodes[node].media)
+    }
+
+    /// `node`'s SFU answers `peer` in `room` with `data` (what the shell's
+    /// driver does with the SFU's signals).
+    pub fn sfu_says(&mut self, node: usize, room: &str, peer: &str, data: Value) -> bool {
+        let raw = serde_json::value::to_raw_value(&data).expect("json");
+        let now = self.now;
+        let sent = self.nodes[node].core.send_media(now, room, peer, &raw);
+        self.pump(node);
+        sent
+    }
+
+    /// `node`'s SFU reports an error about `peer`'s media in `room`.
+    pub fn sfu_error(&mut self, node: usize, room: &str, peer: &str, message: &str) -> bool {
+        let now = self.now;
+        let sent = self.nodes[node].core.media_error(
+            now,
+            room,
+            peer,
+            switchboard_signal::ErrorCode::BadRequest,
+            message,
+        );
+        self.pump(node);
+        sent
     }
 }

@@ -23,7 +23,7 @@ fn joined(room: &str, peer: &str, conn: ConnId) -> MediaOutput {
     MediaOutput::Joined {
         room: room.into(),
         peer: peer.into(),
-        conn,
+        conn: Some(conn),
     }
 }
 

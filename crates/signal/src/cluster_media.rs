@@ -1,0 +1,262 @@
+//! SFU rooms in a cluster (PROTOCOL.md §7, docs/scaling.md "SFU rooms and
+//! the cluster"): a room's media lives on one node, its *media node*, which
+//! the store names when the room is made. A peer signals through its own
+//! node; when that is not the media node, what the single-node core hands
+//! its SFU ([`MediaOutput`]) crosses the backplane as a
+//! [`NodeMsg::Media`], and the media node's SFU answers the same way. The
+//! media node's SDP carries its own candidates, so the media itself goes
+//! straight from each client to the media node.
+
+use std::time::Instant;
+
+use switchboard_signal_proto::ErrorCode;
+
+use crate::cluster::{Command, MediaMsg, NodeId, NodeMsg, Text};
+use crate::clustered::{json_text, unavailable};
+use crate::media::MediaOutput;
+use crate::{Output, Refusal, SignalCore};
+
+/// Where a room's media is relayed, as this node knows it.
+enum Route {
+    /// By this node's SFU.
+    Here,
+    /// By another node's.
+    There(NodeId),
+    /// Nowhere: its media node died and no member's node could take it.
+    Nowhere,
+}
+
+fn no_media_node() -> Refusal {
+    Refusal::new(
+        ErrorCode::Unavailable,
+        "media node lost: no node of this room's members relays media",
+    )
+}
+
+impl SignalCore {
+    /// Whether this node has a media socket (`media.listen` bound): only
+    /// then may a join through it make an SFU room, whose media node it
+    /// becomes. Call it before the node serves clients; a clustered core
+    /// starts without one.
+    pub fn set_media_relay(&mut self, on: bool) {
+        if let Some(c) = &mut self.cluster {
+            c.relay = on;
+        }
+    }
+
+    /// Notes the media node the store gave for the SFU room `room`.
+    pub(crate) fn media_node_is(&mut self, room: &Text, node: Option<NodeId>) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        if node.as_ref() == Some(&c.node) {
+            c.media_nodes.remove(room);
+        } else {
+            c.media_nodes.insert(room.clone(), node);
+        }
+    }
+
+    fn media_route(&self, room: &str) -> Route {
+        match self.cluster.as_ref().and_then(|c| c.media_nodes.get(room)) {
+            None => Route::Here,
+            Some(Some(node)) => Route::There(node.clone()),
+            Some(None) => Route::Nowhere,
+        }
+    }
+
+    /// Hands `out` to the room's SFU: this node's (as [`Output::Media`]),
+    /// or the media node's over the backplane. A `media` request that
+    /// cannot go is refused; a join or leave that cannot is the media
+    /// node's loss to notice (its node-death handling, or an error frame
+    /// here for a join).
+    pub(crate) fn media_out(&mut self, out: MediaOutput) -> Result<(), Refusal> {
+        let (room, peer) = match &out {
+            MediaOutput::Joined { room, peer, .. }
+            | MediaOutput::Left { room, peer }
+            | MediaOutput::Signal { room, peer, .. } => (room.clone(), peer.clone()),
+        };
+        let node = match self.media_route(&room) {
+            Route::Here => {
+                self.outbox.push(Output::Media(out));
+                return Ok(());
+            }
+            Route::There(node) => node,
+            Route::Nowhere => {
+                return match out {
+                    MediaOutput::Left { .. } => Ok(()),
+                    MediaOutput::Joined { .. } => {
+                        let e = no_media_node();
+                        self.media_error_here(&room, &peer, e.code, &e.message);
+                        Ok(())
+                    }
+                    MediaOutput::Signal { .. } => Err(no_media_node()),
+                };
+            }
+        };
+        let what = match out {
+            MediaOutput::Joined { .. } => MediaMsg::Joined,
+            MediaOutput::Left { .. } => MediaMsg::Left,
+            MediaOutput::Signal { data, .. } => {
+                if self.cluster_down() {
+                    return Err(unavailable());
+                }
+                MediaMsg::Signal(Text::from(data.get()))
+            }
+        };
+        if matches!(what, MediaMsg::Left)
+            && self.rooms.find(&room).is_none()
+            && let Some(c) = &mut self.cluster
+        {
+            c.media_nodes.remove(room.as_str());
+        }
+        self.command(Command::Tell {
+            to: node,
+            msg: NodeMsg::Media {
+                room: room.into(),
+                peer: peer.into(),
+                what,
+            },
+        });
+        Ok(())
+    }
+
+    /// The SFU here answers a peer that signals through another node:
+    /// `what` goes to that node. False when no such remote peer is known.
+    pub(crate) fn media_to_remote(&mut self, room: &str, peer: &str, what: MediaMsg) -> bool {
+        let key = (Text::from(room), Text::from(peer));
+        let Some(node) = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.remote_media.get(&key))
+            .cloned()
+        else {
+            return false;
+        };
+        let (room, peer) = key;
+        self.command(Command::Tell {
+            to: node,
+            msg: NodeMsg::Media { room, peer, what },
+        });
+        true
+    }
+
+    /// A [`NodeMsg::Media`] from `from`.
+    pub(crate) fn media_told(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        room: Text,
+        peer: Text,
+        what: MediaMsg,
+    ) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        let key = (room, peer);
+        let theirs = c.remote_media.get(&key) == Some(&from);
+        // Answers are taken only from the room's media node as this node
+        // knows it: a late one from a node that lost the room is dropped.
+        let from_media_node = c.media_nodes.get(&key.0) == Some(&Some(from.clone()));
+        let (room, peer) = (key.0.to_string(), key.1.to_string());
+        match what {
+            MediaMsg::Joined => {
+                // Known already (a rejoin through another node whose leave
+                // went another way): the old SFU session is over.
+                if c.remote_media.insert(key, from).is_some() {
+                    self.outbox.push(Output::Media(MediaOutput::Left {
+                        room: room.clone(),
+                        peer: peer.clone(),
+                    }));
+                }
+                self.outbox.push(Output::Media(MediaOutput::Joined {
+                    room,
+                    peer,
+                    conn: None,
+                }));
+            }
+            MediaMsg::Left if theirs => {
+                c.remote_media.remove(&key);
+                self.outbox
+                    .push(Output::Media(MediaOutput::Left { room, peer }));
+            }
+            MediaMsg::Signal(data) if theirs => {
+                // The peer's node checked it; the backplane is not trusted
+                // to keep it JSON.
+                if let Some(data) = json_text(&data) {
+                    self.outbox
+                        .push(Output::Media(MediaOutput::Signal { room, peer, data }));
+                }
+            }
+            MediaMsg::Reply(data) if from_media_node => {
+                if let Some(data) = json_text(&data) {
+                    self.send_media_here(now, &room, &peer, &data);
+                }
+            }
+            MediaMsg::Error { code, message } if from_media_node => {
+                self.media_error_here(&room, &peer, code, &message);
+            }
+            _ => {}
+        }
+    }
+
+    /// `node` died: the SFU here drops the peers it signaled for (their
+    /// sessions move to other nodes without their media), and the local
+    /// members of rooms whose media it relayed hear that it is lost.
+    pub(crate) fn media_node_died(&mut self, node: &NodeId) {
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        let mut gone: Vec<(Text, Text)> = c
+            .remote_media
+            .iter()
+            .filter(|(_, n)| *n == node)
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.sort();
+        for key in &gone {
+            c.remote_media.remove(key);
+        }
+        let mut lost: Vec<Text> = c
+            .media_nodes
+            .iter_mut()
+            .filter(|(_, n)| n.as_ref() == Some(node))
+            .map(|(room, n)| {
+                *n = None;
+                room.clone()
+            })
+            .collect();
+        lost.sort();
+        for (room, peer) in gone {
+            self.outbox.push(Output::Media(MediaOutput::Left {
+                room: room.to_string(),
+                peer: peer.to_string(),
+            }));
+        }
+        for room in lost {
+            self.media_lost(&room);
+        }
+    }
+
+    /// Every local media peer of `room` gets `error` `unavailable` ("media
+    /// node lost"): its RTCPeerConnection is dead, and the client makes a
+    /// new one and offers again.
+    fn media_lost(&mut self, room: &Text) {
+        let Some(rid) = self.rooms.find(room) else {
+            return;
+        };
+        let peers: Vec<String> = self
+            .rooms
+            .get(rid)
+            .map(|r| {
+                r.members
+                    .iter()
+                    .filter(|m| self.rooms.is_media_peer(rid, m.sid))
+                    .filter_map(|m| self.sessions.get(&m.sid).map(|s| s.peer.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for peer in peers {
+            self.media_error_here(room, &peer, ErrorCode::Unavailable, "media node lost");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! SFU rooms across nodes (PROTOCOL.md §7, docs/scaling.md "SFU rooms and
+//! the cluster"): the store names one media node per room, and the peers
+//! of the other nodes reach its SFU over the backplane.
+
+use serde_json::json;
+use switchboard_signal::{Config, MediaKind, MediaOutput};
+
+use crate::sim::Sim;
+
+fn peers_joined(out: &[MediaOutput]) -> Vec<(String, bool)> {
+    let mut v: Vec<(String, bool)> = out
+        .iter()
+        .filter_map(|m| match m {
+            MediaOutput::Joined { peer, conn, .. } => Some((peer.clone(), conn.is_some())),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_nodes_racing_to_make_an_sfu_room_get_one_media_node() {
+    for seed in 1..=6 {
+        let mut sim = Sim::new(3, Config::default(), seed);
+        sim.relay(0, true);
+        sim.relay(1, true);
+        let a = sim.connect(0, Default::default());
+        let b = sim.connect(1, Default::default());
+        let c = sim.connect(2, Default::default());
+        // a and b ask at the same moment; the bus delays decide.
+        for x in [a, b] {
+            sim.send(
+                x,
+                json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
+            );
+        }
+        sim.settle();
+        for x in [a, b] {
+            let j = sim.reply(x, 1);
+            assert_eq!((&j["type"], &j["media"]), (&json!("joined"), &json!("sfu")));
+        }
+        let (kind, node) = sim.store.media_of("r").expect("the room");
+        assert_eq!(kind, MediaKind::Sfu);
+        let m = match node.as_ref().map(|n| &*n.0) {
+            Some("n0") => 0,
+            Some("n1") => 1,
+            other => panic!("seed {seed}: media node {other:?}"),
+        };
+        // c's node has no media socket: it joins, without asking, the
+        // room's kind.
+        let jc = sim.join(c, "r", 1);
+        assert_eq!(jc["media"], "sfu", "{jc}");
+        sim.settle();
+        // Only the media node's SFU hears of the peers: its own with a
+        // connection, the others' without.
+        let want = {
+            let mut w = vec![
+                (sim.peer(a), m == 0),
+                (sim.peer(b), m == 1),
+                (sim.peer(c), false),
+            ];
+            w.sort();
+            w
+        };
+        assert_eq!(peers_joined(&sim.media(m)), want, "seed {seed}");
+        assert!(sim.media(1 - m).is_empty() && sim.media(2).is_empty());
+
+        // c's offer reaches the media node's SFU as a local one would.
+        let pc = sim.peer(c);
+        let offer = json!({"kind": "offer", "sdp": "v=0\r\n"});
+        sim.send(
+            c,
+            json!({"type": "media", "room": "r", "data": offer, "id": 2}),
+        );
+        sim.settle();
+        let got = sim.media(m);
+        assert_eq!(got.len(), 1, "{got:?}");
+        match &got[0] {
+            MediaOutput::Signal { room, peer, data } => {
+                assert_eq!((room.as_str(), peer.as_str()), ("r", pc.as_str()));
+                assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(data.get()).ok(),
+                    Some(offer)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Its answer comes back as a sequenced `media` frame on c's node,
+        // and so does an error.
+        let answer = json!({"kind": "answer", "sdp": "v=1\r\n"});
+        assert!(sim.sfu_says(m, "r", &pc, answer.clone()));
+        assert!(sim.sfu_error(m, "r", &pc, "media: bad SDP"));
+        assert!(!sim.sfu_says(m, "r", "nobody", answer.clone()));
+        sim.settle();
+        let fresh = sim.fresh(c);
+        let media: Vec<_> = fresh.iter().filter(|v| v["type"] == "media").collect();
+        assert_eq!(media.len(), 1, "{fresh:?}");
+        assert_eq!(media[0]["data"], answer);
+        assert_eq!(media[0]["room"], "r");
+        assert!(media[0]["seq"].is_u64());
+        let errors: Vec<_> = fresh.iter().filter(|v| v["type"] == "error").collect();
+        assert_eq!(errors.len(), 1, "{fresh:?}");
+        assert_eq!(
+            (&errors[0]["code"], &errors[0]["room"]),
+            (&json!("bad_request"), &json!("r"))
+        );
+        // c leaves: the media node's SFU lets it go.
+        sim.send(c, json!({"type": "leave", "room": "r", "id": 3}));
+        sim.settle();
+        assert_eq!(
+            sim.media(m),
+            vec![MediaOutput::Left {
+                room: "r".into(),
+                peer: pc.clone()
+            }]
+        );
+        // A signal for a peer that left goes nowhere.
+        assert!(!sim.sfu_says(m, "r", &pc, answer));
+    }
+}
+
+#[test]
+fn a_node_without_a_media_socket_makes_no_sfu_room() {
+    let mut sim = Sim::new(2, Config::default(), 3);
+    sim.relay(0, true);
+    let a = sim.connect(0, Default::default());
+    let b = sim.connect(1, Default::default());
+    sim.send(
+        b,
+        json!({"type": "join", "room": "s", "media": "sfu", "id": 1}),
+    );
+    sim.settle();
+    let refused = sim.reply(b, 1);
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("media")),
+        "{refused}"
+    );
+    assert_eq!(sim.store.media_of("s"), None);
+    // A mesh room is fine, and a's node makes the SFU room b then joins.
+    assert_eq!(sim.join(b, "m", 2)["media"], "mesh");
+    sim.send(
+        a,
+        json!({"type": "join", "room": "s", "media": "sfu", "id": 1}),
+    );
+    sim.settle();
+    assert_eq!(sim.reply(a, 1)["media"], "sfu");
+    assert_eq!(sim.join(b, "s", 3)["media"], "sfu");
+    // `media` outside an SFU room is still refused.
+    sim.send(
+        b,
+        json!({"type": "media", "room": "m", "data": {"kind": "offer", "sdp": "v=0"}, "id": 4}),
+    );
+    sim.settle();
+    assert_eq!(sim.reply(b, 4)["code"], "bad_request");
+
+    // With `rooms.media = "sfu"` a join that asks nothing makes an SFU
+    // room where it can, and asks for mesh to get one.
+    let config = Config {
+        default_media: MediaKind::Sfu,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(2, config, 4);
+    sim.relay(0, true);
+    let a = sim.connect(0, Default::default());
+    let b = sim.connect(1, Default::default());
+    assert_eq!(sim.join(a, "r", 1)["media"], "sfu");
+    assert_eq!(sim.join(b, "q", 1)["code"], "unavailable");
+    sim.send(
+        b,
+        json!({"type": "join", "room": "q", "media": "mesh", "id": 2}),
+    );
+    sim.settle();
+    assert_eq!(sim.reply(b, 2)["media"], "mesh");
+}
