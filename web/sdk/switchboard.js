@@ -1061,7 +1061,9 @@ export class SfuLink extends Emitter {
  * `room.link` (an SfuLink) with the server, the others are `SfuPeer`s whose tracks arrive
  * over it, `server_state` ({state}) follows that connection, `track_removed` ({peer,
  * track, stream}) says the server took a track away, and `media_error` (the `error` frame)
- * that the server ended our media (a rejoin starts it again).
+ * that the server ended our media (a rejoin starts it again). In a cluster, `media_moved`
+ * says the room's media node died and the room made a new connection with the node that
+ * took its media over (the others' streams come again, as `track` events).
  */
 export class Mesh extends Emitter {
   /** @param {SignalingClient} client @param {string} room @param {MeshOptions} options */
@@ -1110,8 +1112,14 @@ export class Mesh extends Emitter {
       c.on('message', (f) => mine(f) && this._onMessage(f)),
       c.on('media', (f) => mine(f) && this.link?.handleSignal(f.data)),
       // The server's word that our media with it failed (SDP it refused, a session that
-      // died): the room stays joined, the call needs a rejoin to get media again.
-      c.on('error', (f) => mine(f) && this.media === 'sfu' && f.code !== 'kicked' && this.emit('media_error', f)),
+      // died): the room stays joined, the call needs a rejoin to get media again. In a
+      // cluster, "media node lost" means the node relaying the room died and another took
+      // the room: a new connection (the old one's DTLS cannot move) lands on it.
+      c.on('error', (f) => {
+        if (!mine(f) || this.media !== 'sfu' || f.code === 'kicked') return;
+        if (f.code === 'unavailable' && f.message === 'media node lost' && this.link) this._relink();
+        else this.emit('media_error', f);
+      }),
       c.on('full', (f) => mine(f) && this.emit('full', f)),
       c.on('welcome', (f) => {
         // A fresh session has a fresh peer id: every old connection is unusable.
@@ -1175,6 +1183,26 @@ export class Mesh extends Emitter {
     const link = this.link;
     this.link = null;
     link?.close();
+  }
+
+  /**
+   * The room's media moved to another server node (PROTOCOL.md §7, docs/scaling.md): the
+   * others' tracks of the old connection are gone, and a new connection offers again.
+   * Emits `media_moved`.
+   */
+  _relink() {
+    this._closeLink();
+    for (const p of this.peers.values()) {
+      if (!(p instanceof SfuPeer)) continue;
+      for (const stream of [...p.streams.values()]) {
+        p.streams.delete(stream.id);
+        p.emit('stream_removed', { stream });
+        this.emit('stream_removed', { peer: p, stream });
+      }
+    }
+    this.link = new SfuLink(this);
+    this.link.start();
+    this.emit('media_moved', {});
   }
 
   /**

@@ -37,6 +37,8 @@ local K_ROOMS = P .. ':rooms'
 -- set by the first resync, from the node's random candidate; a Redis
 -- restarted empty gets a new one.
 local K_GEN = P .. ':gen'
+-- set: nodes that said they have a media socket (a join with `relay`)
+local K_RELAY = P .. ':relay'
 -- hash: a session: token, peer, user, face, owner, seq, bytes, epoch,
 -- base (absent when None), n (its kept frames' count: LLEN without a call;
 -- absent in a store written by an older script, then LLEN it is)
@@ -50,6 +52,8 @@ local function kr(r) return P .. ':r:' .. r end -- list: a room's members
 -- m:S (meta), j:S (joined, ms)
 local function kri(r) return P .. ':ri:' .. r end
 local function ku(u) return P .. ':u:' .. u end -- list: a user's native sessions
+-- zset, scores 0: the SFU rooms a node is the media node of, in byte order
+local function kmr(nd) return P .. ':mr:' .. nd end
 
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -308,6 +312,8 @@ local function unseat(from, s, room)
   local listed = (tonumber(h[3]) or 0) - listed_cost(h[2])
   if listed < 0 then listed = 0 end
   if redis.call('LLEN', kr(room)) == 0 then
+    local mn = redis.call('HGET', kri(room), 'mn')
+    if mn then redis.call('ZREM', kmr(mn), room) end
     redis.call('DEL', kri(room))
     redis.call('ZREM', K_ROOMS, room)
   else
@@ -400,6 +406,7 @@ local function join(from, s, room, meta, max_peers, max_listed, private, media, 
     -- node is its node.
     if #members == 0 and media == 's' then
       redis.call('HSET', kri(room), 'k', 's', 'mn', from)
+      redis.call('ZADD', kmr(from), 0, room)
     end
     redis.call('RPUSH', ksr(s), room)
     route(from, room, nil, nil, peer, a('J') .. a(peer) .. o(meta))
@@ -633,6 +640,39 @@ local function kick(req, room, peer)
   push(NODE, a('Z') .. a(req) .. n(count))
 end
 
+-- Store::move_media: the SFU rooms whose media node was `dead` get the
+-- node of their first member (join order) on a live node with a media
+-- socket, or none; every live node with members hears of it. The live
+-- set is read afresh: a sweep changes it as it goes.
+local function move_media(dead)
+  for _, room in ipairs(redis.call('ZRANGE', kmr(dead), 0, -1)) do
+    local nodes, seen = {}, {}
+    for _, m in ipairs(redis.call('LRANGE', kr(room), 0, -1)) do
+      local ow = owner(m)
+      if ow and not seen[ow] then
+        seen[ow] = true
+        if redis.call('ZSCORE', K_LIVE, ow) then nodes[#nodes + 1] = ow end
+      end
+    end
+    local new = nil
+    for _, nd in ipairs(nodes) do
+      if redis.call('SISMEMBER', K_RELAY, nd) == 1 then
+        new = nd
+        break
+      end
+    end
+    redis.call('ZREM', kmr(dead), room)
+    if new then
+      redis.call('HSET', kri(room), 'mn', new)
+      redis.call('ZADD', kmr(new), 0, room)
+    else
+      redis.call('HDEL', kri(room), 'mn')
+    end
+    local payload = a('W') .. a(room) .. o(new)
+    for _, nd in ipairs(nodes) do send(nd, payload) end
+  end
+end
+
 -- Store::handle_timeout.
 local function sweep()
   for _, nd in ipairs(redis.call('ZRANGE', K_LIVE, 0, -1)) do
@@ -643,6 +683,7 @@ local function sweep()
       redis.call('HSET', K_DEAD, nd, '0')
       local payload = a('N') .. a(nd)
       for _, other in ipairs(redis.call('ZRANGE', K_LIVE, 0, -1)) do send(other, payload) end
+      move_media(nd)
     end
   end
 end
@@ -660,6 +701,7 @@ local function apply(op)
     local private = nil
     if nnum() == 2 then private = { nx(), nx() } end
     local media, relay = nx(), nx() == '1'
+    if relay then redis.call('SADD', K_RELAY, NODE) end
     local outcome = join(NODE, s, room, meta, max_peers, max_listed, private, media, relay)
     push(NODE, a('J') .. a(req) .. outcome)
   elseif op == 'leave' then

@@ -114,6 +114,70 @@ async fn the_first_join_decides_the_kind_and_the_media_node() {
     assert_eq!(kind(a[3].1), Some((MediaKind::Sfu, Some(NodeId::new("a")))));
 }
 
+/// The media node dies: each of its SFU rooms gets the node of its first
+/// remaining member that has a media socket, or none; the members' nodes
+/// hear of it right after the death.
+#[tokio::test]
+async fn a_dead_media_nodes_rooms_move_to_a_members_node() {
+    let cfg = StoreConfig {
+        node_timeout: Duration::from_millis(1500),
+        ..StoreConfig::default()
+    };
+    let mut c = Cluster::new(cfg, &["a", "b", "c"]).await;
+    for (node, s, p) in [
+        ("a", "s1", "p1"),
+        ("b", "s2", "p2"),
+        ("c", "s3", "p3"),
+        ("a", "s5", "p5"),
+        ("c", "s6", "p6"),
+        ("c", "s7", "p7"),
+    ] {
+        c.cmd(node, Command::Register(rec(s, p, None))).await;
+    }
+    c.cmd("a", sfu_join(1, "s1", "r", true)).await;
+    c.cmd("c", sfu_join(2, "s3", "r", false)).await;
+    c.cmd("b", sfu_join(3, "s2", "r", true)).await;
+    c.cmd("a", sfu_join(4, "s5", "q", true)).await;
+    c.cmd("c", sfu_join(5, "s6", "q", false)).await;
+    c.check().await;
+
+    tokio::time::sleep(cfg.node_timeout + Duration::from_millis(100)).await;
+    c.t += cfg.node_timeout;
+    c.cmd("b", Command::Heartbeat).await;
+    c.cmd("c", Command::Heartbeat).await;
+    c.sweep("c").await;
+    // Later joins get the new media node with their seat.
+    c.cmd("c", sfu_join(6, "s7", "r", false)).await;
+    let got = c.check().await;
+    let moved = |node: &str| -> Vec<Push> {
+        got[&NodeId::new(node)]
+            .iter()
+            .filter(|p| matches!(p, Push::MediaNode { .. }))
+            .cloned()
+            .collect()
+    };
+    let to_b = Push::MediaNode {
+        room: "r".into(),
+        node: Some(NodeId::new("b")),
+    };
+    assert_eq!(moved("b"), vec![to_b.clone()]);
+    assert_eq!(
+        moved("c"),
+        vec![
+            Push::MediaNode {
+                room: "q".into(),
+                node: None,
+            },
+            to_b,
+        ]
+    );
+    let cn = outcomes(&got[&NodeId::new("c")]);
+    assert!(
+        matches!(cn.last(), Some((6, SeatOutcome::Seated { media_node: Some(n), .. })) if &*n.0 == "b"),
+        "{cn:?}"
+    );
+}
+
 #[tokio::test]
 async fn seats_capacity_and_private_rooms() {
     let mut c = Cluster::new(StoreConfig::default(), &["a", "b", "c"]).await;

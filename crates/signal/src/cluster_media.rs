@@ -200,8 +200,9 @@ impl SignalCore {
     }
 
     /// `node` died: the SFU here drops the peers it signaled for (their
-    /// sessions move to other nodes without their media), and the local
-    /// members of rooms whose media it relayed hear that it is lost.
+    /// sessions move to other nodes without their media). Rooms whose
+    /// media it relayed have none until the store names another
+    /// ([`Push::MediaNode`](crate::cluster::Push::MediaNode), right after).
     pub(crate) fn media_node_died(&mut self, node: &NodeId) {
         let Some(c) = &mut self.cluster else {
             return;
@@ -216,47 +217,57 @@ impl SignalCore {
         for key in &gone {
             c.remote_media.remove(key);
         }
-        let mut lost: Vec<Text> = c
-            .media_nodes
-            .iter_mut()
-            .filter(|(_, n)| n.as_ref() == Some(node))
-            .map(|(room, n)| {
+        for n in c.media_nodes.values_mut() {
+            if n.as_ref() == Some(node) {
                 *n = None;
-                room.clone()
-            })
-            .collect();
-        lost.sort();
+            }
+        }
         for (room, peer) in gone {
             self.outbox.push(Output::Media(MediaOutput::Left {
                 room: room.to_string(),
                 peer: peer.to_string(),
             }));
         }
-        for room in lost {
-            self.media_lost(&room);
-        }
     }
 
-    /// Every local media peer of `room` gets `error` `unavailable` ("media
-    /// node lost"): its RTCPeerConnection is dead, and the client makes a
-    /// new one and offers again.
-    fn media_lost(&mut self, room: &Text) {
+    /// The store named `node` the media node of `room`, its old one dead:
+    /// every local media peer gets `error` `unavailable` ("media node
+    /// lost"), its RTCPeerConnection being dead, and is handed to the new
+    /// node's SFU, where the client's new connection's offer lands.
+    pub(crate) fn media_moved(&mut self, room: &Text, node: Option<NodeId>) {
         let Some(rid) = self.rooms.find(room) else {
             return;
         };
-        let peers: Vec<String> = self
+        let found = node.is_some();
+        self.media_node_is(room, node);
+        let peers: Vec<(String, Option<crate::ConnId>)> = self
             .rooms
             .get(rid)
             .map(|r| {
                 r.members
                     .iter()
                     .filter(|m| self.rooms.is_media_peer(rid, m.sid))
-                    .filter_map(|m| self.sessions.get(&m.sid).map(|s| s.peer.to_string()))
+                    .filter_map(|m| {
+                        let s = self.sessions.get(&m.sid)?;
+                        Some((s.peer.to_string(), s.conn))
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        for peer in peers {
-            self.media_error_here(room, &peer, ErrorCode::Unavailable, "media node lost");
+        for (peer, conn) in peers {
+            let message = if found {
+                "media node lost"
+            } else {
+                "media node lost: no node of this room's members relays media"
+            };
+            self.media_error_here(room, &peer, ErrorCode::Unavailable, message);
+            if found {
+                let _ = self.media_out(MediaOutput::Joined {
+                    room: room.to_string(),
+                    peer,
+                    conn,
+                });
+            }
         }
     }
 }

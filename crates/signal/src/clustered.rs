@@ -467,6 +467,7 @@ impl SignalCore {
                 }
             }
             Push::NodeDied { node } => self.node_died(now, &node),
+            Push::MediaNode { room, node } => self.media_moved(&room, node),
             Push::Ring {
                 from,
                 req,

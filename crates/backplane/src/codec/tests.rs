@@ -168,6 +168,14 @@ fn samples() -> Vec<Push> {
                 },
             },
         },
+        Push::MediaNode {
+            room: "r".into(),
+            node: Some(NodeId::new("b")),
+        },
+        Push::MediaNode {
+            room: "r".into(),
+            node: None,
+        },
         Push::Resynced {
             lost: vec!["s".into()],
             generation: u64::MAX,

@@ -492,6 +492,17 @@ pub enum Push {
         /// The node.
         node: NodeId,
     },
+    /// The media node of the SFU room `room` died: the store named `node`
+    /// instead (the node of the first remaining member, in join order, that
+    /// has a media socket; `None` when no member's has). Sent, right after
+    /// the [`Push::NodeDied`], to every live node with members in the
+    /// room: their media peers make a new connection, with the new node.
+    MediaNode {
+        /// The room.
+        room: Text,
+        /// Its new media node.
+        node: Option<NodeId>,
+    },
     /// A call for `user`'s sessions on this node (but `except`).
     Ring {
         /// The caller's node, which waits for a [`Command::Report`].

@@ -287,6 +287,44 @@ impl Store {
                 self.out
                     .push_back((other, Push::NodeDied { node: node.clone() }));
             }
+            self.move_media(&node);
+        }
+    }
+
+    /// The SFU rooms whose media node was `dead` get another: the node of
+    /// the first member (join order) on a live node with a media socket,
+    /// else none. Every live node with members hears of it.
+    fn move_media(&mut self, dead: &NodeId) {
+        let mut names: Vec<Text> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.media_node.as_ref() == Some(dead))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        for name in names {
+            let mut nodes: Vec<NodeId> = Vec::new();
+            for m in self.rooms.get(&name).map_or(&[][..], |r| &r.members[..]) {
+                if let Some(s) = self.sessions.get(&m.session)
+                    && self.is_alive(&s.owner)
+                    && !nodes.contains(&s.owner)
+                {
+                    nodes.push(s.owner.clone());
+                }
+            }
+            let node = nodes.iter().find(|n| self.relays.contains(*n)).cloned();
+            if let Some(r) = self.rooms.get_mut(&name) {
+                r.media_node.clone_from(&node);
+            }
+            for n in nodes {
+                self.out.push_back((
+                    n,
+                    Push::MediaNode {
+                        room: name.clone(),
+                        node: node.clone(),
+                    },
+                ));
+            }
         }
     }
 

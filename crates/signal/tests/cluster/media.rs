@@ -176,3 +176,79 @@ fn a_node_without_a_media_socket_makes_no_sfu_room() {
     sim.settle();
     assert_eq!(sim.reply(b, 2)["media"], "mesh");
 }
+
+/// The media node dies: signaling goes on, the store names the node of the
+/// first remaining member that has a media socket, every member hears
+/// "media node lost", and its next offer lands on the new media node.
+#[test]
+fn when_the_media_node_dies_the_room_moves_to_a_members_node() {
+    let mut sim = Sim::new(3, Config::default(), 5);
+    sim.relay(0, true);
+    sim.relay(1, true);
+    let a = sim.connect(0, Default::default());
+    let c = sim.connect(2, Default::default());
+    let b = sim.connect(1, Default::default());
+    sim.send(
+        a,
+        json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
+    );
+    sim.settle();
+    assert_eq!(sim.reply(a, 1)["media"], "sfu");
+    // c (no media socket) before b: b's node is still the first that can.
+    assert_eq!(sim.join(c, "r", 1)["media"], "sfu");
+    assert_eq!(sim.join(b, "r", 1)["media"], "sfu");
+    sim.settle();
+    assert_eq!(peers_joined(&sim.media(0)).len(), 3);
+    let (pb, pc) = (sim.peer(b), sim.peer(c));
+    sim.fresh(b);
+    sim.fresh(c);
+
+    sim.kill(0);
+    sim.run(crate::sim::NODE_TIMEOUT + std::time::Duration::from_secs(2));
+    let (_, node) = sim.store.media_of("r").expect("the room lives on");
+    assert_eq!(node.as_ref().map(|n| &*n.0), Some("n1"));
+    for x in [b, c] {
+        let fresh = sim.fresh(x);
+        let errors: Vec<_> = fresh.iter().filter(|v| v["type"] == "error").collect();
+        assert_eq!(errors.len(), 1, "{fresh:?}");
+        assert_eq!(errors[0]["code"], "unavailable");
+        assert_eq!(errors[0]["room"], "r");
+        assert_eq!(errors[0]["message"], "media node lost");
+        // Nobody left the room: a's `bye` comes only when its session ends.
+        assert!(fresh.iter().all(|v| v["type"] != "left"), "{fresh:?}");
+    }
+    // The new media node's SFU has both, ready for their new offers.
+    assert_eq!(peers_joined(&sim.media(1)), {
+        let mut w = vec![(pb.clone(), true), (pc.clone(), false)];
+        w.sort();
+        w
+    });
+    assert!(sim.media(2).is_empty());
+    sim.send(
+        c,
+        json!({"type": "media", "room": "r", "data": {"kind": "offer", "sdp": "v=0"}, "id": 2}),
+    );
+    sim.settle();
+    assert!(
+        matches!(&sim.media(1)[..], [MediaOutput::Signal { peer, .. }] if *peer == pc),
+        "c's offer reaches n1"
+    );
+    assert!(sim.sfu_says(1, "r", &pc, json!({"kind": "answer", "sdp": "v=0"})));
+    sim.settle();
+    assert_eq!(sim.fresh_of(c, "media").len(), 1);
+
+    // The last node with a media socket dies too: no media node is left,
+    // and the members are told so; their `media` requests are refused.
+    sim.kill(1);
+    sim.run(crate::sim::NODE_TIMEOUT + std::time::Duration::from_secs(2));
+    assert_eq!(sim.store.media_of("r").map(|m| m.1), Some(None));
+    let errors = sim.fresh_of(c, "error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["code"], "unavailable");
+    sim.send(
+        c,
+        json!({"type": "media", "room": "r", "data": {"kind": "offer", "sdp": "v=0"}, "id": 3}),
+    );
+    sim.settle();
+    assert_eq!(sim.reply(c, 3)["code"], "unavailable");
+}
