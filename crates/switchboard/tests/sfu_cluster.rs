@@ -141,3 +141,87 @@ async fn peers_signaling_through_two_nodes_share_one_media_node() {
     assert!(ok, "{} is still sent:\n{}", gone.id, report(&room));
     assert_eq!(metric(&na, "switchboard_sfu_peers").await, Some(2.0));
 }
+
+fn kill9(s: &Server) {
+    let ok = std::process::Command::new("kill")
+        .args(["-KILL", &s.pid().to_string()])
+        .status()
+        .is_ok_and(|st| st.success());
+    assert!(ok, "kill -9");
+}
+
+fn media_node_lost(p: &MediaPeer) -> bool {
+    p.errors.iter().any(|e| {
+        e["code"] == "unavailable"
+            && e["room"] == p.room.as_str()
+            && e["message"] == "media node lost"
+    })
+}
+
+/// What a client does on "media node lost": a new RTCPeerConnection (here
+/// a new str0m peer and UDP socket) on the same signaling connection,
+/// offering again. The fresh peer's own connection (a join of `spare`)
+/// only lends its `Rtc`; it takes the old one's place.
+async fn relink(server: &Server, old: MediaPeer, spare: &str) -> MediaPeer {
+    let mut fresh = MediaPeer::join(server, spare).await;
+    let mut old = old;
+    std::mem::swap(&mut fresh.ws, &mut old.ws);
+    fresh.id = old.id.clone();
+    fresh.room = old.room.clone();
+    fresh.offer_tracks().await;
+    fresh
+}
+
+/// The media node is killed mid-call: the store names the node of the
+/// remaining members, they hear "media node lost", and their new
+/// connections get each other's media through it. Nobody rejoins.
+#[tokio::test]
+async fn a_killed_media_nodes_room_moves_to_the_members_node() {
+    let redis = Redis::start().await;
+    let mut na = node(&redis, "na").await;
+    let nb = node(&redis, "nb").await;
+    let port_b = media_port(&nb);
+    let mut room = Vec::new();
+    for s in [&na, &nb, &nb] {
+        let mut p = MediaPeer::join(s, "call").await;
+        p.offer_tracks().await;
+        room.push(p);
+    }
+    let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
+    assert!(ok, "before:\n{}", report(&room));
+
+    kill9(&na);
+    assert!(na.wait_exit(WAIT).await.is_some(), "kill -9");
+    let mut room: Vec<MediaPeer> = room.drain(1..).collect();
+    // Node timeout 2 s, a sweep, and slack for a loaded machine.
+    let ok = drive_until(&mut room, Duration::from_secs(15), false, |peers| {
+        peers.iter().all(media_node_lost)
+    })
+    .await;
+    assert!(ok, "no \"media node lost\":\n{}", report(&room));
+
+    let mut moved = Vec::new();
+    for p in room.drain(..) {
+        moved.push(relink(&nb, p, "spare").await);
+    }
+    let ok = drive_until(&mut moved, CONNECT, true, everyone_hears_everyone).await;
+    assert!(ok, "after the move:\n{}", report(&moved));
+    let ids: Vec<String> = moved.iter().map(|p| p.id.clone()).collect();
+    for p in &moved {
+        // B relays now: its answer names B's media socket.
+        assert!(
+            p.answer_sdp.contains(&format!(" {port_b} typ host")),
+            "{}",
+            p.answer_sdp
+        );
+        assert!(p.errors.is_empty(), "{}", report(&moved));
+        // The same signaling sessions, still in the room together: nobody
+        // left, nobody saw the other's `bye`.
+        assert!(
+            p.frames.iter().all(|f| f["type"] != "left"
+                && !(f["type"] == "bye" && ids.iter().any(|id| f["peer"] == id.as_str()))),
+            "{:?}",
+            p.frames
+        );
+    }
+}
