@@ -560,6 +560,11 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
             w.text("N");
             w.text(&node.0);
         }
+        Push::RoomMedia { room, node } => {
+            w.text("O");
+            w.text(room);
+            w.opt(node.as_ref().map(|n| &*n.0));
+        }
         Push::MediaNode { room, node } => {
             w.text("W");
             w.text(room);
@@ -715,6 +720,10 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
             Push::Adopted { req, sessions }
         }
         b'N' => Push::NodeDied { node: r.node()? },
+        b'O' => Push::RoomMedia {
+            room: r.text()?,
+            node: r.opt_text()?.map(NodeId),
+        },
         b'W' => Push::MediaNode {
             room: r.text()?,
             node: r.opt_text()?.map(NodeId),

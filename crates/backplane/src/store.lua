@@ -415,6 +415,15 @@ local function join(from, s, room, meta, max_peers, max_listed, private, media, 
   return a('S') .. n(count) .. table.concat(parts) .. a(k[1] or 'm') .. o(k[2] or nil)
 end
 
+-- Store::room_media_to: the media node of each SFU room of session `s`,
+-- to `to`, which the session moves to.
+local function room_media_to(to, s)
+  for _, room in ipairs(redis.call('LRANGE', ksr(s), 0, -1)) do
+    local k = redis.call('HMGET', kri(room), 'k', 'mn')
+    if k[1] == 's' then push(to, a('O') .. a(room) .. o(k[2] or nil)) end
+  end
+end
+
 -- Store::take; returns the encoded outcome.
 local function take(from, s, token, last)
   local h = redis.call('HMGET', ks(s), 'face', 'token', 'owner')
@@ -435,6 +444,7 @@ local function take(from, s, token, last)
   end
   local rec = record(s, last)
   if old ~= from then push(old, a('T') .. a(s)) end
+  room_media_to(from, s)
   if covered then return a('T') .. rec end
   return a('G') .. rec
 end
@@ -453,6 +463,7 @@ local function adopt(from, dead)
     set_base(s, b)
     parts[#parts + 1] = record(s, 0)
   end
+  for _, s in ipairs(ids) do room_media_to(from, s) end
   return table.concat(parts)
 end
 

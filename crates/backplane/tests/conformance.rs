@@ -148,6 +148,26 @@ async fn a_dead_media_nodes_rooms_move_to_a_members_node() {
     c.sweep("c").await;
     // Later joins get the new media node with their seat.
     c.cmd("c", sfu_join(6, "s7", "r", false)).await;
+    // Sessions that move learn their SFU rooms' media nodes first: an
+    // adoption of a's (r moved to b, q has none), a take of b's by c.
+    c.cmd(
+        "b",
+        Command::Adopt {
+            req: 7,
+            dead: NodeId::new("a"),
+        },
+    )
+    .await;
+    c.cmd(
+        "c",
+        Command::Take {
+            req: 8,
+            session: "s2".into(),
+            token: "tok-s2".into(),
+            last_seq: 0,
+        },
+    )
+    .await;
     let got = c.check().await;
     let moved = |node: &str| -> Vec<Push> {
         got[&NodeId::new(node)]
@@ -171,6 +191,25 @@ async fn a_dead_media_nodes_rooms_move_to_a_members_node() {
             to_b,
         ]
     );
+    let room_media = |node: &str| -> Vec<(String, Option<String>)> {
+        got[&NodeId::new(node)]
+            .iter()
+            .filter_map(|p| match p {
+                Push::RoomMedia { room, node } => {
+                    Some((room.to_string(), node.as_ref().map(|n| n.0.to_string())))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        room_media("b"),
+        [
+            ("r".to_owned(), Some("b".to_owned())),
+            ("q".to_owned(), None)
+        ]
+    );
+    assert_eq!(room_media("c"), [("r".to_owned(), Some("b".to_owned()))]);
     let cn = outcomes(&got[&NodeId::new("c")]);
     assert!(
         matches!(cn.last(), Some((6, SeatOutcome::Seated { media_node: Some(n), .. })) if &*n.0 == "b"),

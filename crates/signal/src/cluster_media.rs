@@ -77,6 +77,15 @@ impl SignalCore {
         };
         let node = match self.media_route(&room) {
             Route::Here => {
+                // A session that moved here whose SFU session is here
+                // already (it signaled through another node): it goes on.
+                if let (MediaOutput::Joined { .. }, Some(c)) = (&out, &mut self.cluster)
+                    && c.remote_media
+                        .remove(&(Text::from(room.as_str()), Text::from(peer.as_str())))
+                        .is_some()
+                {
+                    return Ok(());
+                }
                 self.outbox.push(Output::Media(out));
                 return Ok(());
             }
@@ -127,9 +136,11 @@ impl SignalCore {
         let Some(node) = self
             .cluster
             .as_ref()
-            .and_then(|c| c.remote_media.get(&key))
+            .and_then(|c| c.remote_media.get(&key).filter(|n| **n != c.node))
             .cloned()
         else {
+            // Unknown, or a session that left this node and whose new node
+            // has not said so yet: the client re-offers after its resume.
             return false;
         };
         let (room, peer) = key;
@@ -153,20 +164,20 @@ impl SignalCore {
             return;
         };
         let key = (room, peer);
-        let theirs = c.remote_media.get(&key) == Some(&from);
+        // A session moves between nodes (a resume elsewhere, an adoption)
+        // and its SFU session stays: whichever node signals for it now may
+        // leave it.
+        let theirs = c.remote_media.contains_key(&key);
         // Answers are taken only from the room's media node as this node
         // knows it: a late one from a node that lost the room is dropped.
         let from_media_node = c.media_nodes.get(&key.0) == Some(&Some(from.clone()));
         let (room, peer) = (key.0.to_string(), key.1.to_string());
         match what {
             MediaMsg::Joined => {
-                // Known already (a rejoin through another node whose leave
-                // went another way): the old SFU session is over.
+                // Known already: its session moved to `from`, and its SFU
+                // session goes on.
                 if c.remote_media.insert(key, from).is_some() {
-                    self.outbox.push(Output::Media(MediaOutput::Left {
-                        room: room.clone(),
-                        peer: peer.clone(),
-                    }));
+                    return;
                 }
                 self.outbox.push(Output::Media(MediaOutput::Joined {
                     room,
@@ -199,34 +210,112 @@ impl SignalCore {
         }
     }
 
-    /// `node` died: the SFU here drops the peers it signaled for (their
-    /// sessions move to other nodes without their media). Rooms whose
-    /// media it relayed have none until the store names another
-    /// ([`Push::MediaNode`](crate::cluster::Push::MediaNode), right after).
+    /// `node` died. The peers it signaled for keep their SFU sessions here
+    /// (their media runs on UDP): their sessions move to the node that
+    /// adopts them, which says so with a `Joined`, or end there with a
+    /// `Left`. Rooms whose media it relayed have none until the store
+    /// names another ([`Push::MediaNode`](crate::cluster::Push::MediaNode),
+    /// right after).
     pub(crate) fn media_node_died(&mut self, node: &NodeId) {
         let Some(c) = &mut self.cluster else {
             return;
         };
-        let mut gone: Vec<(Text, Text)> = c
-            .remote_media
-            .iter()
-            .filter(|(_, n)| *n == node)
-            .map(|(k, _)| k.clone())
-            .collect();
-        gone.sort();
-        for key in &gone {
-            c.remote_media.remove(key);
-        }
         for n in c.media_nodes.values_mut() {
             if n.as_ref() == Some(node) {
                 *n = None;
             }
         }
-        for (room, peer) in gone {
-            self.outbox.push(Output::Media(MediaOutput::Left {
-                room: room.to_string(),
-                peer: peer.to_string(),
-            }));
+    }
+
+    /// The store's word, before a session moves here, that `room` is an
+    /// SFU room with media node `node`.
+    pub(crate) fn room_media(&mut self, room: Text, node: Option<NodeId>) {
+        self.media_node_is(&room, node);
+        if let Some(c) = &mut self.cluster {
+            c.moving_sfu.insert(room);
+        }
+    }
+
+    /// The sessions the store's `RoomMedia` pushes were about are here.
+    pub(crate) fn moved_in(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.moving_sfu.clear();
+        }
+    }
+
+    /// Whether a session moving here sits in `room` as an SFU room.
+    pub(crate) fn moving_into_sfu(&self, room: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.moving_sfu.contains(room))
+    }
+
+    /// A native session moved here (installed in its rooms): in each SFU
+    /// room it is a media peer again, its signaling through this node,
+    /// and the media node hears so: its SFU session goes on (a resume
+    /// here), or with `reset` (an adoption: its node died, maybe the
+    /// room's media node with it) starts afresh, and the client hears
+    /// "media node lost" to make a new connection.
+    pub(crate) fn media_moved_here(&mut self, sid: crate::session::Sid, reset: bool) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        if s.face != crate::Face::Native {
+            return;
+        }
+        let (peer, conn) = (s.peer.to_string(), s.conn);
+        let rooms: Vec<(crate::rooms::RoomId, String)> = s
+            .rooms
+            .iter()
+            .filter_map(|&rid| {
+                let r = self.rooms.get(rid)?;
+                (r.media == switchboard_signal_proto::MediaKind::Sfu)
+                    .then(|| (rid, r.name.to_string()))
+            })
+            .collect();
+        for (rid, room) in rooms {
+            self.rooms.add_media_peer(rid, sid);
+            if reset {
+                if let Some(c) = &mut self.cluster {
+                    // Not a session going on here: see `media_out`.
+                    c.remote_media
+                        .remove(&(Text::from(room.as_str()), peer.as_str().into()));
+                }
+                self.media_error_here(&room, &peer, ErrorCode::Unavailable, "media node lost");
+                let _ = self.media_out(MediaOutput::Left {
+                    room: room.clone(),
+                    peer: peer.clone(),
+                });
+            }
+            let _ = self.media_out(MediaOutput::Joined {
+                room,
+                peer: peer.clone(),
+                conn,
+            });
+        }
+    }
+
+    /// A session leaves this node for another (taken by a resume there):
+    /// the SFU here keeps its media peers' sessions, until the node that
+    /// has it now says `Joined` or `Left`.
+    pub(crate) fn media_moving_away(&mut self, sid: crate::session::Sid) {
+        let Some(s) = self.sessions.get(&sid) else {
+            return;
+        };
+        let peer = s.peer.clone();
+        let mut keep = Vec::new();
+        for &rid in &s.rooms {
+            if self.rooms.is_media_peer(rid, sid)
+                && matches!(self.media_route(self.rooms.name(rid)), Route::Here)
+            {
+                keep.push(Text::from(self.rooms.name(rid)));
+            }
+        }
+        if let Some(c) = &mut self.cluster {
+            let me = c.node.clone();
+            for room in keep {
+                c.remote_media.insert((room, peer.clone()), me.clone());
+            }
         }
     }
 

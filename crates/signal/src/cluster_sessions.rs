@@ -159,6 +159,7 @@ impl SignalCore {
             TakeOutcome::Taken(rec) => {
                 let frames = rec.frames.clone();
                 let sid = self.install(now, rec, live.then_some(conn), &identity);
+                self.media_moved_here(sid, false);
                 if !live {
                     return;
                 }
@@ -181,6 +182,7 @@ impl SignalCore {
             }
             TakeOutcome::Gap(rec) => {
                 let sid = self.install(now, rec, None, &identity);
+                self.media_moved_here(sid, false);
                 self.end_session(sid, EndReason::StartedOver);
                 if live {
                     self.start_over(
@@ -227,7 +229,13 @@ impl SignalCore {
         }
         let mut rooms = Vec::with_capacity(rec.rooms.len());
         for name in &rec.rooms {
-            if let Ok(rid) = self.rooms.join(name, sid, None, 0, 0, MediaKind::Mesh, now) {
+            // The store said which are SFU rooms just before.
+            let media = if self.moving_into_sfu(name) {
+                MediaKind::Sfu
+            } else {
+                MediaKind::Mesh
+            };
+            if let Ok(rid) = self.rooms.join(name, sid, None, 0, 0, media, now) {
                 rooms.push(rid);
             }
         }
@@ -285,6 +293,9 @@ impl SignalCore {
     pub(crate) fn adopt_one(&mut self, now: Instant, rec: SessionRecord) {
         let face = rec.face;
         let sid = self.install(now, rec, None, &Identity::default());
+        // Its node died, and maybe its room's media node with it: its
+        // media starts afresh on the room's media node now.
+        self.media_moved_here(sid, face == Face::Native);
         if face == Face::Classic {
             // A Socket.IO session cannot resume: it ends with its node.
             self.end_session(sid, EndReason::Closed);
@@ -301,6 +312,7 @@ impl SignalCore {
 
     /// Drops a session without a word to its rooms: it lives on elsewhere.
     pub(crate) fn forget(&mut self, sid: Sid, code: u16, reason: &'static str) {
+        self.media_moving_away(sid);
         let Some(s) = self.detach(sid) else {
             return;
         };

@@ -156,6 +156,9 @@ pub(crate) struct Clustered {
     /// Peers of other nodes whose SFU sessions are here, by `(room, peer)`:
     /// the node that signals for them.
     pub(crate) remote_media: HashMap<(Text, Text), NodeId>,
+    /// SFU rooms of the sessions moving here (a take, an adoption), from
+    /// the store's `RoomMedia` pushes: installed as SFU rooms.
+    pub(crate) moving_sfu: HashSet<Text>,
 }
 
 impl Clustered {
@@ -181,6 +184,7 @@ impl Clustered {
             relay: false,
             media_nodes: HashMap::new(),
             remote_media: HashMap::new(),
+            moving_sfu: HashSet::new(),
         }
     }
 
@@ -452,7 +456,10 @@ impl SignalCore {
                 }
             }
             Push::Counted { req, from, count } => self.counted(now, req, &from, count),
-            Push::Took { req, outcome } => self.took(now, req, outcome),
+            Push::Took { req, outcome } => {
+                self.took(now, req, outcome);
+                self.moved_in();
+            }
             Push::Taken { session } => {
                 if let Some(&sid) = self.by_session_id.get(&session) {
                     self.forget(sid, crate::TAKEN_OVER, "taken over");
@@ -465,9 +472,11 @@ impl SignalCore {
                 for rec in sessions {
                     self.adopt_one(now, rec);
                 }
+                self.moved_in();
             }
             Push::NodeDied { node } => self.node_died(now, &node),
             Push::MediaNode { room, node } => self.media_moved(&room, node),
+            Push::RoomMedia { room, node } => self.room_media(room, node),
             Push::Ring {
                 from,
                 req,

@@ -176,6 +176,10 @@ fn samples() -> Vec<Push> {
             room: "r".into(),
             node: None,
         },
+        Push::RoomMedia {
+            room: "r".into(),
+            node: Some(NodeId::new("c")),
+        },
         Push::Resynced {
             lost: vec!["s".into()],
             generation: u64::MAX,

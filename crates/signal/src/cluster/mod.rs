@@ -492,6 +492,16 @@ pub enum Push {
         /// The node.
         node: NodeId,
     },
+    /// `room`, a room of a session that moves to this node (sent right
+    /// before the [`Push::Took`] or [`Push::Adopted`] that brings it), is
+    /// an SFU room whose media node is `node`: the session's media goes on
+    /// there, its signaling through this node now.
+    RoomMedia {
+        /// The room.
+        room: Text,
+        /// Its media node.
+        node: Option<NodeId>,
+    },
     /// The media node of the SFU room `room` died: the store named `node`
     /// instead (the node of the first remaining member, in join order, that
     /// has a media socket; `None` when no member's has). Sent, right after

@@ -812,6 +812,7 @@ impl Store {
                 },
             );
         }
+        self.room_media_to(from, &record.rooms);
         if covered {
             TakeOutcome::Taken(record)
         } else {
@@ -840,7 +841,26 @@ impl Store {
                 out.push(s.record(&id, 0));
             }
         }
+        for rec in &out {
+            self.room_media_to(from, &rec.rooms);
+        }
         out
+    }
+
+    /// Tells `to`, which a session in `rooms` moves to, the media node of
+    /// each of them that is an SFU room.
+    fn room_media_to(&mut self, to: &NodeId, rooms: &[Text]) {
+        for name in rooms {
+            if let Some(r) = self.rooms.get(name)
+                && r.media == MediaKind::Sfu
+            {
+                let push = Push::RoomMedia {
+                    room: name.clone(),
+                    node: r.media_node.clone(),
+                };
+                self.push(to, push);
+            }
+        }
     }
 
     fn ring(

@@ -217,9 +217,11 @@ fn when_the_media_node_dies_the_room_moves_to_a_members_node() {
         // Nobody left the room: a's `bye` comes only when its session ends.
         assert!(fresh.iter().all(|v| v["type"] != "left"), "{fresh:?}");
     }
-    // The new media node's SFU has both, ready for their new offers.
+    // The new media node's SFU has both, ready for their new offers, and
+    // a's session too, which a node adopted (it starts afresh there).
+    let pa = sim.peer(a);
     assert_eq!(peers_joined(&sim.media(1)), {
-        let mut w = vec![(pb.clone(), true), (pc.clone(), false)];
+        let mut w = vec![(pa, false), (pb.clone(), true), (pc.clone(), false)];
         w.sort();
         w
     });
@@ -251,4 +253,100 @@ fn when_the_media_node_dies_the_room_moves_to_a_members_node() {
     );
     sim.settle();
     assert_eq!(sim.reply(c, 3)["code"], "unavailable");
+}
+
+/// A session resumed through another node keeps its SFU session (its media
+/// runs on UDP, apart from signaling); its signaling goes through the new
+/// node. A session adopted after its node died starts its media afresh.
+#[test]
+fn a_session_that_moves_keeps_its_media_on_the_media_node() {
+    let mut sim = Sim::new(3, Config::default(), 9);
+    sim.relay(0, true);
+    let a = sim.connect(0, Default::default());
+    let b = sim.connect(1, Default::default());
+    sim.send(
+        a,
+        json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
+    );
+    sim.settle();
+    assert_eq!(sim.join(b, "r", 1)["media"], "sfu");
+    sim.settle();
+    assert_eq!(peers_joined(&sim.media(0)).len(), 2);
+    let pb = sim.peer(b);
+
+    // b's connection drops; it resumes on n2.
+    sim.cut(b);
+    sim.resume(b, 2);
+    sim.settle();
+    assert_eq!(
+        sim.clients[b].unsequenced.last().map(|v| v["type"].clone()),
+        Some(json!("resumed"))
+    );
+    // The SFU session goes on: no leave, no new join.
+    assert_eq!(sim.media(0), Vec::new());
+    let offer = json!({"kind": "offer", "sdp": "v=2"});
+    sim.send(
+        b,
+        json!({"type": "media", "room": "r", "data": offer, "id": 2}),
+    );
+    sim.settle();
+    assert!(
+        matches!(&sim.media(0)[..], [MediaOutput::Signal { peer, .. }] if *peer == pb),
+        "b's offer through n2 reaches n0"
+    );
+    let answer = json!({"kind": "answer", "sdp": "v=3"});
+    assert!(sim.sfu_says(0, "r", &pb, answer.clone()));
+    sim.settle();
+    let media = sim.fresh_of(b, "media");
+    assert_eq!(media.len(), 1);
+    assert_eq!(media[0]["data"], answer);
+
+    // n2 dies with b's session: a node adopts it, and its media starts
+    // afresh (the old SFU session goes, a new one waits for an offer).
+    sim.kill(2);
+    sim.run(crate::sim::NODE_TIMEOUT + std::time::Duration::from_secs(2));
+    let out = sim.media(0);
+    assert_eq!(
+        out,
+        vec![
+            MediaOutput::Left {
+                room: "r".into(),
+                peer: pb.clone()
+            },
+            MediaOutput::Joined {
+                room: "r".into(),
+                peer: pb.clone(),
+                conn: None
+            },
+        ],
+        "{out:?}"
+    );
+    // b resumes where its session went, and hears that its media is lost.
+    let owner = sim
+        .store
+        .members("r")
+        .into_iter()
+        .find(|(p, _)| **p == *pb)
+        .map(|(_, n)| n)
+        .expect("adopted");
+    let home = if &*owner.0 == "n0" { 0 } else { 1 };
+    sim.resume(b, home);
+    sim.settle();
+    let errors = sim.fresh_of(b, "error");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["message"] == "media node lost" && e["room"] == "r"),
+        "{errors:?}"
+    );
+    // It leaves: the SFU hears it, from the node that has it now.
+    sim.send(b, json!({"type": "leave", "room": "r", "id": 3}));
+    sim.settle();
+    assert_eq!(
+        sim.media(0),
+        vec![MediaOutput::Left {
+            room: "r".into(),
+            peer: pb
+        }]
+    );
 }
