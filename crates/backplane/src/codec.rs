@@ -605,6 +605,7 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
                 w.text(&r.room);
                 w.num(r.peers);
                 w.num(r.age_ms);
+                w.text(media_tag(r.media));
             }
         }
         Push::Room { req, room } => {
@@ -613,6 +614,7 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
             // The room's age, or `-` for no such room.
             w.opt_num(room.as_ref().map(|r| r.age_ms));
             if let Some(r) = room {
+                w.text(media_tag(r.media));
                 w.num(r.members.len() as u64);
                 for m in &r.members {
                     w.text(&m.peer);
@@ -754,6 +756,7 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
                     room: r.text()?,
                     peers: r.num()?,
                     age_ms: r.num()?,
+                    media: parse_media(&mut r)?,
                 });
             }
             Push::Rooms { req, rooms }
@@ -763,6 +766,7 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
             let room = match r.opt_num()? {
                 None => None,
                 Some(age_ms) => {
+                    let media = parse_media(&mut r)?;
                     let n = r.count()?;
                     let mut members = Vec::with_capacity(n);
                     for _ in 0..n {
@@ -774,7 +778,11 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
                             age_ms: r.num()?,
                         });
                     }
-                    Some(RoomMembers { age_ms, members })
+                    Some(RoomMembers {
+                        age_ms,
+                        media,
+                        members,
+                    })
                 }
             };
             Push::Room { req, room }

@@ -584,7 +584,8 @@ local function room_list(req)
   for _, room in ipairs(redis.call('ZRANGE', K_ROOMS, 0, -1)) do
     local len = redis.call('LLEN', kr(room))
     if len > 0 then
-      parts[#parts + 1] = a(room) .. n(len) .. n(age(redis.call('HGET', kri(room), 'c')))
+      local h = redis.call('HMGET', kri(room), 'c', 'k')
+      parts[#parts + 1] = a(room) .. n(len) .. n(age(h[1])) .. a(h[2] or 'm')
       count = count + 1
     end
   end
@@ -608,8 +609,8 @@ local function room_view(req, room)
       count = count + 1
     end
   end
-  local created = age(redis.call('HGET', kri(room), 'c'))
-  push(NODE, a('V') .. a(req) .. n(created) .. n(count) .. table.concat(parts))
+  local h = redis.call('HMGET', kri(room), 'c', 'k')
+  push(NODE, a('V') .. a(req) .. n(age(h[1])) .. a(h[2] or 'm') .. n(count) .. table.concat(parts))
 end
 
 -- Store::kick: each live member's node is told; a member whose node is

@@ -461,7 +461,7 @@ impl SignalCore {
             .into_iter()
             .map(|r| RoomSummary {
                 room: r.room.to_string(),
-                media: Media::Mesh,
+                media: r.media,
                 peers: usize::try_from(r.peers).unwrap_or(usize::MAX),
                 created: since(now, r.age_ms),
             })
@@ -497,7 +497,7 @@ impl SignalCore {
                     .collect();
                 Ok(AdminReply::Room(RoomDetail {
                     room: name.to_string(),
-                    media: Media::Mesh,
+                    media: r.media,
                     created: since(now, r.age_ms),
                     peers,
                 }))

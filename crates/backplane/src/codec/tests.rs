@@ -191,6 +191,7 @@ fn samples() -> Vec<Push> {
                 room: "r:1".into(),
                 peers: 3,
                 age_ms: 12_345,
+                media: MediaKind::Sfu,
             }],
         },
         Push::Rooms {
@@ -201,6 +202,7 @@ fn samples() -> Vec<Push> {
             req: 3,
             room: Some(RoomMembers {
                 age_ms: 9,
+                media: MediaKind::Mesh,
                 members: vec![
                     MemberInfo {
                         peer: "p".into(),

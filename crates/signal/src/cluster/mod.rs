@@ -114,6 +114,8 @@ pub struct RoomInfo {
     /// Milliseconds since its first member's seat, on the store's clock
     /// (nodes' clocks need not agree: each subtracts it from its own now).
     pub age_ms: u64,
+    /// Its kind.
+    pub media: MediaKind,
 }
 
 /// One member of a room as the store knows it, for the admin API.
@@ -136,6 +138,8 @@ pub struct MemberInfo {
 pub struct RoomMembers {
     /// Milliseconds since the room's first seat, on the store's clock.
     pub age_ms: u64,
+    /// Its kind.
+    pub media: MediaKind,
     /// In join order.
     pub members: Vec<MemberInfo>,
 }

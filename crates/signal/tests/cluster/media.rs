@@ -3,7 +3,7 @@
 //! of the other nodes reach its SFU over the backplane.
 
 use serde_json::json;
-use switchboard_signal::{Config, MediaKind, MediaOutput};
+use switchboard_signal::{AdminReply, AdminRequest, Config, MediaKind, MediaOutput};
 
 use crate::sim::Sim;
 
@@ -149,6 +149,19 @@ fn a_node_without_a_media_socket_makes_no_sfu_room() {
     sim.settle();
     assert_eq!(sim.reply(a, 1)["media"], "sfu");
     assert_eq!(sim.join(b, "s", 3)["media"], "sfu");
+    // The admin API of any node says each room's kind.
+    match sim.admin(1, AdminRequest::Rooms) {
+        Ok(AdminReply::Rooms(rooms)) => {
+            let kinds: Vec<(&str, MediaKind)> =
+                rooms.iter().map(|r| (r.room.as_str(), r.media)).collect();
+            assert_eq!(kinds, [("m", MediaKind::Mesh), ("s", MediaKind::Sfu)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    match sim.admin(1, AdminRequest::Room { room: "s".into() }) {
+        Ok(AdminReply::Room(r)) => assert_eq!(r.media, MediaKind::Sfu),
+        other => panic!("{other:?}"),
+    }
     // `media` outside an SFU room is still refused.
     sim.send(
         b,

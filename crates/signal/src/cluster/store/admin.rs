@@ -22,6 +22,7 @@ impl Store {
                 room: name.clone(),
                 peers: r.members.len() as u64,
                 age_ms: age_ms(now, r.created),
+                media: r.media,
             })
             .collect();
         rooms.sort_by(|a, b| a.room.cmp(&b.room));
@@ -46,6 +47,7 @@ impl Store {
             .collect();
         Some(RoomMembers {
             age_ms: age_ms(now, r.created),
+            media: r.media,
             members,
         })
     }
@@ -103,6 +105,8 @@ impl Store {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use switchboard_signal_proto::MediaKind;
+
     use super::super::tests::{join, rec};
     use super::super::{Store, StoreConfig};
     use crate::cluster::{Command, MemberInfo, NodeId, Push, RoomEvent, RoomInfo, RoomMembers};
@@ -144,6 +148,7 @@ mod tests {
             room: "r".into(),
             peers: 3,
             age_ms: 2000,
+            media: MediaKind::Mesh,
         }];
         assert_eq!(got[0], (a.clone(), Push::Rooms { req: 4, rooms }));
         let member = |peer: &str, node: &NodeId, age_ms| MemberInfo {
@@ -166,6 +171,7 @@ mod tests {
                     req: 5,
                     room: Some(RoomMembers {
                         age_ms: 2000,
+                        media: MediaKind::Mesh,
                         members
                     })
                 }
