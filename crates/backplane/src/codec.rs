@@ -1159,6 +1159,7 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             out.num(*req);
             out.text(room);
         }
+        Command::MediaAway => out.text("media_away"),
         Command::Kick { req, room, peer } => {
             out.text("kick");
             out.num(*req);

@@ -652,7 +652,8 @@ local function kick(req, room, peer)
   push(NODE, a('Z') .. a(req) .. n(count))
 end
 
--- Store::move_media: the SFU rooms whose media node was `dead` get the
+-- Store::move_media: the SFU rooms whose media node was `dead` (or is
+-- going away) get the
 -- node of their first member (join order) on a live node with a media
 -- socket, or none; every live node with members hears of it. The live
 -- set is read afresh: a sweep changes it as it goes.
@@ -777,6 +778,9 @@ local function apply(op)
   elseif op == 'room' then
     local req, room = nx(), nx()
     room_view(req, room)
+  elseif op == 'media_away' then
+    redis.call('SREM', K_RELAY, NODE)
+    move_media(NODE)
   elseif op == 'kick' then
     local req, room, peer = nx(), nx(), nopt()
     kick(req, room, peer)

@@ -217,6 +217,39 @@ async fn a_dead_media_nodes_rooms_move_to_a_members_node() {
     );
 }
 
+/// A graceful stop: the node's SFU rooms move at once, as at its death,
+/// to another member's node with a media socket, never back to it.
+#[tokio::test]
+async fn a_media_node_going_away_hands_its_rooms_over() {
+    let mut c = Cluster::new(StoreConfig::default(), &["a", "b", "c"]).await;
+    for (node, s, p) in [
+        ("a", "s1", "p1"),
+        ("b", "s2", "p2"),
+        ("c", "s3", "p3"),
+        ("a", "s4", "p4"),
+    ] {
+        c.cmd(node, Command::Register(rec(s, p, None))).await;
+    }
+    c.cmd("a", sfu_join(1, "s1", "r", true)).await;
+    c.cmd("c", sfu_join(2, "s3", "r", false)).await;
+    c.cmd("b", sfu_join(3, "s2", "r", true)).await;
+    c.cmd("a", sfu_join(4, "s4", "q", true)).await;
+    c.cmd("a", Command::MediaAway).await;
+    c.cmd("c", sfu_join(5, "s3", "q", false)).await;
+    let got = c.check().await;
+    let to_b = Push::MediaNode {
+        room: "r".into(),
+        node: Some(NodeId::new("b")),
+    };
+    for n in ["a", "b", "c"] {
+        assert!(got[&NodeId::new(n)].contains(&to_b), "{n}: {got:?}");
+    }
+    assert!(got[&NodeId::new("a")].contains(&Push::MediaNode {
+        room: "q".into(),
+        node: None,
+    }));
+}
+
 #[tokio::test]
 async fn seats_capacity_and_private_rooms() {
     let mut c = Cluster::new(StoreConfig::default(), &["a", "b", "c"]).await;

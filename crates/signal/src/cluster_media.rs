@@ -44,6 +44,21 @@ impl SignalCore {
         }
     }
 
+    /// A graceful stop: this node relays media no more, and the SFU rooms
+    /// it is the media node of move now, not a node timeout after it is
+    /// gone (the store names their new media nodes, as at a death). Drain
+    /// [`SignalCore::poll_output`] after it.
+    pub fn media_away(&mut self) {
+        self.flush_ack();
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        let was = std::mem::replace(&mut c.relay, false);
+        if was && c.up {
+            self.command(Command::MediaAway);
+        }
+    }
+
     /// Notes the media node the store gave for the SFU room `room`.
     pub(crate) fn media_node_is(&mut self, room: &Text, node: Option<NodeId>) {
         let Some(c) = &mut self.cluster else {

@@ -540,6 +540,17 @@ impl Hub {
         }
     }
 
+    /// A graceful stop of a cluster node: its SFU rooms move to other
+    /// nodes now (see `SignalCore::media_away`).
+    pub fn media_away(&self) {
+        let logs = {
+            let mut st = self.lock();
+            st.core.media_away();
+            self.drain(&mut st)
+        };
+        logs.write();
+    }
+
     /// Closes every connection with `code` (shutdown).
     pub fn close_all(&self, code: u16, reason: &'static str) {
         let st = self.lock();

@@ -289,7 +289,10 @@ impl Node {
         if let Some(bp) = &self.cluster {
             // What the sessions got is in Redis before their clients come back
             // elsewhere (the core sends nothing unwritten, but acks and counts
-            // may still be queued).
+            // may still be queued). The SFU rooms this node relays move
+            // first, so that their members offer to the new media node
+            // while this one still answers.
+            self.hub.media_away();
             self.hub.close_all(stop_code, "service restart");
             bp.flush(Duration::from_secs(2)).await;
         } else {

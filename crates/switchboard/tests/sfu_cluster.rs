@@ -18,11 +18,16 @@ const CONNECT: Duration = Duration::from_secs(20);
 
 /// A node of the cluster on `redis`, with its own media socket.
 async fn node(redis: &Redis, id: &str) -> Server {
+    node_with_timeout(redis, id, "2").await
+}
+
+/// A node whose death the others see after `timeout` seconds.
+async fn node_with_timeout(redis: &Redis, id: &str, timeout: &str) -> Server {
     let url = redis.url();
     let env = [
         ("SWITCHBOARD_CLUSTER__REDIS_URL", url.as_str()),
         ("SWITCHBOARD_CLUSTER__NODE_ID", id),
-        ("SWITCHBOARD_CLUSTER__NODE_TIMEOUT_SECS", "2"),
+        ("SWITCHBOARD_CLUSTER__NODE_TIMEOUT_SECS", timeout),
     ];
     let s = Server::start(BIN, &env, &[]).await;
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -143,11 +148,15 @@ async fn peers_signaling_through_two_nodes_share_one_media_node() {
 }
 
 fn kill9(s: &Server) {
+    signal(s, "KILL");
+}
+
+fn signal(s: &Server, sig: &str) {
     let ok = std::process::Command::new("kill")
-        .args(["-KILL", &s.pid().to_string()])
+        .args([&format!("-{sig}"), &s.pid().to_string()])
         .status()
         .is_ok_and(|st| st.success());
-    assert!(ok, "kill -9");
+    assert!(ok, "kill -{sig}");
 }
 
 fn media_node_lost(p: &MediaPeer) -> bool {
@@ -223,5 +232,49 @@ async fn a_killed_media_nodes_room_moves_to_the_members_node() {
             "{:?}",
             p.frames
         );
+    }
+}
+
+/// A graceful stop (SIGTERM) of the media node hands its rooms over at
+/// once: the members hear "media node lost" well within the node timeout
+/// (10 s here), and get each other's media through the other node.
+#[tokio::test]
+async fn a_stopping_media_node_hands_its_room_over_at_once() {
+    let redis = Redis::start().await;
+    let mut na = node_with_timeout(&redis, "na", "10").await;
+    let nb = node_with_timeout(&redis, "nb", "10").await;
+    let port_b = media_port(&nb);
+    let mut room = Vec::new();
+    for s in [&na, &nb, &nb] {
+        let mut p = MediaPeer::join(s, "call").await;
+        p.offer_tracks().await;
+        room.push(p);
+    }
+    let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
+    assert!(ok, "before:\n{}", report(&room));
+
+    let stopped = std::time::Instant::now();
+    signal(&na, "TERM");
+    let mut room: Vec<MediaPeer> = room.drain(1..).collect();
+    let ok = drive_until(&mut room, Duration::from_secs(5), false, |peers| {
+        peers.iter().all(media_node_lost)
+    })
+    .await;
+    assert!(
+        ok,
+        "no \"media node lost\" within 5 s of the stop:\n{}",
+        report(&room)
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(10));
+    assert!(na.wait_exit(WAIT).await.is_some(), "stopped");
+
+    let mut moved = Vec::new();
+    for p in room.drain(..) {
+        moved.push(relink(&nb, p, "spare").await);
+    }
+    let ok = drive_until(&mut moved, CONNECT, true, everyone_hears_everyone).await;
+    assert!(ok, "after the hand-over:\n{}", report(&moved));
+    for p in &moved {
+        assert!(p.answer_sdp.contains(&format!(" {port_b} typ host")));
     }
 }

@@ -348,6 +348,11 @@ pub enum Command {
         /// What to tell it.
         msg: NodeMsg,
     },
+    /// The node stops relaying media (a graceful stop): each SFU room it is
+    /// the media node of moves at once, as at its death
+    /// ([`Push::MediaNode`] to the members' nodes, this one included), and
+    /// no room's media moves to it any more.
+    MediaAway,
     /// The admin API's room list: answered by [`Push::Rooms`].
     Rooms {
         /// Answer's key.

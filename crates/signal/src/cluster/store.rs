@@ -291,9 +291,10 @@ impl Store {
         }
     }
 
-    /// The SFU rooms whose media node was `dead` get another: the node of
-    /// the first member (join order) on a live node with a media socket,
-    /// else none. Every live node with members hears of it.
+    /// The SFU rooms whose media node was `dead` (or is going away) get
+    /// another: the node of the first member (join order) on a live node
+    /// with a media socket, else none. Every live node with members hears
+    /// of it.
     fn move_media(&mut self, dead: &NodeId) {
         let mut names: Vec<Text> = self
             .rooms
@@ -523,6 +524,10 @@ impl Store {
                 self.push(from, Push::Room { req, room });
             }
             Command::Kick { req, room, peer } => self.kick(from, req, &room, peer.as_ref()),
+            Command::MediaAway => {
+                self.relays.remove(from);
+                self.move_media(from);
+            }
         }
         true
     }

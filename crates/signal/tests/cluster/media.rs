@@ -363,3 +363,44 @@ fn a_session_that_moves_keeps_its_media_on_the_media_node() {
         }]
     );
 }
+
+/// A graceful stop hands the node's SFU rooms over at once: no node
+/// timeout to wait for.
+#[test]
+fn a_stopping_media_node_hands_its_rooms_over_at_once() {
+    let mut sim = Sim::new(2, Config::default(), 11);
+    sim.relay(0, true);
+    sim.relay(1, true);
+    let a = sim.connect(0, Default::default());
+    let b = sim.connect(1, Default::default());
+    sim.send(
+        a,
+        json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
+    );
+    sim.settle();
+    assert_eq!(sim.join(b, "r", 1)["media"], "sfu");
+    sim.settle();
+    sim.media(0);
+    sim.fresh(b);
+    sim.media_away(0);
+    sim.settle();
+    let (_, node) = sim.store.media_of("r").expect("the room");
+    assert_eq!(node.as_ref().map(|n| &*n.0), Some("n1"));
+    let errors = sim.fresh_of(b, "error");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["message"], "media node lost");
+    // Both peers are n1's SFU's now; a's too, through n0 while it lasts.
+    assert_eq!(peers_joined(&sim.media(1)), {
+        let mut w = vec![(sim.peer(a), false), (sim.peer(b), true)];
+        w.sort();
+        w
+    });
+    // n0 makes no SFU room any more.
+    let c = sim.connect(0, Default::default());
+    sim.send(
+        c,
+        json!({"type": "join", "room": "q", "media": "sfu", "id": 1}),
+    );
+    sim.settle();
+    assert_eq!(sim.reply(c, 1)["code"], "unavailable");
+}

@@ -577,6 +577,12 @@ impl Sim {
         self.nodes[node].core.set_media_relay(on);
     }
 
+    /// `node` stops gracefully: its SFU rooms move now.
+    pub fn media_away(&mut self, node: usize) {
+        self.nodes[node].core.media_away();
+        self.pump(node);
+    }
+
     /// What `node`'s core handed its SFU since the last call.
     pub fn media(&mut self, node: usize) -> Vec<MediaOutput> {
         std::mem::take(&mut self.nodes[node].media)
