@@ -85,6 +85,11 @@ impl SignalCore {
     /// node's loss to notice (its node-death handling, or an error frame
     /// here for a join).
     pub(crate) fn media_out(&mut self, out: MediaOutput) -> Result<(), Refusal> {
+        if self.cluster.is_none() {
+            // A node alone: its own SFU, as before clusters had any.
+            self.outbox.push(Output::Media(out));
+            return Ok(());
+        }
         let (room, peer) = match &out {
             MediaOutput::Joined { room, peer, .. }
             | MediaOutput::Left { room, peer }
@@ -147,6 +152,9 @@ impl SignalCore {
     /// The SFU here answers a peer that signals through another node:
     /// `what` goes to that node. False when no such remote peer is known.
     pub(crate) fn media_to_remote(&mut self, room: &str, peer: &str, what: MediaMsg) -> bool {
+        if self.cluster.is_none() {
+            return false;
+        }
         let key = (Text::from(room), Text::from(peer));
         let Some(node) = self
             .cluster

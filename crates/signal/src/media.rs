@@ -205,10 +205,10 @@ impl SignalCore {
     /// through that node.
     pub fn send_media(&mut self, now: Instant, room: &str, peer: &str, data: &RawValue) -> bool {
         self.flush_ack();
-        if self.media_peer(room, peer).is_none() {
-            return self.media_to_remote(room, peer, MediaMsg::Reply(data.get().into()));
+        if self.media_peer(room, peer).is_some() {
+            return self.send_media_here(now, room, peer, data);
         }
-        self.send_media_here(now, room, peer, data)
+        self.media_to_remote(room, peer, MediaMsg::Reply(data.get().into()))
     }
 
     /// [`SignalCore::send_media`] to a peer of this node.
@@ -241,14 +241,14 @@ impl SignalCore {
         message: &str,
     ) -> bool {
         self.flush_ack();
-        if self.media_peer(room, peer).is_none() {
-            let what = MediaMsg::Error {
-                code,
-                message: message.into(),
-            };
-            return self.media_to_remote(room, peer, what);
+        if self.media_peer(room, peer).is_some() {
+            return self.media_error_here(room, peer, code, message);
         }
-        self.media_error_here(room, peer, code, message)
+        let what = MediaMsg::Error {
+            code,
+            message: message.into(),
+        };
+        self.media_to_remote(room, peer, what)
     }
 
     /// [`SignalCore::media_error`] to a peer of this node.
