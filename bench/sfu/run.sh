@@ -16,6 +16,10 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 REPS=${REPS:-3}
 SCENARIOS=${SCENARIOS:-"1x50 10x10"}
 DURATION=${DURATION:-10}
+# Seconds of media before measuring: each receiver's bandwidth estimate
+# (and so its pacer) must have settled, or the window also drains what the
+# pacer queued while it ramped up (received more than sent: "negative loss").
+WARMUP=${WARMUP:-5}
 RESULTS=${RESULTS:-$ROOT/bench/sfu/results/$(date +%F)-sfu.jsonl}
 mkdir -p "$(dirname "$RESULTS")"
 if [ -z "${SKIP_BUILD:-}" ]; then
@@ -48,14 +52,14 @@ run_pair() {
   local sb=$!; PIDS+=("$sb")
   local http
   http=$(ready_line "$out" | sed 's/^READY //' | python3 -c 'import json,sys; print(json.load(sys.stdin)["http"])')
-  "$LOAD" media --url "ws://$http" --server-pid "$sb" --duration "$DURATION" "$@" \
+  "$LOAD" media --url "ws://$http" --server-pid "$sb" --duration "$DURATION" --warmup "$WARMUP" "$@" \
     | python3 -c "import json,sys; d=json.load(sys.stdin); d['scenario']='$label'; print(json.dumps(d))" >>"$RESULTS"
   kill "$sb"; wait "$sb" 2>/dev/null || true
   "$FLOOR" 127.0.0.1:0 >"$out" &
   local fl=$!; PIDS+=("$fl")
   local addr
   addr=$(ready_line "$out" | awk '{print $2}')
-  "$LOAD" media --floor "$addr" --server-pid "$fl" --duration "$DURATION" "$@" \
+  "$LOAD" media --floor "$addr" --server-pid "$fl" --duration "$DURATION" --warmup "$WARMUP" "$@" \
     | python3 -c "import json,sys; d=json.load(sys.stdin); d['scenario']='$label'; print(json.dumps(d))" >>"$RESULTS"
   kill "$fl"; wait "$fl" 2>/dev/null || true
   rm -f "$out"
