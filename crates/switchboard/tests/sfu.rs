@@ -7,7 +7,7 @@ mod turn_support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sfu_support::{MediaPeer, drive_until};
+use sfu_support::{MediaPeer, drive_until, everyone_hears_everyone, report};
 use switchboard_testkit::{Client, Server, WAIT, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -33,30 +33,6 @@ async fn peers(s: &Server, room: &str, n: usize) -> Vec<MediaPeer> {
         out.push(p);
     }
     out
-}
-
-/// Every peer gets media from every other peer, on tracks whose stream id
-/// is the publisher's peer id.
-fn everyone_hears_everyone(peers: &[MediaPeer]) -> bool {
-    peers.iter().all(|p| {
-        peers
-            .iter()
-            .filter(|q| q.id != p.id)
-            .all(|q| p.received_from(&q.id) >= 4)
-    })
-}
-
-fn report(peers: &[MediaPeer]) -> String {
-    peers
-        .iter()
-        .map(|p| {
-            format!(
-                "{}: connected={} answers={} offers={} streams={:?} received={:?} errors={:?}",
-                p.id, p.connected, p.answers, p.server_offers, p.streams, p.received, p.errors
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod sfu_support;
 use std::time::Duration;
 
 use serde_json::json;
-use sfu_support::{MediaPeer, drive_until};
+use sfu_support::{MediaPeer, drive_until, everyone_hears_everyone, report};
 use switchboard_testkit::{Redis, Server, WAIT, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -62,28 +62,6 @@ async fn metric(s: &Server, name: &str) -> Option<f64> {
     assert_eq!(status, 200);
     body.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn everyone_hears_everyone(peers: &[MediaPeer]) -> bool {
-    peers.iter().all(|p| {
-        peers
-            .iter()
-            .filter(|q| q.id != p.id)
-            .all(|q| p.received_from(&q.id) >= 4)
-    })
-}
-
-fn report(peers: &[MediaPeer]) -> String {
-    peers
-        .iter()
-        .map(|p| {
-            format!(
-                "{}: connected={} answers={} offers={} streams={:?} received={:?} errors={:?}",
-                p.id, p.connected, p.answers, p.server_offers, p.streams, p.received, p.errors
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// The room is made through node A, so A is its media node; a peer that

@@ -7,7 +7,7 @@ mod sfu_support;
 
 use std::time::{Duration, Instant};
 
-use sfu_support::{MediaPeer, drive_until};
+use sfu_support::{MediaPeer, drive_until, everyone_hears_everyone, report};
 use switchboard_testkit::{Server, WAIT, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -16,28 +16,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const CONNECT: Duration = Duration::from_secs(15);
 /// The flood's rate, against a budget of 500 datagrams/s.
 const FLOOD_PER_SEC: u64 = 3_000;
-
-fn report(peers: &[MediaPeer]) -> String {
-    peers
-        .iter()
-        .map(|p| {
-            format!(
-                "{}: connected={} received={:?} errors={:?}",
-                p.id, p.connected, p.received, p.errors
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn everyone_hears_everyone(peers: &[MediaPeer]) -> bool {
-    peers.iter().all(|p| {
-        peers
-            .iter()
-            .filter(|q| q.id != p.id)
-            .all(|q| p.received_from(&q.id) >= 4)
-    })
-}
 
 async fn metric(s: &Server, name: &str) -> f64 {
     let (status, metrics) = http_get(&s.http, "/metrics", &[]).await;

@@ -339,3 +339,28 @@ pub async fn drive_until(
     }
     done(peers)
 }
+
+/// Every peer gets media from every other peer, on tracks whose stream id
+/// is the publisher's peer id.
+pub fn everyone_hears_everyone(peers: &[MediaPeer]) -> bool {
+    peers.iter().all(|p| {
+        peers
+            .iter()
+            .filter(|q| q.id != p.id)
+            .all(|q| p.received_from(&q.id) >= 4)
+    })
+}
+
+/// What each peer got, for a failing assertion's message.
+pub fn report(peers: &[MediaPeer]) -> String {
+    peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: connected={} answers={} offers={} streams={:?} received={:?} errors={:?}",
+                p.id, p.connected, p.answers, p.server_offers, p.streams, p.received, p.errors
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
