@@ -8,7 +8,7 @@ use std::time::Instant;
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
 use str0m::media::{Direction, KeyframeRequest, MediaAdded, MediaData, MediaKind, Mid, Rid};
-use str0m::{Event, IceConnectionState, Input, Output, Reason, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, PacerReason, Reason, Rtc};
 
 use crate::types::{SfuEvent, Transmit};
 
@@ -148,8 +148,8 @@ const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
 /// the rest waits for its timer.
 const MAX_SEND_TIMEOUTS_PER_DRAIN: usize = 256;
 
-/// How far ahead of `now` a send timeout may be and still be served by the drain: the
-/// pacer's next-packet step is 1 µs, so 256 of them stay well inside this.
+/// How far ahead of `now` the pacer's next-packet step may be and still be served by the
+/// drain: each step is 1 µs, so 256 of them stay well inside this.
 const SEND_TIMEOUT_SLACK: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Peer {
@@ -175,14 +175,15 @@ impl Peer {
         for _ in 0..MAX_OUTPUTS_PER_DRAIN {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
-                    let sending = matches!(
-                        self.rtc.last_timeout_reason(),
-                        Reason::Pacer(_) | Reason::Packetize
-                    );
-                    if sending
-                        && at <= now + SEND_TIMEOUT_SLACK
-                        && send_timeouts < MAX_SEND_TIMEOUTS_PER_DRAIN
-                    {
+                    // Only the pacer's next-packet step may be taken ahead of `now`: a
+                    // probe's or a paced packet's time is what the bandwidth estimate
+                    // measures, so those wait until they are due.
+                    let serve = match self.rtc.last_timeout_reason() {
+                        Reason::Pacer(PacerReason::Immediate) => at <= now + SEND_TIMEOUT_SLACK,
+                        Reason::Pacer(_) | Reason::Packetize => at <= now,
+                        _ => false,
+                    };
+                    if serve && send_timeouts < MAX_SEND_TIMEOUTS_PER_DRAIN {
                         send_timeouts += 1;
                         if let Err(e) = self.rtc.handle_input(Input::Timeout(at.max(now))) {
                             self.fail(format!("media session error: {e}"), sink);
