@@ -62,6 +62,8 @@ pub(super) struct Driver {
     shutdown: CancellationToken,
     /// The core's datagrams of one drain.
     pending: Vec<switchboard_sfu::Transmit>,
+    /// A GSO run's datagrams end to end (wildcard-bound socket).
+    scratch: Vec<u8>,
 }
 
 impl Driver {
@@ -83,6 +85,7 @@ impl Driver {
             link,
             shutdown,
             pending: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -229,16 +232,27 @@ impl Driver {
         if self.socket.source_implied() {
             return self.send_transmits_batched();
         }
+        self.pending.clear();
         while let Some(t) = self.sfu.poll_transmit() {
-            // The public IP is not on any interface: the kernel picks the
-            // source then (1:1 NAT maps it).
-            let src_ip = Some(t.source.ip()).filter(|ip| Some(*ip) != self.public_ip);
-            if !self.socket.try_send(src_ip, t.destination, &t.contents) {
-                self.link
-                    .counters
-                    .send_failures
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            self.pending.push(t);
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        // The public IP is not on any interface: the kernel picks the
+        // source then (1:1 NAT maps it).
+        let public_ip = self.public_ip;
+        let sent = self.socket.try_send_sourced(
+            &self.pending,
+            |t| Some(t.source.ip()).filter(|ip| Some(*ip) != public_ip),
+            &mut self.scratch,
+        );
+        let failed = self.pending.len() - sent;
+        if failed > 0 {
+            self.link
+                .counters
+                .send_failures
+                .fetch_add(failed as u64, Ordering::Relaxed);
         }
     }
 

@@ -98,6 +98,65 @@ impl MediaSocket {
             .is_ok()
     }
 
+    /// Sends `batch` on a socket that picks each datagram's source
+    /// (wildcard-bound): `src_ip` says it. A run of same-size datagrams to
+    /// one receiver from one source (a frame's packets) goes as one GSO
+    /// `sendmsg` where the kernel has it, the rest one by one, without
+    /// waiting. Returns how many went.
+    pub(crate) fn try_send_sourced(
+        &self,
+        batch: &[switchboard_sfu::Transmit],
+        src_ip: impl Fn(&switchboard_sfu::Transmit) -> Option<IpAddr>,
+        scratch: &mut Vec<u8>,
+    ) -> usize {
+        let max_segments = self.state.max_gso_segments().min(MAX_GSO_SEGMENTS);
+        let mut sent = 0;
+        for m in messages(batch, max_segments) {
+            let first = &batch[m.start];
+            if m.segments() > 1 {
+                scratch.clear();
+                for t in &batch[m.start..m.end] {
+                    scratch.extend_from_slice(&t.contents);
+                }
+                if self.try_send_gso(src_ip(first), first.destination, scratch, m.segment) {
+                    sent += m.segments();
+                    continue;
+                }
+                // Refused (a full buffer, or quinn-udp just halted GSO on
+                // EIO): each datagram gets its own chance.
+            }
+            for t in &batch[m.start..m.end] {
+                if self.try_send(src_ip(t), t.destination, &t.contents) {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// One GSO message of `contents`, cut into `segment`-byte datagrams.
+    fn try_send_gso(
+        &self,
+        src_ip: Option<IpAddr>,
+        to: SocketAddr,
+        contents: &[u8],
+        segment: usize,
+    ) -> bool {
+        let src_ip = src_ip.filter(|ip| !ip.is_unspecified() && self.local.ip().is_unspecified());
+        let transmit = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: Some(segment),
+            src_ip,
+        };
+        self.socket
+            .try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            })
+            .is_ok()
+    }
+
     /// Whether a datagram's source address is implied: the socket is
     /// bound to one address, so no per-datagram source needs choosing and
     /// [`MediaSocket::try_send_many`] can take it.
@@ -275,7 +334,7 @@ impl Message {
 }
 
 /// Cuts `batch` into messages: runs of consecutive datagrams to one
-/// destination whose sizes GSO can carry (equal, the last one shorter or
+/// destination from one source whose sizes GSO can carry (equal, the last one shorter or
 /// equal), at most `max_segments` long and under the 64 KiB a UDP message
 /// may hold.
 fn messages(
@@ -292,6 +351,7 @@ fn messages(
             let next = &batch[end];
             let len = next.contents.len();
             if next.destination != first.destination
+                || next.source != first.source
                 || len > segment
                 || len == 0
                 || total + len > MAX_GSO_BYTES
@@ -383,6 +443,38 @@ mod tests {
         }
         // An empty datagram never joins a run (GSO cannot carry it).
         assert_eq!(runs(&[t(1, 0), t(1, 0)], 64), [(0, 1), (1, 2)]);
+    }
+
+    /// On a wildcard-bound socket too, a run arrives as its datagrams, in
+    /// order, from the source asked for.
+    #[tokio::test]
+    async fn sourced_gso_runs_arrive_as_datagrams() {
+        let socket = MediaSocket::bind(([0, 0, 0, 0], 0).into()).expect("bind");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let to = peer.local_addr().expect("addr");
+        let source: SocketAddr = ([127, 0, 0, 1], socket.local().port()).into();
+        let batch: Vec<_> = [1200, 1200, 700, 90]
+            .into_iter()
+            .enumerate()
+            .map(|(i, len)| switchboard_sfu::Transmit {
+                source,
+                destination: to,
+                contents: vec![i as u8; len],
+            })
+            .collect();
+        socket.socket.writable().await.expect("writable");
+        let mut scratch = Vec::new();
+        let sent = socket.try_send_sourced(&batch, |t| Some(t.source.ip()), &mut scratch);
+        assert_eq!(sent, batch.len());
+        let mut buf = [0u8; 2000];
+        for (i, t) in batch.iter().enumerate() {
+            let (n, from) = peer.recv_from(&mut buf).expect("a datagram");
+            assert_eq!(from, source, "datagram {i}");
+            assert_eq!(n, t.contents.len(), "datagram {i}");
+            assert!(buf[..n].iter().all(|b| *b == i as u8), "datagram {i}");
+        }
     }
 
     /// GSO messages arrive as the datagrams they were made of, in order.
