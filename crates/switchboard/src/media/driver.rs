@@ -228,10 +228,10 @@ impl Driver {
         }
     }
 
+    /// All the core's datagrams of one drain, batched: one received packet
+    /// becomes a copy per receiver, and few syscalls for all of them is
+    /// what a bare forwarder pays (bench/fanout-floor).
     fn send_transmits(&mut self) {
-        if self.socket.source_implied() {
-            return self.send_transmits_batched();
-        }
         self.pending.clear();
         while let Some(t) = self.sfu.poll_transmit() {
             self.pending.push(t);
@@ -239,35 +239,18 @@ impl Driver {
         if self.pending.is_empty() {
             return;
         }
-        // The public IP is not on any interface: the kernel picks the
-        // source then (1:1 NAT maps it).
-        let public_ip = self.public_ip;
-        let sent = self.socket.try_send_sourced(
-            &self.pending,
-            |t| Some(t.source.ip()).filter(|ip| Some(*ip) != public_ip),
-            &mut self.scratch,
-        );
-        let failed = self.pending.len() - sent;
-        if failed > 0 {
-            self.link
-                .counters
-                .send_failures
-                .fetch_add(failed as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// All the core's datagrams in `sendmmsg` batches: one received
-    /// packet becomes a copy per receiver, and one syscall for all of them
-    /// is what a bare forwarder pays (bench/fanout-floor).
-    fn send_transmits_batched(&mut self) {
-        self.pending.clear();
-        while let Some(t) = self.sfu.poll_transmit() {
-            self.pending.push(t);
-        }
-        if self.pending.is_empty() {
-            return;
-        }
-        let sent = self.socket.try_send_many(&self.pending);
+        let sent = if self.socket.source_implied() {
+            self.socket.try_send_many(&self.pending)
+        } else {
+            // The public IP is not on any interface: the kernel picks the
+            // source then (1:1 NAT maps it).
+            let public_ip = self.public_ip;
+            self.socket.try_send_sourced(
+                &self.pending,
+                |t| Some(t.source.ip()).filter(|ip| Some(*ip) != public_ip),
+                &mut self.scratch,
+            )
+        };
         let failed = self.pending.len() - sent;
         if failed > 0 {
             self.link
