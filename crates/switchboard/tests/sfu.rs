@@ -7,7 +7,9 @@ mod turn_support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sfu_support::{MediaPeer, drive_until, everyone_hears_everyone, report};
+use sfu_support::{
+    MediaPeer, drive_until, each_got_more, everyone_hears_everyone, frames_so_far, report,
+};
 use switchboard_testkit::{Client, Server, WAIT, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -88,12 +90,9 @@ async fn a_leaving_peers_tracks_are_removed_from_the_others() {
     // PROTOCOL.md §7 says within a second; a loaded test machine gets slack.
     assert!(took < Duration::from_secs(3), "took {took:?}");
     // The two who stay still hear each other.
-    let counts: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+    let counts = frames_so_far(&room);
     let ok = drive_until(&mut room, CONNECT, true, |peers| {
-        peers
-            .iter()
-            .zip(&counts)
-            .all(|(p, before)| p.received.values().sum::<u64>() > before + 4)
+        each_got_more(peers, &counts, 4)
     })
     .await;
     assert!(ok, "{}", report(&room));
@@ -150,7 +149,7 @@ async fn garbage_on_the_media_port_does_not_disturb_a_running_call() {
         .expect("udp");
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut sent = 0u64;
-    let before: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+    let before = frames_so_far(&room);
     let end = Instant::now() + Duration::from_secs(2);
     while Instant::now() < end {
         for first in (0..=255u8).step_by(3) {
@@ -169,10 +168,7 @@ async fn garbage_on_the_media_port_does_not_disturb_a_running_call() {
         }
     }
     let ok = drive_until(&mut room, CONNECT, true, |peers| {
-        peers
-            .iter()
-            .zip(&before)
-            .all(|(p, b)| p.received.values().sum::<u64>() > b + 20)
+        each_got_more(peers, &before, 20)
     })
     .await;
     assert!(
@@ -421,7 +417,7 @@ async fn a_handshake_that_never_finishes_ends_with_an_error_and_nobody_else_stut
     let answer = silent.ws.recv_type("media").await;
     assert_eq!(answer["data"]["kind"], "answer", "{answer}");
     let started = Instant::now();
-    let before: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+    let before = frames_so_far(&room);
     // The others go on while the silent one waits for its verdict.
     let mut verdict = None;
     while verdict.is_none() && started.elapsed() < WAIT {
@@ -439,12 +435,8 @@ async fn a_handshake_that_never_finishes_ends_with_an_error_and_nobody_else_stut
         "{err}"
     );
     assert!(started.elapsed() >= Duration::from_secs(3), "too early");
-    for (p, b) in room.iter().zip(&before) {
+    for p in &room {
         assert!(p.connected && p.errors.is_empty(), "{}", report(&room));
-        assert!(
-            p.received.values().sum::<u64>() > b + 20,
-            "{}",
-            report(&room)
-        );
     }
+    assert!(each_got_more(&room, &before, 20), "{}", report(&room));
 }

@@ -125,6 +125,20 @@ async fn peers_signaling_through_two_nodes_share_one_media_node() {
     assert_eq!(metric(&na, "switchboard_sfu_peers").await, Some(2.0));
 }
 
+/// One peer per node given (in that order) in room "call", each
+/// publishing, once everyone hears everyone.
+async fn call_through(nodes: &[&Server]) -> Vec<MediaPeer> {
+    let mut room = Vec::new();
+    for s in nodes {
+        let mut p = MediaPeer::join(s, "call").await;
+        p.offer_tracks().await;
+        room.push(p);
+    }
+    let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
+    assert!(ok, "before:\n{}", report(&room));
+    room
+}
+
 fn kill9(s: &Server) {
     signal(s, "KILL");
 }
@@ -168,14 +182,7 @@ async fn a_killed_media_nodes_room_moves_to_the_members_node() {
     let mut na = node(&redis, "na").await;
     let nb = node(&redis, "nb").await;
     let port_b = media_port(&nb);
-    let mut room = Vec::new();
-    for s in [&na, &nb, &nb] {
-        let mut p = MediaPeer::join(s, "call").await;
-        p.offer_tracks().await;
-        room.push(p);
-    }
-    let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
-    assert!(ok, "before:\n{}", report(&room));
+    let mut room = call_through(&[&na, &nb, &nb]).await;
 
     kill9(&na);
     assert!(na.wait_exit(WAIT).await.is_some(), "kill -9");
@@ -222,14 +229,7 @@ async fn a_stopping_media_node_hands_its_room_over_at_once() {
     let mut na = node_with_timeout(&redis, "na", "10").await;
     let nb = node_with_timeout(&redis, "nb", "10").await;
     let port_b = media_port(&nb);
-    let mut room = Vec::new();
-    for s in [&na, &nb, &nb] {
-        let mut p = MediaPeer::join(s, "call").await;
-        p.offer_tracks().await;
-        room.push(p);
-    }
-    let ok = drive_until(&mut room, CONNECT, true, everyone_hears_everyone).await;
-    assert!(ok, "before:\n{}", report(&room));
+    let mut room = call_through(&[&na, &nb, &nb]).await;
 
     let stopped = std::time::Instant::now();
     signal(&na, "TERM");

@@ -7,7 +7,9 @@ mod sfu_support;
 
 use std::time::{Duration, Instant};
 
-use sfu_support::{MediaPeer, drive_until, everyone_hears_everyone, report};
+use sfu_support::{
+    MediaPeer, drive_until, each_got_more, everyone_hears_everyone, frames_so_far, report,
+};
 use switchboard_testkit::{Server, WAIT, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -57,15 +59,15 @@ async fn a_peer_flooding_the_media_port_is_ended_and_the_call_beside_it_goes_on(
     );
     let mut flooder = room.pop().expect("three peers");
     // What the two others get in a second, driven as during the flood.
-    let before: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+    let before = frames_so_far(&room);
     let second = Instant::now();
     while second.elapsed() < Duration::from_secs(1) {
         drive_until(&mut room, Duration::from_millis(20), true, |_| false).await;
     }
-    let baseline: Vec<u64> = room
+    let baseline: Vec<u64> = frames_so_far(&room)
         .iter()
         .zip(&before)
-        .map(|(p, b)| p.received.values().sum::<u64>() - b)
+        .map(|(n, b)| n - b)
         .collect();
 
     // Replayed-looking SRTP from the flooder's own address: routed to it,
@@ -75,7 +77,7 @@ async fn a_peer_flooding_the_media_port_is_ended_and_the_call_beside_it_goes_on(
     let mut sent = 0u64;
     let mut per_second: Vec<Vec<u64>> = Vec::new();
     let mut second = Instant::now();
-    let mut second_start: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+    let mut second_start = frames_so_far(&room);
     let mut verdict = None;
     while verdict.is_none() && started.elapsed() < WAIT {
         let due = (started.elapsed().as_millis() as u64 * FLOOD_PER_SEC / 1000).min(60_000);
@@ -90,7 +92,7 @@ async fn a_peer_flooding_the_media_port_is_ended_and_the_call_beside_it_goes_on(
             .await
             .filter(|f| f["type"] == "error");
         if second.elapsed() >= Duration::from_secs(1) {
-            let now: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+            let now = frames_so_far(&room);
             per_second.push(now.iter().zip(&second_start).map(|(n, b)| n - b).collect());
             second_start = now;
             second = Instant::now();
@@ -133,12 +135,9 @@ async fn a_peer_flooding_the_media_port_is_ended_and_the_call_beside_it_goes_on(
     );
     assert!(metric(&s, "switchboard_sfu_dropped_datagrams_total").await >= limited);
     assert_eq!(metric(&s, "switchboard_sfu_peers_failed_total").await, 1.0);
-    let before: Vec<u64> = room.iter().map(|p| p.received.values().sum()).collect();
+    let before = frames_so_far(&room);
     let ok = drive_until(&mut room, CONNECT, true, |peers| {
-        peers
-            .iter()
-            .zip(&before)
-            .all(|(p, b)| p.received.values().sum::<u64>() > b + 20)
+        each_got_more(peers, &before, 20)
     })
     .await;
     assert!(ok, "the call stalled after the flood\n{}", report(&room));

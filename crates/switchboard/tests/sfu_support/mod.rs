@@ -364,3 +364,17 @@ pub fn report(peers: &[MediaPeer]) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Frames each peer has received so far, from everyone.
+pub fn frames_so_far(peers: &[MediaPeer]) -> Vec<u64> {
+    peers.iter().map(|p| p.received.values().sum()).collect()
+}
+
+/// Whether each peer has received more than `more` frames since `before`
+/// (from [`frames_so_far`]).
+pub fn each_got_more(peers: &[MediaPeer], before: &[u64], more: u64) -> bool {
+    frames_so_far(peers)
+        .iter()
+        .zip(before)
+        .all(|(now, b)| *now > b + more)
+}
