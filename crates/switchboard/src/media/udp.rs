@@ -239,10 +239,8 @@ impl MediaSocket {
             .map(|m| Some(SockaddrStorage::from(batch[m.start].destination)))
             .collect();
         let size = gso.unwrap_or(0);
-        let cmsgs: Vec<ControlMessage<'_>> = gso
-            .map(|_| ControlMessage::UdpGsoSegments(&size))
-            .into_iter()
-            .collect();
+        let segments = [ControlMessage::UdpGsoSegments(&size)];
+        let cmsgs: &[ControlMessage<'_>] = if gso.is_some() { &segments } else { &[] };
         let mut sent = 0;
         let mut done = 0;
         while done < call.len() {
@@ -253,7 +251,7 @@ impl MediaSocket {
                     &mut headers,
                     &per_message[done..],
                     &addrs[done..],
-                    &cmsgs,
+                    cmsgs,
                     MsgFlags::MSG_DONTWAIT,
                 )
                 .map(|r| r.count())
@@ -271,7 +269,9 @@ impl MediaSocket {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Full(sent),
                 // The kernel cannot segment on this route (no checksum
                 // offload): plain datagrams from now on, this one included.
-                Err(e) if gso.is_some() && e.raw_os_error() == Some(libc_eio()) => {
+                Err(e)
+                    if gso.is_some() && e.raw_os_error() == Some(nix::errno::Errno::EIO as i32) =>
+                {
                     tracing::info!("media socket: UDP GSO refused ({e}); sending datagrams singly");
                     self.gso.store(false, Ordering::Relaxed);
                     return match self.send_singly(batch, &call[done..]) {
@@ -372,11 +372,6 @@ fn messages(
         start = end;
         Some(message)
     })
-}
-
-/// The errno the kernel gives a GSO send it cannot segment.
-fn libc_eio() -> i32 {
-    nix::errno::Errno::EIO as i32
 }
 
 /// Segments per GSO message: the kernel's UDP_MAX_SEGMENTS on older
