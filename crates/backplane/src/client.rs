@@ -193,9 +193,35 @@ impl Events {
     }
 }
 
+/// A command as it goes to Redis.
+#[derive(Clone)]
+enum Call {
+    /// An op of the store's script; `frames` when it reads or rewrites a
+    /// session's kept frames, so that an `Append` sent after it must run
+    /// after it.
+    Script { args: Encoded, frames: bool },
+    /// A [`Command::Append`]: a plain `RPUSH` to the epoch's list, and an
+    /// `LTRIM` to the newest `keep`.
+    Append {
+        key: String,
+        entry: Vec<u8>,
+        keep: Option<u32>,
+    },
+}
+
+impl Call {
+    /// Its size on the wire, about.
+    fn bytes(&self) -> usize {
+        match self {
+            Call::Script { args, .. } => args.bytes(),
+            Call::Append { key, entry, .. } => key.len() + entry.len() + 48,
+        }
+    }
+}
+
 enum Op {
     Cmd {
-        call: Encoded,
+        call: Call,
         /// The link events the caller had read when it sent it; `None` for
         /// the ticker's, which run whenever the link is up.
         tag: Option<u64>,
@@ -545,7 +571,23 @@ impl RedisBackplane {
         if seen.is_multiple_of(2) {
             return Err(Error::Down);
         }
-        let call = script_call(cmd)?;
+        let call = match cmd {
+            Command::Append {
+                session,
+                epoch,
+                seq,
+                body,
+                keep,
+            } => Call::Append {
+                key: codec::frames_key(&self.prefix, session, *epoch),
+                entry: codec::frame_entry(*seq, body),
+                keep: *keep,
+            },
+            _ => Call::Script {
+                args: script_call(cmd)?,
+                frames: touches_frames(cmd),
+            },
+        };
         self.enqueue(Op::Cmd {
             call,
             tag: Some(seen),
@@ -562,7 +604,10 @@ impl RedisBackplane {
     /// [`Error::QueueFull`] or [`Error::Closed`].
     pub fn sweep(&self) -> Result<(), Error> {
         self.enqueue(Op::Cmd {
-            call: sweep_call(),
+            call: Call::Script {
+                args: sweep_call(),
+                frames: false,
+            },
             tag: None,
             answered: false,
         })
@@ -593,6 +638,22 @@ fn script_call(cmd: &Command) -> Result<Encoded, Error> {
     Ok(call)
 }
 
+/// Whether the script op of `cmd` reads or rewrites kept frames.
+fn touches_frames(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Persist { .. }
+            | Command::Trim { .. }
+            | Command::End { .. }
+            | Command::Take { .. }
+            | Command::Resumed { .. }
+            | Command::Register(_)
+            | Command::Adopt { .. }
+            | Command::Resync { .. }
+            | Command::Drop { .. }
+    )
+}
+
 fn sweep_call() -> Encoded {
     let mut call = Encoded::default();
     call.text("sweep");
@@ -619,6 +680,119 @@ impl Head {
             cmd.arg(f);
         }
         cmd
+    }
+}
+
+/// One round trip: a pipeline of script calls and plain appends. An
+/// append runs before the script ops queued before it (it only adds to an
+/// epoch's list, which no op but those marked `frames` reads) unless one
+/// of those is marked `frames`: then the script call so far goes first.
+struct Round {
+    pipe: redis::Pipeline,
+    /// The script call being filled: its ops' count and which of them the
+    /// caller waits for.
+    script: Option<(Cmd, usize, Vec<bool>)>,
+    /// Whether an op of `script` touches frames.
+    barrier: bool,
+    /// Per script call in `pipe`, which of its ops the caller waits for.
+    calls: Vec<Vec<bool>>,
+    /// Per answer the caller waits for, in order: the script call it is
+    /// in, or `None` for an append (always applied).
+    answers: Vec<Option<usize>>,
+    /// Arguments and bytes of the batch's script ops: sizes the first call.
+    size: (usize, usize),
+}
+
+impl Round {
+    fn new(batch: &[Op]) -> Self {
+        let size = batch.iter().fold((0, 0), |(n, b), op| match op {
+            Op::Cmd {
+                call: Call::Script { args, .. },
+                ..
+            } => (n + 1 + args.count(), b + 8 + args.data_len()),
+            _ => (n, b),
+        });
+        Round {
+            pipe: redis::Pipeline::with_capacity(4),
+            script: None,
+            barrier: false,
+            calls: Vec::new(),
+            answers: Vec::new(),
+            size,
+        }
+    }
+
+    fn close_script(&mut self) {
+        if let Some((cmd, _, wanted)) = self.script.take() {
+            self.pipe.add_command(cmd);
+            self.calls.push(wanted);
+        }
+        self.barrier = false;
+    }
+
+    fn add(&mut self, head: &Head, call: Call, answered: bool) {
+        match call {
+            Call::Script { args, frames } => {
+                let (n, b) = std::mem::take(&mut self.size);
+                let (cmd, count, wanted) = self
+                    .script
+                    .get_or_insert_with(|| (head.call(n, b), 0, Vec::new()));
+                cmd.arg(args.count());
+                for a in args.args() {
+                    cmd.arg(a);
+                }
+                *count += 1;
+                wanted.push(answered);
+                if answered {
+                    self.answers.push(Some(self.calls.len()));
+                }
+                self.barrier |= frames;
+            }
+            Call::Append { key, entry, keep } => {
+                if self.barrier {
+                    self.close_script();
+                }
+                self.pipe.cmd("RPUSH").arg(&key).arg(entry).ignore();
+                if let Some(keep) = keep {
+                    let from = -i64::from(keep.max(1));
+                    self.pipe.cmd("LTRIM").arg(&key).arg(from).arg(-1).ignore();
+                }
+                if answered {
+                    self.answers.push(None);
+                }
+            }
+        }
+    }
+
+    /// Runs the round; the answers the caller waits for, in order.
+    async fn run(
+        mut self,
+        c: &mut MultiplexedConnection,
+        limit: Duration,
+    ) -> Result<Vec<bool>, Error> {
+        self.close_script();
+        if self.calls.is_empty() && self.answers.is_empty() && self.pipe.is_empty() {
+            return Ok(Vec::new());
+        }
+        let replies: Vec<redis::Value> = with_timeout(limit, self.pipe.query_async(c)).await?;
+        if replies.len() != self.calls.len() {
+            return Err(Error::BadReply);
+        }
+        let mut per_call = Vec::with_capacity(replies.len());
+        for (reply, wanted) in replies.iter().zip(&self.calls) {
+            per_call.push(applied(reply, wanted)?.into_iter());
+        }
+        let mut out = Vec::with_capacity(self.answers.len());
+        for slot in self.answers {
+            out.push(match slot {
+                None => true,
+                Some(i) => per_call
+                    .get_mut(i)
+                    .and_then(Iterator::next)
+                    .ok_or(Error::BadReply)?,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -768,13 +942,7 @@ async fn writer(
                 link.up(Side::Writer).await;
                 continue;
             }
-            let (args, bytes) = batch.iter().fold((0, 0), |(n, b), op| match op {
-                Op::Cmd { call, .. } => (n + 1 + call.count(), b + 8 + call.data_len()),
-                Op::Flush(_) => (n, b),
-            });
-            let mut script = head.call(args, bytes);
-            // Per command in the call, whether the caller waits for its answer.
-            let mut answers_wanted = Vec::new();
+            let mut round = Round::new(&batch);
             let mut callers = false;
             // Each flush with whether a command before it was dropped.
             let mut flushes = Vec::new();
@@ -790,24 +958,14 @@ async fn writer(
                         ..
                     } => {
                         callers |= tag.is_some();
-                        script.arg(call.count());
-                        for a in call.args() {
-                            script.arg(a);
-                        }
-                        answers_wanted.push(answered);
+                        round.add(&head, call, answered);
                     }
                     Op::Flush(tx) => {
                         flushes.push((tx, std::mem::take(&mut dropped)));
                     }
                 }
             }
-            let result = if answers_wanted.is_empty() {
-                Ok(Vec::new())
-            } else {
-                with_timeout(limit, script.query_async::<redis::Value>(&mut c))
-                    .await
-                    .and_then(|reply| applied(&reply, &answers_wanted))
-            };
+            let result = round.run(&mut c, limit).await;
             match result {
                 Ok(answers) => {
                     link.answers(at, answers).await;
@@ -912,9 +1070,12 @@ async fn ticker(
     loop {
         tick.tick().await;
         // Skipped when the queue is full: that already means down.
-        for call in heartbeat.iter().chain(&sweep) {
+        for args in heartbeat.iter().chain(&sweep) {
             let _ = ops.try_send(Op::Cmd {
-                call: call.clone(),
+                call: Call::Script {
+                    args: args.clone(),
+                    frames: false,
+                },
                 tag: None,
                 answered: false,
             });

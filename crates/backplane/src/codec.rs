@@ -987,7 +987,29 @@ fn new_generation() -> u64 {
 /// node needs that answer ([`Command::Persist`], [`Command::Resumed`]).
 #[must_use]
 pub fn answered(cmd: &Command) -> bool {
-    matches!(cmd, Command::Persist { .. } | Command::Resumed { .. })
+    matches!(
+        cmd,
+        Command::Persist { .. } | Command::Append { .. } | Command::Resumed { .. }
+    )
+}
+
+/// The key of the list that keeps a session's frames for one epoch (see
+/// `kfe` in store.lua): a [`Command::Append`] is a plain `RPUSH` to it.
+#[must_use]
+pub fn frames_key(prefix: &str, session: &str, epoch: u32) -> String {
+    format!("{prefix}:f:{session}:{epoch}")
+}
+
+/// A kept frame as the store holds it: `seq:body`.
+#[must_use]
+pub fn frame_entry(seq: u64, body: &[u8]) -> Vec<u8> {
+    let mut digits = [0u8; 20];
+    let seq = decimal(seq, &mut digits);
+    let mut e = Vec::with_capacity(seq.len() + 1 + body.len());
+    e.extend_from_slice(seq);
+    e.push(b':');
+    e.extend_from_slice(body);
+    e
 }
 
 /// Writes the op name and arguments of `cmd` (after the fixed ones).
@@ -1160,6 +1182,11 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             out.text(room);
         }
         Command::MediaAway => out.text("media_away"),
+        Command::Drop { session, epoch } => {
+            out.text("drop");
+            out.text(session);
+            out.num(u64::from(*epoch));
+        }
         Command::Kick { req, room, peer } => {
             out.text("kick");
             out.num(*req);

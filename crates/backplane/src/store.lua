@@ -39,11 +39,17 @@ local K_ROOMS = P .. ':rooms'
 local K_GEN = P .. ':gen'
 -- set: nodes that said they have a media socket (a join with `relay`)
 local K_RELAY = P .. ':relay'
--- hash: a session: token, peer, user, face, owner, seq, bytes, epoch,
--- base (absent when None), n (its kept frames' count: LLEN without a call;
--- absent in a store written by an older script, then LLEN it is)
+-- hash: a session: token, peer, user, face, owner, seq, epoch, base
+-- (absent when None). Its seq is the hash's or its last kept frame's,
+-- whichever is larger (see get_seq).
 local function ks(s) return P .. ':s:' .. s end
-local function kf(s) return P .. ':f:' .. s end -- list: its kept frames
+-- list: the frames kept for the session's copy of `epoch` (decimal text),
+-- `seq:body` each, oldest first. The owner node appends with a plain RPUSH
+-- (Command::Append, no script), so the epoch in the key is the fence: a
+-- copy that is not the current one writes a list nobody reads, and a
+-- move (bump_epoch) renames the list to the next epoch.
+local function kfe(s, e) return P .. ':f:' .. s .. ':' .. e end
+local function kf(s) return kfe(s, redis.call('HGET', ks(s), 'epoch') or '0') end
 local function ksr(s) return P .. ':sr:' .. s end -- list: its rooms
 local function ko(n) return P .. ':o:' .. n end -- zset 0: a node's sessions
 local function kr(r) return P .. ':r:' .. r end -- list: a room's members
@@ -120,7 +126,15 @@ local function holds(node, s, epoch)
 end
 local function get_epoch(s) return tonumber(redis.call('HGET', ks(s), 'epoch')) or 0 end
 local function bump_epoch(s)
-  redis.call('HSET', ks(s), 'epoch', fmt((get_epoch(s) + 1) % 4294967296))
+  local old = kf(s)
+  local e = fmt((get_epoch(s) + 1) % 4294967296)
+  redis.call('HSET', ks(s), 'epoch', e)
+  -- What is there already was appended by no copy of this move: gone.
+  if redis.call('EXISTS', old) == 1 then
+    redis.call('RENAME', old, kfe(s, e))
+  else
+    redis.call('DEL', kfe(s, e))
+  end
 end
 local function get_base(s) return tonumber(redis.call('HGET', ks(s), 'base')) end
 local function set_base(s, b)
@@ -137,54 +151,85 @@ local function frame_seq(e)
   return tonumber(string.sub(e, 1, c - 1)), c
 end
 
-local function get_seq(s) return tonumber(redis.call('HGET', ks(s), 'seq')) or 0 end
+-- Stored::seq: an Append does not touch the hash, so the last kept
+-- frame's seq counts too.
+local function get_seq(s)
+  local seq = tonumber(redis.call('HGET', ks(s), 'seq')) or 0
+  local e = redis.call('LINDEX', kf(s), -1)
+  if e then
+    local last = frame_seq(e)
+    if last > seq then seq = last end
+  end
+  return seq
+end
 
--- Stored::keep past the seq check: appends the frame, dropping the oldest
--- beyond the bounds; `len` is nil when the hash has no count.
-local function append(s, seq, body, bytes, len)
-  len = len or redis.call('LLEN', kf(s))
+-- A frame's body length: its entry less `seq:`.
+local function body_len(e)
+  local _, c = frame_seq(e)
+  return #e - c
+end
+
+-- Stored::keep past the seq check (`seq` is beyond the session's): appends
+-- the frame, dropping the oldest beyond the bounds. Not on the hot path
+-- (that is Command::Append), so the bounds are counted from the list.
+local function append(s, seq, body)
+  local k = kf(s)
+  local frames = redis.call('LRANGE', k, 0, -1)
+  local len, bytes = #frames, 0
+  for _, e in ipairs(frames) do bytes = bytes + body_len(e) end
+  local drop = 0
   while len > 0 and (len >= MAXF or bytes + #body > MAXB) do
-    local old = redis.call('LPOP', kf(s))
-    local _, c = frame_seq(old)
-    bytes = bytes - (#old - c)
+    drop = drop + 1
+    bytes = bytes - body_len(frames[drop])
     len = len - 1
   end
-  redis.call('RPUSH', kf(s), fmt(seq) .. ':' .. body)
-  redis.call('HSET', ks(s), 'seq', fmt(seq), 'bytes', fmt(bytes + #body), 'n', fmt(len + 1))
+  if drop > 0 then redis.call('LTRIM', k, drop, -1) end
+  redis.call('RPUSH', k, fmt(seq) .. ':' .. body)
+  redis.call('HSET', ks(s), 'seq', fmt(seq))
 end
 
--- Stored::keep.
-local function keep(s, seq, body)
+-- Stored::keep of every frame of a record, in order, into a session that
+-- keeps none yet: worked out here, then one RPUSH.
+local function keep_all(s, frames)
   local cur = get_seq(s)
-  if seq <= cur or MAXF == 0 then
-    if seq > cur then redis.call('HSET', ks(s), 'seq', fmt(seq)) end
-    return
+  local kept, first, bytes = {}, 1, 0
+  for _, f in ipairs(frames) do
+    local seq, body = f[1], f[2]
+    if seq <= cur or MAXF == 0 then
+      if seq > cur then cur = seq end
+    else
+      cur = seq
+      while #kept >= first and (#kept - first + 1 >= MAXF or bytes + #body > MAXB) do
+        bytes = bytes - kept[first][2]
+        first = first + 1
+      end
+      kept[#kept + 1] = { fmt(seq) .. ':' .. body, #body }
+      bytes = bytes + #body
+    end
   end
-  local h = redis.call('HMGET', ks(s), 'bytes', 'n')
-  append(s, seq, body, tonumber(h[1]) or 0, tonumber(h[2]))
+  local k = kf(s)
+  for i = first, #kept, 1000 do
+    local chunk = {}
+    for j = i, math.min(i + 999, #kept) do chunk[#chunk + 1] = kept[j][1] end
+    redis.call('RPUSH', k, unpack(chunk))
+  end
+  redis.call('HSET', ks(s), 'seq', fmt(cur))
 end
 
--- Stored::trim.
+-- Stored::trim. The session's seq stays: the hash takes it first, in case
+-- the last frame goes.
 local function trim(s, last)
-  local h = redis.call('HMGET', ks(s), 'bytes', 'n')
-  local bytes = tonumber(h[1]) or 0
+  local k = kf(s)
+  local cur = get_seq(s)
   local dropped = 0
   while true do
-    local e = redis.call('LINDEX', kf(s), 0)
-    if not e then break end
-    local seq, c = frame_seq(e)
-    if seq > last then break end
-    redis.call('LPOP', kf(s))
-    bytes = bytes - (#e - c)
+    local e = redis.call('LINDEX', k, dropped)
+    if not e or frame_seq(e) > last then break end
     dropped = dropped + 1
   end
   if dropped > 0 then
-    local len = tonumber(h[2])
-    if len then
-      redis.call('HSET', ks(s), 'bytes', fmt(bytes), 'n', fmt(len - dropped))
-    else
-      redis.call('HSET', ks(s), 'bytes', fmt(bytes))
-    end
+    redis.call('HSET', ks(s), 'seq', fmt(cur))
+    redis.call('LTRIM', k, dropped, -1)
   end
 end
 
@@ -196,13 +241,15 @@ local function renumber(s, last)
   set_base(s, nil)
   if last <= b then return end
   local shift = last - b
-  for i, e in ipairs(redis.call('LRANGE', kf(s), 0, -1)) do
+  local cur = get_seq(s)
+  local k = kf(s)
+  for i, e in ipairs(redis.call('LRANGE', k, 0, -1)) do
     local seq, c = frame_seq(e)
     if seq > b then
-      redis.call('LSET', kf(s), i - 1, fmt(seq + shift) .. string.sub(e, c))
+      redis.call('LSET', k, i - 1, fmt(seq + shift) .. string.sub(e, c))
     end
   end
-  redis.call('HSET', ks(s), 'seq', fmt(get_seq(s) + shift))
+  redis.call('HSET', ks(s), 'seq', fmt(cur + shift))
 end
 
 -- Stored::covers.
@@ -217,8 +264,8 @@ end
 
 -- Stored::record, encoded.
 local function record(s, after)
-  local h = redis.call('HMGET', ks(s), 'token', 'peer', 'user', 'face', 'seq', 'epoch', 'base')
-  local parts = { a(s), a(h[1]), a(h[2]), o(h[3]), a(h[4]), a(h[5]) }
+  local h = redis.call('HMGET', ks(s), 'token', 'peer', 'user', 'face', 'epoch', 'base')
+  local parts = { a(s), a(h[1]), a(h[2]), o(h[3]), a(h[4]), n(get_seq(s)) }
   local kept = {}
   for _, e in ipairs(redis.call('LRANGE', kf(s), 0, -1)) do
     local seq, c = frame_seq(e)
@@ -231,8 +278,8 @@ local function record(s, after)
   local rooms = redis.call('LRANGE', ksr(s), 0, -1)
   parts[#parts + 1] = n(#rooms)
   for _, r in ipairs(rooms) do parts[#parts + 1] = a(r) end
-  parts[#parts + 1] = a(h[6] or '0')
-  parts[#parts + 1] = o(h[7])
+  parts[#parts + 1] = a(h[5] or '0')
+  parts[#parts + 1] = o(h[6])
   return table.concat(parts)
 end
 
@@ -342,10 +389,12 @@ local function register(from, r)
   local s = r.session
   if r.face == 'n' and r.user then redis.call('RPUSH', ku(r.user), s) end
   redis.call('HSET', ks(s), 'token', r.token, 'peer', r.peer, 'face', r.face,
-    'owner', from, 'seq', '0', 'bytes', '0', 'n', '0', 'epoch', fmt(r.epoch))
+    'owner', from, 'seq', '0', 'epoch', fmt(r.epoch))
   if r.user then redis.call('HSET', ks(s), 'user', r.user) end
   redis.call('ZADD', ko(from), 0, s)
-  for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
+  -- Appends that ran before this (none should) are not its frames.
+  redis.call('DEL', kf(s))
+  keep_all(s, r.frames)
   if r.seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(r.seq)) end
 end
 
@@ -547,8 +596,8 @@ local function resync(from)
         if not want[room] then unseat(from, s, room) end
       end
       redis.call('DEL', kf(s))
-      redis.call('HSET', ks(s), 'seq', '0', 'bytes', '0', 'n', '0')
-      for _, f in ipairs(r.frames) do keep(s, f[1], f[2]) end
+      redis.call('HSET', ks(s), 'seq', '0')
+      keep_all(s, r.frames)
       if r.seq > get_seq(s) then redis.call('HSET', ks(s), 'seq', fmt(r.seq)) end
       -- The node's frames replace the store's, numbering and all.
       set_base(s, r.base)
@@ -728,20 +777,25 @@ local function apply(op)
     if req then push(NODE, a('P') .. a(req) .. n(counted) .. node_list(nodes)) end
   elseif op == 'persist' then
     local s, epoch, seq, body, sent = nx(), nnum(), nnum(), nx(), nx()
-    local h = redis.call('HMGET', ks(s), 'owner', 'epoch', 'seq', 'bytes', 'base', 'n')
+    local h = redis.call('HMGET', ks(s), 'owner', 'epoch', 'base')
     -- Store::holds; and a copy of this move that skipped a seq lost one the
     -- store refused: it has forked, and keeps nothing more.
-    if not (h[1] == NODE and tonumber(h[2]) == epoch
-        and seq == (tonumber(h[3]) or 0) + 1) then
+    if not (h[1] == NODE and tonumber(h[2]) == epoch and seq == get_seq(s) + 1) then
       return 0
     end
     -- Stored::keep, past its seq check (this seq is the next).
     if MAXF == 0 then
       redis.call('HSET', ks(s), 'seq', fmt(seq))
     else
-      append(s, seq, body, tonumber(h[4]) or 0, tonumber(h[6]))
+      append(s, seq, body)
     end
-    if sent == '1' and h[5] then redis.call('HDEL', ks(s), 'base') end
+    if sent == '1' and h[3] then redis.call('HDEL', ks(s), 'base') end
+  elseif op == 'drop' then
+    local s, epoch = nx(), nnum()
+    -- Never the current epoch's list, whoever asks.
+    if tonumber(redis.call('HGET', ks(s), 'epoch')) ~= epoch then
+      redis.call('DEL', kfe(s, fmt(epoch)))
+    end
   elseif op == 'trim' then
     local s, last = nx(), nnum()
     if owns(NODE, s) then trim(s, last) end

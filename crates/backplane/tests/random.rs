@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use switchboard_backplane::StoreConfig;
+use switchboard_signal::cluster::store::Store;
 use switchboard_signal::cluster::{Command, NodeId, Push, SeatOutcome, TakeOutcome, Text};
 use switchboard_signal::{Face, MediaKind};
 
@@ -68,6 +69,10 @@ impl Beliefs {
             Command::Persist { session, seq, .. } if ok => {
                 self.0.entry(session.to_string()).or_default().1 = *seq;
             }
+            Command::Append { session, seq, .. } => {
+                let e = self.0.entry(session.to_string()).or_default();
+                e.1 = e.1.max(*seq);
+            }
             Command::Resumed {
                 session,
                 seq,
@@ -119,13 +124,14 @@ fn command(
     i: usize,
     home: &mut [usize],
     known: &Beliefs,
+    store: &Store,
 ) -> Command {
     let s = format!("s{i}");
     let room = format!("r{}", pick(rng, 3));
     let (epoch, seq) = (known.epoch(rng, &s), known.get(&s).1);
     // Sessions end often (ends, resyncs): most commands should find one.
     let fresh = !known.0.contains_key(&s) && pick(rng, 2) == 0;
-    match if fresh { 0 } else { pick(rng, 24) } {
+    match if fresh { 0 } else { pick(rng, 28) } {
         0..=3 => {
             let mut r = rec(&s, &peer(i), Some(["u", "v"][i % 2]));
             if i == 7 {
@@ -226,6 +232,27 @@ fn command(
             req: step,
             dead: NodeId::new(NODES[pick(rng, 3)]),
         },
+        // The hot path of a frame: a node appends only beyond the seq of
+        // its copy (the store's, when the copy is current), so the walk
+        // asks the reference; sometimes from another copy or another node.
+        22..=24 => {
+            let (owner, current, at) =
+                store
+                    .session_of(&s)
+                    .unwrap_or((NodeId::new(node), epoch, seq));
+            let own = *owner.0 == *node && pick(rng, 5) != 0;
+            Command::Append {
+                session: s.into(),
+                epoch: if own { current } else { epoch },
+                seq: at + 1 + rng.random_range(0..2),
+                body: Bytes::from(vec![b'a'; pick(rng, 40)]),
+                keep: (pick(rng, 3) == 0).then(|| rng.random_range(1..4)),
+            }
+        }
+        25 => Command::Drop {
+            session: s.into(),
+            epoch: rng.random_range(0..4),
+        },
         _ if pick(rng, 2) != 0 => Command::Heartbeat,
         _ => {
             let mut mine = Vec::new();
@@ -322,14 +349,14 @@ async fn random_interleavings_match_the_reference() {
         let mut home: Vec<usize> = (0..SESSIONS).map(|i| i % 3).collect();
         let mut known = Beliefs::default();
         let mut kinds = BTreeMap::new();
-        for step in 0..1000u64 {
+        for step in 0..1500u64 {
             let i = pick(&mut rng, SESSIONS);
             let node = if pick(&mut rng, 5) == 0 {
                 NODES[pick(&mut rng, 3)]
             } else {
                 NODES[home[i]]
             };
-            let cmd = command(&mut rng, step, node, i, &mut home, &known);
+            let cmd = command(&mut rng, step, node, i, &mut home, &known, &c.store);
             if step % 7 == 0 {
                 let (by, view) = admin(&mut admin_rng, step);
                 c.cmd(by, view).await;
@@ -341,6 +368,7 @@ async fn random_interleavings_match_the_reference() {
                 Command::Persist { .. } if ok => *kinds.entry("persisted").or_insert(0) += 1,
                 Command::Persist { .. } => *kinds.entry("refused").or_insert(0) += 1,
                 Command::Resumed { .. } if ok => *kinds.entry("resumed").or_insert(0) += 1,
+                Command::Append { .. } => *kinds.entry("appended").or_insert(0) += 1,
                 Command::Resync {
                     generation: Some(2),
                     ..
@@ -366,6 +394,7 @@ async fn random_interleavings_match_the_reference() {
             "ring",
             "counted",
             "persisted",
+            "appended",
             "refused",
             "resumed",
             "restore",

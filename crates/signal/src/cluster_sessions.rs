@@ -75,6 +75,8 @@ impl SignalCore {
             // this node to die first, the store would renumber frames the
             // client has.
             let (session, epoch, seq) = (s.id.clone(), s.epoch, s.seq);
+            // The store clears the session's base with it.
+            s.store_base = false;
             self.outbox.gated_command(
                 sid,
                 Command::Resumed {
@@ -270,6 +272,7 @@ impl SignalCore {
                 allowed_rooms,
                 seq: rec.seq,
                 epoch: rec.epoch,
+                store_base: rec.base.is_some(),
                 replay,
                 grace_until: None,
                 bucket: TokenBucket::full(now, self.config.rate_burst),
@@ -326,10 +329,20 @@ impl SignalCore {
             self.call_party_gone(key, sid);
         }
         self.rings_party_gone(sid);
+        let mut up = false;
         if let Some(c) = &mut self.cluster {
             c.unregistered.remove(&sid);
             c.bases.remove(&sid);
             c.classic_slots.remove(&sid);
+            up = c.up;
+        }
+        if up && s.face == Face::Native {
+            // Appends of this copy that reached the store after the move
+            // went to a list nobody reads.
+            self.command(Command::Drop {
+                session: s.id.clone(),
+                epoch: s.epoch,
+            });
         }
     }
 }

@@ -374,9 +374,11 @@ impl SignalCore {
         };
         let fresh = std::mem::take(&mut c.unregistered);
         let mut sessions = Vec::with_capacity(self.sessions.len());
-        for (sid, s) in self.sessions.iter() {
+        for (sid, s) in self.sessions.iter_mut() {
             let mut rec = record_of(s);
             rec.base = c.bases.get(sid).copied();
+            // The store takes this base: the next frame sent clears it.
+            s.store_base |= rec.base.is_some();
             if !fresh.contains(sid) {
                 rec.rooms = s
                     .rooms

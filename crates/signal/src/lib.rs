@@ -1114,6 +1114,7 @@ impl SignalCore {
                 allowed_rooms,
                 seq: 0,
                 epoch: 0,
+                store_base: false,
                 replay: ReplayBuffer::default(),
                 grace_until: None,
                 bucket: TokenBucket::full(now, self.config.rate_burst),

@@ -113,6 +113,16 @@ pub(crate) struct Outbox {
     gate: Option<Gate>,
 }
 
+/// The `keep` of an [`Command::Append`]: the store's list is cut to the
+/// node's replay only on every eighth frame that evicted some, so that a
+/// full replay costs Redis an `LTRIM` per eight frames, not per frame. In
+/// between it holds at most seven frames' evictions more than the replay:
+/// each evicts about its own size, so the store keeps at most the replay
+/// bounds plus seven times two of the largest messages.
+fn append_keep(seq: u64, evicted: usize, kept: usize) -> Option<u32> {
+    (evicted > 0 && seq.is_multiple_of(8)).then(|| u32::try_from(kept).unwrap_or(u32::MAX))
+}
+
 /// Frames and closes for native connections, in order, each waiting until
 /// the store has applied every `Persist` emitted before it (its own one
 /// included). A client then never holds a `seq` the store does not: a
@@ -265,7 +275,7 @@ impl Outbox {
             return false;
         }
         s.seq += 1;
-        s.replay.push(&body, self.replay_frames, self.replay_bytes);
+        let evicted = s.replay.push(&body, self.replay_frames, self.replay_bytes);
         let Some(gate) = &mut self.gate else {
             if let Some(conn) = s.conn {
                 self.queued += 1;
@@ -281,13 +291,28 @@ impl Outbox {
         };
         gate.sent += 1;
         gate.owners.push_back(sid);
-        self.queue.push_back(Output::Backplane(Command::Persist {
-            session: s.id.clone(),
-            epoch: s.epoch,
-            seq: s.seq,
-            body: body.clone(),
-            sent: s.conn.is_some(),
-        }));
+        let sent = s.conn.is_some();
+        let cmd = if self.replay_frames == 0 || (sent && s.store_base) {
+            // The store checks this one: it keeps only `seq`, or clears
+            // the session's `base` (a connection has frames again).
+            s.store_base &= !sent;
+            Command::Persist {
+                session: s.id.clone(),
+                epoch: s.epoch,
+                seq: s.seq,
+                body: body.clone(),
+                sent,
+            }
+        } else {
+            Command::Append {
+                session: s.id.clone(),
+                epoch: s.epoch,
+                seq: s.seq,
+                body: body.clone(),
+                keep: append_keep(s.seq, evicted, s.replay.len()),
+            }
+        };
+        self.queue.push_back(Output::Backplane(cmd));
         if let Some(conn) = s.conn {
             self.queued += 1;
             let frame = OutFrame {

@@ -32,6 +32,11 @@ pub(crate) struct Session {
     /// In a cluster, which move of the session this copy is
     /// (`cluster::SessionRecord::epoch`).
     pub(crate) epoch: u32,
+    /// In a cluster, whether the store holds a `base` for this session
+    /// (`cluster::SessionRecord::base`: it moved here, and no frame has
+    /// reached a live connection since): the next frame that does is
+    /// written with a `Persist`, which clears it, not an `Append`.
+    pub(crate) store_base: bool,
     pub(crate) replay: ReplayBuffer,
     pub(crate) grace_until: Option<Instant>,
     pub(crate) bucket: TokenBucket,
@@ -100,10 +105,13 @@ impl ReplayBuffer {
                 || (self.lens.len() < max_frames && self.bytes.len() + len <= max_bytes))
     }
 
-    pub(crate) fn push(&mut self, body: &[u8], max_frames: usize, max_bytes: usize) {
+    /// Keeps `body` as the newest frame; returns how many old frames made
+    /// room for it.
+    pub(crate) fn push(&mut self, body: &[u8], max_frames: usize, max_bytes: usize) -> usize {
         if max_frames == 0 {
-            return;
+            return 0;
         }
+        let before = self.lens.len();
         // The byte bound is what keeps a flood of large messages from
         // holding max_frames × max_message_bytes per recipient.
         while !self.lens.is_empty()
@@ -116,9 +124,10 @@ impl ReplayBuffer {
         let Ok(len) = u32::try_from(body.len()) else {
             // Frames are bounded far below 4 GiB by the transport cap; a body
             // that is not cannot be kept, so resumes past it fail.
+            let evicted = self.lens.len();
             self.bytes.clear();
             self.lens.clear();
-            return;
+            return evicted;
         };
         if self.lens.capacity() == 0 {
             // Most sessions are quiet: start small, not at the defaults.
@@ -128,6 +137,7 @@ impl ReplayBuffer {
         self.bytes.extend(body);
         self.lens.push_back(len);
         self.high = self.high.max(saturating_u32(self.bytes.len()));
+        before + 1 - self.lens.len()
     }
 
     /// Forgets the frames with `seq <= last_seq` (the client confirmed

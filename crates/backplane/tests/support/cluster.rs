@@ -160,6 +160,16 @@ impl Cluster {
                 }
             }
             let want = self.expected.remove(&node.id).unwrap_or_default();
+            if let Some(i) = (0..got.len().max(want.len()))
+                .find(|&i| got.get(i).map(timeless) != want.get(i).map(timeless))
+            {
+                eprintln!(
+                    "node {}: first difference at push {i}:\n redis: {:?}\n reference: {:?}",
+                    node.id,
+                    got.get(i),
+                    want.get(i)
+                );
+            }
             assert_eq!(
                 got.iter().map(timeless).collect::<Vec<_>>(),
                 want.iter().map(timeless).collect::<Vec<_>>(),

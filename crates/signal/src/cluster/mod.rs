@@ -262,6 +262,42 @@ pub enum Command {
         /// numbered for now only.
         sent: bool,
     },
+    /// The hot path of [`Command::Persist`]: the frame is added to the
+    /// frames kept for `(session, epoch)`, with no check and no refusal, so
+    /// that Redis runs it as a plain `RPUSH` (no script). The epoch fences
+    /// it: a copy that is not the session's current one writes where
+    /// nobody reads (a take or an adoption moves the frames to the next
+    /// epoch's list), and [`Command::Drop`] clears that away. With `keep`,
+    /// only the newest `keep` frames of that epoch stay: the node's own
+    /// replay buffer, which the same bounds fill the same way, says how
+    /// many. Answered like a `Persist`, always applied.
+    ///
+    /// A node sends `Persist` instead when the store must check or clear
+    /// something: replay is off (only `seq` is kept), or the frame is the
+    /// first to reach a live connection since the session moved here (the
+    /// store clears the session's `base`).
+    Append {
+        /// The session.
+        session: Text,
+        /// The copy's epoch.
+        epoch: u32,
+        /// Its `seq`.
+        seq: u64,
+        /// The frame without `seq`.
+        body: Bytes,
+        /// How many of the epoch's newest frames stay, when some go.
+        keep: Option<u32>,
+    },
+    /// The node forgot its copy `(session, epoch)` (the session lives on
+    /// elsewhere): what [`Command::Append`] wrote for that epoch after the
+    /// session moved goes. Nothing happens when that epoch is the
+    /// session's current one.
+    Drop {
+        /// The session.
+        session: Text,
+        /// The forgotten copy's epoch.
+        epoch: u32,
+    },
     /// The client confirmed every frame up to `last_seq`.
     Trim {
         /// The session.

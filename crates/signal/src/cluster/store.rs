@@ -110,6 +110,21 @@ impl Stored {
         self.frames.push_back((seq, body));
     }
 
+    /// [`Command::Append`]: the frame goes in unchecked, the node's count
+    /// bounds the kept frames.
+    fn append(&mut self, seq: u64, body: Bytes, keep: Option<u32>) {
+        self.seq = self.seq.max(seq);
+        self.bytes += body.len();
+        self.frames.push_back((seq, body));
+        if let Some(keep) = keep {
+            while self.frames.len() > keep as usize {
+                if let Some((_, old)) = self.frames.pop_front() {
+                    self.bytes -= old.len();
+                }
+            }
+        }
+    }
+
     /// A client resumes from `last_seq`: beyond `base`, the node the
     /// session moved from had sent it frames it never wrote, and what was
     /// kept since follows them.
@@ -233,6 +248,14 @@ impl Store {
     #[must_use]
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// A session's owner, epoch and `seq`, for tests.
+    #[must_use]
+    pub fn session_of(&self, session: &str) -> Option<(NodeId, u32, u64)> {
+        self.sessions
+            .get(session)
+            .map(|s| (s.owner.clone(), s.epoch, s.seq))
     }
 
     /// The kind and media node of `room`, for tests.
@@ -366,8 +389,28 @@ impl Store {
     /// applied: `false` for a `Persist` or `Resumed` of a session that is
     /// not `from`'s
     /// (the node answers [`SignalCore::persisted`](crate::SignalCore::persisted)
-    /// with it) and for anything from a node declared dead.
+    /// with it) and for anything from a node declared dead, but an
+    /// `Append`, which is never refused.
     pub fn handle(&mut self, now: Instant, from: &NodeId, cmd: Command) -> bool {
+        if let Command::Append {
+            session,
+            epoch,
+            seq,
+            body,
+            keep,
+        } = cmd
+        {
+            // Redis runs it as a plain RPUSH (and LTRIM) to the epoch's
+            // list, no script: no liveness, no check but the epoch in the
+            // key. A copy that is not the current one writes a list nobody
+            // reads.
+            if let Some(s) = self.sessions.get_mut(&session)
+                && s.epoch == epoch
+            {
+                s.append(seq, body, keep);
+            }
+            return true;
+        }
         let node = self.nodes.entry(from.clone()).or_insert(NodeState {
             last_seen: now,
             dead: false,
@@ -442,6 +485,11 @@ impl Store {
                     }
                     _ => return false,
                 }
+            }
+            // Taken first, below.
+            Command::Append { .. } => {}
+            Command::Drop { .. } => {
+                // Only an old epoch's list goes, which this store never had.
             }
             Command::Trim { session, last_seq } => {
                 if let Some(s) = self.sessions.get_mut(&session)

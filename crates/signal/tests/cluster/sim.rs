@@ -495,7 +495,10 @@ impl Sim {
                 if std::env::var_os("SIM_TRACE").is_some() {
                     eprintln!("{:?} {id} -> store: {cmd:?}", now - self.start);
                 }
-                let persist = matches!(cmd, Command::Persist { .. } | Command::Resumed { .. });
+                let persist = matches!(
+                    cmd,
+                    Command::Persist { .. } | Command::Append { .. } | Command::Resumed { .. }
+                );
                 let ok = self.store.handle(now, &id, cmd);
                 if persist && !self.nodes[i].cut {
                     let d = self.delay();
