@@ -24,4 +24,4 @@ node $SIGBENCH/sig_load/load.js --adapter wsjson --url ws://127.0.0.1:$P1/ws --u
 b=($(cpu1 $R) $(cpu1 $N1) $(cpu1 $N2))
 echo "cpu ticks: redis $(( ${b[0]}-${a[0]} )) n1 $(( ${b[1]}-${a[1]} )) n2 $(( ${b[2]}-${a[2]} ))"
 python3 -c "import json;r=json.load(open('$OUT/res.json'));print({k:r.get(k) for k in ['delivered','delivered_per_s','lat_p50_ms','lat_p99_ms']})"
-redis-cli -p $RP info commandstats | grep -E "evalsha|publish"
+redis-cli -p $RP info commandstats | grep -E "calls="

@@ -207,6 +207,8 @@ enum Call {
         entry: Vec<u8>,
         keep: Option<u32>,
     },
+    /// A [`Command::Forward`]: a plain `PUBLISH` of the push.
+    Publish { channel: String, payload: Vec<u8> },
 }
 
 impl Call {
@@ -215,6 +217,7 @@ impl Call {
         match self {
             Call::Script { args, .. } => args.bytes(),
             Call::Append { key, entry, .. } => key.len() + entry.len() + 48,
+            Call::Publish { channel, payload } => channel.len() + payload.len() + 32,
         }
     }
 }
@@ -583,6 +586,22 @@ impl RedisBackplane {
                 entry: codec::frame_entry(*seq, body),
                 keep: *keep,
             },
+            Command::Forward {
+                to,
+                room,
+                event,
+                sessions,
+            } => Call::Publish {
+                channel: format!("{}:node:{}", self.prefix, to),
+                payload: codec::encode_push(&Push::Deliver {
+                    from: self.node.clone(),
+                    req: None,
+                    room: room.clone(),
+                    event: event.clone(),
+                    sessions: sessions.clone(),
+                })
+                .ok_or(codec::Unsupported)?,
+            },
             _ => Call::Script {
                 args: script_call(cmd)?,
                 frames: touches_frames(cmd),
@@ -694,6 +713,14 @@ struct Round {
     script: Option<(Cmd, usize, Vec<bool>)>,
     /// Whether an op of `script` touches frames.
     barrier: bool,
+    /// Forwarded pushes not in `pipe` yet, by channel: each channel's go
+    /// as one `PUBLISH`, before the next script call (which must run after
+    /// them).
+    forwards: Vec<(String, Vec<Vec<u8>>)>,
+    /// Appends not in `pipe` yet, in order: per list, one `RPUSH` of all
+    /// its entries, then one `LTRIM` to what the last cut keeps (a cut,
+    /// then an append, is the append, then a cut keeping one more).
+    appends: Vec<(String, Vec<u8>, Option<u32>)>,
     /// Per script call in `pipe`, which of its ops the caller waits for.
     calls: Vec<Vec<bool>>,
     /// Per answer the caller waits for, in order: the script call it is
@@ -716,13 +743,47 @@ impl Round {
             pipe: redis::Pipeline::with_capacity(4),
             script: None,
             barrier: false,
+            forwards: Vec::new(),
+            appends: Vec::new(),
             calls: Vec::new(),
             answers: Vec::new(),
             size,
         }
     }
 
+    fn flush_appends(&mut self) {
+        // Stable: a list's entries stay in order.
+        self.appends.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut appends = std::mem::take(&mut self.appends).into_iter().peekable();
+        while let Some((key, entry, keep)) = appends.next() {
+            let mut cut = keep;
+            let rpush = self.pipe.cmd("RPUSH").arg(&key).arg(entry);
+            while let Some((_, entry, keep)) = appends.next_if(|(k, _, _)| *k == key) {
+                rpush.arg(entry);
+                cut = keep.or(cut.map(|c| c.saturating_add(1)));
+            }
+            rpush.ignore();
+            if let Some(keep) = cut {
+                let from = -i64::from(keep.max(1));
+                self.pipe.cmd("LTRIM").arg(&key).arg(from).arg(-1).ignore();
+            }
+        }
+    }
+
+    fn flush_forwards(&mut self) {
+        for (channel, mut items) in self.forwards.drain(..) {
+            let payload = if items.len() == 1 {
+                items.pop().unwrap_or_default()
+            } else {
+                codec::encode_batch(&items)
+            };
+            self.pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+        }
+    }
+
     fn close_script(&mut self) {
+        self.flush_appends();
+        self.flush_forwards();
         if let Some((cmd, _, wanted)) = self.script.take() {
             self.pipe.add_command(cmd);
             self.calls.push(wanted);
@@ -752,13 +813,20 @@ impl Round {
                 if self.barrier {
                     self.close_script();
                 }
-                self.pipe.cmd("RPUSH").arg(&key).arg(entry).ignore();
-                if let Some(keep) = keep {
-                    let from = -i64::from(keep.max(1));
-                    self.pipe.cmd("LTRIM").arg(&key).arg(from).arg(-1).ignore();
-                }
+                self.appends.push((key, entry, keep));
                 if answered {
                     self.answers.push(None);
+                }
+            }
+            Call::Publish { channel, payload } => {
+                // After every op sent before it: a message goes out in
+                // order with the events the script routes.
+                if self.script.is_some() {
+                    self.close_script();
+                }
+                match self.forwards.iter_mut().find(|(c, _)| *c == channel) {
+                    Some((_, items)) => items.push(payload),
+                    None => self.forwards.push((channel, vec![payload])),
                 }
             }
         }
@@ -1026,10 +1094,12 @@ async fn reader(
                         break;
                     };
                     let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
-                    match codec::decode_push(payload) {
-                        Ok(push) => {
-                            if events.send(Event::Push(push)).await.is_err() {
-                                return;
+                    match codec::decode_pushes(payload) {
+                        Ok(pushes) => {
+                            for push in pushes {
+                                if events.send(Event::Push(push)).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                         Err(e) => {

@@ -635,9 +635,65 @@ pub fn encode_push(push: &Push) -> Option<Vec<u8>> {
             w.text(room);
             w.texts(sessions);
         }
+        Push::Route { room, nodes } => {
+            w.text("H");
+            w.text(room);
+            w.num(nodes.len() as u64);
+            for (node, members) in nodes {
+                w.text(&node.0);
+                w.num(members.len() as u64);
+                for (session, peer) in members {
+                    w.text(session);
+                    w.text(peer);
+                }
+            }
+        }
+        Push::Rerouted { room } => {
+            w.text("I");
+            w.text(room);
+        }
         _ => return None,
     }
     Some(w.0)
+}
+
+/// Several pushes' payloads (from [`encode_push`]) as one: a node sends
+/// the messages of one round for one node in one `PUBLISH`.
+#[must_use]
+pub fn encode_batch(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(
+        16 + items.iter().map(|i| i.len() + 8).sum::<usize>(),
+    ));
+    w.text("B");
+    w.num(items.len() as u64);
+    for i in items {
+        w.atom(i);
+    }
+    w.0
+}
+
+/// The pushes of a node channel's payload: one, or a batch of them (see
+/// [`encode_batch`]).
+///
+/// # Errors
+/// As [`decode_push`], for the batch or any push in it: then none of it.
+pub fn decode_pushes(payload: Bytes) -> Result<Vec<Push>, DecodeError> {
+    if !payload.starts_with(b"1:B") {
+        return decode_push(payload).map(|p| vec![p]);
+    }
+    let mut r = Reader {
+        buf: payload,
+        pos: 3,
+    };
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(decode_push(r.bytes()?)?);
+    }
+    if r.pos != r.buf.len() {
+        return Err(DecodeError::Trailing);
+    }
+    Ok(out)
 }
 
 /// A push from a node channel's payload.
@@ -795,6 +851,22 @@ pub fn decode_push(payload: Bytes) -> Result<Push, DecodeError> {
             room: r.text()?,
             sessions: r.texts()?,
         },
+        b'H' => {
+            let room = r.text()?;
+            let n = r.count()?;
+            let mut nodes = Vec::with_capacity(n);
+            for _ in 0..n {
+                let node = r.node()?;
+                let m = r.count()?;
+                let mut members = Vec::with_capacity(m);
+                for _ in 0..m {
+                    members.push((r.text()?, r.text()?));
+                }
+                nodes.push((node, members));
+            }
+            Push::Route { room, nodes }
+        }
+        b'I' => Push::Rerouted { room: r.text()? },
         t => return Err(unknown(t)),
     };
     if r.pos != r.buf.len() {
@@ -1182,6 +1254,10 @@ pub(crate) fn command_args(cmd: &Command, out: &mut impl Args) -> Result<(), Uns
             out.text(room);
         }
         Command::MediaAway => out.text("media_away"),
+        Command::Route { room } => {
+            out.text("route");
+            out.text(room);
+        }
         Command::Drop { session, epoch } => {
             out.text("drop");
             out.text(session);

@@ -341,6 +341,55 @@ local function route(from, room, req, to, subject, event, skip)
   return nodes
 end
 
+-- Store::route_of: the members of `room` owned by live nodes other than
+-- `from`, by node, in member order, encoded: n(nodes) then per node its
+-- id, n(members) and each member's session and peer.
+local function route_of(from, room)
+  local nodes, by_node, live = {}, {}, {}
+  local members = redis.call('LRANGE', kr(room), 0, -1)
+  local fields = {}
+  for i, m in ipairs(members) do fields[i] = 'p:' .. m end
+  local peers = hmget_many(kri(room), fields)
+  for i, m in ipairs(members) do
+    local ow = owner(m)
+    if ow and live[ow] == nil then live[ow] = ow ~= from and alive(ow) end
+    if ow and live[ow] then
+      local list = by_node[ow]
+      if not list then
+        list = {}
+        by_node[ow] = list
+        nodes[#nodes + 1] = ow
+      end
+      list[#list + 1] = a(m) .. a(peers[i] or '')
+    end
+  end
+  local parts = { n(#nodes) }
+  for _, nd in ipairs(nodes) do
+    local list = by_node[nd]
+    parts[#parts + 1] = a(nd) .. n(#list) .. table.concat(list)
+  end
+  return table.concat(parts)
+end
+
+-- Store::reroute: a member of each of `rooms` moved; the nodes of their
+-- members (live, in member order, once each) drop their route.
+local function reroute(rooms)
+  local done = {}
+  for _, room in ipairs(rooms) do
+    if not done[room] then
+      done[room] = true
+      local seen = {}
+      for _, m in ipairs(redis.call('LRANGE', kr(room), 0, -1)) do
+        local ow = owner(m)
+        if ow and not seen[ow] and alive(ow) then
+          seen[ow] = true
+          send(ow, a('I') .. a(room))
+        end
+      end
+    end
+  end
+end
+
 local function node_list(nodes)
   local parts = { n(#nodes) }
   for _, nd in ipairs(nodes) do parts[#parts + 1] = a(nd) end
@@ -494,6 +543,7 @@ local function take(from, s, token, last)
   local rec = record(s, last)
   if old ~= from then push(old, a('T') .. a(s)) end
   room_media_to(from, s)
+  reroute(redis.call('LRANGE', ksr(s), 0, -1))
   if covered then return a('T') .. rec end
   return a('G') .. rec
 end
@@ -512,7 +562,12 @@ local function adopt(from, dead)
     set_base(s, b)
     parts[#parts + 1] = record(s, 0)
   end
-  for _, s in ipairs(ids) do room_media_to(from, s) end
+  local rooms = {}
+  for _, s in ipairs(ids) do
+    room_media_to(from, s)
+    for _, room in ipairs(redis.call('LRANGE', ksr(s), 0, -1)) do rooms[#rooms + 1] = room end
+  end
+  reroute(rooms)
   return table.concat(parts)
 end
 
@@ -790,6 +845,9 @@ local function apply(op)
       append(s, seq, body)
     end
     if sent == '1' and h[3] then redis.call('HDEL', ks(s), 'base') end
+  elseif op == 'route' then
+    local room = nx()
+    push(NODE, a('H') .. a(room) .. route_of(NODE, room))
   elseif op == 'drop' then
     local s, epoch = nx(), nnum()
     -- Never the current epoch's list, whoever asks.

@@ -751,8 +751,14 @@ async fn node_death_adoption_dead_and_resync() {
     assert!(got[&NodeId::new("b")].contains(&Push::NodeDied {
         node: NodeId::new("a")
     }));
-    assert!(matches!(&got[&NodeId::new("b")][1],
-        Push::Adopted { sessions, .. } if sessions.len() == 2
+    // Then the moved sessions' rooms are rerouted: their members' nodes
+    // drop their routes (b first: it owns them now).
+    assert!(got[&NodeId::new("b")].contains(&Push::Rerouted { room: "r".into() }));
+    let adopted = got[&NodeId::new("b")]
+        .iter()
+        .find(|p| matches!(p, Push::Adopted { .. }));
+    assert!(matches!(adopted,
+        Some(Push::Adopted { sessions, .. }) if sessions.len() == 2
             && sessions[0].frames.len() == 1
             && sessions[0].epoch == 1
             && sessions[0].base == Some(1)));
@@ -1139,4 +1145,199 @@ async fn admin_views_and_kicks() {
         }
     );
     assert!(matches!(&tail[3], Push::Rooms { req: 12, rooms } if rooms.len() == 2));
+}
+
+fn append(session: &str, epoch: u32, seq: u64, body: &[u8], keep: Option<u32>) -> Command {
+    Command::Append {
+        session: session.into(),
+        epoch,
+        seq,
+        body: Bytes::copy_from_slice(body),
+        keep,
+    }
+}
+
+#[tokio::test]
+async fn appends_in_one_round_keep_what_one_at_a_time_would() {
+    let cfg = StoreConfig {
+        replay_frames: 8,
+        replay_bytes: 1000,
+        ..StoreConfig::default()
+    };
+    let mut c = Cluster::new(cfg, &["a", "b", "c"]).await;
+    c.cmd("a", Command::Register(rec("s1", "p1", None))).await;
+    c.cmd("a", Command::Register(rec("s2", "p2", None))).await;
+    // One round: two sessions' appends interleaved, cuts between them, a
+    // copy of another move (written where nobody reads), and a trim (it
+    // reads the frames: what follows it runs after it).
+    c.queue("a", append("s1", 0, 1, b"one", None));
+    c.queue("a", append("s2", 0, 1, b"uno", None));
+    c.queue("a", append("s1", 0, 2, b"two", Some(1)));
+    c.queue("a", append("s1", 0, 3, b"three", None));
+    c.queue("a", append("s2", 0, 2, b"dos", None));
+    c.queue("a", append("s1", 1, 4, b"not this move", None));
+    c.queue("a", append("s1", 0, 4, b"four", None));
+    c.queue(
+        "a",
+        Command::Trim {
+            session: "s2".into(),
+            last_seq: 1,
+        },
+    );
+    c.queue("a", append("s2", 0, 3, b"tres", Some(2)));
+    c.flush("a").await;
+    let take = |req: u64, s: &str, last_seq: u64| Command::Take {
+        req,
+        session: s.into(),
+        token: format!("tok-{s}").into(),
+        last_seq,
+    };
+    // s1 keeps 2, 3 and 4 (the cut at 2 kept one); s2 keeps 2 and 3.
+    let (_, pushes) = c.cmd("b", take(1, "s1", 1)).await;
+    assert!(pushes.iter().any(|(_, p)| matches!(p,
+        Push::Took { outcome: TakeOutcome::Taken(r), .. }
+            if r.frames.iter().map(|f| f.0).collect::<Vec<_>>() == [2, 3, 4] && r.seq == 4)));
+    c.cmd("b", take(2, "s2", 1)).await;
+    // The old copy's late appends and a drop of them change nothing.
+    c.cmd("a", append("s1", 0, 5, b"late", None)).await;
+    c.cmd(
+        "a",
+        Command::Drop {
+            session: "s1".into(),
+            epoch: 0,
+        },
+    )
+    .await;
+    c.cmd(
+        "b",
+        Command::Drop {
+            session: "s1".into(),
+            epoch: 1,
+        },
+    )
+    .await;
+    c.cmd("b", append("s1", 1, 5, b"five", None)).await;
+    c.cmd("c", take(3, "s1", 2)).await;
+    let got = c.check().await;
+    let took: Vec<_> = got[&NodeId::new("c")]
+        .iter()
+        .filter_map(|p| match p {
+            Push::Took {
+                outcome: TakeOutcome::Taken(r),
+                ..
+            } => Some(r.frames.iter().map(|f| f.0).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(took, [vec![3, 4, 5]]);
+}
+
+#[tokio::test]
+async fn routes_reroutes_and_forwards() {
+    let mut c = Cluster::new(StoreConfig::default(), &["a", "b", "c"]).await;
+    for (node, s, p) in [
+        ("a", "s1", "p1"),
+        ("b", "s2", "p2"),
+        ("b", "s3", "p3"),
+        ("c", "s4", "p4"),
+    ] {
+        c.cmd(node, Command::Register(rec(s, p, None))).await;
+        c.cmd(node, join(1, s, "r", None, cap(0, 0))).await;
+    }
+    let (_, pushes) = c.cmd("a", Command::Route { room: "r".into() }).await;
+    assert!(pushes.contains(&(
+        NodeId::new("a"),
+        Push::Route {
+            room: "r".into(),
+            nodes: vec![
+                (
+                    NodeId::new("b"),
+                    vec![("s2".into(), "p2".into()), ("s3".into(), "p3".into())]
+                ),
+                (NodeId::new("c"), vec![("s4".into(), "p4".into())]),
+            ],
+        }
+    )));
+    c.cmd(
+        "a",
+        Command::Route {
+            room: "none".into(),
+        },
+    )
+    .await;
+    // Forwards of one round to one node go out as one batch, in order.
+    for i in 0..3 {
+        c.queue(
+            "a",
+            Command::Forward {
+                to: NodeId::new("b"),
+                room: "r".into(),
+                event: msg("p1", &i.to_string()),
+                sessions: vec!["s2".into(), "s3".into()],
+            },
+        );
+        c.queue(
+            "a",
+            Command::Forward {
+                to: NodeId::new("c"),
+                room: "r".into(),
+                event: msg("p1", &i.to_string()),
+                sessions: vec!["s4".into()],
+            },
+        );
+    }
+    c.queue(
+        "a",
+        Command::Leave {
+            session: "s1".into(),
+            room: "r".into(),
+        },
+    );
+    c.queue(
+        "a",
+        Command::Forward {
+            to: NodeId::new("c"),
+            room: "r".into(),
+            event: msg("p1", "\"after\""),
+            sessions: vec!["s4".into()],
+        },
+    );
+    c.flush("a").await;
+    // A take moves s2 to c: b and c (the nodes of r's members) drop their
+    // routes; so does an adoption.
+    let (_, pushes) = c
+        .cmd(
+            "c",
+            Command::Take {
+                req: 2,
+                session: "s2".into(),
+                token: "tok-s2".into(),
+                last_seq: 0,
+            },
+        )
+        .await;
+    let rerouted: Vec<_> = pushes
+        .iter()
+        .filter(|(_, p)| matches!(p, Push::Rerouted { .. }))
+        .map(|(n, _)| n.0.to_string())
+        .collect();
+    assert_eq!(rerouted, ["c", "b"]);
+    let got = c.check().await;
+    let to_c: Vec<_> = got[&NodeId::new("c")]
+        .iter()
+        .filter_map(|p| match p {
+            Push::Deliver { event, .. } => Some(event.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        to_c,
+        [
+            msg("p1", "0"),
+            msg("p1", "1"),
+            msg("p1", "2"),
+            RoomEvent::Bye { peer: "p1".into() },
+            msg("p1", "\"after\""),
+        ]
+    );
 }

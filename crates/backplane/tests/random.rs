@@ -131,7 +131,7 @@ fn command(
     let (epoch, seq) = (known.epoch(rng, &s), known.get(&s).1);
     // Sessions end often (ends, resyncs): most commands should find one.
     let fresh = !known.0.contains_key(&s) && pick(rng, 2) == 0;
-    match if fresh { 0 } else { pick(rng, 28) } {
+    match if fresh { 0 } else { pick(rng, 30) } {
         0..=3 => {
             let mut r = rec(&s, &peer(i), Some(["u", "v"][i % 2]));
             if i == 7 {
@@ -253,6 +253,13 @@ fn command(
             session: s.into(),
             epoch: rng.random_range(0..4),
         },
+        26 => Command::Route { room: room.into() },
+        27 => Command::Forward {
+            to: NodeId::new(NODES[pick(rng, 3)]),
+            room: room.into(),
+            event: msg(&peer(pick(rng, 10)), "\"f\""),
+            sessions: vec![s.into()],
+        },
         _ if pick(rng, 2) != 0 => Command::Heartbeat,
         _ => {
             let mut mine = Vec::new();
@@ -327,6 +334,8 @@ fn kind(p: &Push) -> &'static str {
         Push::Resynced { .. } => "resynced",
         Push::Published { .. } => "published",
         Push::Kick { .. } => "kick",
+        Push::Route { nodes, .. } if !nodes.is_empty() => "route",
+        Push::Rerouted { .. } => "rerouted",
         Push::Room { room: Some(_), .. } => "room",
         Push::Rooms { rooms, .. } if !rooms.is_empty() => "rooms",
         _ => "other",
@@ -344,6 +353,12 @@ async fn random_interleavings_match_the_reference() {
         let mut c = Cluster::new(cfg, &NODES).await;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut admin_rng = ChaCha8Rng::seed_from_u64(seed + 100);
+        // Whether a node's commands go to Redis one by one or several in a
+        // round (appends hoisted and merged, forwards batched), from a
+        // generator of its own. Only one node's are ever in flight: the
+        // reference applies them in the walk's order.
+        let mut round_rng = ChaCha8Rng::seed_from_u64(seed + 200);
+        let mut queued: Option<&str> = None;
         // Where each session most likely lives, so that most commands come
         // from its owner (a take moves it).
         let mut home: Vec<usize> = (0..SESSIONS).map(|i| i % 3).collect();
@@ -357,11 +372,22 @@ async fn random_interleavings_match_the_reference() {
                 NODES[home[i]]
             };
             let cmd = command(&mut rng, step, node, i, &mut home, &known, &c.store);
+            if let Some(q) = queued
+                && (q != node || step % 7 == 0)
+            {
+                c.flush(q).await;
+                queued = None;
+            }
             if step % 7 == 0 {
                 let (by, view) = admin(&mut admin_rng, step);
                 c.cmd(by, view).await;
             }
-            let (ok, pushes) = c.cmd(node, cmd.clone()).await;
+            let (ok, pushes) = c.queue(node, cmd.clone());
+            if pick(&mut round_rng, 3) == 0 {
+                queued = Some(node);
+            } else {
+                c.flush(node).await;
+            }
             let n = NODES.iter().position(|n| *n == node).unwrap_or(0);
             known.learn(n, &home, &cmd, ok, &pushes);
             match &cmd {
@@ -375,6 +401,9 @@ async fn random_interleavings_match_the_reference() {
                 } => *kinds.entry("restore").or_insert(0) += 1,
                 _ => {}
             }
+        }
+        if let Some(q) = queued {
+            c.flush(q).await;
         }
         let got = c.check().await;
         // The walk must reach the interesting cases, not only refusals.
@@ -395,6 +424,8 @@ async fn random_interleavings_match_the_reference() {
             "counted",
             "persisted",
             "appended",
+            "route",
+            "rerouted",
             "refused",
             "resumed",
             "restore",

@@ -159,6 +159,29 @@ pub(crate) struct Clustered {
     /// SFU rooms of the sessions moving here (a take, an adoption), from
     /// the store's `RoomMedia` pushes: installed as SFU rooms.
     pub(crate) moving_sfu: HashSet<Text>,
+    /// Where a room's messages that nobody waits for a count of go, by
+    /// room (`Push::Route`): they are then forwarded straight to the
+    /// members' nodes, no script in Redis. Dropped when the store says the
+    /// room's members or their nodes changed, and after [`ROUTE_TTL`].
+    pub(crate) routes: HashMap<Text, Route>,
+    /// Rooms whose route was asked for and not answered yet.
+    pub(crate) routing: HashSet<Text>,
+}
+
+/// A route is not used past this age even if the store said nothing:
+/// what no push says (a node that came back, a store that restarted) is
+/// then stale this long at most. It is asked for again from half that age
+/// on, and used until the answer comes, so that a busy room's messages do
+/// not go through the store meanwhile.
+pub(crate) const ROUTE_TTL: Duration = Duration::from_secs(2);
+
+/// A room's members on other nodes, as the store last said.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) nodes: Vec<(NodeId, Vec<(Text, Text)>)>,
+    /// Asked for again from then on.
+    pub(crate) renew: Instant,
+    pub(crate) until: Instant,
 }
 
 impl Clustered {
@@ -185,6 +208,8 @@ impl Clustered {
             media_nodes: HashMap::new(),
             remote_media: HashMap::new(),
             moving_sfu: HashSet::new(),
+            routes: HashMap::new(),
+            routing: HashSet::new(),
         }
     }
 
@@ -322,6 +347,8 @@ impl SignalCore {
         }
         c.up = false;
         self.outbox.set_persist(false);
+        c.routes.clear();
+        c.routing.clear();
         let pending: Vec<(ReqId, Pending)> = c.pending.drain().collect();
         let held: Vec<Push> = c.held_pushes.drain().flat_map(|(_, q)| q).collect();
         c.joining.clear();
@@ -429,6 +456,12 @@ impl SignalCore {
                 counted,
                 nodes,
             } => self.published(now, req, counted, nodes),
+            Push::Route { room, nodes } => self.route_answer(now, room, nodes),
+            Push::Rerouted { room } => {
+                if let Some(c) = &mut self.cluster {
+                    c.routes.remove(&room);
+                }
+            }
             Push::Deliver {
                 from,
                 req,
@@ -436,6 +469,12 @@ impl SignalCore {
                 event,
                 sessions,
             } => {
+                if matches!(event, Remote::OtherJoined { .. } | Remote::Bye { .. })
+                    && let Some(c) = &mut self.cluster
+                {
+                    // Its members changed.
+                    c.routes.remove(&room);
+                }
                 let held = self.cluster.as_mut().is_some_and(|c| {
                     if c.joining.contains_key(&room) {
                         c.held_pushes
@@ -476,7 +515,12 @@ impl SignalCore {
                 }
                 self.moved_in();
             }
-            Push::NodeDied { node } => self.node_died(now, &node),
+            Push::NodeDied { node } => {
+                if let Some(c) = &mut self.cluster {
+                    c.routes.clear();
+                }
+                self.node_died(now, &node);
+            }
             Push::MediaNode { room, node } => self.media_moved(&room, node),
             Push::RoomMedia { room, node } => self.room_media(room, node),
             Push::Ring {
@@ -829,8 +873,12 @@ impl SignalCore {
             return Ok(());
         }
         let wants = reply.wants_count() || (to.is_some() && !here);
-        let req = wants.then(|| self.next_req());
         let handed = local.len() as u64 + classic;
+        if !wants && self.forward(now, name, to, &from, data) {
+            self.counters.deliveries += handed;
+            return Ok(());
+        }
+        let req = wants.then(|| self.next_req());
         self.command(Command::Publish {
             req,
             room: name.into(),
@@ -867,6 +915,84 @@ impl SignalCore {
             None => self.counters.deliveries += handed,
         }
         Ok(())
+    }
+
+    /// Sends a message nobody waits for a count of straight to the other
+    /// members' nodes, by the room's route, when this node holds a fresh
+    /// one; otherwise asks for it (once) and returns `false`: the message
+    /// then goes through the store.
+    fn forward(
+        &mut self,
+        now: Instant,
+        room: &str,
+        to: Option<&str>,
+        from: &Text,
+        data: Data<'_>,
+    ) -> bool {
+        let Some(c) = &mut self.cluster else {
+            return false;
+        };
+        let (fresh, renew) = c
+            .routes
+            .get(room)
+            .map_or((false, true), |r| (r.until > now, r.renew <= now));
+        if !fresh {
+            c.routes.remove(room);
+        }
+        if renew && c.routing.insert(room.into()) {
+            self.command(Command::Route { room: room.into() });
+        }
+        if !fresh {
+            return false;
+        }
+        let Some(c) = &mut self.cluster else {
+            return false;
+        };
+        let mut sends = Vec::new();
+        if let Some(route) = c.routes.get(room) {
+            let room: Text = room.into();
+            let data: Text = data.raw.into();
+            for (node, members) in &route.nodes {
+                let sessions: Vec<Text> = members
+                    .iter()
+                    .filter(|(_, peer)| peer != from && to.is_none_or(|t| &**peer == t))
+                    .map(|(session, _)| session.clone())
+                    .collect();
+                if !sessions.is_empty() {
+                    sends.push(Command::Forward {
+                        to: node.clone(),
+                        room: room.clone(),
+                        event: Remote::Message {
+                            from: from.clone(),
+                            data: data.clone(),
+                        },
+                        sessions,
+                    });
+                }
+            }
+        }
+        for cmd in sends {
+            self.command(cmd);
+        }
+        true
+    }
+
+    /// The store's answer to a `Route`: kept while this node has members
+    /// in the room.
+    fn route_answer(&mut self, now: Instant, room: Text, nodes: Vec<(NodeId, Vec<(Text, Text)>)>) {
+        let here = self.rooms.find(&room).is_some();
+        let Some(c) = &mut self.cluster else {
+            return;
+        };
+        c.routing.remove(&room);
+        if here {
+            let route = Route {
+                nodes,
+                renew: now + ROUTE_TTL / 2,
+                until: now + ROUTE_TTL,
+            };
+            c.routes.insert(room, route);
+        }
     }
 
     /// A room event from another node for this node's members.
@@ -1170,6 +1296,7 @@ impl SignalCore {
         // Rooms this node no longer has members in need no media route.
         let rooms = &self.rooms;
         c.media_nodes.retain(|room, _| rooms.find(room).is_some());
+        c.routes.retain(|_, r| r.until > now);
         self.timers.insert((at, Timer::Heartbeat));
         if up {
             self.command(Command::Heartbeat);

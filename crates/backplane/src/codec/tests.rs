@@ -234,6 +234,21 @@ fn samples() -> Vec<Push> {
             room: "r".into(),
             sessions: vec!["s1".into(), "s2".into()],
         },
+        Push::Route {
+            room: "r".into(),
+            nodes: vec![
+                (
+                    NodeId::new("b"),
+                    vec![("s1".into(), "p1".into()), ("s2".into(), "p2".into())],
+                ),
+                (NodeId::new("c"), vec![("s3".into(), "p3".into())]),
+            ],
+        },
+        Push::Route {
+            room: "empty".into(),
+            nodes: vec![],
+        },
+        Push::Rerouted { room: "r".into() },
     ]
 }
 

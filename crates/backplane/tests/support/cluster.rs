@@ -118,6 +118,24 @@ impl Cluster {
         (ok, pushes)
     }
 
+    /// Like [`Cluster::cmd`], but Redis gets it later, in the same rounds
+    /// as the node's other queued ones, until [`Cluster::flush`].
+    pub fn queue(&mut self, name: &str, cmd: Command) -> (bool, Vec<(NodeId, Push)>) {
+        let id = NodeId::new(name);
+        let ok = self.store.handle(self.t, &id, cmd.clone());
+        if answered(&cmd) {
+            self.applied.entry(id).or_default().push(ok);
+        }
+        let pushes = self.drain_store();
+        self.node(name).bp.send(&cmd).expect("send");
+        (ok, pushes)
+    }
+
+    /// Waits until Redis applied what `name` queued.
+    pub async fn flush(&mut self, name: &str) {
+        self.node(name).bp.flush().await.expect("flush");
+    }
+
     pub async fn sweep(&mut self, by: &str) {
         self.store.handle_timeout(self.t);
         self.drain_store();

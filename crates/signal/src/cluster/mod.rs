@@ -262,6 +262,29 @@ pub enum Command {
         /// numbered for now only.
         sent: bool,
     },
+    /// Asks for the route of `room` from this node: answered by
+    /// [`Push::Route`]. A node keeps it to send room messages with
+    /// [`Command::Forward`], until the store says it changed.
+    Route {
+        /// The room.
+        room: Text,
+    },
+    /// The hot path of [`Command::Publish`], for a message nobody waits
+    /// for a count of: `to`'s node gets the [`Push::Deliver`] (from this
+    /// node, no `req`) as it is, with no script and no check, as a plain
+    /// `PUBLISH` on its channel. The sender took `sessions` from a
+    /// [`Push::Route`] it holds; a recipient's node delivers only to those
+    /// of them that it still holds in `room`.
+    Forward {
+        /// The recipients' node.
+        to: NodeId,
+        /// The room.
+        room: Text,
+        /// What happened.
+        event: RoomEvent,
+        /// The recipients, all of them `to`'s.
+        sessions: Vec<Text>,
+    },
     /// The hot path of [`Command::Persist`]: the frame is added to the
     /// frames kept for `(session, epoch)`, with no check and no refusal, so
     /// that Redis runs it as a plain `RPUSH` (no script). The epoch fences
@@ -468,6 +491,24 @@ pub enum TakeOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Push {
+    /// The answer to [`Command::Route`]: the members of `room` that live
+    /// nodes other than the asking one own, by node, in member order, as
+    /// `(session, peer)`. Good until a [`Push::Deliver`] of a join or a
+    /// leave in the room, a [`Push::Rerouted`] of it or a
+    /// [`Push::NodeDied`].
+    Route {
+        /// The room.
+        room: Text,
+        /// Each node with its members there.
+        nodes: Vec<(NodeId, Vec<(Text, Text)>)>,
+    },
+    /// A member of `room` moved to another node (a take, an adoption):
+    /// the route this node holds for it is stale. Sent to the nodes of its
+    /// members, the one it moved to included.
+    Rerouted {
+        /// The room.
+        room: Text,
+    },
     /// The answer to [`Command::Join`].
     JoinAnswer {
         /// The command's key.

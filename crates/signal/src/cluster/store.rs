@@ -392,6 +392,26 @@ impl Store {
     /// with it) and for anything from a node declared dead, but an
     /// `Append`, which is never refused.
     pub fn handle(&mut self, now: Instant, from: &NodeId, cmd: Command) -> bool {
+        if let Command::Forward {
+            to,
+            room,
+            event,
+            sessions,
+        } = cmd
+        {
+            // Redis: a plain PUBLISH on `to`'s channel, whoever listens.
+            self.out.push_back((
+                to,
+                Push::Deliver {
+                    from: from.clone(),
+                    req: None,
+                    room,
+                    event,
+                    sessions,
+                },
+            ));
+            return true;
+        }
         if let Command::Append {
             session,
             epoch,
@@ -486,8 +506,12 @@ impl Store {
                     _ => return false,
                 }
             }
-            // Taken first, below.
-            Command::Append { .. } => {}
+            // Taken first, above.
+            Command::Append { .. } | Command::Forward { .. } => {}
+            Command::Route { room } => {
+                let nodes = self.route_of(from, &room);
+                self.push(from, Push::Route { room, nodes });
+            }
             Command::Drop { .. } => {
                 // Only an old epoch's list goes, which this store never had.
             }
@@ -769,6 +793,60 @@ impl Store {
         nodes
     }
 
+    /// The members of `room` owned by live nodes other than `from`, by
+    /// node, in member order.
+    fn route_of(&self, from: &NodeId, room: &Text) -> Vec<(NodeId, Vec<(Text, Text)>)> {
+        let mut by_node: Vec<(NodeId, Vec<(Text, Text)>)> = Vec::new();
+        let Some(r) = self.rooms.get(room) else {
+            return by_node;
+        };
+        for m in &r.members {
+            let Some(s) = self.sessions.get(&m.session) else {
+                continue;
+            };
+            if &s.owner == from || !self.is_alive(&s.owner) {
+                continue;
+            }
+            let member = (m.session.clone(), m.peer.clone());
+            match by_node.iter_mut().find(|(n, _)| n == &s.owner) {
+                Some((_, list)) => list.push(member),
+                None => by_node.push((s.owner.clone(), vec![member])),
+            }
+        }
+        by_node
+    }
+
+    /// A member of each of `rooms` moved: the nodes of their members (live,
+    /// in member order, once each) drop the route they hold.
+    fn reroute(&mut self, rooms: &[Text]) {
+        let mut done: Vec<&Text> = Vec::new();
+        let mut pushes = Vec::new();
+        for name in rooms {
+            if done.contains(&name) {
+                continue;
+            }
+            done.push(name);
+            let Some(r) = self.rooms.get(name) else {
+                continue;
+            };
+            let mut nodes: Vec<&NodeId> = Vec::new();
+            for m in &r.members {
+                if let Some(s) = self.sessions.get(&m.session)
+                    && self.is_alive(&s.owner)
+                    && !nodes.contains(&&s.owner)
+                {
+                    nodes.push(&s.owner);
+                }
+            }
+            for n in nodes {
+                pushes.push((n.clone(), name.clone()));
+            }
+        }
+        for (n, room) in pushes {
+            self.push(&n, Push::Rerouted { room });
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn publish(
         &mut self,
@@ -866,6 +944,7 @@ impl Store {
             );
         }
         self.room_media_to(from, &record.rooms);
+        self.reroute(&record.rooms);
         if covered {
             TakeOutcome::Taken(record)
         } else {
@@ -897,6 +976,8 @@ impl Store {
         for rec in &out {
             self.room_media_to(from, &rec.rooms);
         }
+        let rooms: Vec<Text> = out.iter().flat_map(|r| r.rooms.iter().cloned()).collect();
+        self.reroute(&rooms);
         out
     }
 

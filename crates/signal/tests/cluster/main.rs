@@ -8,4 +8,5 @@ mod faults;
 mod media;
 mod props;
 mod rooms;
+mod routes;
 mod sim;

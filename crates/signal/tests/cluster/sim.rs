@@ -87,6 +87,8 @@ pub struct Sim {
     /// Admin answers, with the node that gave them.
     pub admin: Vec<(usize, AdminAnswer)>,
     next_admin: u64,
+    /// `Command::Forward`s the nodes sent (messages past the store).
+    pub forwarded: u64,
 }
 
 impl Sim {
@@ -111,6 +113,7 @@ impl Sim {
             next_conn: 0,
             admin: Vec::new(),
             next_admin: 0,
+            forwarded: 0,
         };
         for i in 0..nodes {
             let id = NodeId::new(&format!("n{i}"));
@@ -495,6 +498,7 @@ impl Sim {
                 if std::env::var_os("SIM_TRACE").is_some() {
                     eprintln!("{:?} {id} -> store: {cmd:?}", now - self.start);
                 }
+                self.forwarded += u64::from(matches!(cmd, Command::Forward { .. }));
                 let persist = matches!(
                     cmd,
                     Command::Persist { .. } | Command::Append { .. } | Command::Resumed { .. }
