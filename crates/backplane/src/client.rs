@@ -43,6 +43,10 @@ const BATCH: usize = 512;
 /// Bytes of arguments one script call stops taking commands at: keeps one
 /// call (a single Redis command) small.
 const BATCH_BYTES: usize = 1 << 20;
+/// A round trip that leaves fewer than this many commands waiting...
+const ROUND_MIN: usize = 64;
+/// ...lets the next one start no sooner than this after it started.
+const ROUND_GAP: Duration = Duration::from_millis(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -1033,12 +1037,21 @@ async fn writer(
                     }
                 }
             }
+            let started = tokio::time::Instant::now();
             let result = round.run(&mut c, limit).await;
             match result {
                 Ok(answers) => {
                     link.answers(at, answers).await;
                     for (tx, lost) in flushes {
                         let _ = tx.send(if lost { Err(Error::Down) } else { Ok(()) });
+                    }
+                    // Busy, but not enough waiting for a full round: let
+                    // more come, so that Redis and this node pay a round
+                    // trip's system calls for more commands. Idle, nothing
+                    // waits.
+                    let waiting = rx.len();
+                    if waiting > 0 && waiting < ROUND_MIN {
+                        tokio::time::sleep_until(started + ROUND_GAP).await;
                     }
                 }
                 Err(e) => {
