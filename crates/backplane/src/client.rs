@@ -43,7 +43,9 @@ const BATCH: usize = 512;
 /// Bytes of arguments one script call stops taking commands at: keeps one
 /// call (a single Redis command) small.
 const BATCH_BYTES: usize = 1 << 20;
-/// A round trip that leaves fewer than this many commands waiting...
+/// A round trip of at least this many commands (a busy node) that leaves
+/// some waiting, but fewer than `ROUND_MIN`...
+const ROUND_BUSY: usize = 4;
 const ROUND_MIN: usize = 64;
 /// ...lets the next one start no sooner than this after it started.
 const ROUND_GAP: Duration = Duration::from_millis(1);
@@ -1014,6 +1016,7 @@ async fn writer(
                 link.up(Side::Writer).await;
                 continue;
             }
+            let busy = batch.len() >= ROUND_BUSY;
             let mut round = Round::new(&batch);
             let mut callers = false;
             // Each flush with whether a command before it was dropped.
@@ -1047,10 +1050,10 @@ async fn writer(
                     }
                     // Busy, but not enough waiting for a full round: let
                     // more come, so that Redis and this node pay a round
-                    // trip's system calls for more commands. Idle, nothing
-                    // waits.
+                    // trip's system calls for more commands. Under a light
+                    // load (a round of a few commands), nothing waits.
                     let waiting = rx.len();
-                    if waiting > 0 && waiting < ROUND_MIN {
+                    if busy && waiting > 0 && waiting < ROUND_MIN {
                         tokio::time::sleep_until(started + ROUND_GAP).await;
                     }
                 }
