@@ -117,6 +117,7 @@ pub async fn run_idle(cfg: &IdleConfig) -> Result<IdleReport, LoadError> {
                 index,
                 room,
                 sender: false,
+                alt: false,
             };
             tasks.spawn(run_peer(plan, Arc::clone(&shared), phase_rx.clone()));
         }

@@ -36,6 +36,7 @@
 //!     with_id: true,
 //!     room_prefix: "bench-".into(),
 //!     drain_timeout: Duration::from_secs(2),
+//!     url2: None,
 //! })
 //! .await?;
 //! println!("{}", report.summary());

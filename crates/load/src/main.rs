@@ -127,6 +127,10 @@ struct TrafficArgs {
     /// Seconds to wait for messages still on the way after sending stops.
     #[arg(long, default_value_t = 3.0)]
     drain: f64,
+    /// A second server (another node of the cluster): each room's peers at
+    /// odd places connect there.
+    #[arg(long)]
+    url2: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +194,7 @@ async fn run(cli: Cli) -> Result<(String, String), String> {
                 with_id: args.with_id,
                 room_prefix: args.target.room_prefix(),
                 drain_timeout: seconds(args.drain, "--drain")?,
+                url2: args.url2,
             };
             let report = run_traffic(&cfg).await.map_err(|e| e.to_string())?;
             let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;

@@ -52,6 +52,8 @@ pub(crate) struct RunShared {
     pub(crate) protocol: Protocol,
     pub(crate) url: String,
     pub(crate) server: SocketAddr,
+    /// A second server's URL and address (see `TrafficConfig::url2`).
+    pub(crate) alt: Option<(String, SocketAddr)>,
     /// Spread connections over 127.0.0.1..=127.0.0.N so that tens of thousands
     /// of them do not run out of ephemeral ports on one source address.
     pub(crate) source_ips: u8,
@@ -75,6 +77,8 @@ pub(crate) struct PeerPlan {
     pub(crate) index: usize,
     pub(crate) room: Option<String>,
     pub(crate) sender: bool,
+    /// Connects to the second server, when there is one.
+    pub(crate) alt: bool,
 }
 
 /// What a peer saw, merged by the coordinator.
@@ -151,12 +155,16 @@ pub(crate) async fn run_peer(
 
 async fn connect_and_join(plan: &PeerPlan, shared: &RunShared) -> Result<Ws, LoadError> {
     let peer = plan.index;
-    let socket = match shared.server {
+    let (url, server) = match &shared.alt {
+        Some((url, server)) if plan.alt => (url.as_str(), *server),
+        _ => (shared.url.as_str(), shared.server),
+    };
+    let socket = match server {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|source| tcp_error(peer, shared, source))?;
-    if shared.server.ip().is_loopback() && shared.server.is_ipv4() && shared.source_ips > 1 {
+    if server.ip().is_loopback() && server.is_ipv4() && shared.source_ips > 1 {
         // usize % u8 fits in u8.
         let host = 1 + (peer % usize::from(shared.source_ips)) as u8;
         let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0);
@@ -165,19 +173,16 @@ async fn connect_and_join(plan: &PeerPlan, shared: &RunShared) -> Result<Ws, Loa
             .map_err(|source| tcp_error(peer, shared, source))?;
     }
     let stream = socket
-        .connect(shared.server)
+        .connect(server)
         .await
         .map_err(|source| tcp_error(peer, shared, source))?;
     stream
         .set_nodelay(true)
         .map_err(|source| tcp_error(peer, shared, source))?;
-    let (mut ws, _response) = tokio_tungstenite::client_async_with_config(
-        shared.url.as_str(),
-        stream,
-        Some(client_config()),
-    )
-    .await
-    .map_err(|source| ws_error(peer, source))?;
+    let (mut ws, _response) =
+        tokio_tungstenite::client_async_with_config(url, stream, Some(client_config()))
+            .await
+            .map_err(|source| ws_error(peer, source))?;
     let encoder = Encoder::new(shared.protocol, plan.room.as_deref().unwrap_or(""), 0);
 
     if shared.protocol == Protocol::Socketio {

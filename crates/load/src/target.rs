@@ -93,6 +93,7 @@ pub(crate) fn new_shared(
         protocol: target.protocol,
         url,
         server,
+        alt: None,
         source_ips: target.source_ips.max(1),
         base: std::time::Instant::now(),
         data_size: 0,

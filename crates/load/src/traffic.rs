@@ -48,6 +48,10 @@ pub struct TrafficConfig {
     pub room_prefix: String,
     /// How long to wait for messages still on the way after sending stops.
     pub drain_timeout: Duration,
+    /// A second server (another node of a cluster): the peers at odd
+    /// places in each room connect there, so that every message crosses
+    /// from one server to the other.
+    pub url2: Option<String>,
 }
 
 /// Latency from send to delivery, in microseconds.
@@ -148,6 +152,13 @@ pub async fn run_traffic(cfg: &TrafficConfig) -> Result<TrafficReport, LoadError
         })
         .collect();
     let mut shared = new_shared(&cfg.target, url, server, windows);
+    if let Some(url2) = &cfg.url2 {
+        let second = Target {
+            url: url2.clone(),
+            ..cfg.target.clone()
+        };
+        shared.alt = Some(resolve(&second).await?);
+    }
     shared.data_size = cfg.data_size;
     shared.with_id = cfg.with_id;
     shared.count_per_sender = cfg.count;
@@ -165,6 +176,7 @@ pub async fn run_traffic(cfg: &TrafficConfig) -> Result<TrafficReport, LoadError
             index,
             room: Some(format!("{}{}", cfg.room_prefix, index / cfg.peers_per_room)),
             sender: is_sender(index),
+            alt: (index % cfg.peers_per_room) % 2 == 1,
         };
         tasks.spawn(run_peer(plan, Arc::clone(&shared), phase_rx.clone()));
     }

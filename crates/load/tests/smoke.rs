@@ -122,6 +122,7 @@ async fn traffic_counts_every_delivery_and_ack() {
         with_id: true,
         room_prefix: "smoke-".to_owned(),
         drain_timeout: Duration::from_secs(5),
+        url2: None,
     })
     .await
     .expect("traffic run");
@@ -153,6 +154,7 @@ async fn paced_three_peer_rooms_fan_out_without_ids() {
         with_id: false,
         room_prefix: "fan-".to_owned(),
         drain_timeout: Duration::from_secs(5),
+        url2: None,
     })
     .await
     .expect("traffic run");
