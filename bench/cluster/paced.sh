@@ -19,11 +19,7 @@ SIGBENCH=${SIGBENCH:-/tmp/sigbench}
 RATES=${RATES:-"5000 10000 20000"}; REPS=${REPS:-2}; ROOMS=${ROOMS:-100}; DURATION=${DURATION:-10}
 KINDS=${KINDS:-"sio-redis sb-cluster"}
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"; RESULTS=${RESULTS:-$OUT/paced.jsonl}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu() { local t=0 p; for p in "$@"; do t=$(awk -v t=$t '{print t + $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo $t); done; echo $t; }
-wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
-PIDS=()
-stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; sleep 0.5; for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; PIDS=(); }
+. "$(dirname "$0")/lib.sh"
 trap stop_all EXIT
 start_redis() { RP=$(free_port); redis-server --port $RP --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & PIDS+=($!); for _ in $(seq 50); do redis-cli -p $RP ping 2>/dev/null | grep -q PONG && return 0; sleep 0.1; done; return 1; }
 start_sio() { local p=$(free_port); PORT=$p USERCOUNT=3 REDIS_URL=$1 node "$SIGBENCH/seed_sio_server/server.js" >"$OUT/sio-$p.log" 2>&1 & PIDS+=($!); wait_http "http://127.0.0.1:$p/socket.io/?EIO=4&transport=polling"; sleep 1; U="ws://127.0.0.1:$p"; }

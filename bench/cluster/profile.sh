@@ -7,11 +7,7 @@ set -u
 HERE=${SIGBENCH:-/tmp/sigbench}
 OUT=$1; mkdir -p $OUT
 ROOMS=${ROOMS:-100}; MSGS=${MSGS:-2000}; WINDOW=${WINDOW:-16}; SIZE=${SIZE:-300}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu() { local t=0 p; for p in "$@"; do t=$(awk -v t=$t '{print t + $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo $t); done; echo $t; }
-wait_http() { for _ in $(seq 100); do curl -fs -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
-PIDS=()
-stop_all() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; sleep 0.5; for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; PIDS=(); }
+. "$(dirname "$0")/lib.sh"
 trap stop_all EXIT
 RP=$(free_port); redis-server --port $RP --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & RPID=$!; PIDS+=($RPID)
 for _ in $(seq 50); do redis-cli -p $RP ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done

@@ -306,12 +306,10 @@ local function hmget_many(key, fields)
   return out
 end
 
--- Store::route: to each live node (but `from`) the very members of the
--- room it owns now, but the event's subject peer, the `skip` copies and,
--- with `to`, every peer but `to`; returns the nodes, in member order.
-local function route(from, room, req, to, subject, event, skip)
-  local skipped = {}
-  for _, cp in ipairs(skip or {}) do skipped[cp[1]] = true end
+-- The members of `room` that `want(member, peer)` takes and live nodes
+-- other than `from` own, grouped by node: the nodes in member order, and
+-- each node's list of `entry(member, peer)`.
+local function by_owner(from, room, want, entry)
   local nodes, by_node, live = {}, {}, {}
   local members = redis.call('LRANGE', kr(room), 0, -1)
   local fields = {}
@@ -319,7 +317,7 @@ local function route(from, room, req, to, subject, event, skip)
   local peers = hmget_many(kri(room), fields)
   for i, m in ipairs(members) do
     local peer = peers[i]
-    if peer ~= subject and not skipped[m] and (to == nil or to == peer) then
+    if want(m, peer) then
       local ow = owner(m)
       if ow and live[ow] == nil then live[ow] = ow ~= from and alive(ow) end
       if ow and live[ow] then
@@ -329,10 +327,22 @@ local function route(from, room, req, to, subject, event, skip)
           by_node[ow] = list
           nodes[#nodes + 1] = ow
         end
-        list[#list + 1] = a(m)
+        list[#list + 1] = entry(m, peer)
       end
     end
   end
+  return nodes, by_node
+end
+
+-- Store::route: to each live node (but `from`) the very members of the
+-- room it owns now, but the event's subject peer, the `skip` copies and,
+-- with `to`, every peer but `to`; returns the nodes, in member order.
+local function route(from, room, req, to, subject, event, skip)
+  local skipped = {}
+  for _, cp in ipairs(skip or {}) do skipped[cp[1]] = true end
+  local nodes, by_node = by_owner(from, room,
+    function(m, peer) return peer ~= subject and not skipped[m] and (to == nil or to == peer) end,
+    function(m) return a(m) end)
   local head = a('D') .. a(from) .. o(req) .. a(room) .. event
   for _, nd in ipairs(nodes) do
     local list = by_node[nd]
@@ -345,24 +355,9 @@ end
 -- `from`, by node, in member order, encoded: n(nodes) then per node its
 -- id, n(members) and each member's session and peer.
 local function route_of(from, room)
-  local nodes, by_node, live = {}, {}, {}
-  local members = redis.call('LRANGE', kr(room), 0, -1)
-  local fields = {}
-  for i, m in ipairs(members) do fields[i] = 'p:' .. m end
-  local peers = hmget_many(kri(room), fields)
-  for i, m in ipairs(members) do
-    local ow = owner(m)
-    if ow and live[ow] == nil then live[ow] = ow ~= from and alive(ow) end
-    if ow and live[ow] then
-      local list = by_node[ow]
-      if not list then
-        list = {}
-        by_node[ow] = list
-        nodes[#nodes + 1] = ow
-      end
-      list[#list + 1] = a(m) .. a(peers[i] or '')
-    end
-  end
+  local nodes, by_node = by_owner(from, room,
+    function() return true end,
+    function(m, peer) return a(m) .. a(peer or '') end)
   local parts = { n(#nodes) }
   for _, nd in ipairs(nodes) do
     local list = by_node[nd]

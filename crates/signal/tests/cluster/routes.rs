@@ -22,6 +22,22 @@ fn heard(sim: &mut Sim, c: usize) -> Vec<Value> {
         .collect()
 }
 
+/// `a` on node 0 and `b` on node 1 in room `r`; `a`'s node holds the
+/// room's route (its second message went past the store).
+fn routed_pair(sim: &mut Sim) -> (usize, usize) {
+    let a = sim.connect(0, Default::default());
+    let b = sim.connect(1, Default::default());
+    sim.join(a, "r", 1);
+    sim.join(b, "r", 1);
+    say(sim, a, "r", json!("warm"));
+    sim.settle();
+    say(sim, a, "r", json!("routed"));
+    sim.settle();
+    assert_eq!(heard(sim, b), [json!("warm"), json!("routed")]);
+    assert!(sim.forwarded >= 1);
+    (a, b)
+}
+
 #[test]
 fn once_routed_messages_skip_the_store_and_arrive_in_order() {
     let mut sim = Sim::new(2, Config::default(), 21);
@@ -54,17 +70,8 @@ fn once_routed_messages_skip_the_store_and_arrive_in_order() {
 #[test]
 fn a_joiner_a_leaver_and_a_mover_change_the_route() {
     let mut sim = Sim::new(3, Config::default(), 22);
-    let a = sim.connect(0, Default::default());
-    let b = sim.connect(1, Default::default());
-    sim.join(a, "r", 1);
-    sim.join(b, "r", 1);
-    say(&mut sim, a, "r", json!("warm"));
-    sim.settle();
-    say(&mut sim, a, "r", json!("routed"));
-    sim.settle();
-    assert_eq!(heard(&mut sim, b), [json!("warm"), json!("routed")]);
+    let (a, b) = routed_pair(&mut sim);
     let before = sim.forwarded;
-    assert!(before >= 1);
 
     // A joiner on a third node hears what a says after its `joined`.
     let c = sim.connect(2, Default::default());
@@ -101,15 +108,7 @@ fn a_joiner_a_leaver_and_a_mover_change_the_route() {
 #[test]
 fn a_dead_nodes_adopted_sessions_are_routed_to_their_new_node() {
     let mut sim = Sim::new(3, Config::default(), 23);
-    let a = sim.connect(0, Default::default());
-    let b = sim.connect(1, Default::default());
-    sim.join(a, "r", 1);
-    sim.join(b, "r", 1);
-    say(&mut sim, a, "r", json!("warm"));
-    sim.settle();
-    say(&mut sim, a, "r", json!("routed"));
-    sim.settle();
-    assert_eq!(heard(&mut sim, b), [json!("warm"), json!("routed")]);
+    let (a, b) = routed_pair(&mut sim);
     // Node 1 dies; its session is adopted, in grace. What a says meanwhile
     // is kept for it, and it gets all of it when it resumes.
     sim.kill(1);
