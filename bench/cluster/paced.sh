@@ -10,6 +10,9 @@
 #
 #   SB=target/release/switchboard LOAD=target/release/switchboard-load \
 #   SIGBENCH=/tmp/sigbench RATES="5000 10000 20000" REPS=2 bench/cluster/paced.sh
+# RATES may name `max` (closed loop: as fast as a window of 16 allows);
+# WITH_ID=1 gives every message an id (native) or an ack callback
+# (Socket.IO), so the server acknowledges each with its count.
 # SIGBENCH is a copy of ../shared/bench with `npm ci` done in
 # seed_sio_server. Loopback only; every process is ours and stopped by pid;
 # every run is bounded by the load tool's --timeout.
@@ -37,13 +40,16 @@ for rep in $(seq 1 "$REPS"); do
         sb-cluster) start_sb redis://127.0.0.1:$RP/0; u1=$U; start_sb redis://127.0.0.1:$RP/0; u2=$U; proto=native ;;
       esac
       c0=$(cpu "${PIDS[@]}")
+      if [ "$rate" = max ]; then pace=(--window 16); else pace=(--rate "$rate" --window 64); fi
+      ids=(); [ "${WITH_ID:-0}" = 1 ] && ids=(--with-id)
       res=$("$LOAD" traffic --protocol $proto --url "$u1" --url2 "$u2" --rooms "$ROOMS" \
-            --senders-per-room 2 --rate "$rate" --duration "$DURATION" --window 64 --timeout 120 2>>"$OUT/load.log")
+            --senders-per-room 2 "${pace[@]}" "${ids[@]}" --duration "$DURATION" --timeout 120 2>>"$OUT/load.log")
       c1=$(cpu "${PIDS[@]}")
       stop_all
       python3 - "$kind" "$rate" "$rep" "$c0" "$c1" "$res" >>"$RESULTS" <<'PY'
 import json, sys
-kind, rate, rep, c0, c1, res = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+kind, rate, rep, c0, c1, res = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+rate = 0.0 if rate == "max" else float(rate)
 r = json.loads(res or "{}")
 d = r.get("delivered") or 0
 lat = r.get("latency") or {}
@@ -65,5 +71,6 @@ for rate in sorted({r["rate"] for r in rows}):
         rs = [r for r in rows if r["rate"] == rate and r["kind"] == kind]
         if not rs: continue
         m = lambda f: statistics.median(r[f] or 0 for r in rs)
-        print(f"| {rate:.0f} | {kind} | {m('msgs_per_s'):.0f} | {m('cpu_us_per_msg'):.1f} | {m('p50_ms'):.2f} | {m('p99_ms'):.2f} | {m('max_ms'):.2f} |")
+        label = "max" if rate == 0 else f"{rate:.0f}"
+        print(f"| {label} | {kind} | {m('msgs_per_s'):.0f} | {m('cpu_us_per_msg'):.1f} | {m('p50_ms'):.2f} | {m('p99_ms'):.2f} | {m('max_ms'):.2f} |")
 PY
