@@ -1,34 +1,8 @@
 # usage: redis-server --port 7391 --save "" --appendonly no &; python3 measure.py 7391 lean.lua 176 lua|plain
-import socket, time, sys, os
-def enc(args):
-    out=[b'*%d\r\n'%len(args)]
-    for a in args:
-        if isinstance(a,str): a=a.encode()
-        out.append(b'$%d\r\n%s\r\n'%(len(a),a))
-    return b''.join(out)
-class R:
-    def __init__(s,port):
-        s.s=socket.create_connection(('127.0.0.1',port)); s.f=s.s.makefile('rb')
-    def cmd(s,*a):
-        s.s.sendall(enc(a)); return s.read()
-    def read(s):
-        l=s.f.readline()
-        t=l[:1]; v=l[1:-2]
-        if t==b'+': return v
-        if t==b'-': raise Exception(v)
-        if t==b':': return int(v)
-        if t==b'$':
-            n=int(v)
-            if n<0: return None
-            d=s.f.read(n+2); return d[:-2]
-        if t==b'*':
-            n=int(v); return [s.read() for _ in range(n)]
-import subprocess
-pid=int(subprocess.check_output(['pgrep','-f','redis-server 127.0.0.1:7391']).split()[0])
-def cpu():
-    f=open('/proc/%d/stat'%pid).read().split(')')[1].split()
-    return (int(f[11])+int(f[12]))/100.0
+import time, sys
+from resp import enc, R, redis_cpu
 port=int(sys.argv[1]); script=open(sys.argv[2]).read(); N=int(sys.argv[3]) if len(sys.argv)>3 else 176
+cpu=redis_cpu(port)
 r=R(port)
 sha=r.cmd('SCRIPT','LOAD',script).decode()
 # setup: 100 rooms of 2 sessions, owners n1 and n2
