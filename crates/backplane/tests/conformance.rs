@@ -124,16 +124,15 @@ async fn a_dead_media_nodes_rooms_move_to_a_members_node() {
         ..StoreConfig::default()
     };
     let mut c = Cluster::new(cfg, &["a", "b", "c"]).await;
-    for (node, s, p) in [
+    c.register_all(&[
         ("a", "s1", "p1"),
         ("b", "s2", "p2"),
         ("c", "s3", "p3"),
         ("a", "s5", "p5"),
         ("c", "s6", "p6"),
         ("c", "s7", "p7"),
-    ] {
-        c.cmd(node, Command::Register(rec(s, p, None))).await;
-    }
+    ])
+    .await;
     c.cmd("a", sfu_join(1, "s1", "r", true)).await;
     c.cmd("c", sfu_join(2, "s3", "r", false)).await;
     c.cmd("b", sfu_join(3, "s2", "r", true)).await;
@@ -222,14 +221,13 @@ async fn a_dead_media_nodes_rooms_move_to_a_members_node() {
 #[tokio::test]
 async fn a_media_node_going_away_hands_its_rooms_over() {
     let mut c = Cluster::new(StoreConfig::default(), &["a", "b", "c"]).await;
-    for (node, s, p) in [
+    c.register_all(&[
         ("a", "s1", "p1"),
         ("b", "s2", "p2"),
         ("c", "s3", "p3"),
         ("a", "s4", "p4"),
-    ] {
-        c.cmd(node, Command::Register(rec(s, p, None))).await;
-    }
+    ])
+    .await;
     c.cmd("a", sfu_join(1, "s1", "r", true)).await;
     c.cmd("c", sfu_join(2, "s3", "r", false)).await;
     c.cmd("b", sfu_join(3, "s2", "r", true)).await;
@@ -1235,13 +1233,14 @@ async fn appends_in_one_round_keep_what_one_at_a_time_would() {
 #[tokio::test]
 async fn routes_reroutes_and_forwards() {
     let mut c = Cluster::new(StoreConfig::default(), &["a", "b", "c"]).await;
-    for (node, s, p) in [
+    let members = [
         ("a", "s1", "p1"),
         ("b", "s2", "p2"),
         ("b", "s3", "p3"),
         ("c", "s4", "p4"),
-    ] {
-        c.cmd(node, Command::Register(rec(s, p, None))).await;
+    ];
+    c.register_all(&members).await;
+    for (node, s, _) in members {
         c.cmd(node, join(1, s, "r", None, cap(0, 0))).await;
     }
     let (_, pushes) = c.cmd("a", Command::Route { room: "r".into() }).await;

@@ -118,6 +118,14 @@ impl Cluster {
         (ok, pushes)
     }
 
+    /// Registers each `(node, session, peer)`, a native session without a
+    /// user.
+    pub async fn register_all(&mut self, sessions: &[(&str, &str, &str)]) {
+        for (node, s, p) in sessions {
+            self.cmd(node, Command::Register(rec(s, p, None))).await;
+        }
+    }
+
     /// Like [`Cluster::cmd`], but Redis gets it later, in the same rounds
     /// as the node's other queued ones, until [`Cluster::flush`].
     pub fn queue(&mut self, name: &str, cmd: Command) -> (bool, Vec<(NodeId, Push)>) {

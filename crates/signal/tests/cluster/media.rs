@@ -7,6 +7,15 @@ use switchboard_signal::{AdminReply, AdminRequest, Config, MediaKind, MediaOutpu
 
 use crate::sim::Sim;
 
+/// `c` joins `room` asking for an SFU room (`id` 1); the answer is then in.
+fn join_sfu(sim: &mut Sim, c: usize, room: &str) {
+    sim.send(
+        c,
+        json!({"type": "join", "room": room, "media": "sfu", "id": 1}),
+    );
+    sim.settle();
+}
+
 fn peers_joined(out: &[MediaOutput]) -> Vec<(String, bool)> {
     let mut v: Vec<(String, bool)> = out
         .iter()
@@ -126,11 +135,7 @@ fn a_node_without_a_media_socket_makes_no_sfu_room() {
     sim.relay(0, true);
     let a = sim.connect(0, Default::default());
     let b = sim.connect(1, Default::default());
-    sim.send(
-        b,
-        json!({"type": "join", "room": "s", "media": "sfu", "id": 1}),
-    );
-    sim.settle();
+    join_sfu(&mut sim, b, "s");
     let refused = sim.reply(b, 1);
     assert_eq!(refused["code"], "unavailable", "{refused}");
     assert!(
@@ -142,11 +147,7 @@ fn a_node_without_a_media_socket_makes_no_sfu_room() {
     assert_eq!(sim.store.media_of("s"), None);
     // A mesh room is fine, and a's node makes the SFU room b then joins.
     assert_eq!(sim.join(b, "m", 2)["media"], "mesh");
-    sim.send(
-        a,
-        json!({"type": "join", "room": "s", "media": "sfu", "id": 1}),
-    );
-    sim.settle();
+    join_sfu(&mut sim, a, "s");
     assert_eq!(sim.reply(a, 1)["media"], "sfu");
     assert_eq!(sim.join(b, "s", 3)["media"], "sfu");
     // The admin API of any node says each room's kind.
@@ -201,11 +202,7 @@ fn when_the_media_node_dies_the_room_moves_to_a_members_node() {
     let a = sim.connect(0, Default::default());
     let c = sim.connect(2, Default::default());
     let b = sim.connect(1, Default::default());
-    sim.send(
-        a,
-        json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
-    );
-    sim.settle();
+    join_sfu(&mut sim, a, "r");
     assert_eq!(sim.reply(a, 1)["media"], "sfu");
     // c (no media socket) before b: b's node is still the first that can.
     assert_eq!(sim.join(c, "r", 1)["media"], "sfu");
@@ -277,11 +274,7 @@ fn a_session_that_moves_keeps_its_media_on_the_media_node() {
     sim.relay(0, true);
     let a = sim.connect(0, Default::default());
     let b = sim.connect(1, Default::default());
-    sim.send(
-        a,
-        json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
-    );
-    sim.settle();
+    join_sfu(&mut sim, a, "r");
     assert_eq!(sim.join(b, "r", 1)["media"], "sfu");
     sim.settle();
     assert_eq!(peers_joined(&sim.media(0)).len(), 2);
@@ -373,11 +366,7 @@ fn a_stopping_media_node_hands_its_rooms_over_at_once() {
     sim.relay(1, true);
     let a = sim.connect(0, Default::default());
     let b = sim.connect(1, Default::default());
-    sim.send(
-        a,
-        json!({"type": "join", "room": "r", "media": "sfu", "id": 1}),
-    );
-    sim.settle();
+    join_sfu(&mut sim, a, "r");
     assert_eq!(sim.join(b, "r", 1)["media"], "sfu");
     sim.settle();
     sim.media(0);
@@ -397,10 +386,6 @@ fn a_stopping_media_node_hands_its_rooms_over_at_once() {
     });
     // n0 makes no SFU room any more.
     let c = sim.connect(0, Default::default());
-    sim.send(
-        c,
-        json!({"type": "join", "room": "q", "media": "sfu", "id": 1}),
-    );
-    sim.settle();
+    join_sfu(&mut sim, c, "q");
     assert_eq!(sim.reply(c, 1)["code"], "unavailable");
 }
