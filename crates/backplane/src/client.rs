@@ -714,9 +714,9 @@ impl Head {
 /// of those is marked `frames`: then the script call so far goes first.
 struct Round {
     pipe: redis::Pipeline,
-    /// The script call being filled: its ops' count and which of them the
-    /// caller waits for.
-    script: Option<(Cmd, usize, Vec<bool>)>,
+    /// The script call being filled, and which of its ops the caller
+    /// waits for.
+    script: Option<(Cmd, Vec<bool>)>,
     /// Whether an op of `script` touches frames.
     barrier: bool,
     /// Forwarded pushes not in `pipe` yet, by channel: each channel's go
@@ -790,7 +790,7 @@ impl Round {
     fn close_script(&mut self) {
         self.flush_appends();
         self.flush_forwards();
-        if let Some((cmd, _, wanted)) = self.script.take() {
+        if let Some((cmd, wanted)) = self.script.take() {
             self.pipe.add_command(cmd);
             self.calls.push(wanted);
         }
@@ -801,14 +801,13 @@ impl Round {
         match call {
             Call::Script { args, frames } => {
                 let (n, b) = std::mem::take(&mut self.size);
-                let (cmd, count, wanted) = self
+                let (cmd, wanted) = self
                     .script
-                    .get_or_insert_with(|| (head.call(n, b), 0, Vec::new()));
+                    .get_or_insert_with(|| (head.call(n, b), Vec::new()));
                 cmd.arg(args.count());
                 for a in args.args() {
                     cmd.arg(a);
                 }
-                *count += 1;
                 wanted.push(answered);
                 if answered {
                     self.answers.push(Some(self.calls.len()));
@@ -845,7 +844,8 @@ impl Round {
         limit: Duration,
     ) -> Result<Vec<bool>, Error> {
         self.close_script();
-        if self.calls.is_empty() && self.answers.is_empty() && self.pipe.is_empty() {
+        // Nothing to send means nothing to answer.
+        if self.pipe.is_empty() {
             return Ok(Vec::new());
         }
         let replies: Vec<redis::Value> = with_timeout(limit, self.pipe.query_async(c)).await?;

@@ -179,8 +179,7 @@ pub(crate) const ROUTE_TTL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) nodes: Vec<(NodeId, Vec<(Text, Text)>)>,
-    /// Asked for again from then on.
-    pub(crate) renew: Instant,
+    /// Not used from then on; asked for again from half its age on.
     pub(crate) until: Instant,
 }
 
@@ -932,10 +931,9 @@ impl SignalCore {
         let Some(c) = &mut self.cluster else {
             return false;
         };
-        let (fresh, renew) = c
-            .routes
-            .get(room)
-            .map_or((false, true), |r| (r.until > now, r.renew <= now));
+        let (fresh, renew) = c.routes.get(room).map_or((false, true), |r| {
+            (r.until > now, r.until <= now + ROUTE_TTL / 2)
+        });
         if !fresh {
             c.routes.remove(room);
         }
@@ -986,12 +984,8 @@ impl SignalCore {
         };
         c.routing.remove(&room);
         if here {
-            let route = Route {
-                nodes,
-                renew: now + ROUTE_TTL / 2,
-                until: now + ROUTE_TTL,
-            };
-            c.routes.insert(room, route);
+            let until = now + ROUTE_TTL;
+            c.routes.insert(room, Route { nodes, until });
         }
     }
 
