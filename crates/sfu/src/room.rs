@@ -497,3 +497,29 @@ fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_switch_point_is_the_first_packet_of_a_key_frame() {
+        // VP8: descriptor S=1 PID=0, then the payload header's P bit (0: key frame).
+        assert!(starts_keyframe(Codec::Vp8, &[0x10, 0x00, 0x9d]));
+        assert!(!starts_keyframe(Codec::Vp8, &[0x10, 0x01, 0x9d]));
+        // A key frame's later packet (S=0) is no place to start.
+        assert!(!starts_keyframe(Codec::Vp8, &[0x00, 0x00, 0x9d]));
+        // H.264: an SPS (alone or in a STAP-A) or an IDR slice's first fragment.
+        assert!(starts_keyframe(Codec::H264, &[0x67, 0x42]));
+        assert!(starts_keyframe(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]
+        ));
+        assert!(starts_keyframe(Codec::H264, &[0x7c, 0x85, 0x88]));
+        assert!(!starts_keyframe(Codec::H264, &[0x7c, 0x05, 0x88]));
+        assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a]));
+        // Audio never starts a layer, nor does an empty payload.
+        assert!(!starts_keyframe(Codec::Opus, &[0x10, 0x00]));
+        assert!(!starts_keyframe(Codec::Vp8, &[]));
+    }
+}
