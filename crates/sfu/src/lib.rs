@@ -156,6 +156,9 @@ impl Sfu {
             .set_ice_lite(true)
             .set_local_ice_credentials(creds.clone())
             .enable_bwe(Some(Bitrate::bps(self.config.bwe_initial_bps)))
+            // Packets are forwarded as they come (see docs/sfu.md): no depacketizing and
+            // packetizing again per receiver.
+            .set_rtp_mode(true)
             .build(now);
         if rtc.add_local_candidate(candidate).is_none() {
             return Err(SfuError::BadLocalAddress {
@@ -192,6 +195,7 @@ impl Sfu {
             timer: None,
             failed: false,
             budget: None,
+            rx_streams: Vec::new(),
         };
         let room_state = self.rooms.entry(name.0.clone()).or_default();
         for track in &room_state.tracks {

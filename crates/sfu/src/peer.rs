@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpPendingOffer;
-use str0m::media::{Direction, KeyframeRequest, MediaAdded, MediaData, MediaKind, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequest, MediaAdded, MediaKind, Mid, Pt, Rid};
+use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, PacerReason, Reason, Rtc};
 
 use crate::types::{SfuEvent, Transmit};
@@ -55,6 +56,18 @@ pub(crate) struct TrackOut {
     /// the receiver's timestamps jump: each layer has its own random RTP time origin.
     pub(crate) time_offset: u32,
     pub(crate) last_time: Option<u32>,
+    /// Added to the publisher's extended sequence number (mod 2^64): set at the first
+    /// packet so that the receiver starts below 65536 (it learns no rollover counter), and
+    /// at a layer switch so that the new layer continues right after the last number sent.
+    /// One offset per stretch keeps an upstream gap a gap and puts a late repair at its place.
+    pub(crate) seq_offset: Option<u64>,
+    /// The publisher's sequence number where the current stretch began: a late repair from
+    /// before it has no place in the receiver's numbering.
+    pub(crate) seq_floor: u64,
+    /// The highest sequence number sent to the receiver.
+    pub(crate) last_seq: Option<u64>,
+    /// The publisher's payload type and the receiver's for the same codec.
+    pub(crate) pt_map: Option<(Pt, Pt)>,
 }
 
 impl TrackOut {
@@ -69,6 +82,10 @@ impl TrackOut {
             target: None,
             time_offset: 0,
             last_time: None,
+            seq_offset: None,
+            seq_floor: 0,
+            last_seq: None,
+            pt_map: None,
         }
     }
 }
@@ -81,8 +98,8 @@ pub(crate) enum Work {
     MediaAdded(PeerKey, MediaAdded),
     /// The client changed an m-line's direction.
     DirectionChanged(PeerKey, Mid, Direction),
-    /// A frame from a publisher.
-    Media(PeerKey, Box<MediaData>),
+    /// An RTP packet from a publisher (repairs un-wrapped, duplicates dropped by str0m).
+    Rtp(PeerKey, Box<RtpPacket>),
     /// A receiver asks for a key frame of a track it gets.
     KeyframeRequest(PeerKey, KeyframeRequest),
     /// A forwarded track (the receiver's mid) was negotiated: media may start.
@@ -133,6 +150,41 @@ pub(crate) struct Peer {
     pub(crate) failed: bool,
     /// Its inbound budget, from its first routed datagram on.
     pub(crate) budget: Option<crate::budget::Bucket>,
+    /// The mid and rid of each of its incoming RTP streams, looked up once per SSRC.
+    pub(crate) rx_streams: Vec<RxStream>,
+}
+
+/// Where a publisher's incoming SSRC belongs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RxStream {
+    pub(crate) ssrc: Ssrc,
+    pub(crate) mid: Mid,
+    pub(crate) rid: Option<Rid>,
+}
+
+/// More SSRCs than any publisher has streams: past it the cache starts afresh, so that a
+/// client cycling SSRCs cannot grow it.
+const MAX_RX_STREAMS: usize = 64;
+
+impl Peer {
+    /// The mid and rid of an incoming SSRC (`None`: str0m does not know it).
+    pub(crate) fn rx_stream(&mut self, ssrc: Ssrc) -> Option<RxStream> {
+        if let Some(s) = self.rx_streams.iter().find(|s| s.ssrc == ssrc) {
+            return Some(*s);
+        }
+        let mut api = self.rtc.direct_api();
+        let rx = api.stream_rx(&ssrc)?;
+        let found = RxStream {
+            ssrc,
+            mid: rx.mid(),
+            rid: rx.rid(),
+        };
+        if self.rx_streams.len() >= MAX_RX_STREAMS {
+            self.rx_streams.clear();
+        }
+        self.rx_streams.push(found);
+        Some(found)
+    }
 }
 
 /// Upper bound of outputs taken from one drain: str0m always ends with a timeout, this
@@ -240,7 +292,7 @@ impl Peer {
                     changed.direction,
                 ));
             }
-            Event::MediaData(data) => sink.work.push_back(Work::Media(self.key, Box::new(data))),
+            Event::RtpPacket(packet) => sink.work.push_back(Work::Rtp(self.key, Box::new(packet))),
             Event::KeyframeRequest(req) => {
                 sink.work.push_back(Work::KeyframeRequest(self.key, req))
             }

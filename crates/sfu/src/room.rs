@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use str0m::media::{KeyframeRequestKind, MediaAdded, MediaData, MediaKind, Mid, Rid};
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{KeyframeRequestKind, MediaAdded, MediaKind, Mid, Rid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use crate::Sfu;
-use crate::peer::{OutState, Peer, PeerKey, Sink, TrackId, TrackOut, Work};
+use crate::peer::{OutState, Peer, PeerKey, TrackId, TrackOut, Work};
 use crate::simulcast::{LayerMeter, choose_layer};
 
 /// How often a receiver's layers are chosen again besides on a new estimate, so that
@@ -16,6 +18,13 @@ const LAYER_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// One frame at 30 fps in 90 kHz units: the gap put between the last frame of one layer
 /// and the first of the next.
 const SWITCH_GAP_90KHZ: u32 = 3000;
+/// A receiver's first sequence number: small, since the receiver assumes a rollover
+/// counter of 0 (nothing signals another), and above the few late repairs that could
+/// still come for packets just before it.
+const FIRST_SEQ: u64 = 1000;
+/// H.264 sequence parameter set: a key frame's first packet usually carries it (with the
+/// picture parameter set) ahead of the IDR slice, and a decoder needs it first.
+const H264_SPS: u8 = 7;
 
 /// The peers of one SFU room and the tracks they publish.
 #[derive(Debug, Default)]
@@ -66,7 +75,7 @@ impl Sfu {
                     self.unpublish(key, mid);
                 }
             }
-            Work::Media(key, data) => self.forward(now, key, &data),
+            Work::Rtp(key, packet) => self.forward(now, key, &packet),
             Work::KeyframeRequest(receiver, req) => {
                 let source = self.peers.get(&receiver).and_then(|p| {
                     p.tracks_out
@@ -170,9 +179,16 @@ impl Sfu {
         }
     }
 
-    /// Writes a publisher's frame to every receiver of the track (the layer it gets).
-    fn forward(&mut self, now: Instant, publisher: PeerKey, data: &MediaData) {
-        let Some(p) = self.peers.get(&publisher) else {
+    /// Writes a publisher's RTP packet to every receiver of the track (the layer it gets).
+    fn forward(&mut self, now: Instant, publisher: PeerKey, packet: &RtpPacket) {
+        let Some(p) = self.peers.get_mut(&publisher) else {
+            return;
+        };
+        let Some(stream) = p.rx_stream(packet.header.ssrc) else {
+            return;
+        };
+        let pt = packet.header.payload_type;
+        let Some(params) = p.rtc.codec_config().find(|c| c.pt() == pt).copied() else {
             return;
         };
         let Some(room) = self.rooms.get_mut(&p.room) else {
@@ -180,14 +196,20 @@ impl Sfu {
         };
         let source = TrackId {
             publisher,
-            mid: data.mid,
+            mid: stream.mid,
         };
         let Some(track) = room.tracks.iter_mut().find(|t| t.id == source) else {
             return;
         };
-        if let Some(rid) = data.rid {
-            track.meter.record(now, rid, data.data.len());
+        if let Some(rid) = stream.rid {
+            track.meter.record(now, rid, packet.payload.len());
         }
+        let incoming = Incoming {
+            packet,
+            rid: stream.rid,
+            params,
+            starts_keyframe: starts_keyframe(params.spec().codec, &packet.payload),
+        };
         let mut members = std::mem::take(&mut self.fanout);
         members.clear();
         members.extend_from_slice(&room.members);
@@ -196,16 +218,17 @@ impl Sfu {
             if member == publisher {
                 continue;
             }
-            let written = self.write_to(now, member, source, data);
+            let written = self.write_to(now, member, source, &incoming);
             wants_keyframe |= written == Written::Stalled;
             if written == Written::Yes {
                 self.drain_peer(now, member);
             }
         }
         self.fanout = members;
-        // A loss the receivers cannot recover from without a fresh key frame.
-        if (!data.contiguous || wants_keyframe) && data.params.spec().codec.is_video() {
-            self.request_keyframe(now, source, data.rid, KeyframeRequestKind::Pli);
+        // A receiver waits for a key frame of this layer. A loss the publisher's NACKs did
+        // not repair is left to the receiver's own PLI, which is forwarded (throttled).
+        if wants_keyframe {
+            self.request_keyframe(now, source, stream.rid, KeyframeRequestKind::Pli);
         }
     }
 
@@ -214,7 +237,7 @@ impl Sfu {
         now: Instant,
         member: PeerKey,
         source: TrackId,
-        data: &MediaData,
+        incoming: &Incoming<'_>,
     ) -> Written {
         let Some(receiver) = self.peers.get_mut(&member) else {
             return Written::No;
@@ -232,57 +255,90 @@ impl Sfu {
         let OutState::Open(mid) = out.state else {
             return Written::No;
         };
-        let mut time = data.time;
-        if data.rid.is_some() {
-            if out.layer != data.rid {
-                if out.target != data.rid {
+        let packet = incoming.packet;
+        let seq = *packet.seq_no;
+        let mut time = packet.header.timestamp;
+        if incoming.rid.is_some() {
+            if out.layer != incoming.rid {
+                if out.target != incoming.rid {
                     return Written::No;
                 }
-                if !data.is_keyframe() {
+                if !incoming.starts_keyframe {
                     return Written::Stalled;
                 }
-                // Switch at this key frame; keep the receiver's RTP time continuous.
-                let incoming = data.time.numer() as u32;
+                // Switch at this key frame's first packet; keep the receiver's RTP time and
+                // sequence numbers continuous.
                 out.time_offset = match out.last_time {
-                    Some(last) => last.wrapping_add(SWITCH_GAP_90KHZ).wrapping_sub(incoming),
+                    Some(last) => last.wrapping_add(SWITCH_GAP_90KHZ).wrapping_sub(time),
                     None => 0,
                 };
+                out.seq_offset = out
+                    .last_seq
+                    .map(|last| last.wrapping_add(1).wrapping_sub(seq));
+                out.seq_floor = seq;
                 if out.layer.is_some() {
                     self.stats.layer_switches += 1;
                 }
-                out.layer = data.rid;
+                out.layer = incoming.rid;
             }
-            let rtp = (data.time.numer() as u32).wrapping_add(out.time_offset);
-            out.last_time = Some(rtp);
-            time = str0m::media::MediaTime::new(u64::from(rtp), data.time.frequency());
+            time = time.wrapping_add(out.time_offset);
+            out.last_time = Some(time);
         }
-        let Some(writer) = receiver.rtc.writer(mid) else {
-            return Written::No;
+        let offset = match out.seq_offset {
+            Some(offset) => offset,
+            None => {
+                out.seq_floor = seq;
+                *out.seq_offset.insert(FIRST_SEQ.wrapping_sub(seq))
+            }
         };
-        let Some(pt) = writer.match_params(data.params) else {
-            return Written::No;
-        };
-        // Kept for the receiver: who speaks (active speaker UIs) and which way is up.
-        let ext = &data.ext_vals;
-        let writer = match (ext.audio_level, ext.voice_activity) {
-            (Some(level), voice) => writer.audio_level(level, voice.unwrap_or(false)),
-            _ => writer,
-        };
-        let writer = match ext.video_orientation {
-            Some(o) => writer.video_orientation(o),
-            None => writer,
-        };
-        if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
-            let mut sink = Sink {
-                transmits: &mut self.transmits,
-                events: &mut self.events,
-                work: &mut self.work,
-            };
-            receiver.fail(format!("forwarding failed: {e}"), &mut sink);
+        if seq < out.seq_floor {
             return Written::No;
         }
-        self.stats.forwarded_frames += 1;
-        self.stats.forwarded_bytes += data.data.len() as u64;
+        let out_seq = seq.wrapping_add(offset);
+        out.last_seq = Some(out.last_seq.map_or(out_seq, |last| last.max(out_seq)));
+        let pt = match out.pt_map {
+            Some((from, to)) if from == packet.header.payload_type => to,
+            _ => {
+                let Some(local) = receiver.rtc.codec_config().match_params(incoming.params) else {
+                    return Written::No;
+                };
+                let to = local.pt();
+                out.pt_map = Some((packet.header.payload_type, to));
+                to
+            }
+        };
+        let video = out.kind == MediaKind::Video;
+        // Kept for the receiver: who speaks (active speaker UIs) and which way is up. The
+        // rest (transport-wide seq, mid, rid) is the receiver session's own.
+        let ext = &packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation,
+            ..Default::default()
+        };
+        let mut api = receiver.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            return Written::No;
+        };
+        tx.write_rtp(
+            RtpWrite::new(
+                pt,
+                out_seq.into(),
+                time,
+                packet.timestamp,
+                packet.payload.clone(),
+            )
+            .marker(packet.header.marker)
+            .ext_vals(ext_vals)
+            .nackable(video),
+        );
+        // A frame ends at a video packet with the marker bit; every audio packet is one.
+        if packet.header.marker || !video {
+            self.stats.forwarded_frames += 1;
+        }
+        self.stats.forwarded_packets += 1;
+        self.stats.forwarded_bytes += packet.payload.len() as u64;
         Written::Yes
     }
 
@@ -317,15 +373,20 @@ impl Sfu {
             return;
         }
         track.last_keyframe_request.insert(rid, now);
-        let Some(mut writer) = p.rtc.writer(source.mid) else {
+        // Only a feedback kind the publisher negotiated.
+        let possible = p.rtc.codec_config().params().iter().any(|c| match kind {
+            KeyframeRequestKind::Pli => c.fb_pli(),
+            KeyframeRequestKind::Fir => c.fb_fir(),
+        });
+        if !possible {
+            return;
+        }
+        let mut api = p.rtc.direct_api();
+        let Some(rx) = api.stream_rx_by_mid(source.mid, rid) else {
             return;
         };
-        if !writer.is_request_keyframe_possible(kind) {
-            return;
-        }
-        if writer.request_keyframe(rid, kind).is_ok() {
-            self.stats.keyframe_requests += 1;
-        }
+        rx.request_keyframe(kind);
+        self.stats.keyframe_requests += 1;
         self.drain_peer(now, source.publisher);
     }
 
@@ -411,4 +472,54 @@ enum Written {
     No,
     /// The receiver waits for a key frame of this layer to switch to it.
     Stalled,
+}
+
+/// A publisher's packet and what forwarding needs to know about it, found once for all
+/// receivers.
+struct Incoming<'a> {
+    packet: &'a RtpPacket,
+    rid: Option<Rid>,
+    /// The publisher's parameters for the packet's payload type.
+    params: PayloadParams,
+    /// The first packet of a key frame: a layer switch may happen here.
+    starts_keyframe: bool,
+}
+
+fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
+    match codec {
+        Codec::Vp8 => str0m::format::detect_vp8_keyframe(payload),
+        Codec::Vp9 => str0m::format::detect_vp9_keyframe(payload),
+        Codec::H264 => {
+            str0m::format::detect_h264_nalu(payload, H264_SPS)
+                || str0m::format::detect_h264_keyframe(payload)
+        }
+        Codec::Av1 => str0m::format::detect_av1_keyframe(payload),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layer_switch_point_is_the_first_packet_of_a_key_frame() {
+        // VP8: descriptor S=1 PID=0, then the payload header's P bit (0: key frame).
+        assert!(starts_keyframe(Codec::Vp8, &[0x10, 0x00, 0x9d]));
+        assert!(!starts_keyframe(Codec::Vp8, &[0x10, 0x01, 0x9d]));
+        // A key frame's later packet (S=0) is no place to start.
+        assert!(!starts_keyframe(Codec::Vp8, &[0x00, 0x00, 0x9d]));
+        // H.264: an SPS (alone or in a STAP-A) or an IDR slice's first fragment.
+        assert!(starts_keyframe(Codec::H264, &[0x67, 0x42]));
+        assert!(starts_keyframe(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]
+        ));
+        assert!(starts_keyframe(Codec::H264, &[0x7c, 0x85, 0x88]));
+        assert!(!starts_keyframe(Codec::H264, &[0x7c, 0x05, 0x88]));
+        assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a]));
+        // Audio never starts a layer, nor does an empty payload.
+        assert!(!starts_keyframe(Codec::Opus, &[0x10, 0x00]));
+        assert!(!starts_keyframe(Codec::Vp8, &[]));
+    }
 }

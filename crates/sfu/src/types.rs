@@ -140,9 +140,12 @@ pub struct SfuStats {
     pub published_tracks: usize,
     /// Track subscriptions: a published track sent to one receiver (gauge).
     pub forwarded_tracks: usize,
-    /// Media frames written to receivers.
+    /// Media frames written to receivers (counted by their last RTP packet: the marker bit
+    /// for video, every packet for audio).
     pub forwarded_frames: u64,
-    /// Payload bytes of those frames.
+    /// RTP packets written to receivers.
+    pub forwarded_packets: u64,
+    /// Payload bytes of those packets.
     pub forwarded_bytes: u64,
     /// Datagrams given to `handle_datagram`.
     pub datagrams_in: u64,

@@ -38,6 +38,8 @@ pub struct Received {
     /// The first payload byte after the VP8 key bit: the layer's letter in simulcast tests.
     pub tag: u8,
     pub keyframe: bool,
+    /// No sequence number gap since the previous frame of this mid.
+    pub contiguous: bool,
 }
 
 pub struct Client {
@@ -467,6 +469,7 @@ impl Net {
                             len: d.data.len(),
                             tag: d.data.get(1).copied().unwrap_or(0),
                             keyframe: d.is_keyframe(),
+                            contiguous: d.contiguous,
                         });
                     }
                     Event::KeyframeRequest(r) => {
