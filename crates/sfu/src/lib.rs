@@ -85,6 +85,12 @@ pub struct Sfu {
     /// The receivers of the frame being forwarded, kept between frames so that
     /// forwarding allocates nothing.
     fanout: Vec<PeerKey>,
+    /// Receivers written to and not drained yet, and the instant of that write: drained
+    /// together by the next `poll_*` call, so that the packets of a driver's whole receive
+    /// batch leave a receiver's `Rtc` in one drain (one run of datagrams to one address,
+    /// which the shell sends as one GSO message) instead of one drain per packet.
+    undrained: Vec<PeerKey>,
+    undrained_at: Option<Instant>,
     limits: Limits,
     stats: SfuStats,
 }
@@ -114,6 +120,8 @@ impl Sfu {
             work: VecDeque::new(),
             dirty: Vec::new(),
             fanout: Vec::new(),
+            undrained: Vec::new(),
+            undrained_at: None,
             limits,
             stats: SfuStats::default(),
         }
@@ -189,11 +197,13 @@ impl Sfu {
             tracks_out: Vec::new(),
             published: Vec::new(),
             estimate: None,
+            desired_bps: self.config.bwe_desired_bps,
             cap_bps: None,
             next_layer_check: now,
             rtc_timeout: now,
             timer: None,
             failed: false,
+            drain_due: false,
             budget: None,
             rx_streams: Vec::new(),
         };
@@ -374,6 +384,7 @@ impl Sfu {
 
     /// Time passed: call at [`Sfu::poll_timeout`] (early or late is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.drain_written();
         // Due peers are taken first: a drain may file a peer again at or before `now`,
         // which must wait for the next call rather than loop here.
         let later = self.timers.split_off(&(now, PeerKey::MAX));
@@ -432,28 +443,38 @@ impl Sfu {
         Ok(())
     }
 
-    /// The next datagram to send. Drain after every `handle_*` call.
+    /// The next datagram to send. Drain after every `handle_*` call (or after a batch of
+    /// `handle_datagram` calls: forwarded packets wait in the receivers' sessions until
+    /// then).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.drain_written();
         self.transmits.pop_front()
     }
 
     /// The next signal for a peer (an answer, an offer). Drain after every `handle_*` call.
     #[must_use]
     pub fn poll_signal(&mut self) -> Option<OutSignal> {
+        self.drain_written();
         self.signals.pop_front()
     }
 
     /// The next event. Drain after every `handle_*` call.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.drain_written();
         self.events.pop_front()
     }
 
     /// When to call [`Sfu::handle_timeout`] next (`None`: no peer, nothing to wait for).
+    /// Receivers written to and not drained yet make it the instant of that write.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(at, _)| *at)
+        let timer = self.timers.first().map(|(at, _)| *at);
+        match (self.undrained_at, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Counters and gauges for metrics.
@@ -532,11 +553,40 @@ impl Sfu {
         self.by_addr.insert(from, key);
     }
 
+    /// A receiver was written to: its drain waits for the next `poll_*` (see `undrained`).
+    fn defer_drain(&mut self, now: Instant, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.drain_due {
+            p.drain_due = true;
+            self.undrained.push(key);
+        }
+        self.undrained_at = Some(self.undrained_at.map_or(now, |at| at.max(now)));
+    }
+
+    /// Drains the receivers written to since the last `poll_*`, and handles what that
+    /// queued.
+    fn drain_written(&mut self) {
+        let Some(now) = self.undrained_at.take() else {
+            return;
+        };
+        let keys = std::mem::take(&mut self.undrained);
+        for &key in &keys {
+            self.drain_peer(now, key);
+        }
+        // Kept for the next batch: forwarding allocates nothing in the steady state.
+        self.undrained = keys;
+        self.undrained.clear();
+        self.run(now);
+    }
+
     /// Drains a peer's `Rtc` and files it under its next deadline.
     fn drain_peer(&mut self, now: Instant, key: PeerKey) {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
+        p.drain_due = false;
         let mut sink = Sink {
             transmits: &mut self.transmits,
             events: &mut self.events,

@@ -139,6 +139,8 @@ pub(crate) struct Peer {
     /// Mids of the tracks it publishes.
     pub(crate) published: Vec<Mid>,
     pub(crate) estimate: Option<Bitrate>,
+    /// The rate its estimator probes towards (`Bwe::set_bitrate`'s desired).
+    pub(crate) desired_bps: u64,
     pub(crate) cap_bps: Option<u64>,
     /// The next time the layers it receives are chosen again.
     pub(crate) next_layer_check: Instant,
@@ -148,6 +150,8 @@ pub(crate) struct Peer {
     pub(crate) timer: Option<Instant>,
     /// A failure was reported: the `Rtc` is not touched again.
     pub(crate) failed: bool,
+    /// Written to and waiting in the core's `undrained` list.
+    pub(crate) drain_due: bool,
     /// Its inbound budget, from its first routed datagram on.
     pub(crate) budget: Option<crate::budget::Bucket>,
     /// The mid and rid of each of its incoming RTP streams, looked up once per SSRC.
@@ -191,11 +195,11 @@ impl Peer {
 /// only keeps a bug there from hanging the core.
 const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
 
-/// Send timeouts that one drain serves itself. str0m packetizes a written frame at its next
+/// Send timeouts that one drain serves itself. str0m queues a written packet at its next
 /// timeout, and its pacer hands out one packet per timeout, asking for the next one a
-/// microsecond later (so that each packet has its own send time for TWCC): served here, a
-/// frame's packets to a receiver leave together (one GSO message, one driver turn) instead
-/// of one core turn each. Only those reasons: other timers (BWE control, feedback) may stay
+/// microsecond later (so that each packet has its own send time for TWCC): served here, the
+/// packets written to a receiver in one receive batch leave together (one GSO message, one
+/// driver turn) instead of one core turn each. Only those reasons: other timers (BWE control, feedback) may stay
 /// due after a timeout at the same instant. The bound keeps one peer from holding the core;
 /// the rest waits for its timer.
 const MAX_SEND_TIMEOUTS_PER_DRAIN: usize = 256;
@@ -232,7 +236,9 @@ impl Peer {
                     // measures, so those wait until they are due.
                     let serve = match self.rtc.last_timeout_reason() {
                         Reason::Pacer(PacerReason::Immediate) => at <= now + SEND_TIMEOUT_SLACK,
-                        Reason::Pacer(_) | Reason::Packetize => at <= now,
+                        // A written packet waits for a timeout to reach the pacer's queue
+                        // (`SendStream`, RTP mode; `Packetize`, frames).
+                        Reason::Pacer(_) | Reason::Packetize | Reason::SendStream => at <= now,
                         _ => false,
                     };
                     if serve && send_timeouts < MAX_SEND_TIMEOUTS_PER_DRAIN {
@@ -259,6 +265,21 @@ impl Peer {
             }
         }
         self.fail("media session does not settle".to_string(), sink);
+    }
+
+    /// Sets the rate its estimator probes towards, when it moved by more than an eighth
+    /// (each raise may start a probe). `true`: set, and its `Rtc` wants a drain (the
+    /// estimator's timers moved).
+    pub(crate) fn set_desired_bitrate(&mut self, bps: u64) -> bool {
+        let moved = bps.abs_diff(self.desired_bps) > self.desired_bps / 8;
+        if !moved && (bps == 0) == (self.desired_bps == 0) {
+            return false;
+        }
+        self.desired_bps = bps;
+        self.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(0), Bitrate::bps(bps));
+        true
     }
 
     pub(crate) fn fail(&mut self, reason: String, sink: &mut Sink<'_>) {

@@ -193,8 +193,10 @@ impl Driver {
                 let to = self.destination(dst_ip);
                 // Refused datagrams are the core's to count.
                 let _ = self.sfu.handle_datagram(now, from, to, bytes);
-                self.send_transmits();
             }
+            // Once per batch: what the batch forwarded leaves each receiver in one drain,
+            // so a publisher's burst is one run of datagrams per receiver.
+            self.send_transmits();
         }
     }
 
