@@ -10,7 +10,7 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
 use crate::Sfu;
 use crate::peer::{OutState, Peer, PeerKey, TrackId, TrackOut, Work};
-use crate::simulcast::{LayerMeter, choose_layer, wanted_bps};
+use crate::simulcast::{LayerMeter, choose_layer};
 
 /// How often a receiver's layers are chosen again besides on a new estimate, so that
 /// layers measured after the last estimate count.
@@ -440,24 +440,7 @@ impl Sfu {
                     .any(|t| t.id == p.tracks_out[*i].source && t.meter.is_simulcast())
             })
             .collect();
-        // The estimator probes (padding packets, which cost as much as media) only towards
-        // what would change a choice: the top layers of its simulcast tracks. Single-layer
-        // tracks have nothing to choose; a track not measured yet may need the most.
-        let mut wanted = 0u64;
-        for &i in &open {
-            let rates = room
-                .tracks
-                .iter()
-                .find(|t| t.id == p.tracks_out[i].source)
-                .map(|t| t.meter.rates(now));
-            let track_wants = rates.as_deref().and_then(wanted_bps);
-            wanted = wanted.saturating_add(track_wants.unwrap_or(self.config.bwe_desired_bps));
-        }
-        let rearm = p.set_desired_bitrate(wanted.min(self.config.bwe_desired_bps));
         if open.is_empty() {
-            if rearm {
-                self.defer_drain(now, key);
-            }
             return;
         }
         if open.is_empty() {
@@ -481,9 +464,6 @@ impl Sfu {
         }
         for (source, rid) in requests {
             self.request_keyframe(now, source, rid, KeyframeRequestKind::Pli);
-        }
-        if rearm {
-            self.defer_drain(now, key);
         }
     }
 }

@@ -86,16 +86,6 @@ impl LayerMeter {
     }
 }
 
-/// What a receiver of this track could use: its top measured layer with the upgrade
-/// headroom (`None`: no layer measured yet).
-pub(crate) fn wanted_bps(layers: &[(Rid, Option<u64>)]) -> Option<u64> {
-    layers
-        .iter()
-        .filter_map(|(_, bps)| *bps)
-        .max()
-        .map(|top| top.saturating_mul(UPGRADE_HEADROOM_PERCENT) / 100)
-}
-
 /// The layer to forward for a budget of `budget_bps`: the highest measured layer that fits
 /// (an upgrade over `current` with some headroom), else the lowest measured one. Before any
 /// layer was measured, the first one the publisher listed.
@@ -142,17 +132,6 @@ mod tests {
             (Rid::from("m"), Some(500_000)),
             (Rid::from("h"), Some(1_500_000)),
         ]
-    }
-
-    #[test]
-    fn a_receiver_wants_the_top_measured_layer_with_headroom() {
-        assert_eq!(wanted_bps(&layers()), Some(1_725_000));
-        // The top layer idle: what the others need.
-        let mut idle_top = layers();
-        idle_top[2].1 = None;
-        assert_eq!(wanted_bps(&idle_top), Some(575_000));
-        // Nothing measured yet: unknown, not zero.
-        assert_eq!(wanted_bps(&[(Rid::from("l"), None)]), None);
     }
 
     #[test]
