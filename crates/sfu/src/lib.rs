@@ -197,6 +197,7 @@ impl Sfu {
             tracks_out: Vec::new(),
             published: Vec::new(),
             estimate: None,
+            desired_bps: self.config.bwe_desired_bps,
             cap_bps: None,
             next_layer_check: now,
             rtc_timeout: now,

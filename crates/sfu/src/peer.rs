@@ -139,6 +139,8 @@ pub(crate) struct Peer {
     /// Mids of the tracks it publishes.
     pub(crate) published: Vec<Mid>,
     pub(crate) estimate: Option<Bitrate>,
+    /// The rate its estimator probes towards (`Bwe::set_bitrate`'s desired).
+    pub(crate) desired_bps: u64,
     pub(crate) cap_bps: Option<u64>,
     /// The next time the layers it receives are chosen again.
     pub(crate) next_layer_check: Instant,
@@ -263,6 +265,21 @@ impl Peer {
             }
         }
         self.fail("media session does not settle".to_string(), sink);
+    }
+
+    /// Sets the rate its estimator probes towards, when it moved by more than an eighth
+    /// (each raise may start a probe). `true`: set, and its `Rtc` wants a drain (the
+    /// estimator's timers moved).
+    pub(crate) fn set_desired_bitrate(&mut self, bps: u64) -> bool {
+        let moved = bps.abs_diff(self.desired_bps) > self.desired_bps / 8;
+        if !moved && (bps == 0) == (self.desired_bps == 0) {
+            return false;
+        }
+        self.desired_bps = bps;
+        self.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(0), Bitrate::bps(bps));
+        true
     }
 
     pub(crate) fn fail(&mut self, reason: String, sink: &mut Sink<'_>) {

@@ -201,9 +201,7 @@ impl Sfu {
         let Some(track) = room.tracks.iter_mut().find(|t| t.id == source) else {
             return;
         };
-        if let Some(rid) = stream.rid {
-            track.meter.record(now, rid, packet.payload.len());
-        }
+        track.meter.record(now, stream.rid, packet.payload.len());
         let incoming = Incoming {
             packet,
             rid: stream.rid,
@@ -432,6 +430,17 @@ impl Sfu {
             .estimate
             .map_or(self.config.bwe_initial_bps, |e| e.as_u64());
         let budget = p.cap_bps.map_or(estimate, |cap| cap.min(estimate));
+        // The estimator probes (with padding, which costs as much as media) towards what
+        // this receiver may use, not past it; a track not measured yet may need the most.
+        let mut wanted = 0u64;
+        for out in &p.tracks_out {
+            if matches!(out.state, OutState::Open(_)) {
+                let track = room.tracks.iter().find(|t| t.id == out.source);
+                let track_wants = track.and_then(|t| t.meter.wanted_bps(now));
+                wanted = wanted.saturating_add(track_wants.unwrap_or(self.config.bwe_desired_bps));
+            }
+        }
+        let rearm = p.set_desired_bitrate(wanted.min(self.config.bwe_desired_bps));
         let open: Vec<usize> = (0..p.tracks_out.len())
             .filter(|i| matches!(p.tracks_out[*i].state, OutState::Open(_)))
             .filter(|i| {
@@ -444,6 +453,9 @@ impl Sfu {
             return;
         }
         if open.is_empty() {
+            if rearm {
+                self.defer_drain(now, key);
+            }
             return;
         }
         let share = budget / open.len() as u64;
@@ -464,6 +476,9 @@ impl Sfu {
         }
         for (source, rid) in requests {
             self.request_keyframe(now, source, rid, KeyframeRequestKind::Pli);
+        }
+        if rearm {
+            self.defer_drain(now, key);
         }
     }
 }
