@@ -199,9 +199,9 @@ const MAX_OUTPUTS_PER_DRAIN: usize = 100_000;
 /// timeout, and its pacer hands out one packet per timeout, asking for the next one a
 /// microsecond later (so that each packet has its own send time for TWCC): served here, the
 /// packets written to a receiver in one receive batch leave together (one GSO message, one
-/// driver turn) instead of one core turn each. Only those reasons: other timers (BWE control, feedback) may stay
-/// due after a timeout at the same instant. The bound keeps one peer from holding the core;
-/// the rest waits for its timer.
+/// driver turn) instead of one core turn each. Only those reasons: other timers (BWE
+/// control, feedback) may stay due after a timeout at the same instant. The bound keeps one
+/// peer from holding the core; the rest waits for its timer.
 const MAX_SEND_TIMEOUTS_PER_DRAIN: usize = 256;
 
 /// How far ahead of `now` the pacer's next-packet step may be and still be served by the
