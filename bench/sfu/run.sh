@@ -6,6 +6,7 @@
 #
 #   bench/sfu/run.sh                 # release build, both scenarios
 #   SCENARIOS="1x50" REPS=1 bench/sfu/run.sh
+#   BITRATES="500000 1000000 2000000" bench/sfu/run.sh   # each publisher's rate
 #
 # Results: one JSON line per run in $RESULTS (default
 # bench/sfu/results/DATE.jsonl), a table on stderr.
@@ -16,6 +17,10 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 REPS=${REPS:-3}
 SCENARIOS=${SCENARIOS:-"1x50 10x10"}
 DURATION=${DURATION:-10}
+# Each publisher's video rate, bits/s. The ratio to the floor depends on it:
+# part of the server's work is per receiver per second (its feedback, its
+# estimator), which the floor does not have (docs/benchmarks.md).
+BITRATES=${BITRATES:-1000000}
 # Seconds of media before measuring: each receiver's bandwidth estimate
 # (and so its pacer) must have settled, or the window also drains what the
 # pacer queued while it ramped up (received more than sent: "negative loss").
@@ -66,13 +71,17 @@ run_pair() {
 }
 
 for rep in $(seq "$REPS"); do
-  for s in $SCENARIOS; do
-    case $s in
-      1x50) run_pair 1x50 --rooms 1 --publishers 1 --subscribers 50 ;;
-      10x10) run_pair 10x10 --rooms 1 --publishers 10 --subscribers 0 ;;
-      *x*) run_pair "$s" --rooms 1 --publishers "${s%x*}" --subscribers "${s#*x}" ;;
-    esac
-    echo "rep $rep $s done" >&2
+  for br in $BITRATES; do
+    # The default rate keeps the plain scenario name (older results compare).
+    suffix=""; [ "$br" = 1000000 ] || suffix="@$((br / 1000))k"
+    for s in $SCENARIOS; do
+      case $s in
+        1x50) run_pair "1x50$suffix" --rooms 1 --publishers 1 --subscribers 50 --bitrate "$br" ;;
+        10x10) run_pair "10x10$suffix" --rooms 1 --publishers 10 --subscribers 0 --bitrate "$br" ;;
+        *x*) run_pair "$s$suffix" --rooms 1 --publishers "${s%x*}" --subscribers "${s#*x}" --bitrate "$br" ;;
+      esac
+      echo "rep $rep $s$suffix done" >&2
+    done
   done
 done
 python3 "$ROOT/bench/sfu/table.py" "$RESULTS" >&2
