@@ -25,6 +25,11 @@ const FIRST_SEQ: u64 = 1000;
 /// H.264 sequence parameter set: a key frame's first packet usually carries it (with the
 /// picture parameter set) ahead of the IDR slice, and a decoder needs it first.
 const H264_SPS: u8 = 7;
+/// H.265 video parameter set: what an encoder sends first in a key frame (with the SPS and
+/// PPS, often in one aggregation packet), ahead of the IRAP picture.
+const H265_VPS: u8 = 32;
+/// H.265 aggregation packet (RFC 7798 §4.4.2).
+const H265_AP: u8 = 48;
 
 /// The peers of one SFU room and the tracks they publish.
 #[derive(Debug, Default)]
@@ -511,7 +516,37 @@ fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
             str0m::format::detect_h264_nalu(payload, H264_SPS)
                 || str0m::format::detect_h264_keyframe(payload)
         }
+        Codec::H265 => h265_has_vps(payload) || str0m::format::detect_h265_keyframe(payload),
         Codec::Av1 => str0m::format::detect_av1_keyframe(payload),
+        _ => false,
+    }
+}
+
+/// An H.265 payload (RFC 7798) that is, or aggregates, a video parameter set. str0m's
+/// detector finds the IRAP picture, which comes after the parameter sets: switching there
+/// would leave the receiver's decoder without them.
+fn h265_has_vps(payload: &[u8]) -> bool {
+    let nal_type = |b: u8| (b >> 1) & 0x3f;
+    let Some(&first) = payload.first() else {
+        return false;
+    };
+    match nal_type(first) {
+        H265_VPS => payload.len() >= 2,
+        H265_AP => {
+            // Two bytes of header, then units of a 16-bit size and the NAL unit.
+            let mut rest = payload.get(2..).unwrap_or_default();
+            while let [hi, lo, units @ ..] = rest {
+                let size = usize::from(*hi) << 8 | usize::from(*lo);
+                let Some(unit) = units.get(..size) else {
+                    return false;
+                };
+                if size >= 2 && nal_type(unit[0]) == H265_VPS {
+                    return true;
+                }
+                rest = &units[size..];
+            }
+            false
+        }
         _ => false,
     }
 }
@@ -536,6 +571,24 @@ mod tests {
         assert!(starts_keyframe(Codec::H264, &[0x7c, 0x85, 0x88]));
         assert!(!starts_keyframe(Codec::H264, &[0x7c, 0x05, 0x88]));
         assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a]));
+        // H.265: a VPS (alone or in an aggregation packet), or an IRAP picture's first
+        // fragment (FU, type 49, S=1, IDR_W_RADL); not a trailing picture's slice.
+        assert!(starts_keyframe(Codec::H265, &[0x40, 0x01, 0x0c]));
+        assert!(starts_keyframe(
+            Codec::H265,
+            &[
+                0x60, 0x01, 0x00, 0x03, 0x40, 0x01, 0x0c, 0x00, 0x03, 0x42, 0x01, 0x01
+            ]
+        ));
+        assert!(starts_keyframe(Codec::H265, &[0x62, 0x01, 0x93, 0xaf]));
+        assert!(!starts_keyframe(Codec::H265, &[0x62, 0x01, 0x13, 0xaf]));
+        assert!(!starts_keyframe(Codec::H265, &[0x02, 0x01, 0xd0]));
+        // An aggregation packet that lies about a unit's size is no switch point.
+        assert!(!starts_keyframe(
+            Codec::H265,
+            &[0x60, 0x01, 0x00, 0x09, 0x40, 0x01]
+        ));
+        assert!(!starts_keyframe(Codec::H265, &[0x60, 0x01, 0x00]));
         // Audio never starts a layer, nor does an empty payload.
         assert!(!starts_keyframe(Codec::Opus, &[0x10, 0x00]));
         assert!(!starts_keyframe(Codec::Vp8, &[]));
