@@ -4,13 +4,24 @@
 //! peer: a client offer that crosses a pending server offer is ignored (the client rolls
 //! back, answers, and offers again).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, Mid};
 
 use crate::peer::{OutState, Peer, PeerKey};
 use crate::types::SfuError;
+
+/// How long a receiver's video packets are kept for its NACKs. libwebrtc keeps a sender's
+/// packets for max(1 s, 3 RTT); a repair later than that comes after the receiver's jitter
+/// buffer gave the frame up. str0m's default, 3 s, made each subscribed track's cache the
+/// larger part of its memory: every packet is 408 bytes of header and bookkeeping (the
+/// payload itself is shared), and the ring grows to hold all of the window.
+const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+/// An upper bound on the same, in packets (str0m's default).
+const RTX_CACHE_PACKETS: usize = 2000;
+/// Queued resends are dropped when they pass this share of what is sent (str0m's default).
+const RTX_RATIO_CAP: f32 = 0.15;
 
 /// What a client offer led to.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,6 +119,12 @@ impl Peer {
             }
         }
         self.settle_stopped();
+        let mut api = self.rtc.direct_api();
+        for &mid in &opened {
+            if let Some(tx) = api.stream_tx_by_mid(mid, None) {
+                tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(RTX_RATIO_CAP));
+            }
+        }
         Ok(opened)
     }
 
