@@ -455,9 +455,6 @@ impl Sfu {
             })
             .collect();
         if open.is_empty() {
-            return;
-        }
-        if open.is_empty() {
             if rearm {
                 self.defer_drain(now, key);
             }
